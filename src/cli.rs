@@ -1,0 +1,106 @@
+//! Command-line surface: `serve`, `dev`, and `check` (a one-shot ext_authz client for trying a token).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::ServeArgs;
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "cognito-authz",
+    version,
+    about = "Envoy ext_authz server for AWS Cognito access tokens"
+)]
+pub struct Cli {
+    /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_AUTHZ_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Run the ext_authz server against a Cognito user pool.
+    Serve(ServeArgs),
+    /// Run the server against a built-in development issuer (no AWS needed), or manage it.
+    Dev(DevArgs),
+    /// Send one Check to a running server and print the decision (exit 0 allow, 1 deny).
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    #[command(subcommand)]
+    pub action: Option<DevAction>,
+    /// Where the dev signing key and user directory are kept.
+    #[arg(
+        long,
+        env = "COGNITO_AUTHZ_DATA_DIR",
+        default_value = ".cognito-authz",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Address of the gRPC ext_authz and health server.
+    #[arg(
+        long,
+        env = "COGNITO_AUTHZ_GRPC_LISTEN",
+        default_value = "127.0.0.1:9001"
+    )]
+    pub grpc_listen: SocketAddr,
+    /// Address of the HTTP server, which also serves the dev JWKS.
+    #[arg(
+        long,
+        env = "COGNITO_AUTHZ_HTTP_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub http_listen: SocketAddr,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DevAction {
+    /// Print an access token for a dev user (reads the stored key; the server need not run).
+    Token {
+        /// A user of the dev directory (`alice`, `bob`, …).
+        username: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
+    },
+    /// Set whether a dev user has enrolled TOTP MFA.
+    Mfa {
+        username: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// List the dev users.
+    Users,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The ext_authz server.
+    #[arg(long, default_value = "http://127.0.0.1:9001")]
+    pub addr: String,
+    /// Bearer token to send (omit to send none).
+    #[arg(long, env = "COGNITO_AUTHZ_TOKEN")]
+    pub token: Option<String>,
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Extra request header, `name: value`; repeatable.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+}

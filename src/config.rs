@@ -1,0 +1,447 @@
+//! Configuration: clap flags, each with an environment variable, over an optional TOML file with
+//! the same keys, into one `Config` value passed down. A bad setting stops start-up with one line
+//! naming it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::keys::KeySettings;
+
+/// Issuers under this host belong to `cognito-authz dev` and are never accepted by `serve`.
+pub const DEV_ISSUER_HOST: &str = "cognito-authz.invalid";
+
+/// `cognito-authz serve` settings. Flags win over environment variables, which win over the file.
+#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with the same keys as these flags (e.g. `user-pool-id = "…"`).
+    #[arg(long, env = "COGNITO_AUTHZ_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// AWS region of the user pool, e.g. `eu-west-1`. Required.
+    #[arg(long, env = "COGNITO_AUTHZ_REGION")]
+    pub region: Option<String>,
+    /// User pool id, e.g. `eu-west-1_AbC123`. Required.
+    #[arg(long, env = "COGNITO_AUTHZ_USER_POOL_ID")]
+    pub user_pool_id: Option<String>,
+    /// App client id whose access tokens are accepted; repeat the flag or separate with commas. Required.
+    #[arg(
+        long = "client-id",
+        env = "COGNITO_AUTHZ_CLIENT_IDS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub client_id: Vec<String>,
+    /// Expected `iss`. Defaults to `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`
+    /// (`amazonaws.com.cn` in China regions).
+    #[arg(long, env = "COGNITO_AUTHZ_ISSUER")]
+    pub issuer: Option<String>,
+    /// Where the signing keys are fetched. Defaults to `{issuer}/.well-known/jwks.json`.
+    /// Must be https, except to a loopback address.
+    #[arg(long, env = "COGNITO_AUTHZ_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Address of the gRPC ext_authz and health server. Defaults to `0.0.0.0:9001`.
+    #[arg(long, env = "COGNITO_AUTHZ_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Address of the HTTP server. Defaults to `0.0.0.0:8080`.
+    #[arg(long, env = "COGNITO_AUTHZ_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Seconds of clock tolerance on `exp`, `nbf` and `iat`. Defaults to `0`.
+    #[arg(long, env = "COGNITO_AUTHZ_LEEWAY_SECONDS")]
+    pub leeway_seconds: Option<u64>,
+    /// Cookie that may carry the access token when no `authorization` header is sent
+    /// (for WebSocket and EventSource clients). Defaults to none.
+    #[arg(long, env = "COGNITO_AUTHZ_TOKEN_COOKIE")]
+    pub token_cookie: Option<String>,
+    /// Remove the `authorization` header before the upstream on allow. Defaults to `false`.
+    #[arg(long, env = "COGNITO_AUTHZ_STRIP_AUTHORIZATION", num_args = 0..=1, default_missing_value = "true")]
+    pub strip_authorization: Option<bool>,
+    /// Seconds between background key refreshes. Defaults to `3600`.
+    #[arg(long, env = "COGNITO_AUTHZ_JWKS_REFRESH_SECONDS")]
+    pub jwks_refresh_seconds: Option<u64>,
+    /// Seconds during which unknown `kid`s are refused without fetching, after a fetch that lacked
+    /// one. Defaults to `10`.
+    #[arg(long, env = "COGNITO_AUTHZ_JWKS_COOLDOWN_SECONDS")]
+    pub jwks_cooldown_seconds: Option<u64>,
+    /// Milliseconds a request waits for a key fetch before answering 503. Keep it well inside
+    /// Envoy's ext_authz timeout. Defaults to `1000`.
+    #[arg(long, env = "COGNITO_AUTHZ_JWKS_FETCH_WAIT_MS")]
+    pub jwks_fetch_wait_ms: Option<u64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub issuer: String,
+    pub jwks_url: reqwest::Url,
+    pub client_ids: Vec<String>,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub leeway_seconds: u64,
+    pub token_cookie: Option<String>,
+    pub strip_authorization: bool,
+    pub keys: KeySettings,
+}
+
+/// A bad setting, named by its flag and environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: --{flag} ({env}): {problem}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub problem: String,
+}
+
+fn bad(flag: &'static str, env: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        env,
+        problem: problem.into(),
+    }
+}
+
+impl ServeArgs {
+    /// Fills what flags and environment left unset from the `--config` file.
+    pub fn with_file(self) -> Result<ServeArgs, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = read_file(&path)?;
+        Ok(ServeArgs {
+            config: self.config,
+            region: self.region.or(file.region),
+            user_pool_id: self.user_pool_id.or(file.user_pool_id),
+            client_id: if self.client_id.is_empty() {
+                file.client_id
+            } else {
+                self.client_id
+            },
+            issuer: self.issuer.or(file.issuer),
+            jwks_url: self.jwks_url.or(file.jwks_url),
+            grpc_listen: self.grpc_listen.or(file.grpc_listen),
+            http_listen: self.http_listen.or(file.http_listen),
+            leeway_seconds: self.leeway_seconds.or(file.leeway_seconds),
+            token_cookie: self.token_cookie.or(file.token_cookie),
+            strip_authorization: self.strip_authorization.or(file.strip_authorization),
+            jwks_refresh_seconds: self.jwks_refresh_seconds.or(file.jwks_refresh_seconds),
+            jwks_cooldown_seconds: self.jwks_cooldown_seconds.or(file.jwks_cooldown_seconds),
+            jwks_fetch_wait_ms: self.jwks_fetch_wait_ms.or(file.jwks_fetch_wait_ms),
+        })
+    }
+
+    /// Validates and derives the configuration.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let region = self
+            .region
+            .ok_or_else(|| bad("region", "COGNITO_AUTHZ_REGION", "is required"))?;
+        if !valid_region(&region) {
+            return Err(bad(
+                "region",
+                "COGNITO_AUTHZ_REGION",
+                "is not an AWS region name like eu-west-1",
+            ));
+        }
+        let pool = self
+            .user_pool_id
+            .ok_or_else(|| bad("user-pool-id", "COGNITO_AUTHZ_USER_POOL_ID", "is required"))?;
+        let valid_pool = pool
+            .strip_prefix(&format!("{region}_"))
+            .is_some_and(|rest| {
+                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        if !valid_pool {
+            return Err(bad(
+                "user-pool-id",
+                "COGNITO_AUTHZ_USER_POOL_ID",
+                "must look like {region}_{id}",
+            ));
+        }
+        let client_ids: Vec<String> = self
+            .client_id
+            .iter()
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if client_ids.is_empty() {
+            return Err(bad(
+                "client-id",
+                "COGNITO_AUTHZ_CLIENT_IDS",
+                "at least one app client id is required",
+            ));
+        }
+        let issuer = match self.issuer {
+            Some(issuer) => issuer,
+            None => default_issuer(&region, &pool),
+        };
+        let issuer_url = reqwest::Url::parse(&issuer)
+            .map_err(|_| bad("issuer", "COGNITO_AUTHZ_ISSUER", "is not a URL"))?;
+        if issuer_url.scheme() != "https" {
+            return Err(bad(
+                "issuer",
+                "COGNITO_AUTHZ_ISSUER",
+                "must be an https URL",
+            ));
+        }
+        if issuer_url
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case(DEV_ISSUER_HOST))
+        {
+            return Err(bad(
+                "issuer",
+                "COGNITO_AUTHZ_ISSUER",
+                "is the development issuer, which serve never accepts",
+            ));
+        }
+        let jwks_url = self
+            .jwks_url
+            .unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
+        let jwks_url = jwks_url_checked(&jwks_url)
+            .map_err(|p| bad("jwks-url", "COGNITO_AUTHZ_JWKS_URL", p))?;
+        if let Some(name) = &self.token_cookie
+            && (name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            return Err(bad(
+                "token-cookie",
+                "COGNITO_AUTHZ_TOKEN_COOKIE",
+                "is not a cookie name",
+            ));
+        }
+        let defaults = KeySettings::default();
+        let refresh = self
+            .jwks_refresh_seconds
+            .map_or(defaults.refresh_every, Duration::from_secs);
+        if refresh < Duration::from_secs(60) {
+            return Err(bad(
+                "jwks-refresh-seconds",
+                "COGNITO_AUTHZ_JWKS_REFRESH_SECONDS",
+                "must be at least 60",
+            ));
+        }
+        let fetch_wait = self
+            .jwks_fetch_wait_ms
+            .map_or(defaults.fetch_wait, Duration::from_millis);
+        if fetch_wait.is_zero() || fetch_wait > Duration::from_secs(30) {
+            return Err(bad(
+                "jwks-fetch-wait-ms",
+                "COGNITO_AUTHZ_JWKS_FETCH_WAIT_MS",
+                "must be between 1 and 30000",
+            ));
+        }
+        Ok(Config {
+            issuer,
+            jwks_url,
+            client_ids,
+            grpc_listen: self.grpc_listen.unwrap_or(([0, 0, 0, 0], 9001).into()),
+            http_listen: self.http_listen.unwrap_or(([0, 0, 0, 0], 8080).into()),
+            leeway_seconds: self.leeway_seconds.unwrap_or(0),
+            token_cookie: self.token_cookie,
+            strip_authorization: self.strip_authorization.unwrap_or(false),
+            keys: KeySettings {
+                cooldown: self
+                    .jwks_cooldown_seconds
+                    .map_or(defaults.cooldown, Duration::from_secs),
+                fetch_wait,
+                refresh_every: refresh,
+                failure_backoff: defaults.failure_backoff,
+            },
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(
+            "config",
+            "COGNITO_AUTHZ_CONFIG",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let problem = format!("{}: {}", path.display(), e.message());
+        bad("config", "COGNITO_AUTHZ_CONFIG", problem)
+    })
+}
+
+/// Cognito's issuer for a pool.
+pub fn default_issuer(region: &str, pool: &str) -> String {
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://cognito-idp.{region}.{domain}/{pool}")
+}
+
+fn valid_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// https anywhere; plain http only to a loopback address (a local emulator or proxy).
+pub fn jwks_url_checked(url: &str) -> Result<reqwest::Url, &'static str> {
+    let url = reqwest::Url::parse(url).map_err(|_| "is not a URL")?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err("must be https unless it points at a loopback address"),
+        _ => Err("must be an http(s) URL"),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            region: Some("eu-west-1".into()),
+            user_pool_id: Some("eu-west-1_AbC123".into()),
+            client_id: vec!["abc".into(), " def ".into()],
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn issuer_and_jwks_url_are_derived_from_region_and_pool() {
+        let config = args().into_config().expect("valid configuration");
+        assert_eq!(
+            config.issuer,
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"
+        );
+        assert_eq!(
+            config.jwks_url.as_str(),
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123/.well-known/jwks.json"
+        );
+        assert_eq!(config.client_ids, ["abc", "def"]);
+        assert_eq!(config.leeway_seconds, 0);
+        assert_eq!(config.grpc_listen.to_string(), "0.0.0.0:9001");
+    }
+
+    #[test]
+    fn china_regions_use_the_cn_domain() {
+        assert_eq!(
+            default_issuer("cn-north-1", "cn-north-1_X"),
+            "https://cognito-idp.cn-north-1.amazonaws.com.cn/cn-north-1_X"
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_the_flag() {
+        let err = |a: ServeArgs| a.into_config().expect_err("refused").flag;
+        assert_eq!(
+            err(ServeArgs {
+                region: None,
+                ..args()
+            }),
+            "region"
+        );
+        assert_eq!(
+            err(ServeArgs {
+                region: Some("Europe".into()),
+                ..args()
+            }),
+            "region"
+        );
+        assert_eq!(
+            err(ServeArgs {
+                user_pool_id: Some("us-east-1_AbC".into()),
+                ..args()
+            }),
+            "user-pool-id"
+        );
+        assert_eq!(
+            err(ServeArgs {
+                client_id: vec![" ".into()],
+                ..args()
+            }),
+            "client-id"
+        );
+        assert_eq!(
+            err(ServeArgs {
+                issuer: Some("http://x/y".into()),
+                ..args()
+            }),
+            "issuer"
+        );
+        assert_eq!(
+            err(ServeArgs {
+                issuer: Some(format!("https://{DEV_ISSUER_HOST}/dev")),
+                ..args()
+            }),
+            "issuer"
+        );
+        assert_eq!(
+            err(ServeArgs {
+                jwks_url: Some("http://example.com/jwks".into()),
+                ..args()
+            }),
+            "jwks-url"
+        );
+        assert_eq!(
+            err(ServeArgs {
+                token_cookie: Some("a b".into()),
+                ..args()
+            }),
+            "token-cookie"
+        );
+    }
+
+    #[test]
+    fn plain_http_jwks_is_allowed_only_on_loopback() {
+        assert!(jwks_url_checked("http://127.0.0.1:5000/p/.well-known/jwks.json").is_ok());
+        assert!(jwks_url_checked("http://localhost/jwks").is_ok());
+        assert!(jwks_url_checked("http://[::1]/jwks").is_ok());
+        assert!(jwks_url_checked("http://10.0.0.1/jwks").is_err());
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_leave_unset() {
+        let dir = std::env::temp_dir().join(format!("cognito-authz-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "region = \"us-east-1\"\nuser-pool-id = \"us-east-1_Q\"\nclient-id = [\"x\"]\nleeway-seconds = 3\n").unwrap();
+        let cli = ServeArgs {
+            config: Some(path.clone()),
+            leeway_seconds: Some(1),
+            ..ServeArgs::default()
+        };
+        let config = cli
+            .with_file()
+            .unwrap()
+            .into_config()
+            .expect("file completes the flags");
+        assert_eq!(config.leeway_seconds, 1);
+        assert_eq!(config.client_ids, ["x"]);
+        std::fs::write(&path, "regoin = \"us-east-1\"\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .with_file()
+        .expect_err("unknown key");
+        assert_eq!(err.flag, "config");
+    }
+}

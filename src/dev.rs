@@ -1,0 +1,258 @@
+//! `cognito-authz dev`: an in-process stand-in for a Cognito user pool, for development only.
+//!
+//! It keeps an RSA key in the data directory (mode 0600, so tokens survive a restart), serves its
+//! JWKS on loopback, mints Cognito-shaped access tokens, and keeps a small user directory with
+//! each user's MFA state. Its issuer lives under `cognito-authz.invalid`, which `serve` refuses.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::DEV_ISSUER_HOST;
+
+/// The issuer of dev tokens.
+pub const DEV_ISSUER: &str = "https://cognito-authz.invalid/dev-pool";
+/// The app client id of dev tokens.
+pub const DEV_CLIENT_ID: &str = "cognito-authz-dev-client";
+
+const KEY_FILE: &str = "dev-signing-key.pk8";
+const USERS_FILE: &str = "dev-users.json";
+
+/// An RSA signing key and its `kid`.
+pub struct SigningKey {
+    pair: KeyPair,
+    kid: String,
+}
+
+impl SigningKey {
+    /// A fresh 2048-bit key.
+    pub fn generate(kid: &str) -> anyhow::Result<SigningKey> {
+        let pair = KeyPair::generate(KeySize::Rsa2048)
+            .map_err(|_| anyhow::anyhow!("rsa key generation failed"))?;
+        Ok(SigningKey {
+            pair,
+            kid: kid.to_owned(),
+        })
+    }
+
+    pub fn from_pkcs8(der: &[u8], kid: &str) -> anyhow::Result<SigningKey> {
+        let pair = KeyPair::from_pkcs8(der)
+            .map_err(|e| anyhow::anyhow!("stored dev key is unusable: {e}"))?;
+        Ok(SigningKey {
+            pair,
+            kid: kid.to_owned(),
+        })
+    }
+
+    pub fn pkcs8(&self) -> anyhow::Result<Vec<u8>> {
+        let der = self
+            .pair
+            .as_der()
+            .map_err(|_| anyhow::anyhow!("rsa key encoding failed"))?;
+        Ok(der.as_ref().to_vec())
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public key as one JWK (`kty` RSA, `use` sig, `alg` RS256).
+    pub fn jwk(&self) -> serde_json::Value {
+        let public = PublicKeyComponents::<Vec<u8>>::from(self.pair.public_key());
+        serde_json::json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
+            "n": URL_SAFE_NO_PAD.encode(&public.n), "e": URL_SAFE_NO_PAD.encode(&public.e),
+        })
+    }
+
+    /// Signs raw JSON header and payload with RS256, whatever they say (tests forge odd headers).
+    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header_json),
+            URL_SAFE_NO_PAD.encode(payload_json)
+        );
+        let mut signature = vec![0; self.pair.public_modulus_len()];
+        self.pair
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                input.as_bytes(),
+                &mut signature,
+            )
+            .expect("rsa signing with a valid key");
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// Signs `claims` with a standard RS256 header naming this key.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let header = serde_json::json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"});
+        self.sign_raw(&header.to_string(), &claims.to_string())
+    }
+}
+
+/// A user of the dev directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevUser {
+    pub username: String,
+    pub sub: Uuid,
+    pub groups: Vec<String>,
+    /// True when the user has enrolled a TOTP authenticator.
+    pub mfa: bool,
+}
+
+/// The dev pool's state on disk.
+pub struct DevPool {
+    dir: PathBuf,
+    key: SigningKey,
+}
+
+impl DevPool {
+    /// Opens the data directory, creating the key and the user directory on first use.
+    pub fn open(dir: &Path) -> anyhow::Result<DevPool> {
+        create_private_dir(dir)?;
+        let key_path = dir.join(KEY_FILE);
+        let key = if key_path.exists() {
+            let der =
+                fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+            SigningKey::from_pkcs8(&der, &kid_for(&der))?
+        } else {
+            let fresh = SigningKey::generate("pending")?;
+            let der = fresh.pkcs8()?;
+            write_private(&key_path, &der)?;
+            SigningKey::from_pkcs8(&der, &kid_for(&der))?
+        };
+        let pool = DevPool {
+            dir: dir.to_owned(),
+            key,
+        };
+        if !pool.users_path().exists() {
+            pool.save_users(&default_users())?;
+        }
+        Ok(pool)
+    }
+
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The JWK Set document served to the verifier.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.key.jwk()] })
+    }
+
+    pub fn users(&self) -> anyhow::Result<Vec<DevUser>> {
+        let text =
+            fs::read_to_string(self.users_path()).context("reading the dev user directory")?;
+        serde_json::from_str(&text).context("the dev user directory is not valid json")
+    }
+
+    pub fn user(&self, username: &str) -> anyhow::Result<DevUser> {
+        let users = self.users()?;
+        let known: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+        let known = known.join(", ");
+        users
+            .into_iter()
+            .find(|u| u.username == username)
+            .with_context(|| format!("no dev user {username:?} (known: {known})"))
+    }
+
+    /// Sets a user's MFA enrolment.
+    pub fn set_mfa(&self, username: &str, enrolled: bool) -> anyhow::Result<()> {
+        let mut users = self.users()?;
+        let user = users
+            .iter_mut()
+            .find(|u| u.username == username)
+            .with_context(|| format!("no dev user {username:?}"))?;
+        user.mfa = enrolled;
+        self.save_users(&users)
+    }
+
+    /// A Cognito-shaped access token for `user`, valid from `now` for `lifetime` seconds.
+    pub fn access_token(&self, user: &DevUser, now: u64, lifetime: u64) -> String {
+        let origin_jti = Uuid::new_v4();
+        let mut claims = serde_json::json!({
+            "sub": user.sub, "iss": DEV_ISSUER, "client_id": DEV_CLIENT_ID, "origin_jti": origin_jti,
+            "event_id": Uuid::new_v4(), "token_use": "access", "scope": "aws.cognito.signin.user.admin",
+            "auth_time": now, "exp": now + lifetime, "iat": now, "jti": Uuid::new_v4(), "username": user.username,
+        });
+        if !user.groups.is_empty() {
+            claims["cognito:groups"] = serde_json::json!(user.groups);
+        }
+        self.key.sign(&claims)
+    }
+
+    fn users_path(&self) -> PathBuf {
+        self.dir.join(USERS_FILE)
+    }
+
+    fn save_users(&self, users: &[DevUser]) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(users)?;
+        let tmp = self.dir.join(format!("{USERS_FILE}.tmp"));
+        fs::write(&tmp, text)?;
+        fs::rename(&tmp, self.users_path()).context("saving the dev user directory")
+    }
+}
+
+fn default_users() -> Vec<DevUser> {
+    vec![
+        DevUser {
+            username: "alice".into(),
+            sub: Uuid::new_v4(),
+            groups: vec!["admin".into()],
+            mfa: true,
+        },
+        DevUser {
+            username: "bob".into(),
+            sub: Uuid::new_v4(),
+            groups: vec![],
+            mfa: false,
+        },
+    ]
+}
+
+/// The `kid` of a stored key: derived from it, so it is stable across restarts.
+fn kid_for(pkcs8: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pkcs8);
+    format!("dev-{}", &URL_SAFE_NO_PAD.encode(digest.as_ref())[..16])
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The warning printed whenever dev mode starts.
+pub fn warning() -> String {
+    format!(
+        "DEVELOPMENT MODE: tokens are signed by a local key and issued by {DEV_ISSUER}. \
+         Never use this in production; `serve` refuses any issuer on {DEV_ISSUER_HOST}."
+    )
+}

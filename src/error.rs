@@ -1,0 +1,154 @@
+//! The denial taxonomy: every reason a request is refused, and the one place it becomes a status.
+//!
+//! Reasons are fixed strings. Nothing taken from a token (a `kid`, an issuer, a claim) is ever
+//! carried here, so nothing a caller sent can be reflected back into a header or a body.
+
+/// Why a token (or the lack of one) does not authenticate the caller: HTTP 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("authorization header is not a bearer token")]
+    NotBearer,
+    #[error("token is larger than 16 KiB")]
+    Oversized,
+    #[error("token is not a well-formed jwt")]
+    Malformed,
+    #[error("token header is not valid json")]
+    BadHeader,
+    #[error("token algorithm is not rs256")]
+    Algorithm,
+    #[error("token has no key id")]
+    MissingKeyId,
+    #[error("token header names a critical extension")]
+    CriticalHeader,
+    #[error("token names an unknown key")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token claims are not valid json or have the wrong types")]
+    BadClaims,
+    #[error("token json has a duplicated key")]
+    DuplicateKey,
+    #[error("token has no expiry")]
+    MissingExpiry,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not yet valid")]
+    NotYetValid,
+    #[error("token was issued in the future")]
+    IssuedInFuture,
+    #[error("token issuer is not trusted")]
+    Issuer,
+    #[error("token is not an access token")]
+    NotAccessToken,
+    #[error("token was issued to a client that is not allowed")]
+    Client,
+    #[error("token subject is not a uuid")]
+    Subject,
+    #[error("token has no username")]
+    MissingUsername,
+}
+
+/// Why the request itself cannot be judged: HTTP 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error("more than one authorization header or token cookie")]
+    MultipleCredentials,
+    #[error("check request has no http attributes")]
+    NoHttpAttributes,
+}
+
+/// Why no decision can be made right now although the token may be valid: HTTP 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("no signing keys have been loaded yet")]
+    NoKeys,
+    #[error("fetching the signing keys failed")]
+    KeyFetchFailed,
+    #[error("fetching the signing keys took too long")]
+    KeyFetchTimeout,
+}
+
+/// A refusal. Every variant is an answer to Envoy, never an RPC error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error(transparent)]
+    BadRequest(#[from] BadRequest),
+    #[error(transparent)]
+    Unauthenticated(#[from] Invalid),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// gRPC status codes Envoy reads from `CheckResponse.status` (0 would mean allow).
+pub mod code {
+    pub const OK: i32 = 0;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+impl Denied {
+    /// The HTTP status Envoy sends to the client.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Denied::BadRequest(_) => 400,
+            Denied::Unauthenticated(_) => 401,
+            Denied::Unavailable(_) => 503,
+        }
+    }
+
+    /// The non-zero gRPC code for `CheckResponse.status`.
+    pub fn grpc_code(&self) -> i32 {
+        match self {
+            Denied::BadRequest(_) => code::INVALID_ARGUMENT,
+            Denied::Unauthenticated(_) => code::UNAUTHENTICATED,
+            Denied::Unavailable(_) => code::UNAVAILABLE,
+        }
+    }
+
+    /// What the client is told. Deliberately coarse: the detailed reason is logged, not sent,
+    /// so the answers are no oracle for which check a forged token failed.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Denied::BadRequest(BadRequest::MultipleCredentials) => {
+                "More than one credential was sent"
+            }
+            Denied::BadRequest(BadRequest::NoHttpAttributes) => "Request has no HTTP attributes",
+            Denied::Unauthenticated(Invalid::MissingToken) => "Not authenticated",
+            Denied::Unauthenticated(Invalid::Expired) => "Token has expired",
+            Denied::Unauthenticated(Invalid::NotYetValid) => "Token is not yet valid",
+            Denied::Unauthenticated(Invalid::NotAccessToken) => "Not an access token",
+            Denied::Unauthenticated(_) => "Could not validate credentials",
+            Denied::Unavailable(_) => "Authorization is temporarily unavailable",
+        }
+    }
+
+    /// The RFC 6750 challenge, where one belongs.
+    pub fn www_authenticate(&self) -> Option<String> {
+        match self {
+            // RFC 6750 §3.1: no error code when the request carried no credentials at all.
+            Denied::Unauthenticated(Invalid::MissingToken) => Some("Bearer".to_owned()),
+            Denied::Unauthenticated(_) => Some(format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                self.client_message()
+            )),
+            Denied::BadRequest(_) => Some(format!(
+                "Bearer error=\"invalid_request\", error_description=\"{}\"",
+                self.client_message()
+            )),
+            Denied::Unavailable(_) => None,
+        }
+    }
+
+    /// A short fixed label for logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Denied::BadRequest(_) => "bad_request",
+            Denied::Unauthenticated(_) => "unauthenticated",
+            Denied::Unavailable(_) => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The only file that speaks Envoy: `CheckRequest` -> `Request`, and a decision -> `CheckResponse`.
+//!
+//! Every decision is a successful RPC. A denial carries a non-zero `status.code` and a
+//! `DeniedHttpResponse`: Envoy treats code 0 as allow whatever else the response says, and an RPC
+//! error sends it down its error path, which a fail-open deployment turns into an allow.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use prost_types::value::Kind;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use crate::audit::AuditLimiter;
+use crate::authz::{Allowed, Authorizer, Request};
+use crate::error::{BadRequest, Denied, code};
+use crate::pb::auth::attribute_context::HttpRequest;
+use crate::pb::auth::authorization_server::Authorization;
+use crate::pb::auth::check_response::HttpResponse;
+use crate::pb::auth::{CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse};
+use crate::pb::core::header_value_option::HeaderAppendAction;
+use crate::pb::core::{HeaderValue, HeaderValueOption};
+use crate::pb::rpc;
+use crate::pb::types::HttpStatus;
+
+/// Identity headers this service owns. Any of them the allow does not set is removed, so a
+/// client-sent value never reaches the upstream.
+pub const IDENTITY_HEADERS: [&str; 4] = ["x-user-id", "x-username", "x-user-groups", "x-client-id"];
+
+/// Group names may hold anything; everything but RFC 3986 unreserved characters is escaped,
+/// so a `,` inside a name cannot split it.
+const GROUP_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The Envoy `Authorization` service.
+pub struct ExtAuthz {
+    authorizer: Authorizer,
+    strip_authorization: bool,
+    audit: AuditLimiter,
+}
+
+impl ExtAuthz {
+    /// `strip_authorization` removes the `authorization` header before the upstream on allow.
+    pub fn new(authorizer: Authorizer, strip_authorization: bool) -> ExtAuthz {
+        ExtAuthz {
+            authorizer,
+            strip_authorization,
+            audit: AuditLimiter::per_second(20),
+        }
+    }
+
+    /// Decides one `CheckRequest` at Unix time `now`.
+    pub async fn decide(&self, check: &CheckRequest, now: u64) -> CheckResponse {
+        let Some(http) = check
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+        else {
+            return denied_response(&Denied::BadRequest(BadRequest::NoHttpAttributes));
+        };
+        let request = request_from(http);
+        match self.authorizer.check(&request, now).await {
+            Ok(allowed) => {
+                tracing::debug!(outcome = "allow", user = %allowed.claims.sub, path = %loggable(request.path), "decision");
+                allowed_response(&allowed, self.strip_authorization)
+            }
+            Err(denied) => {
+                tracing::debug!(outcome = denied.outcome(), reason = %denied, path = %loggable(request.path), "decision");
+                if let Some(suppressed) = self.audit.admit(now) {
+                    tracing::info!(outcome = denied.outcome(), reason = %denied, method = %loggable(request.method),
+                        path = %loggable(request.path), suppressed, "request denied");
+                }
+                denied_response(&denied)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: GrpcRequest<CheckRequest>,
+    ) -> Result<GrpcResponse<CheckResponse>, Status> {
+        Ok(GrpcResponse::new(
+            self.decide(request.get_ref(), unix_now()).await,
+        ))
+    }
+}
+
+/// Reads what a decision needs from Envoy's HTTP attributes, without copying the header map.
+/// With `encode_raw_headers` Envoy sends `header_map` (values as bytes) instead of `headers`.
+pub fn request_from(http: &HttpRequest) -> Request<'_> {
+    let mut request = Request {
+        method: &http.method,
+        path: &http.path,
+        ..Request::default()
+    };
+    if let Some(map) = &http.header_map {
+        for header in &map.headers {
+            let value = raw_header_value(header);
+            if header.key.eq_ignore_ascii_case("authorization") {
+                request.authorization_repeated |= request.authorization.is_some();
+                // Non-UTF-8 bytes cannot be a bearer token: an empty value is refused as malformed.
+                request.authorization = Some(value.unwrap_or("\u{0}"));
+            } else if header.key.eq_ignore_ascii_case("cookie") && request.cookie.is_none() {
+                request.cookie = value;
+            }
+        }
+    } else {
+        request.authorization = http.headers.get("authorization").map(String::as_str);
+        request.cookie = http.headers.get("cookie").map(String::as_str);
+    }
+    request
+}
+
+fn raw_header_value(header: &HeaderValue) -> Option<&str> {
+    if header.raw_value.is_empty() {
+        Some(&header.value)
+    } else {
+        std::str::from_utf8(&header.raw_value).ok()
+    }
+}
+
+/// The allow: identity headers set with overwrite semantics, the rest of them removed.
+pub fn allowed_response(allowed: &Allowed, strip_authorization: bool) -> CheckResponse {
+    let claims = &allowed.claims;
+    let mut set = vec![
+        ("x-user-id", claims.sub.to_string()),
+        ("x-username", claims.username.clone()),
+    ];
+    if !claims.groups.is_empty() {
+        let groups: Vec<String> = claims
+            .groups
+            .iter()
+            .map(|g| utf8_percent_encode(g, GROUP_ESCAPE).to_string())
+            .collect();
+        set.push(("x-user-groups", groups.join(",")));
+    }
+    let mut headers_to_remove: Vec<String> = IDENTITY_HEADERS
+        .iter()
+        .filter(|name| !set.iter().any(|(key, _)| key == *name))
+        .map(|name| name.to_string())
+        .collect();
+    if strip_authorization {
+        headers_to_remove.push("authorization".to_owned());
+    }
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: code::OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: set.into_iter().map(|(k, v)| overwrite(k, v)).collect(),
+            headers_to_remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(claims_metadata(allowed)),
+    }
+}
+
+/// A denial Envoy sends on as the HTTP response.
+pub fn denied_response(denied: &Denied) -> CheckResponse {
+    let mut headers = vec![overwrite("content-type", "application/json".to_owned())];
+    if let Some(challenge) = denied.www_authenticate() {
+        headers.push(overwrite("www-authenticate", challenge));
+    }
+    let body = serde_json::json!({ "detail": denied.client_message() }).to_string();
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: denied.grpc_code(),
+            message: denied.outcome().to_owned(),
+            details: vec![],
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(denied.http_status()),
+            }),
+            headers,
+            body,
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+fn overwrite(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        // The deprecated `append` stays unset: Envoy then reads `append_action` (and an older
+        // Envoy, finding no `append`, replaces too).
+        ..Default::default()
+    }
+}
+
+/// The verified claims as `dynamic_metadata`, for RBAC and access logs in Envoy.
+fn claims_metadata(allowed: &Allowed) -> prost_types::Struct {
+    let c = &allowed.claims;
+    let s = |v: &str| prost_types::Value {
+        kind: Some(Kind::StringValue(v.to_owned())),
+    };
+    let mut fields = BTreeMap::from([
+        ("sub".to_owned(), s(&c.sub.to_string())),
+        ("username".to_owned(), s(&c.username)),
+        ("client_id".to_owned(), s(&c.client_id)),
+        (
+            "exp".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::NumberValue(c.exp as f64)),
+            },
+        ),
+        (
+            "groups".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::ListValue(prost_types::ListValue {
+                    values: c.groups.iter().map(|g| s(g)).collect(),
+                })),
+            },
+        ),
+    ]);
+    if let Some(scope) = &c.scope {
+        fields.insert("scope".to_owned(), s(scope));
+    }
+    prost_types::Struct { fields }
+}
+
+/// Request-derived text for logs: escaped and cut short, so it cannot forge or flood log lines.
+pub fn loggable(text: &str) -> String {
+    let cut: String = text.chars().take(128).collect();
+    format!("{cut:?}")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,33 @@
+//! The HTTP listener's routes that every mode has: a plain readiness check.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::keys::KeyStore;
+
+/// `GET /healthz`: 200 once signing keys are loaded, 503 before (for HTTP-only probes).
+pub fn health_routes(keys: KeyStore) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(keys)
+}
+
+async fn healthz(State(keys): State<KeyStore>) -> impl IntoResponse {
+    let loaded = *keys.loaded().borrow();
+    let (status, body) = if loaded {
+        (
+            StatusCode::OK,
+            serde_json::json!({"status": "serving", "keys": keys.key_count()}),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not_serving"}),
+        )
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body))
+}

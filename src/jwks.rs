@@ -1,0 +1,179 @@
+//! A key set built from a JWK Set document: pure, no I/O.
+//!
+//! Only keys this service can use are kept: `kty` RSA, `use` sig, `alg` RS256 or absent, a `kid`,
+//! and a modulus of 2048 to 8192 bits. Anything else in the document is skipped, not an error,
+//! so a provider adding an EC key does not take the service down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use crate::error::Invalid;
+
+/// Why a JWK Set document cannot be used; the previous keys stay in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("jwks document is not valid json")]
+    NotJson,
+    #[error("jwks document has no usable rs256 signing key")]
+    NoUsableKey,
+}
+
+/// One verification key.
+pub struct Key {
+    decoding: DecodingKey,
+}
+
+impl Key {
+    /// Builds a key from base64url `n` and `e`.
+    fn from_components(n: &str, e: &str) -> Option<Key> {
+        let n_bytes = URL_SAFE_NO_PAD.decode(n).ok()?;
+        let bits = n_bytes.iter().skip_while(|b| **b == 0).count() * 8;
+        if !(2048..=8192).contains(&bits) {
+            return None;
+        }
+        let e_bytes = URL_SAFE_NO_PAD.decode(e).ok()?;
+        if e_bytes.is_empty() || e_bytes.len() > 8 {
+            return None;
+        }
+        Some(Key {
+            decoding: DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes),
+        })
+    }
+
+    /// Checks an RS256 signature over `signing_input`.
+    pub fn verify(&self, signing_input: &str, signature: &str) -> Result<(), Invalid> {
+        match jsonwebtoken::crypto::verify(
+            signature,
+            signing_input.as_bytes(),
+            &self.decoding,
+            Algorithm::RS256,
+        ) {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => Err(Invalid::Signature),
+        }
+    }
+}
+
+/// The usable keys of one JWK Set, by `kid`.
+#[derive(Default, Clone)]
+pub struct KeySet {
+    keys: HashMap<String, Arc<Key>>,
+}
+
+impl KeySet {
+    /// Parses a JWK Set document.
+    pub fn from_jwks(document: &[u8]) -> Result<KeySet, JwksError> {
+        let doc: JwkSet = serde_json::from_slice(document).map_err(|_| JwksError::NotJson)?;
+        let mut keys = HashMap::new();
+        for jwk in doc.keys {
+            let usable = jwk.kty.as_deref() == Some("RSA")
+                && jwk.use_.as_deref() == Some("sig")
+                && matches!(jwk.alg.as_deref(), None | Some("RS256"));
+            let (Some(kid), Some(n), Some(e)) = (jwk.kid, jwk.n, jwk.e) else {
+                continue;
+            };
+            if !usable || kid.is_empty() {
+                continue;
+            }
+            if let Some(key) = Key::from_components(&n, &e) {
+                keys.insert(kid, Arc::new(key));
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKey);
+        }
+        Ok(KeySet { keys })
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&Arc<Key>> {
+        self.keys.get(kid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+/// Fields of a JWK we read; each is optional here so that one odd key does not spoil the set.
+#[derive(Deserialize)]
+struct Jwk {
+    kty: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    alg: Option<String>,
+    kid: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n2048() -> String {
+        let mut n = vec![0xC1u8; 256];
+        n[255] |= 1;
+        URL_SAFE_NO_PAD.encode(n)
+    }
+
+    fn doc(keys: &str) -> Vec<u8> {
+        format!(r#"{{"keys":[{keys}]}}"#).into_bytes()
+    }
+
+    #[test]
+    fn rsa_signing_keys_are_kept() {
+        let set = KeySet::from_jwks(&doc(&format!(
+            r#"{{"kty":"RSA","use":"sig","alg":"RS256","kid":"a","n":"{}","e":"AQAB"}},
+               {{"kty":"RSA","use":"sig","kid":"b","n":"{}","e":"AQAB"}}"#,
+            n2048(),
+            n2048()
+        )))
+        .expect("two usable keys");
+        assert_eq!(set.len(), 2);
+        assert!(set.get("a").is_some() && set.get("b").is_some());
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped() {
+        let n = n2048();
+        let set = KeySet::from_jwks(&doc(&format!(
+            r#"{{"kty":"RSA","use":"enc","kid":"enc","n":"{n}","e":"AQAB"}},
+               {{"kty":"RSA","kid":"nouse","n":"{n}","e":"AQAB"}},
+               {{"kty":"RSA","use":"sig","alg":"RS512","kid":"rs512","n":"{n}","e":"AQAB"}},
+               {{"kty":"EC","use":"sig","kid":"ec","crv":"P-256","x":"AA","y":"AA"}},
+               {{"kty":"RSA","use":"sig","kid":"small","n":"AQAB","e":"AQAB"}},
+               {{"kty":"RSA","use":"sig","n":"{n}","e":"AQAB"}},
+               {{"kty":"RSA","use":"sig","kid":"ok","n":"{n}","e":"AQAB"}}"#
+        )))
+        .expect("one usable key");
+        assert_eq!(set.len(), 1);
+        assert!(set.get("ok").is_some());
+    }
+
+    #[test]
+    fn a_document_without_usable_keys_is_an_error() {
+        assert_eq!(
+            KeySet::from_jwks(b"not json").err(),
+            Some(JwksError::NotJson)
+        );
+        assert_eq!(KeySet::from_jwks(b"{}").err(), Some(JwksError::NotJson));
+        assert_eq!(
+            KeySet::from_jwks(&doc("")).err(),
+            Some(JwksError::NoUsableKey)
+        );
+    }
+}

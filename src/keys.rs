@@ -1,0 +1,288 @@
+//! The signing keys in force, and how they are fetched: at start-up (retried with backoff), in the
+//! background (hourly by default), and on demand when a token names a `kid` we do not know.
+//!
+//! On-demand fetches follow AWS's `aws-jwt-verify`: one fetch at a time (everyone waiting shares
+//! it), a cooldown after a fetch that still lacks the wanted `kid` (so a flood of made-up `kid`s
+//! costs Cognito one request per cooldown), and the last good keys kept when a fetch fails.
+//! Fetches run in their own task, so a caller that stops waiting does not cancel one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::{Denied, Invalid, Unavailable};
+use crate::jwks::{Key, KeySet};
+
+/// Where JWK Set documents come from: the network edge, a trait so tests need no network.
+pub trait KeySource: Send + Sync + 'static {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + '_>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("jwks endpoint could not be reached or timed out")]
+    Transport,
+    #[error("jwks endpoint answered http {0}")]
+    Status(u16),
+    #[error("jwks document is larger than 1 MiB")]
+    TooLarge,
+    #[error(transparent)]
+    Document(#[from] crate::jwks::JwksError),
+}
+
+/// Timings of the key store. Defaults suit Envoy with a 2 s ext_authz timeout.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// How long unknown `kid`s are refused without fetching after a fetch that lacked one. Defaults to 10 s.
+    pub cooldown: Duration,
+    /// How long a request waits for an on-demand fetch before answering 503. Defaults to 1 s.
+    pub fetch_wait: Duration,
+    /// How often keys are refreshed in the background. Defaults to 1 h.
+    pub refresh_every: Duration,
+    /// After a failed fetch, requests answer 503 without fetching for this long. Defaults to 1 s.
+    pub failure_backoff: Duration,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings {
+            cooldown: Duration::from_secs(10),
+            fetch_wait: Duration::from_secs(1),
+            refresh_every: Duration::from_secs(3600),
+            failure_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The keys in force, shared by every request.
+#[derive(Clone)]
+pub struct KeyStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Arc<dyn KeySource>,
+    settings: KeySettings,
+    keys: RwLock<Arc<KeySet>>,
+    state: Mutex<FetchState>,
+    /// Counts finished fetches; waiters watch it.
+    finished: watch::Sender<u64>,
+    loaded: watch::Sender<bool>,
+    fetches: AtomicU64,
+}
+
+#[derive(Default)]
+struct FetchState {
+    in_flight: bool,
+    last_failed: bool,
+    unknown_until: Option<Instant>,
+    failed_until: Option<Instant>,
+}
+
+impl KeyStore {
+    pub fn new(source: Arc<dyn KeySource>, settings: KeySettings) -> KeyStore {
+        KeyStore {
+            inner: Arc::new(Inner {
+                source,
+                settings,
+                keys: RwLock::new(Arc::new(KeySet::default())),
+                state: Mutex::new(FetchState::default()),
+                finished: watch::channel(0).0,
+                loaded: watch::channel(false).0,
+                fetches: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The key for `kid`, fetching the key set once if it is unknown and no cooldown applies.
+    pub async fn key(&self, kid: &str) -> Result<Arc<Key>, Denied> {
+        if let Some(key) = self.lookup(kid) {
+            return Ok(key);
+        }
+        let mut finished = {
+            let mut state = self.inner.state.lock().expect("key state lock");
+            if !state.in_flight {
+                let now = Instant::now();
+                if state.failed_until.is_some_and(|t| now < t) {
+                    return Err(self.fetch_failed());
+                }
+                if state.unknown_until.is_some_and(|t| now < t) {
+                    return Err(Invalid::UnknownKey.into());
+                }
+                state.in_flight = true;
+                self.spawn_fetch(Some(kid.to_owned()));
+            }
+            // Subscribed under the lock: the fetch cannot finish unseen.
+            self.inner.finished.subscribe()
+        };
+        if tokio::time::timeout(self.inner.settings.fetch_wait, finished.changed())
+            .await
+            .is_err()
+        {
+            return Err(Unavailable::KeyFetchTimeout.into());
+        }
+        if let Some(key) = self.lookup(kid) {
+            return Ok(key);
+        }
+        if self.inner.state.lock().expect("key state lock").last_failed {
+            return Err(self.fetch_failed());
+        }
+        Err(Invalid::UnknownKey.into())
+    }
+
+    /// Fetches the key set now (joining a fetch under way) and waits for it. True when it loaded.
+    pub async fn refresh(&self) -> bool {
+        let mut finished = {
+            let mut state = self.inner.state.lock().expect("key state lock");
+            if !state.in_flight {
+                state.in_flight = true;
+                self.spawn_fetch(None);
+            }
+            self.inner.finished.subscribe()
+        };
+        let _ = finished.changed().await;
+        !self.inner.state.lock().expect("key state lock").last_failed
+    }
+
+    /// Loads the keys until it works, then refreshes them on schedule. Runs until the process ends.
+    pub async fn run_refresh(self) {
+        let mut failures = 0u32;
+        loop {
+            let delay = if self.refresh().await {
+                failures = 0;
+                self.inner.settings.refresh_every
+            } else {
+                failures = failures.saturating_add(1);
+                retry_in(failures, self.inner.settings.refresh_every)
+            };
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Becomes true once a key set has been loaded; it never goes back.
+    pub fn loaded(&self) -> watch::Receiver<bool> {
+        self.inner.loaded.subscribe()
+    }
+
+    /// How many fetches have been started.
+    pub fn fetch_count(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many keys are in force.
+    pub fn key_count(&self) -> usize {
+        self.inner.keys.read().expect("keys lock").len()
+    }
+
+    fn lookup(&self, kid: &str) -> Option<Arc<Key>> {
+        self.inner.keys.read().expect("keys lock").get(kid).cloned()
+    }
+
+    fn fetch_failed(&self) -> Denied {
+        if *self.inner.loaded.borrow() {
+            Unavailable::KeyFetchFailed.into()
+        } else {
+            Unavailable::NoKeys.into()
+        }
+    }
+
+    fn spawn_fetch(&self, wanted: Option<String>) {
+        let inner = self.inner.clone();
+        inner.fetches.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let result = match inner.source.fetch().await {
+                Ok(bytes) => KeySet::from_jwks(&bytes).map_err(FetchError::from),
+                Err(e) => Err(e),
+            };
+            let now = Instant::now();
+            let mut state = inner.state.lock().expect("key state lock");
+            match result {
+                Ok(set) => {
+                    let lacks_wanted = wanted.as_deref().is_some_and(|kid| set.get(kid).is_none());
+                    tracing::debug!(keys = set.len(), "signing keys loaded");
+                    *inner.keys.write().expect("keys lock") = Arc::new(set);
+                    inner.loaded.send_replace(true);
+                    state.last_failed = false;
+                    state.failed_until = None;
+                    if lacks_wanted {
+                        state.unknown_until = Some(now + inner.settings.cooldown);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "fetching signing keys failed; keeping the last good keys");
+                    state.last_failed = true;
+                    state.failed_until = Some(now + inner.settings.failure_backoff);
+                }
+            }
+            state.in_flight = false;
+            drop(state);
+            inner.finished.send_modify(|n| *n += 1);
+        });
+    }
+}
+
+/// Backoff after `failures` failed loads in a row: 250 ms doubling, at most 30 s (and never longer
+/// than the refresh interval).
+pub fn retry_in(failures: u32, refresh_every: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(10);
+    Duration::from_millis(250u64 << exp)
+        .min(Duration::from_secs(30))
+        .min(refresh_every)
+}
+
+/// Fetches a JWK Set over HTTP(S).
+pub struct HttpKeySource {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+impl HttpKeySource {
+    pub fn new(client: reqwest::Client, url: reqwest::Url) -> HttpKeySource {
+        HttpKeySource { client, url }
+    }
+}
+
+impl KeySource for HttpKeySource {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + '_>> {
+        Box::pin(async move {
+            let mut response = self
+                .client
+                .get(self.url.clone())
+                .send()
+                .await
+                .map_err(|_| FetchError::Transport)?;
+            if !response.status().is_success() {
+                return Err(FetchError::Status(response.status().as_u16()));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|_| FetchError::Transport)? {
+                if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                    return Err(FetchError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backs_off_to_thirty_seconds() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(retry_in(1, hour), Duration::from_millis(250));
+        assert_eq!(retry_in(2, hour), Duration::from_millis(500));
+        assert_eq!(retry_in(50, hour), Duration::from_secs(30));
+        assert_eq!(retry_in(50, Duration::from_secs(5)), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,19 @@
+//! cognito-authz: an Envoy external-authorization server for AWS Cognito access tokens.
+//!
+//! Data flows one way: Envoy request -> bearer token -> verified claims -> decision -> response.
+
+pub mod audit;
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod ext_authz;
+pub mod http;
+pub mod jwks;
+pub mod keys;
+pub mod pb;
+pub mod run;
+pub mod server;
+pub mod token;
+pub mod verify;

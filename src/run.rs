@@ -1,0 +1,172 @@
+//! What each subcommand does, from parsed arguments to a running server or a printed answer.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::Json;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::cli::{CheckArgs, DevAction, DevArgs};
+use crate::config::{Config, ServeArgs};
+use crate::dev::{DEV_CLIENT_ID, DEV_ISSUER, DevPool};
+use crate::keys::KeySettings;
+use crate::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
+use crate::pb::auth::authorization_client::AuthorizationClient;
+use crate::pb::auth::check_response::HttpResponse;
+use crate::pb::auth::{AttributeContext, CheckRequest};
+use crate::server;
+
+/// `cognito-authz serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.with_file()?.into_config()?;
+    let parts = server::build(&config)?;
+    let grpc = bind(config.grpc_listen, "--grpc-listen").await?;
+    let http = bind(config.http_listen, "--http-listen").await?;
+    server::serve(
+        &config,
+        parts,
+        grpc,
+        http,
+        axum::Router::new(),
+        server::termination(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cognito-authz dev` and its actions.
+pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let pool = DevPool::open(&args.data_dir)?;
+    match args.action {
+        Some(DevAction::Token {
+            username,
+            expires_in,
+        }) => {
+            let user = pool.user(&username)?;
+            println!("{}", pool.access_token(&user, unix_now(), expires_in));
+        }
+        Some(DevAction::Mfa { username, state }) => {
+            pool.set_mfa(&username, state == "on")?;
+            println!("{username}: mfa {state}");
+        }
+        Some(DevAction::Users) => {
+            for user in pool.users()? {
+                println!(
+                    "{}\tsub={}\tgroups={}\tmfa={}",
+                    user.username,
+                    user.sub,
+                    user.groups.join(","),
+                    user.mfa
+                );
+            }
+        }
+        None => run_dev_server(pool, args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
+    tracing::warn!("{}", crate::dev::warning());
+    let http = bind(args.http_listen, "--http-listen").await?;
+    let grpc = bind(args.grpc_listen, "--grpc-listen").await?;
+    let jwks_url = format!("http://{}/.well-known/jwks.json", http.local_addr()?);
+    let config = Config {
+        issuer: DEV_ISSUER.to_owned(),
+        jwks_url: crate::config::jwks_url_checked(&jwks_url)
+            .map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?,
+        client_ids: vec![DEV_CLIENT_ID.to_owned()],
+        grpc_listen: grpc.local_addr()?,
+        http_listen: http.local_addr()?,
+        leeway_seconds: 0,
+        token_cookie: None,
+        strip_authorization: false,
+        keys: KeySettings::default(),
+    };
+    let jwks = pool.jwks();
+    let routes = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        get(move || async move { Json(jwks) }),
+    );
+    let data_dir = args.data_dir.display();
+    eprintln!(
+        "\n  dev server: gRPC ext_authz on {grpc}, JWKS on {jwks_url}\n  try:  cognito-authz check --addr http://{grpc} --token \"$(cognito-authz dev --data-dir {data_dir} token alice)\"\n",
+        grpc = config.grpc_listen
+    );
+    let parts = server::build(&config)?;
+    server::serve(&config, parts, grpc, http, routes, server::termination()).await
+}
+
+/// `cognito-authz check`: one Check, the decision printed.
+pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut headers = std::collections::HashMap::new();
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("header {header:?} is not `name: value`"))?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    if let Some(token) = &args.token {
+        headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+    }
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: args.method,
+                    path: args.path,
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let mut client = AuthorizationClient::connect(args.addr.clone())
+        .await
+        .with_context(|| format!("connecting to {}", args.addr))?;
+    let response = client
+        .check(request)
+        .await
+        .context("the Check call failed")?
+        .into_inner();
+    let code = response.status.as_ref().map_or(0, |s| s.code);
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) if code == 0 => {
+            println!("allow");
+            for h in ok.headers.iter().filter_map(|h| h.header.as_ref()) {
+                println!("  set    {}: {}", h.key, h.value);
+            }
+            for name in &ok.headers_to_remove {
+                println!("  remove {name}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            println!("deny {}", denied.status.map_or(403, |s| s.code));
+            for h in denied.headers.iter().filter_map(|h| h.header.as_ref()) {
+                println!("  {}: {}", h.key, h.value);
+            }
+            println!("  body: {}", denied.body);
+            Ok(ExitCode::from(1))
+        }
+        _ => {
+            println!("deny (grpc status {code})");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({flag})"))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

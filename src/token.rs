@@ -1,0 +1,317 @@
+//! Bearer extraction and JWT parsing: pure functions, no keys, no clock.
+//!
+//! Everything here runs on untrusted input, so each step bounds its work before doing it:
+//! the size is checked before any decoding, the shape before any JSON parsing.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+use crate::error::Invalid;
+
+/// Tokens longer than this are refused before any parsing (Cognito's are about 1 KB).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Key ids longer than this are refused: Cognito's are 44 characters.
+const MAX_KID_BYTES: usize = 256;
+
+/// The token in an `authorization` header value: `Bearer <token>`, scheme case-insensitive.
+pub fn bearer(authorization: &str) -> Result<&str, Invalid> {
+    let (scheme, rest) = authorization.split_once(' ').ok_or(Invalid::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Invalid::NotBearer);
+    }
+    checked_token(rest.trim_matches(' '))
+}
+
+/// A token taken from anywhere (header or cookie): present, not oversized, JWT-shaped characters.
+pub fn checked_token(token: &str) -> Result<&str, Invalid> {
+    if token.is_empty() {
+        return Err(Invalid::MissingToken);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Invalid::Oversized);
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(Invalid::Malformed);
+    }
+    Ok(token)
+}
+
+/// A compact JWS split into its parts; nothing decoded yet.
+#[derive(Debug, Clone, Copy)]
+pub struct Jwt<'a> {
+    header: &'a str,
+    payload: &'a str,
+    /// `header.payload`: the bytes the signature covers.
+    pub signing_input: &'a str,
+    /// The base64url signature.
+    pub signature: &'a str,
+}
+
+impl<'a> Jwt<'a> {
+    /// Splits `header.payload.signature`; exactly three non-empty parts.
+    pub fn split(token: &'a str) -> Result<Self, Invalid> {
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(Invalid::Malformed)?;
+        let (header, payload) = signing_input.split_once('.').ok_or(Invalid::Malformed)?;
+        if header.is_empty() || payload.is_empty() || signature.is_empty() || payload.contains('.')
+        {
+            return Err(Invalid::Malformed);
+        }
+        Ok(Jwt {
+            header,
+            payload,
+            signing_input,
+            signature,
+        })
+    }
+
+    /// The JOSE header, checked for what this service accepts: RS256, a `kid`, no `crit`.
+    /// `jku`, `x5u`, `jwk` and `x5c` are ignored on purpose: keys come only from the configured JWKS.
+    pub fn header(&self) -> Result<Header, Invalid> {
+        let bytes = decode_part(self.header)?;
+        ensure_unique_keys(&bytes)?;
+        let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| Invalid::BadHeader)?;
+        if raw.crit.is_some() {
+            return Err(Invalid::CriticalHeader);
+        }
+        if raw.alg.as_deref() != Some("RS256") {
+            return Err(Invalid::Algorithm);
+        }
+        match raw.kid {
+            Some(kid) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => Ok(Header { kid }),
+            Some(_) => Err(Invalid::BadHeader),
+            None => Err(Invalid::MissingKeyId),
+        }
+    }
+
+    /// The claims, decoded but not yet judged (the caller checks the signature first).
+    pub fn claims(&self) -> Result<RawClaims, Invalid> {
+        let bytes = decode_part(self.payload)?;
+        ensure_unique_keys(&bytes)?;
+        serde_json::from_slice(&bytes).map_err(|_| Invalid::BadClaims)
+    }
+}
+
+/// The header fields we act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kid: String,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// Cognito access-token claims as sent, before any rule is applied. Wrong JSON types fail here.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RawClaims {
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub token_use: Option<String>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub exp: Option<u64>,
+    pub nbf: Option<u64>,
+    pub iat: Option<u64>,
+    pub auth_time: Option<u64>,
+    pub jti: Option<String>,
+    pub origin_jti: Option<String>,
+    pub scope: Option<String>,
+    #[serde(rename = "cognito:groups")]
+    pub groups: Option<Vec<String>>,
+}
+
+fn decode_part(part: &str) -> Result<Vec<u8>, Invalid> {
+    // Strict: no padding, no trailing bits, url-safe alphabet only.
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| Invalid::Malformed)
+}
+
+/// Refuses JSON with a key repeated in any object: two parsers could otherwise disagree on which
+/// value counts (RFC 7515 §4 asks for exactly this).
+pub fn ensure_unique_keys(json: &[u8]) -> Result<(), Invalid> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    match UniqueKeys::deserialize(&mut de).and_then(|_| de.end()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().starts_with(DUPLICATE) => Err(Invalid::DuplicateKey),
+        Err(_) => Err(Invalid::BadClaims),
+    }
+}
+
+const DUPLICATE: &str = "duplicate key";
+
+/// Walks any JSON value, failing on a repeated object key.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any json value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen: Vec<String> = Vec::with_capacity(16);
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom(DUPLICATE));
+            }
+            map.next_value::<UniqueKeys>()?;
+            seen.push(key);
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn jwt(header: &str, payload: &str) -> String {
+        format!("{}.{}.c2ln", b64(header), b64(payload))
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("bearer a.b.c"), Ok("a.b.c"));
+        assert_eq!(bearer("BEARER a.b.c"), Ok("a.b.c"));
+        assert_eq!(bearer("Bearer  a.b.c "), Ok("a.b.c"));
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_refused() {
+        assert_eq!(
+            bearer("Basic YWxhZGRpbjpvcGVuc2VzYW1l"),
+            Err(Invalid::NotBearer)
+        );
+        assert_eq!(bearer("Bearer"), Err(Invalid::NotBearer));
+        assert_eq!(bearer("Bearer "), Err(Invalid::MissingToken));
+        assert_eq!(bearer("Bearer a.b.c,Bearer d.e.f"), Err(Invalid::Malformed));
+    }
+
+    #[test]
+    fn oversized_token_is_refused_before_parsing() {
+        let big = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(checked_token(&big), Err(Invalid::Oversized));
+    }
+
+    #[test]
+    fn token_must_have_three_non_empty_parts() {
+        for t in ["a.b", "a.b.c.d", ".b.c", "a..c", "a.b.", "abc"] {
+            assert_eq!(Jwt::split(t).err(), Some(Invalid::Malformed), "{t}");
+        }
+    }
+
+    #[test]
+    fn header_requires_rs256_and_kid() {
+        let h = |json: &str| Jwt::split(&jwt(json, "{}")).unwrap().header();
+        assert_eq!(
+            h(r#"{"alg":"RS256","kid":"k"}"#),
+            Ok(Header { kid: "k".into() })
+        );
+        assert_eq!(h(r#"{"alg":"none","kid":"k"}"#), Err(Invalid::Algorithm));
+        assert_eq!(h(r#"{"alg":"rs256","kid":"k"}"#), Err(Invalid::Algorithm));
+        assert_eq!(h(r#"{"alg":"HS256","kid":"k"}"#), Err(Invalid::Algorithm));
+        assert_eq!(h(r#"{"kid":"k"}"#), Err(Invalid::Algorithm));
+        assert_eq!(h(r#"{"alg":"RS256"}"#), Err(Invalid::MissingKeyId));
+        assert_eq!(h(r#"{"alg":"RS256","kid":""}"#), Err(Invalid::BadHeader));
+        assert_eq!(h(r#"{"alg":"RS256","kid":7}"#), Err(Invalid::BadHeader));
+        assert_eq!(
+            h(r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#),
+            Err(Invalid::CriticalHeader)
+        );
+        assert_eq!(
+            h(r#"{"alg":"RS256","kid":"k","alg":"RS256"}"#),
+            Err(Invalid::DuplicateKey)
+        );
+        assert_eq!(h("[1]"), Err(Invalid::BadHeader));
+    }
+
+    #[test]
+    fn duplicated_keys_are_found_at_any_depth() {
+        assert_eq!(
+            ensure_unique_keys(br#"{"a":1,"b":{"c":1,"c":2}}"#),
+            Err(Invalid::DuplicateKey)
+        );
+        assert_eq!(
+            ensure_unique_keys(br#"{"a":[{"x":1,"x":1}]}"#),
+            Err(Invalid::DuplicateKey)
+        );
+        assert_eq!(ensure_unique_keys(br#"{"a":1,"b":{"a":1}}"#), Ok(()));
+        assert_eq!(ensure_unique_keys(br#"{"a":1} x"#), Err(Invalid::BadClaims));
+    }
+
+    #[test]
+    fn claims_with_wrong_types_are_refused() {
+        let c = |json: &str| {
+            Jwt::split(&jwt(r#"{"alg":"RS256","kid":"k"}"#, json))
+                .unwrap()
+                .claims()
+        };
+        assert!(c(r#"{"exp":1700000000,"sub":"x"}"#).is_ok());
+        assert_eq!(c(r#"{"exp":"1700000000"}"#).err(), Some(Invalid::BadClaims));
+        assert_eq!(c(r#"{"exp":1.5}"#).err(), Some(Invalid::BadClaims));
+        assert_eq!(c(r#"{"exp":-1}"#).err(), Some(Invalid::BadClaims));
+        assert_eq!(c(r#"{"exp":1e400}"#).err(), Some(Invalid::BadClaims));
+        assert_eq!(
+            c(r#"{"exp":99999999999999999999999}"#).err(),
+            Some(Invalid::BadClaims)
+        );
+        assert_eq!(
+            c(r#"{"token_use":["access"]}"#).err(),
+            Some(Invalid::BadClaims)
+        );
+        assert_eq!(
+            c(r#"{"cognito:groups":"admin"}"#).err(),
+            Some(Invalid::BadClaims)
+        );
+    }
+
+    #[test]
+    fn padded_or_non_url_safe_base64_is_refused() {
+        let header = format!("{}=", b64(r#"{"alg":"RS256","kid":"k"}"#));
+        assert_eq!(
+            Jwt::split(&format!("{header}.e30.c2ln")).unwrap().header(),
+            Err(Invalid::Malformed)
+        );
+        assert_eq!(checked_token("ab+c.d/e.f"), Err(Invalid::Malformed));
+    }
+}

@@ -1,0 +1,281 @@
+//! Signature and Cognito's access-token rules: a verified token becomes `Claims`.
+//!
+//! Follows AWS's documented steps for Cognito, stricter where they are loose: `exp` is required,
+//! `nbf` and `iat` are checked, the issuer must match exactly, and only access tokens of the
+//! configured app clients pass.
+
+use uuid::Uuid;
+
+use crate::error::{Denied, Invalid};
+use crate::keys::KeyStore;
+use crate::token::{Jwt, RawClaims};
+
+/// A future `iat` is tolerated this far beyond the leeway, for clock drift between us and Cognito.
+pub const IAT_DRIFT_SECONDS: u64 = 5;
+
+/// What a verified access token tells us. Only what decisions and identity headers need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub username: String,
+    pub client_id: String,
+    pub groups: Vec<String>,
+    pub scope: Option<String>,
+    pub jti: Option<String>,
+    pub origin_jti: Option<String>,
+    pub exp: u64,
+    pub iat: Option<u64>,
+    pub auth_time: Option<u64>,
+}
+
+/// The claim rules for one user pool.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`, compared exactly.
+    pub issuer: String,
+    /// The app client ids whose access tokens are accepted.
+    pub client_ids: Vec<String>,
+    /// Seconds of tolerance on `exp`, `nbf` and `iat`. Defaults to 0.
+    pub leeway: u64,
+}
+
+impl Rules {
+    /// Applies every claim rule, given the current Unix time in seconds.
+    pub fn check(&self, raw: RawClaims, now: u64) -> Result<Claims, Invalid> {
+        let exp = raw.exp.ok_or(Invalid::MissingExpiry)?;
+        if now >= exp.saturating_add(self.leeway) {
+            return Err(Invalid::Expired);
+        }
+        if raw
+            .nbf
+            .is_some_and(|nbf| now.saturating_add(self.leeway) < nbf)
+        {
+            return Err(Invalid::NotYetValid);
+        }
+        if raw
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(self.leeway + IAT_DRIFT_SECONDS))
+        {
+            return Err(Invalid::IssuedInFuture);
+        }
+        if raw.iss.as_deref() != Some(self.issuer.as_str()) {
+            return Err(Invalid::Issuer);
+        }
+        if raw.token_use.as_deref() != Some("access") {
+            return Err(Invalid::NotAccessToken);
+        }
+        let client_id = raw.client_id.ok_or(Invalid::Client)?;
+        if !self.client_ids.contains(&client_id) {
+            return Err(Invalid::Client);
+        }
+        let sub = raw
+            .sub
+            .as_deref()
+            .and_then(|s| Uuid::try_parse(s).ok())
+            .ok_or(Invalid::Subject)?;
+        let username = raw
+            .username
+            .filter(|u| !u.is_empty())
+            .ok_or(Invalid::MissingUsername)?;
+        Ok(Claims {
+            sub,
+            username,
+            client_id,
+            groups: raw.groups.unwrap_or_default(),
+            scope: raw.scope,
+            jti: raw.jti,
+            origin_jti: raw.origin_jti,
+            exp,
+            iat: raw.iat,
+            auth_time: raw.auth_time,
+        })
+    }
+}
+
+/// Verifies tokens against the key store and the rules.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: KeyStore,
+    rules: Rules,
+}
+
+impl Verifier {
+    pub fn new(keys: KeyStore, rules: Rules) -> Verifier {
+        Verifier { keys, rules }
+    }
+
+    /// Verifies a bearer token at Unix time `now`.
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Claims, Denied> {
+        let jwt = Jwt::split(token)?;
+        let header = jwt.header()?;
+        let key = self.keys.key(&header.kid).await?;
+        key.verify(jwt.signing_input, jwt.signature)?;
+        // Claims are parsed only once the signature holds: no JSON from strangers beyond the header.
+        Ok(self.rules.check(jwt.claims()?, now)?)
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISS: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Pool";
+    const NOW: u64 = 1_800_000_000;
+
+    fn rules(leeway: u64) -> Rules {
+        Rules {
+            issuer: ISS.into(),
+            client_ids: vec!["client-a".into(), "client-b".into()],
+            leeway,
+        }
+    }
+
+    fn access() -> RawClaims {
+        RawClaims {
+            iss: Some(ISS.into()),
+            sub: Some("3f1c7a52-7d7c-4f0e-9a3f-2c5e8b1d9e01".into()),
+            token_use: Some("access".into()),
+            client_id: Some("client-b".into()),
+            username: Some("alice".into()),
+            exp: Some(NOW + 60),
+            iat: Some(NOW - 10),
+            ..RawClaims::default()
+        }
+    }
+
+    #[test]
+    fn valid_access_token_passes() {
+        let claims = rules(0).check(access(), NOW).expect("valid access token");
+        assert_eq!(claims.username, "alice");
+        assert_eq!(claims.client_id, "client-b");
+    }
+
+    #[test]
+    fn expiry_is_exact_with_zero_leeway_and_widened_by_leeway() {
+        let at = |exp| RawClaims {
+            exp: Some(exp),
+            ..access()
+        };
+        assert_eq!(rules(0).check(at(NOW), NOW).err(), Some(Invalid::Expired));
+        assert!(rules(0).check(at(NOW + 1), NOW).is_ok());
+        assert!(rules(5).check(at(NOW - 4), NOW).is_ok());
+        assert_eq!(
+            rules(5).check(at(NOW - 5), NOW).err(),
+            Some(Invalid::Expired)
+        );
+        assert_eq!(
+            rules(0)
+                .check(
+                    RawClaims {
+                        exp: None,
+                        ..access()
+                    },
+                    NOW
+                )
+                .err(),
+            Some(Invalid::MissingExpiry)
+        );
+    }
+
+    #[test]
+    fn not_yet_valid_and_future_iat_are_refused() {
+        let nbf = RawClaims {
+            nbf: Some(NOW + 1),
+            ..access()
+        };
+        assert_eq!(
+            rules(0).check(nbf.clone(), NOW).err(),
+            Some(Invalid::NotYetValid)
+        );
+        assert!(rules(1).check(nbf, NOW).is_ok());
+        let iat = |iat| RawClaims {
+            iat: Some(iat),
+            ..access()
+        };
+        assert!(rules(0).check(iat(NOW + IAT_DRIFT_SECONDS), NOW).is_ok());
+        assert_eq!(
+            rules(0).check(iat(NOW + IAT_DRIFT_SECONDS + 1), NOW).err(),
+            Some(Invalid::IssuedInFuture)
+        );
+    }
+
+    #[test]
+    fn issuer_must_match_exactly() {
+        for iss in [
+            format!("{ISS}/"),
+            ISS.to_uppercase(),
+            ISS.replace("https", "http"),
+            String::new(),
+        ] {
+            let raw = RawClaims {
+                iss: Some(iss),
+                ..access()
+            };
+            assert_eq!(rules(0).check(raw, NOW).err(), Some(Invalid::Issuer));
+        }
+        assert_eq!(
+            rules(0)
+                .check(
+                    RawClaims {
+                        iss: None,
+                        ..access()
+                    },
+                    NOW
+                )
+                .err(),
+            Some(Invalid::Issuer)
+        );
+    }
+
+    #[test]
+    fn id_tokens_and_missing_token_use_are_refused() {
+        let id = RawClaims {
+            token_use: Some("id".into()),
+            ..access()
+        };
+        assert_eq!(rules(0).check(id, NOW).err(), Some(Invalid::NotAccessToken));
+        let none = RawClaims {
+            token_use: None,
+            ..access()
+        };
+        assert_eq!(
+            rules(0).check(none, NOW).err(),
+            Some(Invalid::NotAccessToken)
+        );
+    }
+
+    #[test]
+    fn other_clients_are_refused() {
+        let other = RawClaims {
+            client_id: Some("client-c".into()),
+            ..access()
+        };
+        assert_eq!(rules(0).check(other, NOW).err(), Some(Invalid::Client));
+        let none = RawClaims {
+            client_id: None,
+            ..access()
+        };
+        assert_eq!(rules(0).check(none, NOW).err(), Some(Invalid::Client));
+    }
+
+    #[test]
+    fn subject_must_be_a_uuid_and_username_present() {
+        let sub = RawClaims {
+            sub: Some("alice".into()),
+            ..access()
+        };
+        assert_eq!(rules(0).check(sub, NOW).err(), Some(Invalid::Subject));
+        let user = RawClaims {
+            username: Some(String::new()),
+            ..access()
+        };
+        assert_eq!(
+            rules(0).check(user, NOW).err(),
+            Some(Invalid::MissingUsername)
+        );
+    }
+}
