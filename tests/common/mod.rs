@@ -1,0 +1,173 @@
+//! Shared test fixtures: signing keys, Cognito-shaped tokens, a JWKS server on loopback, and a
+//! running cognito-authz. Keys are generated per run; nothing secret is stored.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cognito_authz::config::Config;
+use cognito_authz::dev::SigningKey;
+use cognito_authz::keys::KeySettings;
+use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
+use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub const REGION: &str = "eu-west-1";
+pub const POOL: &str = "eu-west-1_TestPool";
+pub const CLIENT: &str = "client-one";
+pub const SUB: &str = "6b8f7a10-3c2d-4e5f-8a9b-0c1d2e3f4a5b";
+
+pub fn issuer() -> String {
+    format!("https://cognito-idp.{REGION}.amazonaws.com/{POOL}")
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims of a valid Cognito access token, as Cognito issues them.
+pub fn access_claims() -> Value {
+    let now = now();
+    json!({
+        "sub": SUB, "iss": issuer(), "client_id": CLIENT, "origin_jti": "5c0b4a43-1f0e-4d2c-9b7a-6e5d4c3b2a19",
+        "event_id": "0f6e2d1c-7b8a-4c9d-8e0f-1a2b3c4d5e6f", "token_use": "access",
+        "scope": "aws.cognito.signin.user.admin", "auth_time": now - 5, "iat": now - 5, "exp": now + 3600,
+        "jti": "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a", "username": "alice", "cognito:groups": ["admin", "team a,b"]
+    })
+}
+
+/// A key with its `kid`, generated once per process per name (RSA generation is slow in debug).
+pub fn key(kid: &str) -> Arc<SigningKey> {
+    static KEYS: Mutex<Vec<(String, Arc<SigningKey>)>> = Mutex::new(Vec::new());
+    let mut keys = KEYS.lock().unwrap();
+    if let Some((_, k)) = keys.iter().find(|(name, _)| name == kid) {
+        return k.clone();
+    }
+    let k = Arc::new(SigningKey::generate(kid).expect("rsa key generation"));
+    keys.push((kid.to_owned(), k.clone()));
+    k
+}
+
+pub fn jwks(keys: &[&SigningKey]) -> Value {
+    json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() })
+}
+
+/// A Check for `GET path` with the given headers.
+pub fn check_request(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: path.into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn bearer(token: &str) -> CheckRequest {
+    check_request(
+        "/api/items",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+}
+
+/// How the fake JWKS endpoint answers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Serve,
+    Fail,
+    Slow(Duration),
+}
+
+/// A JWKS endpoint on loopback whose document and behaviour tests change while it runs.
+#[derive(Clone)]
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    inner: Arc<JwksState>,
+}
+
+struct JwksState {
+    document: Mutex<Value>,
+    mode: Mutex<Mode>,
+    hits: AtomicU64,
+}
+
+impl JwksServer {
+    pub async fn start(document: Value) -> JwksServer {
+        let inner = Arc::new(JwksState {
+            document: Mutex::new(document),
+            mode: Mutex::new(Mode::Serve),
+            hits: AtomicU64::new(0),
+        });
+        let app = axum::Router::new()
+            .route("/pool/.well-known/jwks.json", get(serve_jwks))
+            .with_state(inner.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        JwksServer { addr, inner }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/pool/.well-known/jwks.json", self.addr)
+    }
+
+    pub fn set_document(&self, document: Value) {
+        *self.inner.document.lock().unwrap() = document;
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.inner.mode.lock().unwrap() = mode;
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.inner.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_jwks(State(state): State<Arc<JwksState>>) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let mode = *state.mode.lock().unwrap();
+    match mode {
+        Mode::Fail => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Mode::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            axum::Json(state.document.lock().unwrap().clone()).into_response()
+        }
+        Mode::Serve => axum::Json(state.document.lock().unwrap().clone()).into_response(),
+    }
+}
+
+/// A configuration for the test pool reading keys from `jwks_url`.
+pub fn config(jwks_url: &str) -> Config {
+    Config {
+        issuer: issuer(),
+        jwks_url: jwks_url.parse().unwrap(),
+        client_ids: vec![CLIENT.to_owned(), "client-two".to_owned()],
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        leeway_seconds: 0,
+        token_cookie: None,
+        strip_authorization: false,
+        keys: KeySettings::default(),
+    }
+}

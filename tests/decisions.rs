@@ -1,0 +1,432 @@
+//! Every token rule, decided in-process through `ExtAuthz::decide` and read back from the encoded
+//! `CheckResponse` exactly as Envoy would receive it. The keys come from a JWKS on loopback.
+
+mod common;
+
+use cognito_authz::error::code;
+use cognito_authz::ext_authz::ExtAuthz;
+use cognito_authz::pb::auth::CheckResponse;
+use cognito_authz::pb::auth::check_response::HttpResponse;
+use cognito_authz::server;
+use common::*;
+use prost::Message;
+use serde_json::{Value, json};
+
+struct Decided {
+    code: i32,
+    http_status: Option<i32>,
+    set: Vec<(String, String)>,
+    removed: Vec<String>,
+    body: String,
+    metadata: Option<prost_types::Struct>,
+}
+
+impl Decided {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.set
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Encodes and decodes the response, so the test reads the bytes Envoy reads.
+fn decode(response: CheckResponse) -> Decided {
+    let wire = response.encode_to_vec();
+    let response = CheckResponse::decode(wire.as_slice()).expect("a decodable CheckResponse");
+    let code = response
+        .status
+        .as_ref()
+        .map(|s| s.code)
+        .expect("status is always set");
+    match response
+        .http_response
+        .expect("an http response is always set")
+    {
+        HttpResponse::OkResponse(ok) => Decided {
+            code,
+            http_status: None,
+            set: ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            removed: ok.headers_to_remove,
+            body: String::new(),
+            metadata: response.dynamic_metadata,
+        },
+        HttpResponse::DeniedResponse(denied) => Decided {
+            code,
+            http_status: denied.status.map(|s| s.code),
+            set: denied
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            removed: vec![],
+            body: denied.body,
+            metadata: response.dynamic_metadata,
+        },
+        HttpResponse::ErrorResponse(_) => {
+            panic!("error_response sends Envoy down its error path; never used")
+        }
+    }
+}
+
+struct Harness {
+    ext: ExtAuthz,
+    jwks: JwksServer,
+}
+
+async fn harness() -> Harness {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let parts = server::build(&common::config(&jwks.url())).unwrap();
+    assert!(parts.keys.refresh().await, "the test JWKS loads");
+    Harness {
+        ext: ExtAuthz::new(parts.authorizer, false),
+        jwks,
+    }
+}
+
+impl Harness {
+    async fn token(&self, token: &str) -> Decided {
+        decode(self.ext.decide(&bearer(token), now()).await)
+    }
+}
+
+fn signed(claims: &Value) -> String {
+    key("kid-1").sign(claims)
+}
+
+fn with(changes: Value) -> Value {
+    let mut claims = access_claims();
+    for (k, v) in changes.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    claims
+}
+
+fn assert_unauthenticated(d: &Decided, description: &str) {
+    assert_eq!(d.code, code::UNAUTHENTICATED, "status code");
+    assert_eq!(d.http_status, Some(401));
+    let challenge = d
+        .header("www-authenticate")
+        .expect("a www-authenticate challenge");
+    assert_eq!(
+        challenge,
+        format!("Bearer error=\"invalid_token\", error_description=\"{description}\"")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&d.body).unwrap(),
+        json!({ "detail": description })
+    );
+}
+
+#[tokio::test]
+async fn valid_access_token_is_allowed_with_identity_headers() {
+    let h = harness().await;
+    let d = h.token(&signed(&access_claims())).await;
+    assert_eq!(d.code, code::OK);
+    assert_eq!(d.header("x-user-id"), Some(SUB));
+    assert_eq!(d.header("x-username"), Some("alice"));
+    assert_eq!(d.header("x-user-groups"), Some("admin,team%20a%2Cb"));
+    assert_eq!(d.removed, ["x-client-id"]);
+    for (name, _) in &d.set {
+        assert!(!d.removed.contains(name), "{name} is both set and removed");
+    }
+    let metadata = d.metadata.expect("claims as dynamic metadata");
+    assert!(metadata.fields.contains_key("sub") && metadata.fields.contains_key("client_id"));
+}
+
+#[tokio::test]
+async fn user_without_groups_gets_the_groups_header_removed() {
+    let h = harness().await;
+    let d = h
+        .token(&signed(&with(json!({"cognito:groups": null}))))
+        .await;
+    assert_eq!(d.code, code::OK);
+    assert_eq!(d.header("x-user-groups"), None);
+    assert!(d.removed.contains(&"x-user-groups".to_owned()));
+}
+
+#[tokio::test]
+async fn expired_and_not_yet_valid_tokens_are_unauthenticated() {
+    let h = harness().await;
+    let n = now();
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"exp": n - 1})))).await,
+        "Token has expired",
+    );
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"exp": n})))).await,
+        "Token has expired",
+    );
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"exp": null})))).await,
+        "Could not validate credentials",
+    );
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"nbf": n + 60})))).await,
+        "Token is not yet valid",
+    );
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"iat": n + 600})))).await,
+        "Could not validate credentials",
+    );
+}
+
+#[tokio::test]
+async fn wrong_issuer_client_or_token_use_is_unauthenticated() {
+    let h = harness().await;
+    let bad = "Could not validate credentials";
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"iss": issuer() + "x"}))))
+            .await,
+        bad,
+    );
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"client_id": "client-evil"}))))
+            .await,
+        bad,
+    );
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"token_use": null})))).await,
+        "Not an access token",
+    );
+    assert_unauthenticated(&h.token(&signed(&with(json!({"sub": "alice"})))).await, bad);
+    assert_unauthenticated(
+        &h.token(&signed(&with(json!({"username": null})))).await,
+        bad,
+    );
+    assert_eq!(
+        h.token(&signed(&with(json!({"client_id": "client-two"}))))
+            .await
+            .code,
+        code::OK
+    );
+}
+
+#[tokio::test]
+async fn id_token_is_refused() {
+    let h = harness().await;
+    let mut id =
+        with(json!({"token_use": "id", "aud": CLIENT, "client_id": null, "username": null}));
+    id["cognito:username"] = json!("alice");
+    assert_unauthenticated(&h.token(&signed(&id)).await, "Not an access token");
+}
+
+#[tokio::test]
+async fn duplicated_claim_is_refused() {
+    let h = harness().await;
+    let payload = access_claims()
+        .to_string()
+        .replacen('{', r#"{"client_id":"client-evil","#, 1);
+    let token = key("kid-1").sign_raw(r#"{"alg":"RS256","kid":"kid-1"}"#, &payload);
+    assert_unauthenticated(&h.token(&token).await, "Could not validate credentials");
+}
+
+#[tokio::test]
+async fn tampered_payload_or_signature_is_refused() {
+    let h = harness().await;
+    let token = signed(&access_claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged_payload = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        b64.encode(with(json!({"username": "mallory"})).to_string())
+    };
+    let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+    assert_unauthenticated(&h.token(&tampered).await, "Could not validate credentials");
+    let mut sig = parts[2].as_bytes().to_vec();
+    sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
+    let flipped = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        String::from_utf8(sig).unwrap()
+    );
+    assert_unauthenticated(&h.token(&flipped).await, "Could not validate credentials");
+}
+
+#[tokio::test]
+async fn another_key_with_the_same_kid_is_refused() {
+    let h = harness().await;
+    let impostor = cognito_authz::dev::SigningKey::generate("kid-1").unwrap();
+    assert_unauthenticated(
+        &h.token(&impostor.sign(&access_claims())).await,
+        "Could not validate credentials",
+    );
+}
+
+#[tokio::test]
+async fn unknown_kid_is_refused() {
+    let h = harness().await;
+    let token = key("kid-unknown").sign(&access_claims());
+    assert_unauthenticated(&h.token(&token).await, "Could not validate credentials");
+}
+
+#[tokio::test]
+async fn other_algorithms_are_refused() {
+    let h = harness().await;
+    let claims = access_claims().to_string();
+    let k = key("kid-1");
+    let bad = "Could not validate credentials";
+    // alg none with an empty signature, and with the real one.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","kid":"kid-1"}"#),
+        b64.encode(&claims)
+    );
+    assert_unauthenticated(&h.token(&none).await, bad);
+    assert_unauthenticated(
+        &h.token(&k.sign_raw(r#"{"alg":"none","kid":"kid-1"}"#, &claims))
+            .await,
+        bad,
+    );
+    // HS256 keyed with the public key (the classic algorithm-confusion forgery).
+    let input = format!(
+        "{}.{}",
+        b64.encode(r#"{"alg":"HS256","kid":"kid-1"}"#),
+        b64.encode(&claims)
+    );
+    let public = k.jwk()["n"].as_str().unwrap().to_owned();
+    let mac = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, public.as_bytes()),
+        input.as_bytes(),
+    );
+    let hs256 = format!("{input}.{}", b64.encode(mac.as_ref()));
+    assert_unauthenticated(&h.token(&hs256).await, bad);
+    // RS512, and RS256 in the header over an RS512 signature.
+    assert_unauthenticated(
+        &h.token(&k.sign_raw(r#"{"alg":"RS512","kid":"kid-1"}"#, &claims))
+            .await,
+        bad,
+    );
+    assert_unauthenticated(
+        &h.token(&k.sign_raw(r#"{"alg":"RS256"}"#, &claims)).await,
+        bad,
+    );
+    assert_eq!(
+        h.token(&k.sign_raw(
+            r#"{"alg":"RS256","kid":"kid-1","jku":"https://evil.example/jwks"}"#,
+            &claims
+        ))
+        .await
+        .code,
+        code::OK
+    );
+}
+
+#[tokio::test]
+async fn oversized_garbage_and_missing_tokens_are_refused_without_a_fetch() {
+    let h = harness().await;
+    let before = h.jwks.hits();
+    let bad = "Could not validate credentials";
+    assert_unauthenticated(&h.token(&"a".repeat(16 * 1024 + 1)).await, bad);
+    for garbage in [
+        "garbage",
+        "a.b.c",
+        "....",
+        "e30.e30.e30",
+        "ey!.ey.ey",
+        "\u{1F600}.a.b",
+    ] {
+        assert_unauthenticated(&h.token(garbage).await, bad);
+    }
+    assert_eq!(h.jwks.hits(), before, "no JWKS fetch for malformed tokens");
+
+    let d = decode(h.ext.decide(&check_request("/", &[]), now()).await);
+    assert_eq!((d.code, d.http_status), (code::UNAUTHENTICATED, Some(401)));
+    assert_eq!(d.header("www-authenticate"), Some("Bearer"));
+    let d = decode(
+        h.ext
+            .decide(
+                &check_request("/", &[("authorization", "Basic dXNlcjpwYXNz")]),
+                now(),
+            )
+            .await,
+    );
+    assert_eq!(d.http_status, Some(401));
+}
+
+#[tokio::test]
+async fn repeated_authorization_headers_are_a_bad_request() {
+    let h = harness().await;
+    let t = signed(&access_claims());
+    let joined = format!("Bearer {t},Bearer {t}");
+    let d = decode(
+        h.ext
+            .decide(&check_request("/", &[("authorization", &joined)]), now())
+            .await,
+    );
+    assert_eq!((d.code, d.http_status), (code::INVALID_ARGUMENT, Some(400)));
+    assert!(
+        d.header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_request\"")
+    );
+}
+
+#[tokio::test]
+async fn check_request_without_http_attributes_is_a_bad_request() {
+    let h = harness().await;
+    let d = decode(h.ext.decide(&Default::default(), now()).await);
+    assert_eq!((d.code, d.http_status), (code::INVALID_ARGUMENT, Some(400)));
+}
+
+#[tokio::test]
+async fn unreachable_keys_give_503_not_401() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    jwks.set_mode(Mode::Fail);
+    let parts = server::build(&common::config(&jwks.url())).unwrap();
+    let ext = ExtAuthz::new(parts.authorizer, false);
+    let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
+    assert_eq!((d.code, d.http_status), (code::UNAVAILABLE, Some(503)));
+    assert_eq!(d.header("www-authenticate"), None);
+    assert_eq!(
+        serde_json::from_str::<Value>(&d.body).unwrap()["detail"],
+        "Authorization is temporarily unavailable"
+    );
+}
+
+#[tokio::test]
+async fn strip_authorization_removes_the_header_on_allow() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let parts = server::build(&common::config(&jwks.url())).unwrap();
+    assert!(parts.keys.refresh().await);
+    let ext = ExtAuthz::new(parts.authorizer, true);
+    let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
+    assert_eq!(d.code, code::OK);
+    assert!(d.removed.contains(&"authorization".to_owned()));
+}
+
+#[tokio::test]
+async fn token_cookie_is_read_when_no_header_is_sent() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let mut config = common::config(&jwks.url());
+    config.token_cookie = Some("access_token".into());
+    let parts = server::build(&config).unwrap();
+    assert!(parts.keys.refresh().await);
+    let ext = ExtAuthz::new(parts.authorizer, false);
+    let t = signed(&access_claims());
+    let cookie = format!("theme=dark; access_token={t}");
+    let d = decode(
+        ext.decide(&check_request("/ws", &[("cookie", &cookie)]), now())
+            .await,
+    );
+    assert_eq!(d.code, code::OK);
+    let twice = format!("access_token={t}; access_token={t}");
+    let d = decode(
+        ext.decide(&check_request("/ws", &[("cookie", &twice)]), now())
+            .await,
+    );
+    assert_eq!(d.http_status, Some(400));
+}
