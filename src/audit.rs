@@ -1,4 +1,5 @@
-//! A rate limit for audit log lines, so a flood of bad requests cannot flood the logs.
+//! Logging helpers: a rate limit for audit lines, so a flood of bad requests cannot flood the
+//! logs, and escaping for request-derived text.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,6 +46,12 @@ impl AuditLimiter {
             }
         }
     }
+}
+
+/// Request-derived text for logs: escaped and cut short, so it cannot forge or flood log lines.
+pub fn loggable(text: &str) -> String {
+    let cut: String = text.chars().take(128).collect();
+    format!("{cut:?}")
 }
 
 #[cfg(test)]

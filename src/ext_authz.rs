@@ -11,7 +11,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use prost_types::value::Kind;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
-use crate::audit::AuditLimiter;
+use crate::audit::{AuditLimiter, loggable};
 use crate::authz::{Allowed, Authorizer, Request};
 use crate::error::{BadRequest, Denied, code};
 use crate::pb::auth::attribute_context::HttpRequest;
@@ -230,12 +230,6 @@ fn claims_metadata(allowed: &Allowed) -> prost_types::Struct {
         fields.insert("scope".to_owned(), s(scope));
     }
     prost_types::Struct { fields }
-}
-
-/// Request-derived text for logs: escaped and cut short, so it cannot forge or flood log lines.
-pub fn loggable(text: &str) -> String {
-    let cut: String = text.chars().take(128).collect();
-    format!("{cut:?}")
 }
 
 fn unix_now() -> u64 {

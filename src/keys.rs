@@ -104,6 +104,7 @@ impl KeyStore {
         if let Some(key) = self.lookup(kid) {
             return Ok(key);
         }
+        tracing::debug!(kid = %crate::audit::loggable(kid), "token names a key not in the current set");
         let mut finished = {
             let mut state = self.inner.state.lock().expect("key state lock");
             if !state.in_flight {

