@@ -14,11 +14,7 @@ pub struct AuditLimiter {
 
 impl AuditLimiter {
     pub fn per_second(limit: u64) -> AuditLimiter {
-        AuditLimiter {
-            limit: limit.min(0xFF_FFFF),
-            slot: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
+        AuditLimiter { limit: limit.min(0xFF_FFFF), slot: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
     }
 
     /// `Some(suppressed_before)` when a line may be written at Unix time `now`.
@@ -35,12 +31,7 @@ impl AuditLimiter {
             } else {
                 ((now & 0xFF_FFFF_FFFF) << 24) | 1
             };
-            match self.slot.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self.slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return Some(self.suppressed.swap(0, Ordering::Relaxed)),
                 Err(seen) => current = seen,
             }

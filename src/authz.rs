@@ -1,54 +1,104 @@
-//! The decision: request -> bearer token -> verified claims -> allowed or denied.
+//! The decision: request -> route requirement -> bearer token -> verified claims -> policy -> MFA
+//! -> allowed or denied.
+
+use std::sync::{Arc, RwLock};
 
 use crate::error::{BadRequest, Denied, Invalid};
+use crate::mfa::MfaGate;
+use crate::policy::{Access, Policy, RouteContext};
 use crate::token;
 use crate::verify::{Claims, Verifier};
 
 /// What a decision needs of an HTTP request, borrowed from whatever carried it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
-    /// The `authorization` header values, as sent.
+    /// The `authorization` header value, as sent.
     pub authorization: Option<&'a str>,
     /// True when the request carried more than one `authorization` header.
     pub authorization_repeated: bool,
     /// The `cookie` header, as sent.
     pub cookie: Option<&'a str>,
     pub method: &'a str,
+    /// The path as the proxy forwards it, query string included.
     pub path: &'a str,
+    /// Per-route settings from the proxy.
+    pub route: RouteContext<'a>,
 }
 
 /// An allowed request and who made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allowed {
-    pub claims: Claims,
+pub enum Allowed {
+    /// A public route without a valid token.
+    Anonymous,
+    /// A verified caller.
+    Verified(Claims),
+}
+
+/// The policy in force, replaced whole on reload; requests in flight keep the one they started with.
+#[derive(Clone, Default)]
+pub struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
+
+impl SharedPolicy {
+    pub fn new(policy: Policy) -> SharedPolicy {
+        SharedPolicy(Arc::new(RwLock::new(Arc::new(policy))))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.0.read().expect("policy lock").clone()
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        *self.0.write().expect("policy lock") = Arc::new(policy);
+    }
 }
 
 /// Decides requests.
 #[derive(Clone)]
 pub struct Authorizer {
     verifier: Verifier,
+    policy: SharedPolicy,
+    mfa: MfaGate,
     token_cookie: Option<String>,
 }
 
 impl Authorizer {
     /// `token_cookie` names a cookie that may carry the token when no `authorization` header is
     /// sent (browsers cannot set headers on WebSocket or EventSource requests).
-    pub fn new(verifier: Verifier, token_cookie: Option<String>) -> Authorizer {
-        Authorizer {
-            verifier,
-            token_cookie,
-        }
+    pub fn new(verifier: Verifier, policy: SharedPolicy, mfa: MfaGate, token_cookie: Option<String>) -> Authorizer {
+        Authorizer { verifier, policy, mfa, token_cookie }
     }
 
     /// The whole decision, at Unix time `now`.
     pub async fn check(&self, req: &Request<'_>, now: u64) -> Result<Allowed, Denied> {
+        let policy = self.policy.current();
+        let rule = policy.requirement(req.method, req.path, req.route)?;
+        if rule.access == Access::Public {
+            return Ok(self.identify(req, now).await);
+        }
         let token = self.credential(req)?;
         let claims = self.verifier.verify(token, now).await?;
-        Ok(Allowed { claims })
+        rule.permits(&claims)?;
+        if rule.access == Access::Mfa {
+            self.mfa.require(&claims, token).await?;
+        }
+        Ok(Allowed::Verified(claims))
     }
 
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    pub fn policy(&self) -> &SharedPolicy {
+        &self.policy
+    }
+
+    /// On a public route: the caller's identity when a valid token comes along, else anonymous.
+    async fn identify(&self, req: &Request<'_>, now: u64) -> Allowed {
+        let Ok(token) = self.credential(req) else { return Allowed::Anonymous };
+        match self.verifier.verify(token, now).await {
+            Ok(claims) => Allowed::Verified(claims),
+            Err(_) => Allowed::Anonymous,
+        }
     }
 
     /// The token: from the `authorization` header, else from the token cookie.

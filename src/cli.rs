@@ -6,19 +6,10 @@ use std::path::PathBuf;
 use crate::config::ServeArgs;
 
 #[derive(clap::Parser, Debug)]
-#[command(
-    name = "cognito-authz",
-    version,
-    about = "Envoy ext_authz server for AWS Cognito access tokens"
-)]
+#[command(name = "cognito-authz", version, about = "Envoy ext_authz server for AWS Cognito access tokens")]
 pub struct Cli {
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_AUTHZ_LOG_FORMAT",
-        default_value = "text"
-    )]
+    #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -33,7 +24,7 @@ pub enum LogFormat {
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Run the ext_authz server against a Cognito user pool.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the server against a built-in development issuer (no AWS needed), or manage it.
     Dev(DevArgs),
     /// Send one Check to a running server and print the decision (exit 0 allow, 1 deny).
@@ -45,27 +36,21 @@ pub struct DevArgs {
     #[command(subcommand)]
     pub action: Option<DevAction>,
     /// Where the dev signing key and user directory are kept.
-    #[arg(
-        long,
-        env = "COGNITO_AUTHZ_DATA_DIR",
-        default_value = ".cognito-authz",
-        global = true
-    )]
+    #[arg(long, env = "COGNITO_AUTHZ_DATA_DIR", default_value = ".cognito-authz", global = true)]
     pub data_dir: PathBuf,
     /// Address of the gRPC ext_authz and health server.
-    #[arg(
-        long,
-        env = "COGNITO_AUTHZ_GRPC_LISTEN",
-        default_value = "127.0.0.1:9001"
-    )]
+    #[arg(long, env = "COGNITO_AUTHZ_GRPC_LISTEN", default_value = "127.0.0.1:9001")]
     pub grpc_listen: SocketAddr,
     /// Address of the HTTP server, which also serves the dev JWKS.
-    #[arg(
-        long,
-        env = "COGNITO_AUTHZ_HTTP_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, env = "COGNITO_AUTHZ_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
+    /// Address of the admin server (`/metrics`).
+    #[arg(long, env = "COGNITO_AUTHZ_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    /// Policy file (see `serve --help`); without one every route is `mfa` unless `check --access`
+    /// says otherwise.
+    #[arg(long, env = "COGNITO_AUTHZ_POLICY")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -100,6 +85,10 @@ pub struct CheckArgs {
     pub method: String,
     #[arg(long, default_value = "/")]
     pub path: String,
+    /// The route's access level, sent as Envoy's `access` context extension
+    /// (`public`, `authenticated`, `mfa`).
+    #[arg(long)]
+    pub access: Option<String>,
     /// Extra request header, `name: value`; repeatable.
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cognito::MfaLookup;
 use crate::keys::KeySettings;
+use crate::mfa::MfaSettings;
+use crate::policy::Policy;
 
 /// Issuers under this host belong to `cognito-authz dev` and are never accepted by `serve`.
 pub const DEV_ISSUER_HOST: &str = "cognito-authz.invalid";
@@ -28,11 +31,7 @@ pub struct ServeArgs {
     #[arg(long, env = "COGNITO_AUTHZ_USER_POOL_ID")]
     pub user_pool_id: Option<String>,
     /// App client id whose access tokens are accepted; repeat the flag or separate with commas. Required.
-    #[arg(
-        long = "client-id",
-        env = "COGNITO_AUTHZ_CLIENT_IDS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "client-id", env = "COGNITO_AUTHZ_CLIENT_IDS", value_delimiter = ',')]
     #[serde(default)]
     pub client_id: Vec<String>,
     /// Expected `iss`. Defaults to `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`
@@ -70,6 +69,37 @@ pub struct ServeArgs {
     /// Envoy's ext_authz timeout. Defaults to `1000`.
     #[arg(long, env = "COGNITO_AUTHZ_JWKS_FETCH_WAIT_MS")]
     pub jwks_fetch_wait_ms: Option<u64>,
+    /// Policy file (TOML) of route rules; first match wins, anything unmatched is `mfa`.
+    /// Reloaded on SIGHUP. Defaults to none (every route is `mfa` unless Envoy says otherwise).
+    #[arg(long, env = "COGNITO_AUTHZ_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Require TOTP MFA on `mfa` routes. `false` is for development only. Defaults to `true`.
+    #[arg(long, env = "COGNITO_AUTHZ_ENFORCE_MFA", num_args = 0..=1, default_missing_value = "true")]
+    pub enforce_mfa: Option<bool>,
+    /// How MFA state is read: `admin-get-user` (AWS credentials) or `get-user` (the caller's
+    /// token; needs the aws.cognito.signin.user.admin scope). Defaults to `admin-get-user`.
+    #[arg(long, env = "COGNITO_AUTHZ_MFA_SOURCE", value_enum)]
+    pub mfa_source: Option<MfaLookup>,
+    /// Cognito API endpoint override (an emulator, a VPC endpoint). Defaults to the regional endpoint.
+    #[arg(long, env = "COGNITO_AUTHZ_COGNITO_ENDPOINT")]
+    pub cognito_endpoint: Option<String>,
+    /// Milliseconds a Cognito lookup may take in all, retries included. Keep it well inside
+    /// Envoy's ext_authz timeout. Defaults to `1000`.
+    #[arg(long, env = "COGNITO_AUTHZ_COGNITO_TIMEOUT_MS")]
+    pub cognito_timeout_ms: Option<u64>,
+    /// Seconds "MFA enrolled" is cached per user. Defaults to `60`.
+    #[arg(long, env = "COGNITO_AUTHZ_MFA_CACHE_TTL")]
+    pub mfa_cache_ttl: Option<u64>,
+    /// Seconds "MFA not enrolled" (or "user disabled") is cached per user. Defaults to `2`.
+    #[arg(long, env = "COGNITO_AUTHZ_MFA_NEGATIVE_CACHE_TTL")]
+    pub mfa_negative_cache_ttl: Option<u64>,
+    /// Accept client-credentials (machine) tokens on routes that ask for scopes. Defaults to `false`.
+    #[arg(long, env = "COGNITO_AUTHZ_ALLOW_MACHINE_TOKENS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_machine_tokens: Option<bool>,
+    /// Address of the admin server (`/metrics`); never route Envoy traffic to it.
+    /// Defaults to `127.0.0.1:9090`.
+    #[arg(long, env = "COGNITO_AUTHZ_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// The validated configuration.
@@ -84,6 +114,17 @@ pub struct Config {
     pub token_cookie: Option<String>,
     pub strip_authorization: bool,
     pub keys: KeySettings,
+    pub region: String,
+    pub user_pool_id: String,
+    /// The policy read at start-up, and where to read it again on SIGHUP.
+    pub policy: Policy,
+    pub policy_path: Option<PathBuf>,
+    pub mfa: MfaSettings,
+    pub mfa_source: MfaLookup,
+    pub cognito_endpoint: Option<String>,
+    pub cognito_timeout: Duration,
+    pub allow_machine_tokens: bool,
+    pub admin_listen: SocketAddr,
 }
 
 /// A bad setting, named by its flag and environment variable.
@@ -96,10 +137,34 @@ pub struct ConfigError {
 }
 
 fn bad(flag: &'static str, env: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        flag,
-        env,
-        problem: problem.into(),
+    ConfigError { flag, env, problem: problem.into() }
+}
+
+impl Config {
+    /// A configuration with every default, for an issuer whose keys are at `jwks_url`
+    /// (dev mode and tests).
+    pub fn with_defaults(issuer: &str, jwks_url: reqwest::Url, client_ids: Vec<String>) -> Config {
+        Config {
+            issuer: issuer.to_owned(),
+            jwks_url,
+            client_ids,
+            grpc_listen: ([127, 0, 0, 1], 9001).into(),
+            http_listen: ([127, 0, 0, 1], 8080).into(),
+            leeway_seconds: 0,
+            token_cookie: None,
+            strip_authorization: false,
+            keys: KeySettings::default(),
+            region: "us-east-1".to_owned(),
+            user_pool_id: "us-east-1_dev".to_owned(),
+            policy: Policy::default(),
+            policy_path: None,
+            mfa: MfaSettings::default(),
+            mfa_source: MfaLookup::AdminGetUser,
+            cognito_endpoint: None,
+            cognito_timeout: Duration::from_secs(1),
+            allow_machine_tokens: false,
+            admin_listen: ([127, 0, 0, 1], 9090).into(),
+        }
     }
 }
 
@@ -114,11 +179,7 @@ impl ServeArgs {
             config: self.config,
             region: self.region.or(file.region),
             user_pool_id: self.user_pool_id.or(file.user_pool_id),
-            client_id: if self.client_id.is_empty() {
-                file.client_id
-            } else {
-                self.client_id
-            },
+            client_id: if self.client_id.is_empty() { file.client_id } else { self.client_id },
             issuer: self.issuer.or(file.issuer),
             jwks_url: self.jwks_url.or(file.jwks_url),
             grpc_listen: self.grpc_listen.or(file.grpc_listen),
@@ -129,111 +190,102 @@ impl ServeArgs {
             jwks_refresh_seconds: self.jwks_refresh_seconds.or(file.jwks_refresh_seconds),
             jwks_cooldown_seconds: self.jwks_cooldown_seconds.or(file.jwks_cooldown_seconds),
             jwks_fetch_wait_ms: self.jwks_fetch_wait_ms.or(file.jwks_fetch_wait_ms),
+            policy: self.policy.or(file.policy),
+            enforce_mfa: self.enforce_mfa.or(file.enforce_mfa),
+            mfa_source: self.mfa_source.or(file.mfa_source),
+            cognito_endpoint: self.cognito_endpoint.or(file.cognito_endpoint),
+            cognito_timeout_ms: self.cognito_timeout_ms.or(file.cognito_timeout_ms),
+            mfa_cache_ttl: self.mfa_cache_ttl.or(file.mfa_cache_ttl),
+            mfa_negative_cache_ttl: self.mfa_negative_cache_ttl.or(file.mfa_negative_cache_ttl),
+            allow_machine_tokens: self.allow_machine_tokens.or(file.allow_machine_tokens),
+            admin_listen: self.admin_listen.or(file.admin_listen),
         })
     }
 
     /// Validates and derives the configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let region = self
-            .region
-            .ok_or_else(|| bad("region", "COGNITO_AUTHZ_REGION", "is required"))?;
+        let region = self.region.ok_or_else(|| bad("region", "COGNITO_AUTHZ_REGION", "is required"))?;
         if !valid_region(&region) {
-            return Err(bad(
-                "region",
-                "COGNITO_AUTHZ_REGION",
-                "is not an AWS region name like eu-west-1",
-            ));
+            return Err(bad("region", "COGNITO_AUTHZ_REGION", "is not an AWS region name like eu-west-1"));
         }
-        let pool = self
-            .user_pool_id
-            .ok_or_else(|| bad("user-pool-id", "COGNITO_AUTHZ_USER_POOL_ID", "is required"))?;
+        let pool = self.user_pool_id.ok_or_else(|| bad("user-pool-id", "COGNITO_AUTHZ_USER_POOL_ID", "is required"))?;
         let valid_pool = pool
             .strip_prefix(&format!("{region}_"))
-            .is_some_and(|rest| {
-                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-            });
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
         if !valid_pool {
-            return Err(bad(
-                "user-pool-id",
-                "COGNITO_AUTHZ_USER_POOL_ID",
-                "must look like {region}_{id}",
-            ));
+            return Err(bad("user-pool-id", "COGNITO_AUTHZ_USER_POOL_ID", "must look like {region}_{id}"));
         }
-        let client_ids: Vec<String> = self
-            .client_id
-            .iter()
-            .map(|c| c.trim().to_owned())
-            .filter(|c| !c.is_empty())
-            .collect();
+        let client_ids: Vec<String> =
+            self.client_id.iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
         if client_ids.is_empty() {
-            return Err(bad(
-                "client-id",
-                "COGNITO_AUTHZ_CLIENT_IDS",
-                "at least one app client id is required",
-            ));
+            return Err(bad("client-id", "COGNITO_AUTHZ_CLIENT_IDS", "at least one app client id is required"));
         }
         let issuer = match self.issuer {
             Some(issuer) => issuer,
             None => default_issuer(&region, &pool),
         };
-        let issuer_url = reqwest::Url::parse(&issuer)
-            .map_err(|_| bad("issuer", "COGNITO_AUTHZ_ISSUER", "is not a URL"))?;
+        let issuer_url =
+            reqwest::Url::parse(&issuer).map_err(|_| bad("issuer", "COGNITO_AUTHZ_ISSUER", "is not a URL"))?;
         if issuer_url.scheme() != "https" {
-            return Err(bad(
-                "issuer",
-                "COGNITO_AUTHZ_ISSUER",
-                "must be an https URL",
-            ));
+            return Err(bad("issuer", "COGNITO_AUTHZ_ISSUER", "must be an https URL"));
         }
-        if issuer_url
-            .host_str()
-            .is_some_and(|h| h.eq_ignore_ascii_case(DEV_ISSUER_HOST))
-        {
-            return Err(bad(
-                "issuer",
-                "COGNITO_AUTHZ_ISSUER",
-                "is the development issuer, which serve never accepts",
-            ));
+        if issuer_url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(DEV_ISSUER_HOST)) {
+            return Err(bad("issuer", "COGNITO_AUTHZ_ISSUER", "is the development issuer, which serve never accepts"));
         }
-        let jwks_url = self
-            .jwks_url
-            .unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
-        let jwks_url = jwks_url_checked(&jwks_url)
-            .map_err(|p| bad("jwks-url", "COGNITO_AUTHZ_JWKS_URL", p))?;
+        let jwks_url =
+            self.jwks_url.unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
+        let jwks_url = jwks_url_checked(&jwks_url).map_err(|p| bad("jwks-url", "COGNITO_AUTHZ_JWKS_URL", p))?;
         if let Some(name) = &self.token_cookie
-            && (name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+            && (name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
         {
-            return Err(bad(
-                "token-cookie",
-                "COGNITO_AUTHZ_TOKEN_COOKIE",
-                "is not a cookie name",
-            ));
+            return Err(bad("token-cookie", "COGNITO_AUTHZ_TOKEN_COOKIE", "is not a cookie name"));
         }
         let defaults = KeySettings::default();
-        let refresh = self
-            .jwks_refresh_seconds
-            .map_or(defaults.refresh_every, Duration::from_secs);
+        let refresh = self.jwks_refresh_seconds.map_or(defaults.refresh_every, Duration::from_secs);
         if refresh < Duration::from_secs(60) {
-            return Err(bad(
-                "jwks-refresh-seconds",
-                "COGNITO_AUTHZ_JWKS_REFRESH_SECONDS",
-                "must be at least 60",
-            ));
+            return Err(bad("jwks-refresh-seconds", "COGNITO_AUTHZ_JWKS_REFRESH_SECONDS", "must be at least 60"));
         }
-        let fetch_wait = self
-            .jwks_fetch_wait_ms
-            .map_or(defaults.fetch_wait, Duration::from_millis);
+        let fetch_wait = self.jwks_fetch_wait_ms.map_or(defaults.fetch_wait, Duration::from_millis);
         if fetch_wait.is_zero() || fetch_wait > Duration::from_secs(30) {
-            return Err(bad(
-                "jwks-fetch-wait-ms",
-                "COGNITO_AUTHZ_JWKS_FETCH_WAIT_MS",
-                "must be between 1 and 30000",
-            ));
+            return Err(bad("jwks-fetch-wait-ms", "COGNITO_AUTHZ_JWKS_FETCH_WAIT_MS", "must be between 1 and 30000"));
         }
+        let policy = match &self.policy {
+            Some(path) => Policy::load(path).map_err(|e| bad("policy", "COGNITO_AUTHZ_POLICY", e.to_string()))?,
+            None => Policy::default(),
+        };
+        if let Some(endpoint) = &self.cognito_endpoint {
+            let url = reqwest::Url::parse(endpoint)
+                .map_err(|_| bad("cognito-endpoint", "COGNITO_AUTHZ_COGNITO_ENDPOINT", "is not a URL"))?;
+            if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
+                return Err(bad(
+                    "cognito-endpoint",
+                    "COGNITO_AUTHZ_COGNITO_ENDPOINT",
+                    "must be https unless it points at a loopback address",
+                ));
+            }
+        }
+        let cognito_timeout = Duration::from_millis(self.cognito_timeout_ms.unwrap_or(1000));
+        if cognito_timeout < Duration::from_millis(50) || cognito_timeout > Duration::from_secs(30) {
+            return Err(bad("cognito-timeout-ms", "COGNITO_AUTHZ_COGNITO_TIMEOUT_MS", "must be between 50 and 30000"));
+        }
+        let mfa_defaults = MfaSettings::default();
+        let mfa = MfaSettings {
+            enforce: self.enforce_mfa.unwrap_or(true),
+            ttl: self.mfa_cache_ttl.map_or(mfa_defaults.ttl, Duration::from_secs),
+            negative_ttl: self.mfa_negative_cache_ttl.map_or(mfa_defaults.negative_ttl, Duration::from_secs),
+            capacity: mfa_defaults.capacity,
+        };
         Ok(Config {
+            region,
+            user_pool_id: pool,
+            policy,
+            policy_path: self.policy,
+            mfa,
+            mfa_source: self.mfa_source.unwrap_or(MfaLookup::AdminGetUser),
+            cognito_endpoint: self.cognito_endpoint,
+            cognito_timeout,
+            allow_machine_tokens: self.allow_machine_tokens.unwrap_or(false),
+            admin_listen: self.admin_listen.unwrap_or(([127, 0, 0, 1], 9090).into()),
             issuer,
             jwks_url,
             client_ids,
@@ -243,9 +295,7 @@ impl ServeArgs {
             token_cookie: self.token_cookie,
             strip_authorization: self.strip_authorization.unwrap_or(false),
             keys: KeySettings {
-                cooldown: self
-                    .jwks_cooldown_seconds
-                    .map_or(defaults.cooldown, Duration::from_secs),
+                cooldown: self.jwks_cooldown_seconds.map_or(defaults.cooldown, Duration::from_secs),
                 fetch_wait,
                 refresh_every: refresh,
                 failure_backoff: defaults.failure_backoff,
@@ -255,13 +305,8 @@ impl ServeArgs {
 }
 
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        bad(
-            "config",
-            "COGNITO_AUTHZ_CONFIG",
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad("config", "COGNITO_AUTHZ_CONFIG", format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| {
         let problem = format!("{}: {}", path.display(), e.message());
         bad("config", "COGNITO_AUTHZ_CONFIG", problem)
@@ -270,25 +315,15 @@ fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
 
 /// Cognito's issuer for a pool.
 pub fn default_issuer(region: &str, pool: &str) -> String {
-    let domain = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
+    let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
     format!("https://cognito-idp.{region}.{domain}/{pool}")
 }
 
 fn valid_region(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        && parts
-            .last()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// https anywhere; plain http only to a loopback address (a local emulator or proxy).
@@ -327,10 +362,7 @@ mod tests {
     #[test]
     fn issuer_and_jwks_url_are_derived_from_region_and_pool() {
         let config = args().into_config().expect("valid configuration");
-        assert_eq!(
-            config.issuer,
-            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"
-        );
+        assert_eq!(config.issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123");
         assert_eq!(
             config.jwks_url.as_str(),
             "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123/.well-known/jwks.json"
@@ -351,62 +383,14 @@ mod tests {
     #[test]
     fn bad_settings_name_the_flag() {
         let err = |a: ServeArgs| a.into_config().expect_err("refused").flag;
-        assert_eq!(
-            err(ServeArgs {
-                region: None,
-                ..args()
-            }),
-            "region"
-        );
-        assert_eq!(
-            err(ServeArgs {
-                region: Some("Europe".into()),
-                ..args()
-            }),
-            "region"
-        );
-        assert_eq!(
-            err(ServeArgs {
-                user_pool_id: Some("us-east-1_AbC".into()),
-                ..args()
-            }),
-            "user-pool-id"
-        );
-        assert_eq!(
-            err(ServeArgs {
-                client_id: vec![" ".into()],
-                ..args()
-            }),
-            "client-id"
-        );
-        assert_eq!(
-            err(ServeArgs {
-                issuer: Some("http://x/y".into()),
-                ..args()
-            }),
-            "issuer"
-        );
-        assert_eq!(
-            err(ServeArgs {
-                issuer: Some(format!("https://{DEV_ISSUER_HOST}/dev")),
-                ..args()
-            }),
-            "issuer"
-        );
-        assert_eq!(
-            err(ServeArgs {
-                jwks_url: Some("http://example.com/jwks".into()),
-                ..args()
-            }),
-            "jwks-url"
-        );
-        assert_eq!(
-            err(ServeArgs {
-                token_cookie: Some("a b".into()),
-                ..args()
-            }),
-            "token-cookie"
-        );
+        assert_eq!(err(ServeArgs { region: None, ..args() }), "region");
+        assert_eq!(err(ServeArgs { region: Some("Europe".into()), ..args() }), "region");
+        assert_eq!(err(ServeArgs { user_pool_id: Some("us-east-1_AbC".into()), ..args() }), "user-pool-id");
+        assert_eq!(err(ServeArgs { client_id: vec![" ".into()], ..args() }), "client-id");
+        assert_eq!(err(ServeArgs { issuer: Some("http://x/y".into()), ..args() }), "issuer");
+        assert_eq!(err(ServeArgs { issuer: Some(format!("https://{DEV_ISSUER_HOST}/dev")), ..args() }), "issuer");
+        assert_eq!(err(ServeArgs { jwks_url: Some("http://example.com/jwks".into()), ..args() }), "jwks-url");
+        assert_eq!(err(ServeArgs { token_cookie: Some("a b".into()), ..args() }), "token-cookie");
     }
 
     #[test]
@@ -422,26 +406,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cognito-authz-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "region = \"us-east-1\"\nuser-pool-id = \"us-east-1_Q\"\nclient-id = [\"x\"]\nleeway-seconds = 3\n").unwrap();
-        let cli = ServeArgs {
-            config: Some(path.clone()),
-            leeway_seconds: Some(1),
-            ..ServeArgs::default()
-        };
-        let config = cli
-            .with_file()
-            .unwrap()
-            .into_config()
-            .expect("file completes the flags");
+        std::fs::write(
+            &path,
+            "region = \"us-east-1\"\nuser-pool-id = \"us-east-1_Q\"\nclient-id = [\"x\"]\nleeway-seconds = 3\n",
+        )
+        .unwrap();
+        let cli = ServeArgs { config: Some(path.clone()), leeway_seconds: Some(1), ..ServeArgs::default() };
+        let config = cli.with_file().unwrap().into_config().expect("file completes the flags");
         assert_eq!(config.leeway_seconds, 1);
         assert_eq!(config.client_ids, ["x"]);
         std::fs::write(&path, "regoin = \"us-east-1\"\n").unwrap();
-        let err = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        }
-        .with_file()
-        .expect_err("unknown key");
+        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.with_file().expect_err("unknown key");
         assert_eq!(err.flag, "config");
     }
 }

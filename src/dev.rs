@@ -36,28 +36,17 @@ pub struct SigningKey {
 impl SigningKey {
     /// A fresh 2048-bit key.
     pub fn generate(kid: &str) -> anyhow::Result<SigningKey> {
-        let pair = KeyPair::generate(KeySize::Rsa2048)
-            .map_err(|_| anyhow::anyhow!("rsa key generation failed"))?;
-        Ok(SigningKey {
-            pair,
-            kid: kid.to_owned(),
-        })
+        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| anyhow::anyhow!("rsa key generation failed"))?;
+        Ok(SigningKey { pair, kid: kid.to_owned() })
     }
 
     pub fn from_pkcs8(der: &[u8], kid: &str) -> anyhow::Result<SigningKey> {
-        let pair = KeyPair::from_pkcs8(der)
-            .map_err(|e| anyhow::anyhow!("stored dev key is unusable: {e}"))?;
-        Ok(SigningKey {
-            pair,
-            kid: kid.to_owned(),
-        })
+        let pair = KeyPair::from_pkcs8(der).map_err(|e| anyhow::anyhow!("stored dev key is unusable: {e}"))?;
+        Ok(SigningKey { pair, kid: kid.to_owned() })
     }
 
     pub fn pkcs8(&self) -> anyhow::Result<Vec<u8>> {
-        let der = self
-            .pair
-            .as_der()
-            .map_err(|_| anyhow::anyhow!("rsa key encoding failed"))?;
+        let der = self.pair.as_der().map_err(|_| anyhow::anyhow!("rsa key encoding failed"))?;
         Ok(der.as_ref().to_vec())
     }
 
@@ -76,19 +65,10 @@ impl SigningKey {
 
     /// Signs raw JSON header and payload with RS256, whatever they say (tests forge odd headers).
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header_json),
-            URL_SAFE_NO_PAD.encode(payload_json)
-        );
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header_json), URL_SAFE_NO_PAD.encode(payload_json));
         let mut signature = vec![0; self.pair.public_modulus_len()];
         self.pair
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &aws_lc_rs::rand::SystemRandom::new(),
-                input.as_bytes(),
-                &mut signature,
-            )
+            .sign(&RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), input.as_bytes(), &mut signature)
             .expect("rsa signing with a valid key");
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
@@ -122,8 +102,7 @@ impl DevPool {
         create_private_dir(dir)?;
         let key_path = dir.join(KEY_FILE);
         let key = if key_path.exists() {
-            let der =
-                fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+            let der = fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
             SigningKey::from_pkcs8(&der, &kid_for(&der))?
         } else {
             let fresh = SigningKey::generate("pending")?;
@@ -131,10 +110,7 @@ impl DevPool {
             write_private(&key_path, &der)?;
             SigningKey::from_pkcs8(&der, &kid_for(&der))?
         };
-        let pool = DevPool {
-            dir: dir.to_owned(),
-            key,
-        };
+        let pool = DevPool { dir: dir.to_owned(), key };
         if !pool.users_path().exists() {
             pool.save_users(&default_users())?;
         }
@@ -151,8 +127,7 @@ impl DevPool {
     }
 
     pub fn users(&self) -> anyhow::Result<Vec<DevUser>> {
-        let text =
-            fs::read_to_string(self.users_path()).context("reading the dev user directory")?;
+        let text = fs::read_to_string(self.users_path()).context("reading the dev user directory")?;
         serde_json::from_str(&text).context("the dev user directory is not valid json")
     }
 
@@ -169,10 +144,8 @@ impl DevPool {
     /// Sets a user's MFA enrolment.
     pub fn set_mfa(&self, username: &str, enrolled: bool) -> anyhow::Result<()> {
         let mut users = self.users()?;
-        let user = users
-            .iter_mut()
-            .find(|u| u.username == username)
-            .with_context(|| format!("no dev user {username:?}"))?;
+        let user =
+            users.iter_mut().find(|u| u.username == username).with_context(|| format!("no dev user {username:?}"))?;
         user.mfa = enrolled;
         self.save_users(&users)
     }
@@ -205,18 +178,8 @@ impl DevPool {
 
 fn default_users() -> Vec<DevUser> {
     vec![
-        DevUser {
-            username: "alice".into(),
-            sub: Uuid::new_v4(),
-            groups: vec!["admin".into()],
-            mfa: true,
-        },
-        DevUser {
-            username: "bob".into(),
-            sub: Uuid::new_v4(),
-            groups: vec![],
-            mfa: false,
-        },
+        DevUser { username: "alice".into(), sub: Uuid::new_v4(), groups: vec!["admin".into()], mfa: true },
+        DevUser { username: "bob".into(), sub: Uuid::new_v4(), groups: vec![], mfa: false },
     ]
 }
 
@@ -231,9 +194,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))
+    builder.create(dir).with_context(|| format!("creating data directory {}", dir.display()))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -241,9 +202,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
@@ -255,4 +214,21 @@ pub fn warning() -> String {
         "DEVELOPMENT MODE: tokens are signed by a local key and issued by {DEV_ISSUER}. \
          Never use this in production; `serve` refuses any issuer on {DEV_ISSUER_HOST}."
     )
+}
+
+/// Dev mode answers MFA state from its user directory, read afresh each time so that
+/// `cognito-authz dev mfa bob on` takes effect without a restart (after the gate's cache).
+impl crate::cognito::MfaSource for DevPool {
+    fn mfa_state<'a>(&'a self, user: crate::cognito::User<'a>) -> crate::cognito::Answer<'a> {
+        use crate::cognito::{CognitoError, MfaState};
+        let state = match self.users() {
+            Ok(users) => match users.iter().find(|u| u.username == user.username) {
+                Some(u) if u.mfa => Ok(MfaState::Enrolled),
+                Some(_) => Ok(MfaState::NotEnrolled),
+                None => Ok(MfaState::Gone),
+            },
+            Err(_) => Err(CognitoError::Unexpected),
+        };
+        Box::pin(async move { state })
+    }
 }

@@ -48,6 +48,23 @@ pub enum Invalid {
     Subject,
     #[error("token has no username")]
     MissingUsername,
+    #[error("machine tokens are not allowed (--allow-machine-tokens)")]
+    MachineToken,
+    #[error("user is disabled or deleted")]
+    UserDisabled,
+}
+
+/// Why a valid token may not use this route: HTTP 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Forbidden {
+    #[error("user has not enrolled totp mfa")]
+    MfaRequired,
+    #[error("token lacks a required scope or group")]
+    InsufficientScope,
+    #[error("machine token on a route that does not ask for scopes, or on an mfa route")]
+    MachineToken,
+    #[error("token lacks the aws.cognito.signin.user.admin scope needed to read mfa state")]
+    MfaScopeMissing,
 }
 
 /// Why the request itself cannot be judged: HTTP 400.
@@ -57,6 +74,8 @@ pub enum BadRequest {
     MultipleCredentials,
     #[error("check request has no http attributes")]
     NoHttpAttributes,
+    #[error("path has dot segments, empty segments or encoded separators")]
+    AmbiguousPath,
 }
 
 /// Why no decision can be made right now although the token may be valid: HTTP 503.
@@ -68,6 +87,10 @@ pub enum Unavailable {
     KeyFetchFailed,
     #[error("fetching the signing keys took too long")]
     KeyFetchTimeout,
+    #[error("cognito could not be asked for the user's mfa state")]
+    Cognito,
+    #[error("cognito throttled the mfa state lookup")]
+    CognitoThrottled,
 }
 
 /// A refusal. Every variant is an answer to Envoy, never an RPC error.
@@ -77,6 +100,8 @@ pub enum Denied {
     BadRequest(#[from] BadRequest),
     #[error(transparent)]
     Unauthenticated(#[from] Invalid),
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }
@@ -96,6 +121,7 @@ impl Denied {
         match self {
             Denied::BadRequest(_) => 400,
             Denied::Unauthenticated(_) => 401,
+            Denied::Forbidden(_) => 403,
             Denied::Unavailable(_) => 503,
         }
     }
@@ -105,6 +131,7 @@ impl Denied {
         match self {
             Denied::BadRequest(_) => code::INVALID_ARGUMENT,
             Denied::Unauthenticated(_) => code::UNAUTHENTICATED,
+            Denied::Forbidden(_) => code::PERMISSION_DENIED,
             Denied::Unavailable(_) => code::UNAVAILABLE,
         }
     }
@@ -113,15 +140,24 @@ impl Denied {
     /// so the answers are no oracle for which check a forged token failed.
     pub fn client_message(&self) -> &'static str {
         match self {
-            Denied::BadRequest(BadRequest::MultipleCredentials) => {
-                "More than one credential was sent"
-            }
+            Denied::BadRequest(BadRequest::MultipleCredentials) => "More than one credential was sent",
             Denied::BadRequest(BadRequest::NoHttpAttributes) => "Request has no HTTP attributes",
+            Denied::BadRequest(BadRequest::AmbiguousPath) => "Request path is ambiguous",
             Denied::Unauthenticated(Invalid::MissingToken) => "Not authenticated",
             Denied::Unauthenticated(Invalid::Expired) => "Token has expired",
             Denied::Unauthenticated(Invalid::NotYetValid) => "Token is not yet valid",
             Denied::Unauthenticated(Invalid::NotAccessToken) => "Not an access token",
+            Denied::Unauthenticated(Invalid::UserDisabled) => "User is disabled",
             Denied::Unauthenticated(_) => "Could not validate credentials",
+            Denied::Forbidden(Forbidden::MfaRequired) => "MFA enrolment required",
+            Denied::Forbidden(Forbidden::InsufficientScope) => "Insufficient scope",
+            Denied::Forbidden(Forbidden::MachineToken) => "Machine tokens are not allowed on this route",
+            Denied::Forbidden(Forbidden::MfaScopeMissing) => {
+                "Token lacks the aws.cognito.signin.user.admin scope needed to check MFA"
+            }
+            Denied::Unavailable(Unavailable::Cognito | Unavailable::CognitoThrottled) => {
+                "MFA status is temporarily unavailable"
+            }
             Denied::Unavailable(_) => "Authorization is temporarily unavailable",
         }
     }
@@ -131,14 +167,20 @@ impl Denied {
         match self {
             // RFC 6750 §3.1: no error code when the request carried no credentials at all.
             Denied::Unauthenticated(Invalid::MissingToken) => Some("Bearer".to_owned()),
-            Denied::Unauthenticated(_) => Some(format!(
-                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            Denied::Unauthenticated(_) => {
+                Some(format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.client_message()))
+            }
+            Denied::BadRequest(_) => {
+                Some(format!("Bearer error=\"invalid_request\", error_description=\"{}\"", self.client_message()))
+            }
+            Denied::Forbidden(Forbidden::MfaRequired) => None,
+            Denied::Forbidden(Forbidden::MfaScopeMissing) => Some(format!(
+                "Bearer error=\"insufficient_scope\", scope=\"aws.cognito.signin.user.admin\", error_description=\"{}\"",
                 self.client_message()
             )),
-            Denied::BadRequest(_) => Some(format!(
-                "Bearer error=\"invalid_request\", error_description=\"{}\"",
-                self.client_message()
-            )),
+            Denied::Forbidden(_) => {
+                Some(format!("Bearer error=\"insufficient_scope\", error_description=\"{}\"", self.client_message()))
+            }
             Denied::Unavailable(_) => None,
         }
     }
@@ -148,6 +190,7 @@ impl Denied {
         match self {
             Denied::BadRequest(_) => "bad_request",
             Denied::Unauthenticated(_) => "unauthenticated",
+            Denied::Forbidden(_) => "forbidden",
             Denied::Unavailable(_) => "unavailable",
         }
     }

@@ -4,7 +4,7 @@
 //! `DeniedHttpResponse`: Envoy treats code 0 as allow whatever else the response says, and an RPC
 //! error sends it down its error path, which a fail-open deployment turns into an allow.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -14,6 +14,7 @@ use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use crate::audit::{AuditLimiter, loggable};
 use crate::authz::{Allowed, Authorizer, Request};
 use crate::error::{BadRequest, Denied, code};
+use crate::metrics::Metrics;
 use crate::pb::auth::attribute_context::HttpRequest;
 use crate::pb::auth::authorization_server::Authorization;
 use crate::pb::auth::check_response::HttpResponse;
@@ -22,6 +23,8 @@ use crate::pb::core::header_value_option::HeaderAppendAction;
 use crate::pb::core::{HeaderValue, HeaderValueOption};
 use crate::pb::rpc;
 use crate::pb::types::HttpStatus;
+use crate::policy::RouteContext;
+use crate::verify::{Claims, Identity};
 
 /// Identity headers this service owns. Any of them the allow does not set is removed, so a
 /// client-sent value never reaches the upstream.
@@ -29,46 +32,39 @@ pub const IDENTITY_HEADERS: [&str; 4] = ["x-user-id", "x-username", "x-user-grou
 
 /// Group names may hold anything; everything but RFC 3986 unreserved characters is escaped,
 /// so a `,` inside a name cannot split it.
-const GROUP_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const GROUP_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// The Envoy `Authorization` service.
 pub struct ExtAuthz {
     authorizer: Authorizer,
     strip_authorization: bool,
     audit: AuditLimiter,
+    metrics: Metrics,
 }
 
 impl ExtAuthz {
     /// `strip_authorization` removes the `authorization` header before the upstream on allow.
-    pub fn new(authorizer: Authorizer, strip_authorization: bool) -> ExtAuthz {
-        ExtAuthz {
-            authorizer,
-            strip_authorization,
-            audit: AuditLimiter::per_second(20),
-        }
+    pub fn new(authorizer: Authorizer, strip_authorization: bool, metrics: Metrics) -> ExtAuthz {
+        ExtAuthz { authorizer, strip_authorization, audit: AuditLimiter::per_second(20), metrics }
     }
 
     /// Decides one `CheckRequest` at Unix time `now`.
     pub async fn decide(&self, check: &CheckRequest, now: u64) -> CheckResponse {
-        let Some(http) = check
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref())
-        else {
+        let attributes = check.attributes.as_ref();
+        let Some(http) = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref()) else {
+            self.metrics.decision("bad_request");
             return denied_response(&Denied::BadRequest(BadRequest::NoHttpAttributes));
         };
-        let request = request_from(http);
+        let no_context = HashMap::new();
+        let request = request_from(http, attributes.map_or(&no_context, |a| &a.context_extensions));
         match self.authorizer.check(&request, now).await {
             Ok(allowed) => {
-                tracing::debug!(outcome = "allow", user = %allowed.claims.sub, path = %loggable(request.path), "decision");
+                tracing::debug!(outcome = "allow", who = %who(&allowed), path = %loggable(request.path), "decision");
+                self.metrics.decision("allow");
                 allowed_response(&allowed, self.strip_authorization)
             }
             Err(denied) => {
+                self.metrics.decision(denied.outcome());
                 tracing::debug!(outcome = denied.outcome(), reason = %denied, path = %loggable(request.path), "decision");
                 if let Some(suppressed) = self.audit.admit(now) {
                     tracing::info!(outcome = denied.outcome(), reason = %denied, method = %loggable(request.method),
@@ -82,24 +78,20 @@ impl ExtAuthz {
 
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
-    async fn check(
-        &self,
-        request: GrpcRequest<CheckRequest>,
-    ) -> Result<GrpcResponse<CheckResponse>, Status> {
-        Ok(GrpcResponse::new(
-            self.decide(request.get_ref(), unix_now()).await,
-        ))
+    async fn check(&self, request: GrpcRequest<CheckRequest>) -> Result<GrpcResponse<CheckResponse>, Status> {
+        Ok(GrpcResponse::new(self.decide(request.get_ref(), unix_now()).await))
     }
 }
 
 /// Reads what a decision needs from Envoy's HTTP attributes, without copying the header map.
 /// With `encode_raw_headers` Envoy sends `header_map` (values as bytes) instead of `headers`.
-pub fn request_from(http: &HttpRequest) -> Request<'_> {
-    let mut request = Request {
-        method: &http.method,
-        path: &http.path,
-        ..Request::default()
+pub fn request_from<'a>(http: &'a HttpRequest, context: &'a HashMap<String, String>) -> Request<'a> {
+    let route = RouteContext {
+        access: context.get("access").map(String::as_str),
+        scopes: context.get("scopes").map(String::as_str),
+        groups: context.get("groups").map(String::as_str),
     };
+    let mut request = Request { method: &http.method, path: &http.path, route, ..Request::default() };
     if let Some(map) = &http.header_map {
         for header in &map.headers {
             let value = raw_header_value(header);
@@ -119,28 +111,26 @@ pub fn request_from(http: &HttpRequest) -> Request<'_> {
 }
 
 fn raw_header_value(header: &HeaderValue) -> Option<&str> {
-    if header.raw_value.is_empty() {
-        Some(&header.value)
-    } else {
-        std::str::from_utf8(&header.raw_value).ok()
-    }
+    if header.raw_value.is_empty() { Some(&header.value) } else { std::str::from_utf8(&header.raw_value).ok() }
 }
 
-/// The allow: identity headers set with overwrite semantics, the rest of them removed.
+/// The allow: identity headers set with overwrite semantics, every other identity header removed.
 pub fn allowed_response(allowed: &Allowed, strip_authorization: bool) -> CheckResponse {
-    let claims = &allowed.claims;
-    let mut set = vec![
-        ("x-user-id", claims.sub.to_string()),
-        ("x-username", claims.username.clone()),
-    ];
-    if !claims.groups.is_empty() {
-        let groups: Vec<String> = claims
-            .groups
-            .iter()
-            .map(|g| utf8_percent_encode(g, GROUP_ESCAPE).to_string())
-            .collect();
-        set.push(("x-user-groups", groups.join(",")));
-    }
+    let set: Vec<(&str, String)> = match allowed {
+        Allowed::Anonymous => vec![],
+        Allowed::Verified(claims) => match &claims.identity {
+            Identity::User { sub, username } => {
+                let mut set = vec![("x-user-id", sub.to_string()), ("x-username", username.clone())];
+                if !claims.groups.is_empty() {
+                    let groups: Vec<String> =
+                        claims.groups.iter().map(|g| utf8_percent_encode(g, GROUP_ESCAPE).to_string()).collect();
+                    set.push(("x-user-groups", groups.join(",")));
+                }
+                set
+            }
+            Identity::Machine => vec![("x-client-id", claims.client_id.clone())],
+        },
+    };
     let mut headers_to_remove: Vec<String> = IDENTITY_HEADERS
         .iter()
         .filter(|name| !set.iter().any(|(key, _)| key == *name))
@@ -150,16 +140,16 @@ pub fn allowed_response(allowed: &Allowed, strip_authorization: bool) -> CheckRe
         headers_to_remove.push("authorization".to_owned());
     }
     CheckResponse {
-        status: Some(rpc::Status {
-            code: code::OK,
-            ..Default::default()
-        }),
+        status: Some(rpc::Status { code: code::OK, ..Default::default() }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers: set.into_iter().map(|(k, v)| overwrite(k, v)).collect(),
             headers_to_remove,
             ..Default::default()
         })),
-        dynamic_metadata: Some(claims_metadata(allowed)),
+        dynamic_metadata: match allowed {
+            Allowed::Verified(claims) => Some(claims_metadata(claims)),
+            Allowed::Anonymous => None,
+        },
     }
 }
 
@@ -171,15 +161,9 @@ pub fn denied_response(denied: &Denied) -> CheckResponse {
     }
     let body = serde_json::json!({ "detail": denied.client_message() }).to_string();
     CheckResponse {
-        status: Some(rpc::Status {
-            code: denied.grpc_code(),
-            message: denied.outcome().to_owned(),
-            details: vec![],
-        }),
+        status: Some(rpc::Status { code: denied.grpc_code(), message: denied.outcome().to_owned(), details: vec![] }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus {
-                code: i32::from(denied.http_status()),
-            }),
+            status: Some(HttpStatus { code: i32::from(denied.http_status()) }),
             headers,
             body,
         })),
@@ -189,11 +173,7 @@ pub fn denied_response(denied: &Denied) -> CheckResponse {
 
 fn overwrite(key: &str, value: String) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value,
-            raw_value: Vec::new(),
-        }),
+        header: Some(HeaderValue { key: key.to_owned(), value, raw_value: Vec::new() }),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         // The deprecated `append` stays unset: Envoy then reads `append_action` (and an older
         // Envoy, finding no `append`, replaces too).
@@ -202,38 +182,37 @@ fn overwrite(key: &str, value: String) -> HeaderValueOption {
 }
 
 /// The verified claims as `dynamic_metadata`, for RBAC and access logs in Envoy.
-fn claims_metadata(allowed: &Allowed) -> prost_types::Struct {
-    let c = &allowed.claims;
-    let s = |v: &str| prost_types::Value {
-        kind: Some(Kind::StringValue(v.to_owned())),
-    };
+fn claims_metadata(c: &Claims) -> prost_types::Struct {
+    let s = |v: &str| prost_types::Value { kind: Some(Kind::StringValue(v.to_owned())) };
     let mut fields = BTreeMap::from([
-        ("sub".to_owned(), s(&c.sub.to_string())),
-        ("username".to_owned(), s(&c.username)),
         ("client_id".to_owned(), s(&c.client_id)),
-        (
-            "exp".to_owned(),
-            prost_types::Value {
-                kind: Some(Kind::NumberValue(c.exp as f64)),
-            },
-        ),
+        ("exp".to_owned(), prost_types::Value { kind: Some(Kind::NumberValue(c.exp as f64)) }),
         (
             "groups".to_owned(),
             prost_types::Value {
-                kind: Some(Kind::ListValue(prost_types::ListValue {
-                    values: c.groups.iter().map(|g| s(g)).collect(),
-                })),
+                kind: Some(Kind::ListValue(prost_types::ListValue { values: c.groups.iter().map(|g| s(g)).collect() })),
             },
         ),
     ]);
     if let Some(scope) = &c.scope {
         fields.insert("scope".to_owned(), s(scope));
     }
+    if let Identity::User { sub, username } = &c.identity {
+        fields.insert("sub".to_owned(), s(&sub.to_string()));
+        fields.insert("username".to_owned(), s(username.as_str()));
+    }
     prost_types::Struct { fields }
 }
 
+/// Who was allowed, for the decision log line.
+fn who(allowed: &Allowed) -> String {
+    match allowed {
+        Allowed::Anonymous => "anonymous".to_owned(),
+        Allowed::Verified(Claims { identity: Identity::User { sub, .. }, .. }) => sub.to_string(),
+        Allowed::Verified(Claims { identity: Identity::Machine, .. }) => "machine".to_owned(),
+    }
+}
+
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

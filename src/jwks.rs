@@ -40,19 +40,12 @@ impl Key {
         if e_bytes.is_empty() || e_bytes.len() > 8 {
             return None;
         }
-        Some(Key {
-            decoding: DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes),
-        })
+        Some(Key { decoding: DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes) })
     }
 
     /// Checks an RS256 signature over `signing_input`.
     pub fn verify(&self, signing_input: &str, signature: &str) -> Result<(), Invalid> {
-        match jsonwebtoken::crypto::verify(
-            signature,
-            signing_input.as_bytes(),
-            &self.decoding,
-            Algorithm::RS256,
-        ) {
+        match jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &self.decoding, Algorithm::RS256) {
             Ok(true) => Ok(()),
             Ok(false) | Err(_) => Err(Invalid::Signature),
         }
@@ -166,14 +159,8 @@ mod tests {
 
     #[test]
     fn a_document_without_usable_keys_is_an_error() {
-        assert_eq!(
-            KeySet::from_jwks(b"not json").err(),
-            Some(JwksError::NotJson)
-        );
+        assert_eq!(KeySet::from_jwks(b"not json").err(), Some(JwksError::NotJson));
         assert_eq!(KeySet::from_jwks(b"{}").err(), Some(JwksError::NotJson));
-        assert_eq!(
-            KeySet::from_jwks(&doc("")).err(),
-            Some(JwksError::NoUsableKey)
-        );
+        assert_eq!(KeySet::from_jwks(&doc("")).err(), Some(JwksError::NoUsableKey));
     }
 }

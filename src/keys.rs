@@ -121,10 +121,7 @@ impl KeyStore {
             // Subscribed under the lock: the fetch cannot finish unseen.
             self.inner.finished.subscribe()
         };
-        if tokio::time::timeout(self.inner.settings.fetch_wait, finished.changed())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.inner.settings.fetch_wait, finished.changed()).await.is_err() {
             return Err(Unavailable::KeyFetchTimeout.into());
         }
         if let Some(key) = self.lookup(kid) {
@@ -185,11 +182,7 @@ impl KeyStore {
     }
 
     fn fetch_failed(&self) -> Denied {
-        if *self.inner.loaded.borrow() {
-            Unavailable::KeyFetchFailed.into()
-        } else {
-            Unavailable::NoKeys.into()
-        }
+        if *self.inner.loaded.borrow() { Unavailable::KeyFetchFailed.into() } else { Unavailable::NoKeys.into() }
     }
 
     fn spawn_fetch(&self, wanted: Option<String>) {
@@ -231,9 +224,7 @@ impl KeyStore {
 /// than the refresh interval).
 pub fn retry_in(failures: u32, refresh_every: Duration) -> Duration {
     let exp = failures.saturating_sub(1).min(10);
-    Duration::from_millis(250u64 << exp)
-        .min(Duration::from_secs(30))
-        .min(refresh_every)
+    Duration::from_millis(250u64 << exp).min(Duration::from_secs(30)).min(refresh_every)
 }
 
 /// Fetches a JWK Set over HTTP(S).
@@ -253,12 +244,7 @@ impl HttpKeySource {
 impl KeySource for HttpKeySource {
     fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + '_>> {
         Box::pin(async move {
-            let mut response = self
-                .client
-                .get(self.url.clone())
-                .send()
-                .await
-                .map_err(|_| FetchError::Transport)?;
+            let mut response = self.client.get(self.url.clone()).send().await.map_err(|_| FetchError::Transport)?;
             if !response.status().is_success() {
                 return Err(FetchError::Status(response.status().as_u16()));
             }

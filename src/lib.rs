@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod cli;
+pub mod cognito;
 pub mod config;
 pub mod dev;
 pub mod error;
@@ -12,7 +13,10 @@ pub mod ext_authz;
 pub mod http;
 pub mod jwks;
 pub mod keys;
+pub mod metrics;
+pub mod mfa;
 pub mod pb;
+pub mod policy;
 pub mod run;
 pub mod server;
 pub mod token;

@@ -1,6 +1,7 @@
 //! What each subcommand does, from parsed arguments to a running server or a printed answer.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -11,28 +12,23 @@ use tokio::net::TcpListener;
 use crate::cli::{CheckArgs, DevAction, DevArgs};
 use crate::config::{Config, ServeArgs};
 use crate::dev::{DEV_CLIENT_ID, DEV_ISSUER, DevPool};
-use crate::keys::KeySettings;
 use crate::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use crate::pb::auth::authorization_client::AuthorizationClient;
 use crate::pb::auth::check_response::HttpResponse;
 use crate::pb::auth::{AttributeContext, CheckRequest};
+use crate::policy::Policy;
 use crate::server;
 
 /// `cognito-authz serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.with_file()?.into_config()?;
-    let parts = server::build(&config)?;
-    let grpc = bind(config.grpc_listen, "--grpc-listen").await?;
-    let http = bind(config.http_listen, "--http-listen").await?;
-    server::serve(
-        &config,
-        parts,
-        grpc,
-        http,
-        axum::Router::new(),
-        server::termination(),
-    )
-    .await?;
+    let parts = server::build(&config).await?;
+    let listeners = server::Listeners {
+        grpc: bind(config.grpc_listen, "--grpc-listen").await?,
+        http: bind(config.http_listen, "--http-listen").await?,
+        admin: bind(config.admin_listen, "--admin-listen").await?,
+    };
+    server::serve(&config, parts, listeners, axum::Router::new(), server::termination()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -40,10 +36,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let pool = DevPool::open(&args.data_dir)?;
     match args.action {
-        Some(DevAction::Token {
-            username,
-            expires_in,
-        }) => {
+        Some(DevAction::Token { username, expires_in }) => {
             let user = pool.user(&username)?;
             println!("{}", pool.access_token(&user, unix_now(), expires_in));
         }
@@ -53,13 +46,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
         Some(DevAction::Users) => {
             for user in pool.users()? {
-                println!(
-                    "{}\tsub={}\tgroups={}\tmfa={}",
-                    user.username,
-                    user.sub,
-                    user.groups.join(","),
-                    user.mfa
-                );
+                println!("{}\tsub={}\tgroups={}\tmfa={}", user.username, user.sub, user.groups.join(","), user.mfa);
             }
         }
         None => run_dev_server(pool, args).await?,
@@ -69,56 +56,47 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
     tracing::warn!("{}", crate::dev::warning());
-    let http = bind(args.http_listen, "--http-listen").await?;
-    let grpc = bind(args.grpc_listen, "--grpc-listen").await?;
-    let jwks_url = format!("http://{}/.well-known/jwks.json", http.local_addr()?);
-    let config = Config {
-        issuer: DEV_ISSUER.to_owned(),
-        jwks_url: crate::config::jwks_url_checked(&jwks_url)
-            .map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?,
-        client_ids: vec![DEV_CLIENT_ID.to_owned()],
-        grpc_listen: grpc.local_addr()?,
-        http_listen: http.local_addr()?,
-        leeway_seconds: 0,
-        token_cookie: None,
-        strip_authorization: false,
-        keys: KeySettings::default(),
+    let listeners = server::Listeners {
+        grpc: bind(args.grpc_listen, "--grpc-listen").await?,
+        http: bind(args.http_listen, "--http-listen").await?,
+        admin: bind(args.admin_listen, "--admin-listen").await?,
     };
+    let jwks_url = format!("http://{}/.well-known/jwks.json", listeners.http.local_addr()?);
+    let jwks_url = crate::config::jwks_url_checked(&jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
+    let mut config = Config::with_defaults(DEV_ISSUER, jwks_url.clone(), vec![DEV_CLIENT_ID.to_owned()]);
+    config.grpc_listen = listeners.grpc.local_addr()?;
+    if let Some(path) = args.policy {
+        config.policy = Policy::load(&path)?;
+        config.policy_path = Some(path);
+    }
     let jwks = pool.jwks();
-    let routes = axum::Router::new().route(
-        "/.well-known/jwks.json",
-        get(move || async move { Json(jwks) }),
-    );
+    let routes = axum::Router::new().route("/.well-known/jwks.json", get(move || async move { Json(jwks) }));
     let data_dir = args.data_dir.display();
     eprintln!(
         "\n  dev server: gRPC ext_authz on {grpc}, JWKS on {jwks_url}\n  try:  cognito-authz check --addr http://{grpc} --token \"$(cognito-authz dev --data-dir {data_dir} token alice)\"\n",
         grpc = config.grpc_listen
     );
-    let parts = server::build(&config)?;
-    server::serve(&config, parts, grpc, http, routes, server::termination()).await
+    let parts = server::build_with(&config, Arc::new(pool))?;
+    server::serve(&config, parts, listeners, routes, server::termination()).await
 }
 
 /// `cognito-authz check`: one Check, the decision printed.
 pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut headers = std::collections::HashMap::new();
     for header in &args.headers {
-        let (name, value) = header
-            .split_once(':')
-            .with_context(|| format!("header {header:?} is not `name: value`"))?;
+        let (name, value) =
+            header.split_once(':').with_context(|| format!("header {header:?} is not `name: value`"))?;
         headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
     }
     if let Some(token) = &args.token {
         headers.insert("authorization".to_owned(), format!("Bearer {token}"));
     }
+    let context_extensions = args.access.iter().map(|a| ("access".to_owned(), a.clone())).collect();
     let request = CheckRequest {
         attributes: Some(AttributeContext {
+            context_extensions,
             request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: args.method,
-                    path: args.path,
-                    headers,
-                    ..Default::default()
-                }),
+                http: Some(HttpRequest { method: args.method, path: args.path, headers, ..Default::default() }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -127,11 +105,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut client = AuthorizationClient::connect(args.addr.clone())
         .await
         .with_context(|| format!("connecting to {}", args.addr))?;
-    let response = client
-        .check(request)
-        .await
-        .context("the Check call failed")?
-        .into_inner();
+    let response = client.check(request).await.context("the Check call failed")?.into_inner();
     let code = response.status.as_ref().map_or(0, |s| s.code);
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) if code == 0 => {
@@ -160,13 +134,9 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} ({flag})"))
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({flag})"))
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -1,4 +1,5 @@
-//! Wiring only: build the parts, spawn the key refresh, serve gRPC and HTTP, shut down on a signal.
+//! Wiring only: build the parts, spawn background tasks (key refresh, policy reload), serve gRPC,
+//! HTTP and admin, and shut down on one signal.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,11 +10,15 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::authz::Authorizer;
+use crate::authz::{Authorizer, SharedPolicy};
+use crate::cognito::{MfaSource, SdkMfaSource};
 use crate::config::Config;
 use crate::ext_authz::ExtAuthz;
 use crate::keys::{HttpKeySource, KeyStore};
+use crate::metrics::Metrics;
+use crate::mfa::MfaGate;
 use crate::pb::auth::authorization_server::AuthorizationServer;
+use crate::policy::Policy;
 use crate::verify::{Rules, Verifier};
 
 /// The service name Envoy and Kubernetes ask the health service about.
@@ -23,102 +28,143 @@ pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 pub struct Parts {
     pub keys: KeyStore,
     pub authorizer: Authorizer,
+    pub metrics: Metrics,
 }
 
-/// Builds the key store and authorizer for a configuration.
-pub fn build(config: &Config) -> anyhow::Result<Parts> {
+/// The three listeners.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Builds the parts with the AWS SDK as the MFA source.
+pub async fn build(config: &Config) -> anyhow::Result<Parts> {
+    // Two attempts fit in the deadline; each gets 40 % of it.
+    let attempt = config.cognito_timeout.mul_f64(0.4);
+    let source = SdkMfaSource::new(
+        &config.region,
+        config.cognito_endpoint.as_deref(),
+        &config.user_pool_id,
+        config.mfa_source,
+        attempt,
+        config.cognito_timeout,
+    )
+    .await;
+    build_with(config, Arc::new(source))
+}
+
+/// Builds the key store, the MFA gate and the authorizer around a given MFA source.
+pub fn build_with(config: &Config, mfa_source: Arc<dyn MfaSource>) -> anyhow::Result<Parts> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let source = Arc::new(HttpKeySource::new(client, config.jwks_url.clone()));
-    let keys = KeyStore::new(source, config.keys.clone());
+    let keys = KeyStore::new(Arc::new(HttpKeySource::new(client, config.jwks_url.clone())), config.keys.clone());
     let rules = Rules {
         issuer: config.issuer.clone(),
         client_ids: config.client_ids.clone(),
         leeway: config.leeway_seconds,
+        allow_machine_tokens: config.allow_machine_tokens,
     };
-    let authorizer = Authorizer::new(
-        Verifier::new(keys.clone(), rules),
-        config.token_cookie.clone(),
-    );
-    Ok(Parts { keys, authorizer })
+    let metrics = Metrics::new();
+    if !config.mfa.enforce {
+        tracing::warn!("MFA is NOT enforced (--enforce-mfa=false): mfa routes admit any valid token; development only");
+    }
+    let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone());
+    let policy = SharedPolicy::new(config.policy.clone());
+    let authorizer = Authorizer::new(Verifier::new(keys.clone(), rules), policy, mfa, config.token_cookie.clone());
+    Ok(Parts { keys, authorizer, metrics })
 }
 
-/// Serves until `shutdown` resolves: gRPC (ext_authz + health) on `grpc`, HTTP on `http`.
+/// Serves until `shutdown` resolves: gRPC (ext_authz + health), HTTP, and admin (`/metrics`).
 /// Health answers NOT_SERVING until the first key set loads. On shutdown health turns
-/// NOT_SERVING first, then in-flight checks drain, then this returns.
+/// NOT_SERVING first, then in-flight requests drain, then this returns.
 pub async fn serve(
     config: &Config,
     parts: Parts,
-    grpc: TcpListener,
-    http: TcpListener,
+    listeners: Listeners,
     http_routes: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    reporter
-        .set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing)
-        .await;
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter.set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing).await;
 
     let refresh = tokio::spawn(parts.keys.clone().run_refresh());
+    let reload =
+        config.policy_path.clone().map(|path| tokio::spawn(reload_on_hangup(path, parts.authorizer.policy().clone())));
     let mut loaded = parts.keys.loaded();
     let ready = reporter.clone();
     let health_task = tokio::spawn(async move {
         if loaded.wait_for(|l| *l).await.is_ok() {
             tracing::info!("signing keys loaded; serving");
             ready.set_service_status("", ServingStatus::Serving).await;
-            ready
-                .set_service_status(AUTHZ_SERVICE, ServingStatus::Serving)
-                .await;
+            ready.set_service_status(AUTHZ_SERVICE, ServingStatus::Serving).await;
         }
     });
 
-    // One shutdown signal, seen by both servers after health has turned NOT_SERVING.
+    // One shutdown signal, seen by every server after health has turned NOT_SERVING.
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = reporter.clone();
     tokio::spawn(async move {
         shutdown.await;
         health_task.abort();
-        stopping
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        stopping
-            .set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing)
-            .await;
+        stopping.set_service_status("", ServingStatus::NotServing).await;
+        stopping.set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing).await;
         tracing::info!("shutting down: health is NOT_SERVING, draining in-flight requests");
         let _ = stop_tx.send(true);
     });
 
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, issuer = %config.issuer,
-        jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
-    let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization);
+    let Listeners { grpc, http, admin } = listeners;
+    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, admin = %admin.local_addr()?,
+        issuer = %config.issuer, jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
+    let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::new(ext_authz))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
-    let http_server = axum::serve(
-        http,
-        http_routes.merge(crate::http::health_routes(parts.keys)),
-    )
-    .with_graceful_shutdown(stopped(stop_rx));
-    let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
+        .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone()));
+    let http_server = axum::serve(http, http_routes.merge(crate::http::health_routes(parts.keys)))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_server =
+        axum::serve(admin, crate::http::admin_routes(parts.metrics)).with_graceful_shutdown(stopped(stop_rx));
+    let (grpc_result, http_result, admin_result) = tokio::join!(grpc_server, http_server, admin_server);
     refresh.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     grpc_result?;
     http_result?;
+    admin_result?;
     tracing::info!("stopped");
     Ok(())
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Reads the policy file again on each SIGHUP; a bad file keeps the policy in force.
+async fn reload_on_hangup(path: std::path::PathBuf, policy: SharedPolicy) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the policy file will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match Policy::load(&path) {
+                Ok(new) => {
+                    policy.replace(new);
+                    tracing::info!(path = %path.display(), "policy reloaded");
+                }
+                Err(error) => tracing::warn!(%error, "policy reload failed; keeping the policy in force"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, policy);
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -31,10 +31,7 @@ pub fn checked_token(token: &str) -> Result<&str, Invalid> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Invalid::Oversized);
     }
-    if !token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
         return Err(Invalid::Malformed);
     }
     Ok(token)
@@ -56,16 +53,10 @@ impl<'a> Jwt<'a> {
     pub fn split(token: &'a str) -> Result<Self, Invalid> {
         let (signing_input, signature) = token.rsplit_once('.').ok_or(Invalid::Malformed)?;
         let (header, payload) = signing_input.split_once('.').ok_or(Invalid::Malformed)?;
-        if header.is_empty() || payload.is_empty() || signature.is_empty() || payload.contains('.')
-        {
+        if header.is_empty() || payload.is_empty() || signature.is_empty() || payload.contains('.') {
             return Err(Invalid::Malformed);
         }
-        Ok(Jwt {
-            header,
-            payload,
-            signing_input,
-            signature,
-        })
+        Ok(Jwt { header, payload, signing_input, signature })
     }
 
     /// The JOSE header, checked for what this service accepts: RS256, a `kid`, no `crit`.
@@ -218,10 +209,7 @@ mod tests {
 
     #[test]
     fn other_schemes_and_empty_tokens_are_refused() {
-        assert_eq!(
-            bearer("Basic YWxhZGRpbjpvcGVuc2VzYW1l"),
-            Err(Invalid::NotBearer)
-        );
+        assert_eq!(bearer("Basic YWxhZGRpbjpvcGVuc2VzYW1l"), Err(Invalid::NotBearer));
         assert_eq!(bearer("Bearer"), Err(Invalid::NotBearer));
         assert_eq!(bearer("Bearer "), Err(Invalid::MissingToken));
         assert_eq!(bearer("Bearer a.b.c,Bearer d.e.f"), Err(Invalid::Malformed));
@@ -243,10 +231,7 @@ mod tests {
     #[test]
     fn header_requires_rs256_and_kid() {
         let h = |json: &str| Jwt::split(&jwt(json, "{}")).unwrap().header();
-        assert_eq!(
-            h(r#"{"alg":"RS256","kid":"k"}"#),
-            Ok(Header { kid: "k".into() })
-        );
+        assert_eq!(h(r#"{"alg":"RS256","kid":"k"}"#), Ok(Header { kid: "k".into() }));
         assert_eq!(h(r#"{"alg":"none","kid":"k"}"#), Err(Invalid::Algorithm));
         assert_eq!(h(r#"{"alg":"rs256","kid":"k"}"#), Err(Invalid::Algorithm));
         assert_eq!(h(r#"{"alg":"HS256","kid":"k"}"#), Err(Invalid::Algorithm));
@@ -254,64 +239,36 @@ mod tests {
         assert_eq!(h(r#"{"alg":"RS256"}"#), Err(Invalid::MissingKeyId));
         assert_eq!(h(r#"{"alg":"RS256","kid":""}"#), Err(Invalid::BadHeader));
         assert_eq!(h(r#"{"alg":"RS256","kid":7}"#), Err(Invalid::BadHeader));
-        assert_eq!(
-            h(r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#),
-            Err(Invalid::CriticalHeader)
-        );
-        assert_eq!(
-            h(r#"{"alg":"RS256","kid":"k","alg":"RS256"}"#),
-            Err(Invalid::DuplicateKey)
-        );
+        assert_eq!(h(r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#), Err(Invalid::CriticalHeader));
+        assert_eq!(h(r#"{"alg":"RS256","kid":"k","alg":"RS256"}"#), Err(Invalid::DuplicateKey));
         assert_eq!(h("[1]"), Err(Invalid::BadHeader));
     }
 
     #[test]
     fn duplicated_keys_are_found_at_any_depth() {
-        assert_eq!(
-            ensure_unique_keys(br#"{"a":1,"b":{"c":1,"c":2}}"#),
-            Err(Invalid::DuplicateKey)
-        );
-        assert_eq!(
-            ensure_unique_keys(br#"{"a":[{"x":1,"x":1}]}"#),
-            Err(Invalid::DuplicateKey)
-        );
+        assert_eq!(ensure_unique_keys(br#"{"a":1,"b":{"c":1,"c":2}}"#), Err(Invalid::DuplicateKey));
+        assert_eq!(ensure_unique_keys(br#"{"a":[{"x":1,"x":1}]}"#), Err(Invalid::DuplicateKey));
         assert_eq!(ensure_unique_keys(br#"{"a":1,"b":{"a":1}}"#), Ok(()));
         assert_eq!(ensure_unique_keys(br#"{"a":1} x"#), Err(Invalid::BadClaims));
     }
 
     #[test]
     fn claims_with_wrong_types_are_refused() {
-        let c = |json: &str| {
-            Jwt::split(&jwt(r#"{"alg":"RS256","kid":"k"}"#, json))
-                .unwrap()
-                .claims()
-        };
+        let c = |json: &str| Jwt::split(&jwt(r#"{"alg":"RS256","kid":"k"}"#, json)).unwrap().claims();
         assert!(c(r#"{"exp":1700000000,"sub":"x"}"#).is_ok());
         assert_eq!(c(r#"{"exp":"1700000000"}"#).err(), Some(Invalid::BadClaims));
         assert_eq!(c(r#"{"exp":1.5}"#).err(), Some(Invalid::BadClaims));
         assert_eq!(c(r#"{"exp":-1}"#).err(), Some(Invalid::BadClaims));
         assert_eq!(c(r#"{"exp":1e400}"#).err(), Some(Invalid::BadClaims));
-        assert_eq!(
-            c(r#"{"exp":99999999999999999999999}"#).err(),
-            Some(Invalid::BadClaims)
-        );
-        assert_eq!(
-            c(r#"{"token_use":["access"]}"#).err(),
-            Some(Invalid::BadClaims)
-        );
-        assert_eq!(
-            c(r#"{"cognito:groups":"admin"}"#).err(),
-            Some(Invalid::BadClaims)
-        );
+        assert_eq!(c(r#"{"exp":99999999999999999999999}"#).err(), Some(Invalid::BadClaims));
+        assert_eq!(c(r#"{"token_use":["access"]}"#).err(), Some(Invalid::BadClaims));
+        assert_eq!(c(r#"{"cognito:groups":"admin"}"#).err(), Some(Invalid::BadClaims));
     }
 
     #[test]
     fn padded_or_non_url_safe_base64_is_refused() {
         let header = format!("{}=", b64(r#"{"alg":"RS256","kid":"k"}"#));
-        assert_eq!(
-            Jwt::split(&format!("{header}.e30.c2ln")).unwrap().header(),
-            Err(Invalid::Malformed)
-        );
+        assert_eq!(Jwt::split(&format!("{header}.e30.c2ln")).unwrap().header(), Err(Invalid::Malformed));
         assert_eq!(checked_token("ab+c.d/e.f"), Err(Invalid::Malformed));
     }
 }

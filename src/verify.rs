@@ -13,11 +13,19 @@ use crate::token::{Jwt, RawClaims};
 /// A future `iat` is tolerated this far beyond the leeway, for clock drift between us and Cognito.
 pub const IAT_DRIFT_SECONDS: u64 = 5;
 
+/// Who a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A user of the pool: `sub` is their UUID.
+    User { sub: Uuid, username: String },
+    /// An app client itself (client-credentials grant): no user, `sub` is the client id.
+    Machine,
+}
+
 /// What a verified access token tells us. Only what decisions and identity headers need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
-    pub sub: Uuid,
-    pub username: String,
+    pub identity: Identity,
     pub client_id: String,
     pub groups: Vec<String>,
     pub scope: Option<String>,
@@ -37,6 +45,15 @@ pub struct Rules {
     pub client_ids: Vec<String>,
     /// Seconds of tolerance on `exp`, `nbf` and `iat`. Defaults to 0.
     pub leeway: u64,
+    /// Accept client-credentials tokens (no user). Defaults to false.
+    pub allow_machine_tokens: bool,
+}
+
+impl Claims {
+    /// True when the space-separated `scope` claim holds `wanted`.
+    pub fn has_scope(&self, wanted: &str) -> bool {
+        self.scope.as_deref().is_some_and(|s| s.split(' ').any(|have| have == wanted))
+    }
 }
 
 impl Rules {
@@ -46,16 +63,10 @@ impl Rules {
         if now >= exp.saturating_add(self.leeway) {
             return Err(Invalid::Expired);
         }
-        if raw
-            .nbf
-            .is_some_and(|nbf| now.saturating_add(self.leeway) < nbf)
-        {
+        if raw.nbf.is_some_and(|nbf| now.saturating_add(self.leeway) < nbf) {
             return Err(Invalid::NotYetValid);
         }
-        if raw
-            .iat
-            .is_some_and(|iat| iat > now.saturating_add(self.leeway + IAT_DRIFT_SECONDS))
-        {
+        if raw.iat.is_some_and(|iat| iat > now.saturating_add(self.leeway + IAT_DRIFT_SECONDS)) {
             return Err(Invalid::IssuedInFuture);
         }
         if raw.iss.as_deref() != Some(self.issuer.as_str()) {
@@ -68,18 +79,22 @@ impl Rules {
         if !self.client_ids.contains(&client_id) {
             return Err(Invalid::Client);
         }
-        let sub = raw
-            .sub
-            .as_deref()
-            .and_then(|s| Uuid::try_parse(s).ok())
-            .ok_or(Invalid::Subject)?;
-        let username = raw
-            .username
-            .filter(|u| !u.is_empty())
-            .ok_or(Invalid::MissingUsername)?;
+        let identity = match raw.username.filter(|u| !u.is_empty()) {
+            Some(username) => {
+                let sub = raw.sub.as_deref().and_then(|s| Uuid::try_parse(s).ok()).ok_or(Invalid::Subject)?;
+                Identity::User { sub, username }
+            }
+            // Cognito's client-credentials tokens: no username, and the client itself as `sub`.
+            None if raw.sub.as_deref() == Some(client_id.as_str()) => {
+                if !self.allow_machine_tokens {
+                    return Err(Invalid::MachineToken);
+                }
+                Identity::Machine
+            }
+            None => return Err(Invalid::MissingUsername),
+        };
         Ok(Claims {
-            sub,
-            username,
+            identity,
             client_id,
             groups: raw.groups.unwrap_or_default(),
             scope: raw.scope,
@@ -131,6 +146,7 @@ mod tests {
             issuer: ISS.into(),
             client_ids: vec!["client-a".into(), "client-b".into()],
             leeway,
+            allow_machine_tokens: false,
         }
     }
 
@@ -150,132 +166,71 @@ mod tests {
     #[test]
     fn valid_access_token_passes() {
         let claims = rules(0).check(access(), NOW).expect("valid access token");
-        assert_eq!(claims.username, "alice");
+        assert!(matches!(claims.identity, Identity::User { ref username, .. } if username == "alice"));
         assert_eq!(claims.client_id, "client-b");
     }
 
     #[test]
     fn expiry_is_exact_with_zero_leeway_and_widened_by_leeway() {
-        let at = |exp| RawClaims {
-            exp: Some(exp),
-            ..access()
-        };
+        let at = |exp| RawClaims { exp: Some(exp), ..access() };
         assert_eq!(rules(0).check(at(NOW), NOW).err(), Some(Invalid::Expired));
         assert!(rules(0).check(at(NOW + 1), NOW).is_ok());
         assert!(rules(5).check(at(NOW - 4), NOW).is_ok());
-        assert_eq!(
-            rules(5).check(at(NOW - 5), NOW).err(),
-            Some(Invalid::Expired)
-        );
-        assert_eq!(
-            rules(0)
-                .check(
-                    RawClaims {
-                        exp: None,
-                        ..access()
-                    },
-                    NOW
-                )
-                .err(),
-            Some(Invalid::MissingExpiry)
-        );
+        assert_eq!(rules(5).check(at(NOW - 5), NOW).err(), Some(Invalid::Expired));
+        assert_eq!(rules(0).check(RawClaims { exp: None, ..access() }, NOW).err(), Some(Invalid::MissingExpiry));
     }
 
     #[test]
     fn not_yet_valid_and_future_iat_are_refused() {
-        let nbf = RawClaims {
-            nbf: Some(NOW + 1),
-            ..access()
-        };
-        assert_eq!(
-            rules(0).check(nbf.clone(), NOW).err(),
-            Some(Invalid::NotYetValid)
-        );
+        let nbf = RawClaims { nbf: Some(NOW + 1), ..access() };
+        assert_eq!(rules(0).check(nbf.clone(), NOW).err(), Some(Invalid::NotYetValid));
         assert!(rules(1).check(nbf, NOW).is_ok());
-        let iat = |iat| RawClaims {
-            iat: Some(iat),
-            ..access()
-        };
+        let iat = |iat| RawClaims { iat: Some(iat), ..access() };
         assert!(rules(0).check(iat(NOW + IAT_DRIFT_SECONDS), NOW).is_ok());
-        assert_eq!(
-            rules(0).check(iat(NOW + IAT_DRIFT_SECONDS + 1), NOW).err(),
-            Some(Invalid::IssuedInFuture)
-        );
+        assert_eq!(rules(0).check(iat(NOW + IAT_DRIFT_SECONDS + 1), NOW).err(), Some(Invalid::IssuedInFuture));
     }
 
     #[test]
     fn issuer_must_match_exactly() {
-        for iss in [
-            format!("{ISS}/"),
-            ISS.to_uppercase(),
-            ISS.replace("https", "http"),
-            String::new(),
-        ] {
-            let raw = RawClaims {
-                iss: Some(iss),
-                ..access()
-            };
+        for iss in [format!("{ISS}/"), ISS.to_uppercase(), ISS.replace("https", "http"), String::new()] {
+            let raw = RawClaims { iss: Some(iss), ..access() };
             assert_eq!(rules(0).check(raw, NOW).err(), Some(Invalid::Issuer));
         }
-        assert_eq!(
-            rules(0)
-                .check(
-                    RawClaims {
-                        iss: None,
-                        ..access()
-                    },
-                    NOW
-                )
-                .err(),
-            Some(Invalid::Issuer)
-        );
+        assert_eq!(rules(0).check(RawClaims { iss: None, ..access() }, NOW).err(), Some(Invalid::Issuer));
     }
 
     #[test]
     fn id_tokens_and_missing_token_use_are_refused() {
-        let id = RawClaims {
-            token_use: Some("id".into()),
-            ..access()
-        };
+        let id = RawClaims { token_use: Some("id".into()), ..access() };
         assert_eq!(rules(0).check(id, NOW).err(), Some(Invalid::NotAccessToken));
-        let none = RawClaims {
-            token_use: None,
-            ..access()
-        };
-        assert_eq!(
-            rules(0).check(none, NOW).err(),
-            Some(Invalid::NotAccessToken)
-        );
+        let none = RawClaims { token_use: None, ..access() };
+        assert_eq!(rules(0).check(none, NOW).err(), Some(Invalid::NotAccessToken));
     }
 
     #[test]
     fn other_clients_are_refused() {
-        let other = RawClaims {
-            client_id: Some("client-c".into()),
-            ..access()
-        };
+        let other = RawClaims { client_id: Some("client-c".into()), ..access() };
         assert_eq!(rules(0).check(other, NOW).err(), Some(Invalid::Client));
-        let none = RawClaims {
-            client_id: None,
-            ..access()
-        };
+        let none = RawClaims { client_id: None, ..access() };
         assert_eq!(rules(0).check(none, NOW).err(), Some(Invalid::Client));
     }
 
     #[test]
     fn subject_must_be_a_uuid_and_username_present() {
-        let sub = RawClaims {
-            sub: Some("alice".into()),
-            ..access()
-        };
+        let sub = RawClaims { sub: Some("alice".into()), ..access() };
         assert_eq!(rules(0).check(sub, NOW).err(), Some(Invalid::Subject));
-        let user = RawClaims {
-            username: Some(String::new()),
-            ..access()
-        };
-        assert_eq!(
-            rules(0).check(user, NOW).err(),
-            Some(Invalid::MissingUsername)
-        );
+        let user = RawClaims { username: Some(String::new()), ..access() };
+        assert_eq!(rules(0).check(user, NOW).err(), Some(Invalid::MissingUsername));
+    }
+
+    #[test]
+    fn machine_tokens_pass_only_when_allowed() {
+        let machine =
+            RawClaims { username: None, sub: Some("client-b".into()), scope: Some("api/read".into()), ..access() };
+        assert_eq!(rules(0).check(machine.clone(), NOW).err(), Some(Invalid::MachineToken));
+        let allowed = Rules { allow_machine_tokens: true, ..rules(0) };
+        assert_eq!(allowed.check(machine, NOW).expect("machine token").identity, Identity::Machine);
+        let other_sub = RawClaims { username: None, sub: Some("client-a".into()), ..access() };
+        assert_eq!(allowed.check(other_sub, NOW).err(), Some(Invalid::MissingUsername));
     }
 }

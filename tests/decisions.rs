@@ -7,7 +7,6 @@ use cognito_authz::error::code;
 use cognito_authz::ext_authz::ExtAuthz;
 use cognito_authz::pb::auth::CheckResponse;
 use cognito_authz::pb::auth::check_response::HttpResponse;
-use cognito_authz::server;
 use common::*;
 use prost::Message;
 use serde_json::{Value, json};
@@ -23,10 +22,7 @@ struct Decided {
 
 impl Decided {
     fn header(&self, name: &str) -> Option<&str> {
-        self.set
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -34,15 +30,8 @@ impl Decided {
 fn decode(response: CheckResponse) -> Decided {
     let wire = response.encode_to_vec();
     let response = CheckResponse::decode(wire.as_slice()).expect("a decodable CheckResponse");
-    let code = response
-        .status
-        .as_ref()
-        .map(|s| s.code)
-        .expect("status is always set");
-    match response
-        .http_response
-        .expect("an http response is always set")
-    {
+    let code = response.status.as_ref().map(|s| s.code).expect("status is always set");
+    match response.http_response.expect("an http response is always set") {
         HttpResponse::OkResponse(ok) => Decided {
             code,
             http_status: None,
@@ -82,12 +71,9 @@ struct Harness {
 
 async fn harness() -> Harness {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = server::build(&common::config(&jwks.url())).unwrap();
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new());
     assert!(parts.keys.refresh().await, "the test JWKS loads");
-    Harness {
-        ext: ExtAuthz::new(parts.authorizer, false),
-        jwks,
-    }
+    Harness { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics), jwks }
 }
 
 impl Harness {
@@ -115,17 +101,9 @@ fn with(changes: Value) -> Value {
 fn assert_unauthenticated(d: &Decided, description: &str) {
     assert_eq!(d.code, code::UNAUTHENTICATED, "status code");
     assert_eq!(d.http_status, Some(401));
-    let challenge = d
-        .header("www-authenticate")
-        .expect("a www-authenticate challenge");
-    assert_eq!(
-        challenge,
-        format!("Bearer error=\"invalid_token\", error_description=\"{description}\"")
-    );
-    assert_eq!(
-        serde_json::from_str::<Value>(&d.body).unwrap(),
-        json!({ "detail": description })
-    );
+    let challenge = d.header("www-authenticate").expect("a www-authenticate challenge");
+    assert_eq!(challenge, format!("Bearer error=\"invalid_token\", error_description=\"{description}\""));
+    assert_eq!(serde_json::from_str::<Value>(&d.body).unwrap(), json!({ "detail": description }));
 }
 
 #[tokio::test]
@@ -147,9 +125,7 @@ async fn valid_access_token_is_allowed_with_identity_headers() {
 #[tokio::test]
 async fn user_without_groups_gets_the_groups_header_removed() {
     let h = harness().await;
-    let d = h
-        .token(&signed(&with(json!({"cognito:groups": null}))))
-        .await;
+    let d = h.token(&signed(&with(json!({"cognito:groups": null})))).await;
     assert_eq!(d.code, code::OK);
     assert_eq!(d.header("x-user-groups"), None);
     assert!(d.removed.contains(&"x-user-groups".to_owned()));
@@ -159,64 +135,29 @@ async fn user_without_groups_gets_the_groups_header_removed() {
 async fn expired_and_not_yet_valid_tokens_are_unauthenticated() {
     let h = harness().await;
     let n = now();
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"exp": n - 1})))).await,
-        "Token has expired",
-    );
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"exp": n})))).await,
-        "Token has expired",
-    );
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"exp": null})))).await,
-        "Could not validate credentials",
-    );
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"nbf": n + 60})))).await,
-        "Token is not yet valid",
-    );
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"iat": n + 600})))).await,
-        "Could not validate credentials",
-    );
+    assert_unauthenticated(&h.token(&signed(&with(json!({"exp": n - 1})))).await, "Token has expired");
+    assert_unauthenticated(&h.token(&signed(&with(json!({"exp": n})))).await, "Token has expired");
+    assert_unauthenticated(&h.token(&signed(&with(json!({"exp": null})))).await, "Could not validate credentials");
+    assert_unauthenticated(&h.token(&signed(&with(json!({"nbf": n + 60})))).await, "Token is not yet valid");
+    assert_unauthenticated(&h.token(&signed(&with(json!({"iat": n + 600})))).await, "Could not validate credentials");
 }
 
 #[tokio::test]
 async fn wrong_issuer_client_or_token_use_is_unauthenticated() {
     let h = harness().await;
     let bad = "Could not validate credentials";
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"iss": issuer() + "x"}))))
-            .await,
-        bad,
-    );
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"client_id": "client-evil"}))))
-            .await,
-        bad,
-    );
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"token_use": null})))).await,
-        "Not an access token",
-    );
+    assert_unauthenticated(&h.token(&signed(&with(json!({"iss": issuer() + "x"})))).await, bad);
+    assert_unauthenticated(&h.token(&signed(&with(json!({"client_id": "client-evil"})))).await, bad);
+    assert_unauthenticated(&h.token(&signed(&with(json!({"token_use": null})))).await, "Not an access token");
     assert_unauthenticated(&h.token(&signed(&with(json!({"sub": "alice"})))).await, bad);
-    assert_unauthenticated(
-        &h.token(&signed(&with(json!({"username": null})))).await,
-        bad,
-    );
-    assert_eq!(
-        h.token(&signed(&with(json!({"client_id": "client-two"}))))
-            .await
-            .code,
-        code::OK
-    );
+    assert_unauthenticated(&h.token(&signed(&with(json!({"username": null})))).await, bad);
+    assert_eq!(h.token(&signed(&with(json!({"client_id": "client-two"})))).await.code, code::OK);
 }
 
 #[tokio::test]
 async fn id_token_is_refused() {
     let h = harness().await;
-    let mut id =
-        with(json!({"token_use": "id", "aud": CLIENT, "client_id": null, "username": null}));
+    let mut id = with(json!({"token_use": "id", "aud": CLIENT, "client_id": null, "username": null}));
     id["cognito:username"] = json!("alice");
     assert_unauthenticated(&h.token(&signed(&id)).await, "Not an access token");
 }
@@ -224,9 +165,7 @@ async fn id_token_is_refused() {
 #[tokio::test]
 async fn duplicated_claim_is_refused() {
     let h = harness().await;
-    let payload = access_claims()
-        .to_string()
-        .replacen('{', r#"{"client_id":"client-evil","#, 1);
+    let payload = access_claims().to_string().replacen('{', r#"{"client_id":"client-evil","#, 1);
     let token = key("kid-1").sign_raw(r#"{"alg":"RS256","kid":"kid-1"}"#, &payload);
     assert_unauthenticated(&h.token(&token).await, "Could not validate credentials");
 }
@@ -245,12 +184,7 @@ async fn tampered_payload_or_signature_is_refused() {
     assert_unauthenticated(&h.token(&tampered).await, "Could not validate credentials");
     let mut sig = parts[2].as_bytes().to_vec();
     sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
-    let flipped = format!(
-        "{}.{}.{}",
-        parts[0],
-        parts[1],
-        String::from_utf8(sig).unwrap()
-    );
+    let flipped = format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).unwrap());
     assert_unauthenticated(&h.token(&flipped).await, "Could not validate credentials");
 }
 
@@ -258,10 +192,7 @@ async fn tampered_payload_or_signature_is_refused() {
 async fn another_key_with_the_same_kid_is_refused() {
     let h = harness().await;
     let impostor = cognito_authz::dev::SigningKey::generate("kid-1").unwrap();
-    assert_unauthenticated(
-        &h.token(&impostor.sign(&access_claims())).await,
-        "Could not validate credentials",
-    );
+    assert_unauthenticated(&h.token(&impostor.sign(&access_claims())).await, "Could not validate credentials");
 }
 
 #[tokio::test]
@@ -280,23 +211,11 @@ async fn other_algorithms_are_refused() {
     // alg none with an empty signature, and with the real one.
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let none = format!(
-        "{}.{}.",
-        b64.encode(r#"{"alg":"none","kid":"kid-1"}"#),
-        b64.encode(&claims)
-    );
+    let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","kid":"kid-1"}"#), b64.encode(&claims));
     assert_unauthenticated(&h.token(&none).await, bad);
-    assert_unauthenticated(
-        &h.token(&k.sign_raw(r#"{"alg":"none","kid":"kid-1"}"#, &claims))
-            .await,
-        bad,
-    );
+    assert_unauthenticated(&h.token(&k.sign_raw(r#"{"alg":"none","kid":"kid-1"}"#, &claims)).await, bad);
     // HS256 keyed with the public key (the classic algorithm-confusion forgery).
-    let input = format!(
-        "{}.{}",
-        b64.encode(r#"{"alg":"HS256","kid":"kid-1"}"#),
-        b64.encode(&claims)
-    );
+    let input = format!("{}.{}", b64.encode(r#"{"alg":"HS256","kid":"kid-1"}"#), b64.encode(&claims));
     let public = k.jwk()["n"].as_str().unwrap().to_owned();
     let mac = aws_lc_rs::hmac::sign(
         &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, public.as_bytes()),
@@ -305,22 +224,10 @@ async fn other_algorithms_are_refused() {
     let hs256 = format!("{input}.{}", b64.encode(mac.as_ref()));
     assert_unauthenticated(&h.token(&hs256).await, bad);
     // RS512, and RS256 in the header over an RS512 signature.
-    assert_unauthenticated(
-        &h.token(&k.sign_raw(r#"{"alg":"RS512","kid":"kid-1"}"#, &claims))
-            .await,
-        bad,
-    );
-    assert_unauthenticated(
-        &h.token(&k.sign_raw(r#"{"alg":"RS256"}"#, &claims)).await,
-        bad,
-    );
+    assert_unauthenticated(&h.token(&k.sign_raw(r#"{"alg":"RS512","kid":"kid-1"}"#, &claims)).await, bad);
+    assert_unauthenticated(&h.token(&k.sign_raw(r#"{"alg":"RS256"}"#, &claims)).await, bad);
     assert_eq!(
-        h.token(&k.sign_raw(
-            r#"{"alg":"RS256","kid":"kid-1","jku":"https://evil.example/jwks"}"#,
-            &claims
-        ))
-        .await
-        .code,
+        h.token(&k.sign_raw(r#"{"alg":"RS256","kid":"kid-1","jku":"https://evil.example/jwks"}"#, &claims)).await.code,
         code::OK
     );
 }
@@ -331,14 +238,7 @@ async fn oversized_garbage_and_missing_tokens_are_refused_without_a_fetch() {
     let before = h.jwks.hits();
     let bad = "Could not validate credentials";
     assert_unauthenticated(&h.token(&"a".repeat(16 * 1024 + 1)).await, bad);
-    for garbage in [
-        "garbage",
-        "a.b.c",
-        "....",
-        "e30.e30.e30",
-        "ey!.ey.ey",
-        "\u{1F600}.a.b",
-    ] {
+    for garbage in ["garbage", "a.b.c", "....", "e30.e30.e30", "ey!.ey.ey", "\u{1F600}.a.b"] {
         assert_unauthenticated(&h.token(garbage).await, bad);
     }
     assert_eq!(h.jwks.hits(), before, "no JWKS fetch for malformed tokens");
@@ -346,14 +246,7 @@ async fn oversized_garbage_and_missing_tokens_are_refused_without_a_fetch() {
     let d = decode(h.ext.decide(&check_request("/", &[]), now()).await);
     assert_eq!((d.code, d.http_status), (code::UNAUTHENTICATED, Some(401)));
     assert_eq!(d.header("www-authenticate"), Some("Bearer"));
-    let d = decode(
-        h.ext
-            .decide(
-                &check_request("/", &[("authorization", "Basic dXNlcjpwYXNz")]),
-                now(),
-            )
-            .await,
-    );
+    let d = decode(h.ext.decide(&check_request("/", &[("authorization", "Basic dXNlcjpwYXNz")]), now()).await);
     assert_eq!(d.http_status, Some(401));
 }
 
@@ -362,17 +255,9 @@ async fn repeated_authorization_headers_are_a_bad_request() {
     let h = harness().await;
     let t = signed(&access_claims());
     let joined = format!("Bearer {t},Bearer {t}");
-    let d = decode(
-        h.ext
-            .decide(&check_request("/", &[("authorization", &joined)]), now())
-            .await,
-    );
+    let d = decode(h.ext.decide(&check_request("/", &[("authorization", &joined)]), now()).await);
     assert_eq!((d.code, d.http_status), (code::INVALID_ARGUMENT, Some(400)));
-    assert!(
-        d.header("www-authenticate")
-            .unwrap()
-            .starts_with("Bearer error=\"invalid_request\"")
-    );
+    assert!(d.header("www-authenticate").unwrap().starts_with("Bearer error=\"invalid_request\""));
 }
 
 #[tokio::test]
@@ -386,23 +271,20 @@ async fn check_request_without_http_attributes_is_a_bad_request() {
 async fn unreachable_keys_give_503_not_401() {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
     jwks.set_mode(Mode::Fail);
-    let parts = server::build(&common::config(&jwks.url())).unwrap();
-    let ext = ExtAuthz::new(parts.authorizer, false);
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new());
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!((d.code, d.http_status), (code::UNAVAILABLE, Some(503)));
     assert_eq!(d.header("www-authenticate"), None);
-    assert_eq!(
-        serde_json::from_str::<Value>(&d.body).unwrap()["detail"],
-        "Authorization is temporarily unavailable"
-    );
+    assert_eq!(serde_json::from_str::<Value>(&d.body).unwrap()["detail"], "Authorization is temporarily unavailable");
 }
 
 #[tokio::test]
 async fn strip_authorization_removes_the_header_on_allow() {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = server::build(&common::config(&jwks.url())).unwrap();
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new());
     assert!(parts.keys.refresh().await);
-    let ext = ExtAuthz::new(parts.authorizer, true);
+    let ext = ExtAuthz::new(parts.authorizer, true, parts.metrics);
     let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!(d.code, code::OK);
     assert!(d.removed.contains(&"authorization".to_owned()));
@@ -413,20 +295,14 @@ async fn token_cookie_is_read_when_no_header_is_sent() {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
     let mut config = common::config(&jwks.url());
     config.token_cookie = Some("access_token".into());
-    let parts = server::build(&config).unwrap();
+    let parts = common::parts(&config, FakeMfa::new());
     assert!(parts.keys.refresh().await);
-    let ext = ExtAuthz::new(parts.authorizer, false);
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let t = signed(&access_claims());
     let cookie = format!("theme=dark; access_token={t}");
-    let d = decode(
-        ext.decide(&check_request("/ws", &[("cookie", &cookie)]), now())
-            .await,
-    );
+    let d = decode(ext.decide(&check_request("/ws", &[("cookie", &cookie)]), now()).await);
     assert_eq!(d.code, code::OK);
     let twice = format!("access_token={t}; access_token={t}");
-    let d = decode(
-        ext.decide(&check_request("/ws", &[("cookie", &twice)]), now())
-            .await,
-    );
+    let d = decode(ext.decide(&check_request("/ws", &[("cookie", &twice)]), now()).await);
     assert_eq!(d.http_status, Some(400));
 }

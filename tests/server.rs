@@ -25,22 +25,21 @@ struct Running {
 }
 
 async fn start(config: cognito_authz::config::Config) -> Running {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", grpc.local_addr().unwrap());
-    let parts = server::build(&config).unwrap();
+    let listeners = server::Listeners {
+        grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
+    let parts = common::parts(&config, FakeMfa::new());
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
-        server::serve(&config, parts, grpc, http, axum::Router::new(), async {
+        server::serve(&config, parts, listeners, axum::Router::new(), async {
             let _ = stopped.await;
         })
         .await
     });
-    let channel = Channel::from_shared(url)
-        .unwrap()
-        .connect()
-        .await
-        .expect("server accepts connections");
+    let channel = Channel::from_shared(url).unwrap().connect().await.expect("server accepts connections");
     Running {
         authz: AuthorizationClient::new(channel.clone()),
         health: HealthClient::new(channel),
@@ -51,27 +50,13 @@ async fn start(config: cognito_authz::config::Config) -> Running {
 
 impl Running {
     async fn code(&self, request: CheckRequest) -> i32 {
-        let response = self
-            .authz
-            .clone()
-            .check(request)
-            .await
-            .expect("a denial is an answer, not an RPC error");
+        let response = self.authz.clone().check(request).await.expect("a denial is an answer, not an RPC error");
         response.into_inner().status.expect("status is set").code
     }
 
     async fn health(&self, service: &str) -> ServingStatus {
-        let request = HealthCheckRequest {
-            service: service.to_owned(),
-        };
-        let status = self
-            .health
-            .clone()
-            .check(request)
-            .await
-            .expect("health answers")
-            .into_inner()
-            .status;
+        let request = HealthCheckRequest { service: service.to_owned() };
+        let status = self.health.clone().check(request).await.expect("health answers").into_inner().status;
         ServingStatus::try_from(status).unwrap()
     }
 
@@ -95,10 +80,7 @@ fn token_for(kid: &str) -> String {
 async fn health_is_serving_once_keys_load_and_a_valid_token_passes() {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
     let server = start(common::config(&jwks.url())).await;
-    assert!(
-        server.wait_serving(Duration::from_secs(5)).await,
-        "SERVING after the first load"
-    );
+    assert!(server.wait_serving(Duration::from_secs(5)).await, "SERVING after the first load");
     assert_eq!(server.health("").await, ServingStatus::Serving);
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
     assert_eq!(server.code(bearer("garbage")).await, code::UNAUTHENTICATED);
@@ -111,16 +93,8 @@ async fn a_rotated_key_is_accepted_at_once() {
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     let before = jwks.hits();
     jwks.set_document(common::jwks(&[&key("kid-1"), &key("kid-2")]));
-    assert_eq!(
-        server.code(bearer(&token_for("kid-2"))).await,
-        code::OK,
-        "new kid accepted on first sight"
-    );
-    assert_eq!(
-        jwks.hits(),
-        before + 1,
-        "exactly one fetch for the rotation"
-    );
+    assert_eq!(server.code(bearer(&token_for("kid-2"))).await, code::OK, "new kid accepted on first sight");
+    assert_eq!(jwks.hits(), before + 1, "exactly one fetch for the rotation");
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
 }
 
@@ -136,20 +110,10 @@ async fn random_kids_cost_one_fetch_per_cooldown() {
     for batch in 0..20 {
         let mut calls = Vec::new();
         for i in 0..50 {
-            let token = signer.sign_raw(
-                &format!(r#"{{"alg":"RS256","kid":"random-{batch}-{i}"}}"#),
-                &claims,
-            );
+            let token = signer.sign_raw(&format!(r#"{{"alg":"RS256","kid":"random-{batch}-{i}"}}"#), &claims);
             let mut client = server.authz.clone();
             calls.push(tokio::spawn(async move {
-                client
-                    .check(bearer(&token))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .status
-                    .unwrap()
-                    .code
+                client.check(bearer(&token)).await.unwrap().into_inner().status.unwrap().code
             }));
         }
         for call in calls {
@@ -157,16 +121,9 @@ async fn random_kids_cost_one_fetch_per_cooldown() {
         }
     }
     assert_eq!(codes.len(), 1000);
-    assert!(
-        codes.iter().all(|c| *c == code::UNAUTHENTICATED),
-        "every unknown kid is a 401"
-    );
+    assert!(codes.iter().all(|c| *c == code::UNAUTHENTICATED), "every unknown kid is a 401");
     assert_eq!(jwks.hits() - before, 1, "1,000 unknown kids cost one fetch");
-    assert_eq!(
-        server.code(bearer(&token_for("kid-1"))).await,
-        code::OK,
-        "known keys keep working"
-    );
+    assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK, "known keys keep working");
 }
 
 #[tokio::test]
@@ -175,16 +132,9 @@ async fn a_failing_fetch_gives_503_for_unknown_kids_while_known_keys_work() {
     let server = start(common::config(&jwks.url())).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     jwks.set_mode(Mode::Fail);
-    assert_eq!(
-        server.code(bearer(&token_for("kid-2"))).await,
-        code::UNAVAILABLE
-    );
+    assert_eq!(server.code(bearer(&token_for("kid-2"))).await, code::UNAVAILABLE);
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
-    assert_eq!(
-        server.health(AUTHZ_SERVICE).await,
-        ServingStatus::Serving,
-        "old keys still decide"
-    );
+    assert_eq!(server.health(AUTHZ_SERVICE).await, ServingStatus::Serving, "old keys still decide");
 }
 
 #[tokio::test]
@@ -193,20 +143,11 @@ async fn jwks_down_at_start_means_not_serving_and_503_until_it_returns() {
     jwks.set_mode(Mode::Fail);
     let server = start(common::config(&jwks.url())).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        server.health(AUTHZ_SERVICE).await,
-        ServingStatus::NotServing
-    );
+    assert_eq!(server.health(AUTHZ_SERVICE).await, ServingStatus::NotServing);
     assert_eq!(server.health("").await, ServingStatus::NotServing);
-    assert_eq!(
-        server.code(bearer(&token_for("kid-1"))).await,
-        code::UNAVAILABLE
-    );
+    assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::UNAVAILABLE);
     jwks.set_mode(Mode::Serve);
-    assert!(
-        server.wait_serving(Duration::from_secs(10)).await,
-        "SERVING once the JWKS is back"
-    );
+    assert!(server.wait_serving(Duration::from_secs(10)).await, "SERVING once the JWKS is back");
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
 }
 
@@ -225,23 +166,13 @@ async fn a_slow_fetch_times_out_with_503_and_requests_share_it() {
         let mut client = server.authz.clone();
         let token = token_for("kid-2");
         calls.push(tokio::spawn(async move {
-            client
-                .check(bearer(&token))
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap()
-                .code
+            client.check(bearer(&token)).await.unwrap().into_inner().status.unwrap().code
         }));
     }
     for call in calls {
         assert_eq!(call.await.unwrap(), code::UNAVAILABLE);
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "answered at the wait deadline, not the fetch's"
-    );
+    assert!(started.elapsed() < Duration::from_millis(1500), "answered at the wait deadline, not the fetch's");
     assert_eq!(jwks.hits() - before, 1, "waiting requests share one fetch");
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
 }
@@ -260,25 +191,11 @@ async fn shutdown_turns_health_off_and_lets_in_flight_checks_finish() {
     let mut health = server.health.clone();
     server.stop.take().unwrap().send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let status = health
-        .check(HealthCheckRequest {
-            service: AUTHZ_SERVICE.into(),
-        })
-        .await;
+    let status = health.check(HealthCheckRequest { service: AUTHZ_SERVICE.into() }).await;
     if let Ok(status) = status {
-        assert_eq!(
-            ServingStatus::try_from(status.into_inner().status).unwrap(),
-            ServingStatus::NotServing
-        );
+        assert_eq!(ServingStatus::try_from(status.into_inner().status).unwrap(), ServingStatus::NotServing);
     }
-    let answered = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight check completes");
+    let answered = in_flight.await.unwrap().expect("the in-flight check completes");
     assert_eq!(answered.into_inner().status.unwrap().code, code::OK);
-    tokio::time::timeout(Duration::from_secs(5), server.done)
-        .await
-        .expect("server stops")
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server.done).await.expect("server stops").unwrap().unwrap();
 }

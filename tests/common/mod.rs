@@ -2,6 +2,7 @@
 //! running cognito-authz. Keys are generated per run; nothing secret is stored.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,11 +12,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use cognito_authz::cognito::{Answer, CognitoError, MfaSource, MfaState, User};
 use cognito_authz::config::Config;
 use cognito_authz::dev::SigningKey;
-use cognito_authz::keys::KeySettings;
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::server;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -29,10 +31,7 @@ pub fn issuer() -> String {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// Claims of a valid Cognito access token, as Cognito issues them.
@@ -70,10 +69,7 @@ pub fn check_request(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
                 http: Some(HttpRequest {
                     method: "GET".into(),
                     path: path.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
+                    headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -84,10 +80,7 @@ pub fn check_request(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
 }
 
 pub fn bearer(token: &str) -> CheckRequest {
-    check_request(
-        "/api/items",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
+    check_request("/api/items", &[("authorization", &format!("Bearer {token}"))])
 }
 
 /// How the fake JWKS endpoint answers.
@@ -118,9 +111,7 @@ impl JwksServer {
             mode: Mutex::new(Mode::Serve),
             hits: AtomicU64::new(0),
         });
-        let app = axum::Router::new()
-            .route("/pool/.well-known/jwks.json", get(serve_jwks))
-            .with_state(inner.clone());
+        let app = axum::Router::new().route("/pool/.well-known/jwks.json", get(serve_jwks)).with_state(inner.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -159,15 +150,69 @@ async fn serve_jwks(State(state): State<Arc<JwksState>>) -> Response {
 
 /// A configuration for the test pool reading keys from `jwks_url`.
 pub fn config(jwks_url: &str) -> Config {
-    Config {
-        issuer: issuer(),
-        jwks_url: jwks_url.parse().unwrap(),
-        client_ids: vec![CLIENT.to_owned(), "client-two".to_owned()],
-        grpc_listen: "127.0.0.1:0".parse().unwrap(),
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-        leeway_seconds: 0,
-        token_cookie: None,
-        strip_authorization: false,
-        keys: KeySettings::default(),
+    let mut config =
+        Config::with_defaults(&issuer(), jwks_url.parse().unwrap(), vec![CLIENT.to_owned(), "client-two".to_owned()]);
+    config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+/// An in-process MFA source: answers per username (alice is enrolled unless told otherwise),
+/// counts lookups, and can be slowed down.
+#[derive(Default)]
+pub struct FakeMfa {
+    answers: Mutex<HashMap<String, Result<MfaState, CognitoError>>>,
+    lookups: AtomicU64,
+    delay: Mutex<Duration>,
+    admin_scope: bool,
+}
+
+impl FakeMfa {
+    pub fn new() -> Arc<FakeMfa> {
+        let fake = FakeMfa::default();
+        fake.set("alice", Ok(MfaState::Enrolled));
+        Arc::new(fake)
     }
+
+    /// Like the `get-user` source: the caller's token needs the admin scope.
+    pub fn needing_admin_scope() -> Arc<FakeMfa> {
+        let fake = FakeMfa { admin_scope: true, ..FakeMfa::default() };
+        fake.set("alice", Ok(MfaState::Enrolled));
+        Arc::new(fake)
+    }
+
+    pub fn set(&self, user: &str, answer: Result<MfaState, CognitoError>) {
+        self.answers.lock().unwrap().insert(user.to_owned(), answer);
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+impl MfaSource for FakeMfa {
+    fn mfa_state<'a>(&'a self, user: User<'a>) -> Answer<'a> {
+        Box::pin(async move {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            let delay = *self.delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            self.answers.lock().unwrap().get(user.username).copied().unwrap_or(Ok(MfaState::NotEnrolled))
+        })
+    }
+
+    fn needs_admin_scope(&self) -> bool {
+        self.admin_scope
+    }
+}
+
+/// Builds the service parts for `config` with a fake MFA source.
+pub fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
+    server::build_with(config, mfa).expect("parts build")
 }

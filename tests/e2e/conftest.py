@@ -43,6 +43,6 @@ def authz(logdir, pool):
 
 @pytest.fixture(scope="session")
 def envoy(logdir, authz, upstream):
-    proc = harness.start_envoy(logdir, authz.grpc_port, upstream.port)
+    proc = harness.start_envoy(logdir, authz.grpc_port, authz.http_port, upstream.port)
     yield proc
     proc.stop()

@@ -143,12 +143,33 @@ class Pool:
         for group in ("admins", "team a,b"):
             self.idp.create_group(GroupName=group, UserPoolId=self.id)
         self.subs = {}
-        for user, groups in (("alice", ["admins", "team a,b"]), ("bob", [])):
-            created = self.idp.admin_create_user(UserPoolId=self.id, Username=user, MessageAction="SUPPRESS")
-            self.subs[user] = next(a["Value"] for a in created["User"]["Attributes"] if a["Name"] == "sub")
-            self.idp.admin_set_user_password(UserPoolId=self.id, Username=user, Password=PASSWORD, Permanent=True)
-            for group in groups:
-                self.idp.admin_add_user_to_group(UserPoolId=self.id, Username=user, GroupName=group)
+        self.totp_secrets = {}
+        self.add_user("alice", ["admins", "team a,b"])
+        self.enrol_totp("alice")
+        self.add_user("bob")
+
+    def add_user(self, user, groups=()):
+        created = self.idp.admin_create_user(UserPoolId=self.id, Username=user, MessageAction="SUPPRESS")
+        self.subs[user] = next(a["Value"] for a in created["User"]["Attributes"] if a["Name"] == "sub")
+        self.idp.admin_set_user_password(UserPoolId=self.id, Username=user, Password=PASSWORD, Permanent=True)
+        for group in groups:
+            self.idp.admin_add_user_to_group(UserPoolId=self.id, Username=user, GroupName=group)
+
+    def enrol_totp(self, user):
+        """What a user does in an authenticator app: associate, verify a code, prefer TOTP."""
+        token = self.sign_in(user)["AccessToken"]
+        secret = self.idp.associate_software_token(AccessToken=token)["SecretCode"]
+        self.totp_secrets[user] = secret
+        result = self.idp.verify_software_token(AccessToken=token, UserCode=totp(secret))
+        assert result["Status"] == "SUCCESS", result
+        self.idp.set_user_mfa_preference(
+            AccessToken=token, SoftwareTokenMfaSettings={"Enabled": True, "PreferredMfa": True}
+        )
+
+    def admin_reset_mfa(self, user):
+        self.idp.admin_set_user_mfa_preference(
+            UserPoolId=self.id, Username=user, SoftwareTokenMfaSettings={"Enabled": False, "PreferredMfa": False}
+        )
 
     @property
     def issuer(self):
@@ -165,7 +186,32 @@ class Pool:
             AuthFlow="ADMIN_USER_PASSWORD_AUTH",
             AuthParameters={"USERNAME": user, "PASSWORD": PASSWORD},
         )
+        if result.get("ChallengeName") == "SOFTWARE_TOKEN_MFA":
+            # The pool challenges users with TOTP; answer as the authenticator app would.
+            result = self.idp.admin_respond_to_auth_challenge(
+                UserPoolId=self.id,
+                ClientId=client_id or self.client_id,
+                ChallengeName="SOFTWARE_TOKEN_MFA",
+                Session=result["Session"],
+                ChallengeResponses={"USERNAME": user, "SOFTWARE_TOKEN_MFA_CODE": totp(self.totp_secrets[user])},
+            )
         return result["AuthenticationResult"]
+
+
+def totp(secret, at=None):
+    """RFC 6238: HMAC-SHA1 over the 30 s step, 6 digits. Written out because moto's secret is
+    shorter than some TOTP libraries accept."""
+    import base64
+    import hashlib
+    import hmac
+    import struct
+
+    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    step = int((time.time() if at is None else at) // 30)
+    digest = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    code = (struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
+    return f"{code:06d}"
 
 
 def moto_signing_key():
@@ -187,8 +233,14 @@ def resign(token, **changes):
     return jwt.encode({"alg": "RS256", "kid": "dummy"}, claims, moto_signing_key())
 
 
-def start_authz(logdir, pool, extra_args=(), env_extra=None):
-    grpc_port, http_port = free_port(), free_port()
+AWS_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz", cognito_endpoint=None,
+                credentials=True):
+    """cognito-authz serve for the pool: keys and MFA state from moto (or `cognito_endpoint`),
+    a 1 s MFA cache so the tests can watch it expire."""
+    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
     argv = [
         str(BINARY),
         "serve",
@@ -198,11 +250,17 @@ def start_authz(logdir, pool, extra_args=(), env_extra=None):
         "--jwks-url", pool.jwks_url,
         "--grpc-listen", f"127.0.0.1:{grpc_port}",
         "--http-listen", f"127.0.0.1:{http_port}",
+        "--admin-listen", f"127.0.0.1:{admin_port}",
+        "--cognito-endpoint", cognito_endpoint or pool.moto_url,
+        "--mfa-cache-ttl", "1",
         *extra_args,
     ]
-    env = dict(os.environ, RUST_LOG="info,cognito_authz=debug", **(env_extra or {}))
-    proc = Process("cognito-authz", argv, logdir, env)
-    proc.grpc_port, proc.http_port = grpc_port, http_port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(RUST_LOG="info,cognito_authz=debug", AWS_EC2_METADATA_DISABLED="true", **(env_extra or {}))
+    if credentials:
+        env.update(AWS_TEST_CREDENTIALS)
+    proc = Process(name, argv, logdir, env)
+    proc.grpc_port, proc.http_port, proc.admin_port = grpc_port, http_port, admin_port
     wait_until(lambda: requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).ok, what="cognito-authz ready")
     return proc
 
@@ -216,13 +274,14 @@ def envoy_binary():
 SHIPPED_CONFIG = ROOT / "envoy" / "envoy.yaml"
 
 
-def envoy_config(listen, admin, authz, app):
-    """The shipped configuration with only its four ports changed (and listening on loopback)."""
+def envoy_config(listen, admin, authz, authz_http, app):
+    """The shipped configuration with only its ports changed (and listening on loopback)."""
     text = SHIPPED_CONFIG.read_text()
     replacements = {
         "address: 0.0.0.0, port_value: 10000": f"address: 127.0.0.1, port_value: {listen}",
         "port_value: 9901": f"port_value: {admin}",
         "port_value: 9001": f"port_value: {authz}",
+        "port_value: 8080": f"port_value: {authz_http}",
         "port_value: 8000": f"port_value: {app}",
     }
     for old, new in replacements.items():
@@ -231,12 +290,12 @@ def envoy_config(listen, admin, authz, app):
     return text
 
 
-def start_envoy(logdir, authz_port, app_port):
+def start_envoy(logdir, authz_port, authz_http_port, app_port, name="envoy"):
     listen, admin = free_port(), free_port()
-    path = pathlib.Path(logdir) / "envoy.yaml"
-    path.write_text(envoy_config(listen, admin, authz_port, app_port))
+    path = pathlib.Path(logdir) / f"{name}.yaml"
+    path.write_text(envoy_config(listen, admin, authz_port, authz_http_port, app_port))
     argv = [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "-l", "warn"]
-    proc = Process("envoy", argv, logdir)
+    proc = Process(name, argv, logdir)
     proc.url = f"http://127.0.0.1:{listen}"
     wait_until(lambda: requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).text.strip() == "LIVE", what="envoy")
     return proc
@@ -263,3 +322,10 @@ def headers_with_underscore(url, path, headers):
         while chunk := s.recv(65536):
             data += chunk
     return int(data.split(b" ", 2)[1])
+
+
+def check_cli(port, token, access):
+    """The service's own `check` client: one Check with the given `access` context extension."""
+    argv = [str(BINARY), "check", "--addr", f"http://127.0.0.1:{port}", "--access", access, "--token", token]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return result.stdout.split("\n")[0].strip()

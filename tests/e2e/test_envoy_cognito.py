@@ -51,7 +51,7 @@ def test_moto_access_token_is_allowed_with_trusted_identity_headers(envoy, pool,
 def test_spoofed_identity_headers_never_reach_the_upstream(envoy, pool):
     for user in ("alice", "bob"):
         token = pool.sign_in(user)["AccessToken"]
-        seen = get(envoy, "/api/me", token, SPOOFED).json()["headers"]
+        seen = get(envoy, "/api/mfa/status", token, SPOOFED).json()["headers"]
         assert seen["x-user-id"] == [pool.subs[user]], user
         assert seen["x-username"] == [user]
         assert "x-client-id" not in seen and "x-user-anything" not in seen
@@ -109,7 +109,7 @@ def test_envoy_health_route_needs_no_token(envoy):
 
 def test_unreachable_authz_server_is_503_not_an_allow(logdir, upstream):
     dead = harness.free_port()
-    proxy = harness.start_envoy(logdir, dead, upstream.port)
+    proxy = harness.start_envoy(logdir, dead, dead, upstream.port, name="envoy-no-authz")
     try:
         assert get(proxy, "/api/items", "x.y.z").status_code == 503
     finally:

@@ -1,0 +1,160 @@
+//! The Cognito API at the network edge: what the MFA gate asks of it, behind a trait so tests and
+//! dev mode need no network. The real client is the official AWS SDK for Rust.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use aws_sdk_cognitoidentityprovider as idp;
+use idp::error::{ProvideErrorMetadata, SdkError};
+
+/// What Cognito says about a user's MFA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaState {
+    /// `SOFTWARE_TOKEN_MFA` is in the user's `UserMFASettingList`.
+    Enrolled,
+    NotEnrolled,
+    /// Disabled or deleted (or, for `GetUser`, the token was refused).
+    Gone,
+}
+
+/// Why Cognito gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CognitoError {
+    #[error("cognito throttled the request")]
+    Throttled,
+    #[error("cognito could not be reached in time")]
+    Unreachable,
+    #[error("cognito answered with an unexpected error")]
+    Unexpected,
+}
+
+/// Who to ask about.
+#[derive(Debug, Clone, Copy)]
+pub struct User<'a> {
+    pub username: &'a str,
+    /// The caller's own access token, for `GetUser`.
+    pub access_token: &'a str,
+}
+
+pub type Answer<'a> = Pin<Box<dyn Future<Output = Result<MfaState, CognitoError>> + Send + 'a>>;
+
+/// A source of MFA state.
+pub trait MfaSource: Send + Sync + 'static {
+    fn mfa_state<'a>(&'a self, user: User<'a>) -> Answer<'a>;
+    /// True when the lookup uses the caller's token, which then needs the
+    /// `aws.cognito.signin.user.admin` scope.
+    fn needs_admin_scope(&self) -> bool {
+        false
+    }
+}
+
+/// How MFA state is read from Cognito.
+#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MfaLookup {
+    /// `AdminGetUser`, signed with the service's AWS credentials (the standard chain).
+    AdminGetUser,
+    /// `GetUser` with the caller's own access token: no IAM permission needed.
+    GetUser,
+}
+
+/// `AdminGetUser` or `GetUser` through the AWS SDK.
+pub struct SdkMfaSource {
+    client: idp::Client,
+    user_pool_id: String,
+    lookup: MfaLookup,
+}
+
+impl SdkMfaSource {
+    /// Builds the client: credentials from the standard chain (environment, profile, web identity,
+    /// instance metadata), one attempt at most `attempt` long, two attempts within `deadline`.
+    pub async fn new(
+        region: &str,
+        endpoint: Option<&str>,
+        user_pool_id: &str,
+        lookup: MfaLookup,
+        attempt: Duration,
+        deadline: Duration,
+    ) -> SdkMfaSource {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()));
+        if let Some(endpoint) = endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
+        let config = idp::config::Builder::from(&shared)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(attempt)
+                    .operation_attempt_timeout(attempt)
+                    .operation_timeout(deadline)
+                    .build(),
+            )
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(2)
+                    .with_initial_backoff(Duration::from_millis(50)),
+            )
+            .build();
+        SdkMfaSource { client: idp::Client::from_conf(config), user_pool_id: user_pool_id.to_owned(), lookup }
+    }
+}
+
+impl MfaSource for SdkMfaSource {
+    fn mfa_state<'a>(&'a self, user: User<'a>) -> Answer<'a> {
+        Box::pin(async move {
+            match self.lookup {
+                MfaLookup::AdminGetUser => {
+                    let out = self
+                        .client
+                        .admin_get_user()
+                        .user_pool_id(&self.user_pool_id)
+                        .username(user.username)
+                        .send()
+                        .await;
+                    match out {
+                        Ok(out) if !out.enabled() => Ok(MfaState::Gone),
+                        Ok(out) => Ok(state_of(out.user_mfa_setting_list())),
+                        Err(error) => classify(error),
+                    }
+                }
+                MfaLookup::GetUser => match self.client.get_user().access_token(user.access_token).send().await {
+                    Ok(out) => Ok(state_of(out.user_mfa_setting_list())),
+                    Err(error) => classify(error),
+                },
+            }
+        })
+    }
+
+    fn needs_admin_scope(&self) -> bool {
+        self.lookup == MfaLookup::GetUser
+    }
+}
+
+fn state_of(settings: &[String]) -> MfaState {
+    // AWS omits the list when unset; moto sends []: both read as not enrolled.
+    if settings.iter().any(|s| s == "SOFTWARE_TOKEN_MFA") { MfaState::Enrolled } else { MfaState::NotEnrolled }
+}
+
+/// Sorts an SDK error by Cognito's error code (`__type`), never by its message.
+fn classify<E: ProvideErrorMetadata, R>(error: SdkError<E, R>) -> Result<MfaState, CognitoError> {
+    match &error {
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(
+                "UserNotFoundException"
+                | "NotAuthorizedException"
+                | "PasswordResetRequiredException"
+                | "UserNotConfirmedException",
+            ) => Ok(MfaState::Gone),
+            Some("TooManyRequestsException" | "LimitExceededException") => Err(CognitoError::Throttled),
+            Some(code) => {
+                tracing::warn!(code = %crate::audit::loggable(code), "cognito answered an unexpected error");
+                Err(CognitoError::Unexpected)
+            }
+            None => Err(CognitoError::Unexpected),
+        },
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Err(CognitoError::Unreachable),
+        _ => Err(CognitoError::Unexpected),
+    }
+}

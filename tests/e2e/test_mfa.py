@@ -1,0 +1,139 @@
+"""The MFA gate end to end: Envoy's `access` context extension, cognito-authz asking moto's
+Cognito (TOTP enabled) for each user's MFA state, with a 1 s cache so expiry is observable."""
+
+import signal
+import time
+
+import requests
+
+import harness
+
+
+def get(envoy, path, token):
+    return requests.get(envoy.url + path, headers={"authorization": f"Bearer {token}"}, timeout=10)
+
+
+def eventually(probe, expected, within=4.0):
+    """Polls until `probe()` equals `expected`; returns the last value seen."""
+    deadline = time.monotonic() + within
+    seen = probe()
+    while seen != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen = probe()
+    return seen
+
+
+def test_user_without_totp_gets_403_on_mfa_routes_and_200_on_bootstrap_routes(envoy, pool):
+    pool.add_user("carol")
+    token = pool.sign_in("carol")["AccessToken"]
+    denied = get(envoy, "/api/items", token)
+    assert denied.status_code == 403
+    assert denied.json() == {"detail": "MFA enrolment required"}
+    assert get(envoy, "/api/mfa/status", token).status_code == 200
+
+
+def test_enrolment_is_seen_within_the_negative_ttl_and_an_admin_reset_within_the_ttl(envoy, pool):
+    pool.add_user("erin")
+    token = pool.sign_in("erin")["AccessToken"]
+    assert get(envoy, "/api/items", token).status_code == 403
+    started = time.monotonic()
+    pool.enrol_totp("erin")
+    assert eventually(lambda: get(envoy, "/api/items", token).status_code, 200) == 200
+    assert time.monotonic() - started < 4, "seen within the 2 s negative cache"
+    pool.admin_reset_mfa("erin")
+    assert eventually(lambda: get(envoy, "/api/items", token).status_code, 403) == 403, "reset seen within the 1 s TTL"
+
+
+def test_a_disabled_user_is_refused_with_401(envoy, pool):
+    pool.add_user("dave")
+    pool.enrol_totp("dave")
+    token = pool.sign_in("dave")["AccessToken"]
+    assert get(envoy, "/api/items", token).status_code == 200
+    pool.idp.admin_disable_user(UserPoolId=pool.id, Username="dave")
+    assert eventually(lambda: get(envoy, "/api/items", token).status_code, 401) == 401, "within the 1 s TTL"
+    assert get(envoy, "/api/items", token).json() == {"detail": "User is disabled"}
+
+
+def test_cognito_down_means_503_on_mfa_routes_while_other_levels_pass(logdir, pool, upstream):
+    dead = f"http://127.0.0.1:{harness.free_port()}"
+    authz = harness.start_authz(logdir, pool, name="authz-cognito-down", cognito_endpoint=dead)
+    proxy = harness.start_envoy(logdir, authz.grpc_port, authz.http_port, upstream.port, name="envoy-cognito-down")
+    try:
+        token = pool.sign_in("alice")["AccessToken"]
+        response = get(proxy, "/api/items", token)
+        assert response.status_code == 503
+        assert response.json() == {"detail": "MFA status is temporarily unavailable"}
+        assert get(proxy, "/api/mfa/status", token).status_code == 200, "authenticated routes need no lookup"
+        assert harness.check_cli(authz.grpc_port, token, "public") == "allow"
+        assert harness.check_cli(authz.grpc_port, token, "mfa") == "deny 503"
+    finally:
+        proxy.stop()
+        authz.stop()
+
+
+def test_get_user_source_needs_no_aws_credentials(logdir, pool, upstream):
+    authz = harness.start_authz(logdir, pool, ["--mfa-source", "get-user"], name="authz-get-user", credentials=False)
+    proxy = harness.start_envoy(logdir, authz.grpc_port, authz.http_port, upstream.port, name="envoy-get-user")
+    try:
+        assert get(proxy, "/api/items", pool.sign_in("alice")["AccessToken"]).status_code == 200
+        assert get(proxy, "/api/items", pool.sign_in("bob")["AccessToken"]).status_code == 403
+    finally:
+        proxy.stop()
+        authz.stop()
+
+
+def test_admin_get_user_source_without_credentials_fails_closed(logdir, pool, upstream):
+    authz = harness.start_authz(logdir, pool, name="authz-no-credentials", credentials=False)
+    try:
+        token = pool.sign_in("alice")["AccessToken"]
+        assert harness.check_cli(authz.grpc_port, token, "mfa") == "deny 503"
+        assert harness.check_cli(authz.grpc_port, token, "authenticated") == "allow"
+    finally:
+        authz.stop()
+
+
+def test_policy_file_reloads_on_sighup_and_a_bad_file_keeps_the_old_one(logdir, pool, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nprefix = "/reports"\naccess = "authenticated"\n')
+    authz = harness.start_authz(logdir, pool, ["--policy", str(policy)], name="authz-policy")
+    try:
+        bob = pool.sign_in("bob")["AccessToken"]
+
+        def decide(path):
+            import subprocess
+            argv = [str(harness.BINARY), "check", "--addr", f"http://127.0.0.1:{authz.grpc_port}", "--path", path,
+                    "--token", bob]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+
+        assert decide("/reports/q1") == "allow"
+        assert decide("/other") == "deny 403"
+        policy.write_text('[[rule]]\nprefix = "/other"\naccess = "authenticated"\n')
+        authz.signal(signal.SIGHUP)
+        assert eventually(lambda: decide("/other"), "allow") == "allow"
+        assert decide("/reports/q1") == "deny 403"
+        policy.write_text("this is not toml [")
+        authz.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert authz.alive()
+        assert decide("/other") == "allow", "a bad file keeps the policy in force"
+        assert "policy reload failed" in authz.output()
+    finally:
+        authz.stop()
+
+
+def test_enforce_mfa_false_warns_and_lets_unenrolled_users_through(logdir, pool):
+    authz = harness.start_authz(logdir, pool, ["--enforce-mfa=false"], name="authz-no-mfa")
+    try:
+        assert harness.check_cli(authz.grpc_port, pool.sign_in("bob")["AccessToken"], "mfa") == "allow"
+        assert "MFA is NOT enforced" in authz.output()
+        metrics = requests.get(f"http://127.0.0.1:{authz.admin_port}/metrics", timeout=5).text
+        assert "cognito_authz_mfa_enforced 0" in metrics
+    finally:
+        authz.stop()
+
+
+def test_mfa_lookups_are_counted_in_metrics(authz, envoy, pool):
+    get(envoy, "/api/items", pool.sign_in("alice")["AccessToken"])
+    metrics = requests.get(f"http://127.0.0.1:{authz.admin_port}/metrics", timeout=5).text
+    assert 'cognito_authz_mfa_lookups_total{result="enrolled"}' in metrics
+    assert "cognito_authz_mfa_enforced 1" in metrics

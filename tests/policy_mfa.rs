@@ -1,0 +1,397 @@
+//! Route access levels, scopes and groups, machine tokens, and the MFA gate with its cache, decided
+//! in-process through `ExtAuthz::decide` with a fake MFA source; and the real AWS SDK client
+//! against a fake Cognito endpoint that throttles.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cognito_authz::cognito::{CognitoError, MfaLookup, MfaSource, MfaState, SdkMfaSource, User};
+use cognito_authz::config::Config;
+use cognito_authz::error::code;
+use cognito_authz::ext_authz::ExtAuthz;
+use cognito_authz::pb::auth::CheckRequest;
+use cognito_authz::pb::auth::CheckResponse;
+use cognito_authz::pb::auth::check_response::HttpResponse;
+use cognito_authz::policy::Policy;
+use common::*;
+use serde_json::{Value, json};
+
+struct Gate {
+    ext: ExtAuthz,
+    mfa: Arc<FakeMfa>,
+}
+
+async fn gate_with(mut configure: impl FnMut(&mut Config), mfa: Arc<FakeMfa>) -> Gate {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let mut config = common::config(&jwks.url());
+    configure(&mut config);
+    let parts = common::parts(&config, mfa.clone());
+    assert!(parts.keys.refresh().await);
+    Gate { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics), mfa }
+}
+
+async fn gate() -> Gate {
+    gate_with(|_| {}, FakeMfa::new()).await
+}
+
+fn request(path: &str, token: Option<&str>, route: &[(&str, &str)], headers: &[(&str, &str)]) -> CheckRequest {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    if let Some(a) = &auth {
+        all.push(("authorization", a));
+    }
+    let mut req = check_request(path, &all);
+    let attrs = req.attributes.as_mut().unwrap();
+    attrs.context_extensions = route.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    req
+}
+
+fn token_for(user: &str, changes: Value) -> String {
+    let mut claims = access_claims();
+    claims["username"] = json!(user);
+    claims["sub"] = json!(sub_of(user));
+    for (k, v) in changes.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    key("kid-1").sign(&claims)
+}
+
+/// A stable UUID per username, as a pool gives each user their own `sub`.
+fn sub_of(user: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut h);
+    uuid::Uuid::from_u64_pair(h.finish(), 0x8000_0000_0000_0000).to_string()
+}
+
+struct Answer {
+    code: i32,
+    status: Option<i32>,
+    set: Vec<(String, String)>,
+    removed: Vec<String>,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn read(response: CheckResponse) -> Answer {
+    let code = response.status.unwrap().code;
+    match response.http_response.unwrap() {
+        HttpResponse::OkResponse(ok) => Answer {
+            code,
+            status: None,
+            set: ok.headers.iter().filter_map(|h| h.header.clone()).map(|h| (h.key, h.value)).collect(),
+            removed: ok.headers_to_remove,
+            body: Value::Null,
+        },
+        HttpResponse::DeniedResponse(d) => Answer {
+            code,
+            status: d.status.map(|s| s.code),
+            set: d.headers.iter().filter_map(|h| h.header.clone()).map(|h| (h.key, h.value)).collect(),
+            removed: vec![],
+            body: serde_json::from_str(&d.body).unwrap(),
+        },
+        HttpResponse::ErrorResponse(_) => panic!("never used"),
+    }
+}
+
+impl Gate {
+    async fn ask(&self, req: CheckRequest) -> Answer {
+        read(self.ext.decide(&req, now()).await)
+    }
+}
+
+const MFA: &[(&str, &str)] = &[("access", "mfa")];
+const AUTHENTICATED: &[(&str, &str)] = &[("access", "authenticated")];
+const PUBLIC: &[(&str, &str)] = &[("access", "public")];
+
+#[tokio::test]
+async fn mfa_route_without_totp_is_forbidden_and_authenticated_route_is_not() {
+    let g = gate().await;
+    let bob = token_for("bob", json!({}));
+    let a = g.ask(request("/api/items", Some(&bob), MFA, &[])).await;
+    assert_eq!((a.code, a.status), (code::PERMISSION_DENIED, Some(403)));
+    assert_eq!(a.body, json!({"detail": "MFA enrolment required"}));
+    assert_eq!(g.ask(request("/api/mfa/status", Some(&bob), AUTHENTICATED, &[])).await.code, code::OK);
+    let alice = token_for("alice", json!({}));
+    assert_eq!(g.ask(request("/api/items", Some(&alice), MFA, &[])).await.code, code::OK);
+}
+
+#[tokio::test]
+async fn unmatched_routes_and_unknown_access_values_need_mfa() {
+    let g = gate().await;
+    let bob = token_for("bob", json!({}));
+    assert_eq!(g.ask(request("/anything", Some(&bob), &[], &[])).await.status, Some(403));
+    assert_eq!(g.ask(request("/anything", Some(&bob), &[("access", "Authenticated")], &[])).await.status, Some(403));
+    assert_eq!(g.ask(request("/anything", Some(&bob), &[("access", "none")], &[])).await.status, Some(403));
+}
+
+#[tokio::test]
+async fn public_routes_pass_without_a_token_and_still_identify_with_one() {
+    let g = gate().await;
+    let anonymous = g.ask(request("/public/a.css", None, PUBLIC, &[])).await;
+    assert_eq!(anonymous.code, code::OK);
+    assert!(anonymous.set.is_empty());
+    for h in ["x-user-id", "x-username", "x-user-groups", "x-client-id"] {
+        assert!(anonymous.removed.contains(&h.to_owned()), "{h} removed for anonymous callers");
+    }
+    let garbage = g.ask(request("/public/a.css", Some("not.a.token"), PUBLIC, &[])).await;
+    assert_eq!((garbage.code, garbage.set.len()), (code::OK, 0), "an invalid token on a public route is anonymous");
+    let bob = g.ask(request("/public/a.css", Some(&token_for("bob", json!({}))), PUBLIC, &[])).await;
+    assert_eq!(bob.header("x-username"), Some("bob"));
+    assert_eq!(g.mfa.lookups(), 0, "public routes never ask about MFA");
+}
+
+#[tokio::test]
+async fn odd_paths_are_a_bad_request() {
+    let g = gate().await;
+    let alice = token_for("alice", json!({}));
+    for path in ["/api/../admin", "/api/%2e%2e/admin", "/a//b", "/a%2fb", "/a;jsessionid=1", "/a\\b"] {
+        let a = g.ask(request(path, Some(&alice), PUBLIC, &[])).await;
+        assert_eq!((a.code, a.status), (code::INVALID_ARGUMENT, Some(400)), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn scopes_and_groups_from_the_route_are_required() {
+    let g = gate().await;
+    let alice = token_for("alice", json!({"scope": "openid reports/read"}));
+    let route = |scopes, groups| vec![("access", "authenticated"), ("scopes", scopes), ("groups", groups)];
+    assert_eq!(g.ask(request("/r", Some(&alice), &route("reports/read", ""), &[])).await.code, code::OK);
+    assert_eq!(g.ask(request("/r", Some(&alice), &route("", "ops,admin"), &[])).await.code, code::OK);
+    let a = g.ask(request("/r", Some(&alice), &route("reports/read,reports/write", ""), &[])).await;
+    assert_eq!(a.status, Some(403));
+    assert!(a.header("www-authenticate").unwrap().starts_with("Bearer error=\"insufficient_scope\""));
+    assert_eq!(g.ask(request("/r", Some(&alice), &route("", "ops"), &[])).await.status, Some(403));
+}
+
+#[tokio::test]
+async fn policy_file_rules_apply_when_envoy_sets_no_access() {
+    let policy = Policy::from_toml(
+        r#"
+        [[rule]]
+        prefix = "/api/mfa"
+        access = "authenticated"
+        [[rule]]
+        prefix = "/api/admin"
+        access = "authenticated"
+        groups = ["admin"]
+        "#,
+    )
+    .unwrap();
+    let g = gate_with(|c| c.policy = policy.clone(), FakeMfa::new()).await;
+    let bob = token_for("bob", json!({"cognito:groups": null}));
+    assert_eq!(g.ask(request("/api/mfa/enrol", Some(&bob), &[], &[])).await.code, code::OK);
+    assert_eq!(g.ask(request("/api/admin/users", Some(&bob), &[], &[])).await.status, Some(403));
+    assert_eq!(g.ask(request("/api/other", Some(&bob), &[], &[])).await.status, Some(403), "unmatched is mfa");
+    assert_eq!(g.ask(request("/api/other", Some(&bob), AUTHENTICATED, &[])).await.code, code::OK, "envoy wins");
+}
+
+fn machine_token(scope: &str) -> String {
+    let claims = json!({
+        "sub": CLIENT, "iss": issuer(), "client_id": CLIENT, "token_use": "access", "scope": scope,
+        "auth_time": now(), "iat": now(), "exp": now() + 3600, "jti": "5f0c3a1e-8b7d-4c2a-9e6f-1d2c3b4a5e6f",
+    });
+    key("kid-1").sign(&claims)
+}
+
+#[tokio::test]
+async fn machine_tokens_are_refused_unless_allowed() {
+    let g = gate().await;
+    let a = g.ask(request("/api/reports", Some(&machine_token("reports/read")), AUTHENTICATED, &[])).await;
+    assert_eq!(a.status, Some(401));
+}
+
+#[tokio::test]
+async fn allowed_machine_tokens_pass_only_scoped_non_mfa_rules() {
+    let g = gate_with(|c| c.allow_machine_tokens = true, FakeMfa::new()).await;
+    let token = machine_token("reports/read");
+    let scoped = [("access", "authenticated"), ("scopes", "reports/read")];
+    let a = g.ask(request("/api/reports", Some(&token), &scoped, &[])).await;
+    assert_eq!(a.code, code::OK);
+    assert_eq!(a.header("x-client-id"), Some(CLIENT));
+    assert!(a.header("x-user-id").is_none() && a.removed.contains(&"x-user-id".to_owned()));
+    assert_eq!(
+        g.ask(request("/api/reports", Some(&token), AUTHENTICATED, &[])).await.status,
+        Some(403),
+        "unscoped rule"
+    );
+    let mfa_scoped = [("access", "mfa"), ("scopes", "reports/read")];
+    assert_eq!(g.ask(request("/api/reports", Some(&token), &mfa_scoped, &[])).await.status, Some(403), "mfa rule");
+}
+
+#[tokio::test]
+async fn enrolled_answers_are_cached_and_concurrent_requests_share_one_lookup() {
+    let mfa = FakeMfa::new();
+    mfa.set_delay(Duration::from_millis(100));
+    let g = Arc::new(gate_with(|_| {}, mfa.clone()).await);
+    let alice = token_for("alice", json!({}));
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        let g = g.clone();
+        let t = alice.clone();
+        calls.push(tokio::spawn(async move { g.ask(request("/x", Some(&t), MFA, &[])).await.code }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap(), code::OK);
+    }
+    assert_eq!(mfa.lookups(), 1, "one lookup in flight per user");
+    assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.code, code::OK);
+    assert_eq!(mfa.lookups(), 1, "enrolled is cached");
+}
+
+#[tokio::test]
+async fn not_enrolled_is_cached_briefly_so_a_new_enrolment_is_seen_soon() {
+    let mfa = FakeMfa::new();
+    let g = gate_with(|c| c.mfa.negative_ttl = Duration::from_millis(300), mfa.clone()).await;
+    let bob = token_for("bob", json!({}));
+    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403));
+    mfa.set("bob", Ok(MfaState::Enrolled));
+    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403), "still cached");
+    assert_eq!(mfa.lookups(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.code, code::OK, "enrolment seen after the short TTL");
+}
+
+#[tokio::test]
+async fn an_admin_reset_is_seen_after_the_positive_ttl() {
+    let mfa = FakeMfa::new();
+    let g = gate_with(|c| c.mfa.ttl = Duration::from_millis(300), mfa.clone()).await;
+    let alice = token_for("alice", json!({}));
+    assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.code, code::OK);
+    mfa.set("alice", Ok(MfaState::NotEnrolled));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.status, Some(403));
+}
+
+#[tokio::test]
+async fn disabled_users_are_unauthenticated_and_cognito_trouble_is_503() {
+    let mfa = FakeMfa::new();
+    mfa.set("dora", Ok(MfaState::Gone));
+    mfa.set("tess", Err(CognitoError::Throttled));
+    mfa.set("una", Err(CognitoError::Unreachable));
+    let g = gate_with(|_| {}, mfa).await;
+    let dora = g.ask(request("/x", Some(&token_for("dora", json!({}))), MFA, &[])).await;
+    assert_eq!((dora.status, dora.body.clone()), (Some(401), json!({"detail": "User is disabled"})));
+    for user in ["tess", "una"] {
+        let a = g.ask(request("/x", Some(&token_for(user, json!({}))), MFA, &[])).await;
+        assert_eq!((a.code, a.status), (code::UNAVAILABLE, Some(503)), "{user}");
+        assert_eq!(a.body, json!({"detail": "MFA status is temporarily unavailable"}));
+        let public = g.ask(request("/p", Some(&token_for(user, json!({}))), PUBLIC, &[])).await;
+        assert_eq!(public.code, code::OK, "public routes are unaffected");
+    }
+    let lookups = g.mfa.lookups();
+    let _ = g.ask(request("/x", Some(&token_for("una", json!({}))), MFA, &[])).await;
+    assert_eq!(g.mfa.lookups(), lookups + 1, "errors are not cached");
+}
+
+#[tokio::test]
+async fn get_user_source_needs_the_admin_scope_and_says_so() {
+    let mfa = FakeMfa::needing_admin_scope();
+    let g = gate_with(|_| {}, mfa.clone()).await;
+    let hosted_ui = token_for("alice", json!({"scope": "openid email"}));
+    let a = g.ask(request("/x", Some(&hosted_ui), MFA, &[])).await;
+    assert_eq!(a.status, Some(403));
+    assert!(a.header("www-authenticate").unwrap().contains("scope=\"aws.cognito.signin.user.admin\""));
+    assert_eq!(mfa.lookups(), 0, "refused locally, not at Cognito");
+    let with_scope = token_for("alice", json!({"scope": "aws.cognito.signin.user.admin"}));
+    assert_eq!(g.ask(request("/x", Some(&with_scope), MFA, &[])).await.code, code::OK);
+}
+
+#[tokio::test]
+async fn enforce_mfa_false_lets_unenrolled_users_through() {
+    let mfa = FakeMfa::new();
+    let g = gate_with(|c| c.mfa.enforce = false, mfa.clone()).await;
+    assert_eq!(g.ask(request("/x", Some(&token_for("bob", json!({}))), MFA, &[])).await.code, code::OK);
+    assert_eq!(mfa.lookups(), 0);
+}
+
+/// A fake Cognito endpoint speaking the JSON protocol: it throttles everything and counts calls.
+async fn throttling_cognito() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use axum::http::StatusCode;
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                assert!(target.ends_with(".AdminGetUser") || target.ends_with(".GetUser"), "{target}");
+                (
+                    StatusCode::BAD_REQUEST,
+                    [("content-type", "application/x-amz-json-1.1")],
+                    r#"{"__type":"TooManyRequestsException","message":"Rate exceeded"}"#,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), calls)
+}
+
+#[tokio::test]
+async fn throttling_by_cognito_is_retried_a_bounded_number_of_times_then_503() {
+    // SAFETY of the test: the SDK reads credentials from the environment; these are dummies for the fake.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    }
+    let (endpoint, calls) = throttling_cognito().await;
+    let sdk = SdkMfaSource::new(
+        "us-east-1",
+        Some(&endpoint),
+        "us-east-1_Pool",
+        MfaLookup::AdminGetUser,
+        Duration::from_millis(400),
+        Duration::from_secs(1),
+    )
+    .await;
+    let answer = sdk.mfa_state(User { username: "alice", access_token: "unused" }).await;
+    assert_eq!(answer, Err(CognitoError::Throttled));
+    let n = calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&n), "bounded retries, saw {n} calls");
+
+    let get_user = SdkMfaSource::new(
+        "us-east-1",
+        Some(&endpoint),
+        "us-east-1_Pool",
+        MfaLookup::GetUser,
+        Duration::from_millis(400),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(get_user.mfa_state(User { username: "alice", access_token: "t" }).await, Err(CognitoError::Throttled));
+}
+
+#[tokio::test]
+async fn an_unreachable_cognito_endpoint_is_unreachable_within_the_deadline() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let sdk = SdkMfaSource::new(
+        "us-east-1",
+        Some(&endpoint),
+        "us-east-1_Pool",
+        MfaLookup::GetUser,
+        Duration::from_millis(400),
+        Duration::from_secs(1),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(sdk.mfa_state(User { username: "alice", access_token: "t" }).await, Err(CognitoError::Unreachable));
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
