@@ -54,7 +54,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
     build_with(config, Arc::new(source))
 }
 
-/// Builds the key store, the MFA gate and the authorizer around a given MFA source.
+/// Builds the parts around a given MFA source, fetching keys over HTTP(S).
 pub fn build_with(config: &Config, mfa_source: Arc<dyn MfaSource>) -> anyhow::Result<Parts> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
@@ -62,6 +62,11 @@ pub fn build_with(config: &Config, mfa_source: Arc<dyn MfaSource>) -> anyhow::Re
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let keys = KeyStore::new(Arc::new(HttpKeySource::new(client, config.jwks_url.clone())), config.keys.clone());
+    Ok(assemble(config, keys, mfa_source))
+}
+
+/// Builds the MFA gate and the authorizer around a key store and an MFA source.
+pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>) -> Parts {
     let rules = Rules {
         issuer: config.issuer.clone(),
         client_ids: config.client_ids.clone(),
@@ -75,7 +80,7 @@ pub fn build_with(config: &Config, mfa_source: Arc<dyn MfaSource>) -> anyhow::Re
     let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone());
     let policy = SharedPolicy::new(config.policy.clone());
     let authorizer = Authorizer::new(Verifier::new(keys.clone(), rules), policy, mfa, config.token_cookie.clone());
-    Ok(Parts { keys, authorizer, metrics })
+    Parts { keys, authorizer, metrics }
 }
 
 /// Serves until `shutdown` resolves: gRPC (ext_authz + health), HTTP, and admin (`/metrics`).

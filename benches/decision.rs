@@ -1,0 +1,152 @@
+//! Micro-benchmarks of the decision path, in-process (no sockets except where named):
+//! token verification, the whole `Check` handler for allow / 401 / 403, the MFA gate warm and cold,
+//! and policy matching.
+//!
+//! Run: `cargo bench --bench decision` (add `-- --quick` for a short run).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, SdkMfaSource, User};
+use cognito_authz::config::Config;
+use cognito_authz::dev::SigningKey;
+use cognito_authz::ext_authz::ExtAuthz;
+use cognito_authz::keys::{FetchError, KeySource, KeyStore};
+use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
+use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::policy::{Policy, RouteContext};
+use cognito_authz::server;
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+
+const ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Bench";
+const CLIENT: &str = "bench-client";
+
+struct StaticKeys(Vec<u8>);
+
+impl KeySource for StaticKeys {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + '_>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
+/// Every user is enrolled; answers at once.
+struct Enrolled;
+
+impl MfaSource for Enrolled {
+    fn mfa_state<'a>(&'a self, _: User<'a>) -> Answer<'a> {
+        Box::pin(async { Ok(MfaState::Enrolled) })
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn token(key: &SigningKey, sub: &str) -> String {
+    key.sign(&json!({
+        "sub": sub, "iss": ISSUER, "client_id": CLIENT, "origin_jti": "5c0b4a43-1f0e-4d2c-9b7a-6e5d4c3b2a19",
+        "event_id": "0f6e2d1c-7b8a-4c9d-8e0f-1a2b3c4d5e6f", "token_use": "access",
+        "scope": "aws.cognito.signin.user.admin", "auth_time": now(), "iat": now(), "exp": now() + 3600,
+        "jti": "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a", "username": "alice", "cognito:groups": ["admin"]
+    }))
+}
+
+fn check(token: &str, access: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/api/items?page=2".into(),
+                    headers: [
+                        ("authorization".to_owned(), format!("Bearer {token}")),
+                        (":authority".to_owned(), "api.example.com".to_owned()),
+                        ("user-agent".to_owned(), "bench/1.0".to_owned()),
+                        ("accept".to_owned(), "application/json".to_owned()),
+                    ]
+                    .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: [("access".to_owned(), access.to_owned())].into(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn service(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<dyn MfaSource>) -> ExtAuthz {
+    let jwks = serde_json::to_vec(&json!({ "keys": [key.jwk()] })).unwrap();
+    let config = Config::with_defaults(ISSUER, "https://unused.invalid/jwks".parse().unwrap(), vec![CLIENT.into()]);
+    let keys = KeyStore::new(Arc::new(StaticKeys(jwks)), config.keys.clone());
+    assert!(rt.block_on(keys.refresh()), "static keys load");
+    let parts = server::assemble(&config, keys, mfa);
+    ExtAuthz::new(parts.authorizer, false, parts.metrics)
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let key = SigningKey::generate("bench-kid").unwrap();
+    let ext = service(&rt, &key, Arc::new(Enrolled));
+    let valid = token(&key, "3f1c7a52-7d7c-4f0e-9a3f-2c5e8b1d9e01");
+    let t = now();
+
+    let allow = check(&valid, "authenticated");
+    c.bench_function("check/allow authenticated (RS256 verify)", |b| b.to_async(&rt).iter(|| ext.decide(&allow, t)));
+    let mfa = check(&valid, "mfa");
+    rt.block_on(ext.decide(&mfa, t));
+    c.bench_function("check/allow mfa, warm MFA cache", |b| b.to_async(&rt).iter(|| ext.decide(&mfa, t)));
+    let garbage = check("eyJhbGciOiJub25lIn0.e30.", "authenticated");
+    c.bench_function("check/401 malformed token", |b| b.to_async(&rt).iter(|| ext.decide(&garbage, t)));
+    // Flip one character in the middle of the signature: well-formed, but wrong.
+    let mut forged = valid.clone().into_bytes();
+    let i = forged.len() - 40;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let bad_sig = check(std::str::from_utf8(&forged).unwrap(), "authenticated");
+    c.bench_function("check/401 bad signature", |b| b.to_async(&rt).iter(|| ext.decide(&bad_sig, t)));
+
+    let policy = Policy::load(std::path::Path::new("envoy/policy.toml")).unwrap();
+    c.bench_function("policy/match example policy (falls through to mfa)", |b| {
+        b.iter(|| policy.requirement("GET", "/api/items/42?x=1", RouteContext::default()).unwrap().access)
+    });
+
+    // Cold MFA: the real AWS SDK client over loopback to a fake Cognito answering AdminGetUser.
+    let endpoint = rt.block_on(fake_cognito());
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
+    }
+    let sdk = rt.block_on(SdkMfaSource::new(
+        "eu-west-1",
+        Some(&endpoint),
+        "eu-west-1_Bench",
+        MfaLookup::AdminGetUser,
+        Duration::from_millis(400),
+        Duration::from_secs(1),
+    ));
+    c.bench_function("mfa/cold lookup: AdminGetUser via the AWS SDK over loopback", |b| {
+        b.to_async(&rt).iter(|| sdk.mfa_state(User { username: "alice", access_token: "" }))
+    });
+}
+
+async fn fake_cognito() -> String {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(|| async {
+            (
+                [("content-type", "application/x-amz-json-1.1")],
+                r#"{"Username":"alice","Enabled":true,"UserStatus":"CONFIRMED","UserAttributes":[],"UserMFASettingList":["SOFTWARE_TOKEN_MFA"]}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+criterion_group!(decision, benches);
+criterion_main!(decision);
