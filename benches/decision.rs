@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, SdkMfaSource, User};
+use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, SdkCognito, User};
 use cognito_authz::config::Config;
 use cognito_authz::dev::SigningKey;
 use cognito_authz::ext_authz::ExtAuthz;
@@ -83,7 +83,10 @@ fn service(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<dyn MfaSourc
     let config = Config::with_defaults(ISSUER, "https://unused.invalid/jwks".parse().unwrap(), vec![CLIENT.into()]);
     let keys = KeyStore::new(Arc::new(StaticKeys(jwks)), config.keys.clone());
     assert!(rt.block_on(keys.refresh()), "static keys load");
-    let parts = server::assemble(&config, keys, mfa);
+    let dir = std::env::temp_dir().join(format!("cognito-authz-bench-{}", std::process::id()));
+    let store = cognito_authz::revocation::file::FileStore::open(&dir.join("revocations.jsonl")).unwrap();
+    let revocations = cognito_authz::revocation::Revocations::new(Arc::new(store), false, None);
+    let parts = server::assemble(&config, keys, mfa, revocations);
     ExtAuthz::new(parts.authorizer, false, parts.metrics)
 }
 
@@ -119,7 +122,7 @@ fn benches(c: &mut Criterion) {
         std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
     }
-    let sdk = rt.block_on(SdkMfaSource::new(
+    let sdk = rt.block_on(SdkCognito::new(
         "eu-west-1",
         Some(&endpoint),
         "eu-west-1_Bench",

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use crate::error::{BadRequest, Denied, Invalid};
 use crate::mfa::MfaGate;
 use crate::policy::{Access, Policy, RouteContext};
+use crate::revocation::Revocations;
 use crate::token;
 use crate::verify::{Claims, Verifier};
 
@@ -56,6 +57,7 @@ impl SharedPolicy {
 #[derive(Clone)]
 pub struct Authorizer {
     verifier: Verifier,
+    revocations: Revocations,
     policy: SharedPolicy,
     mfa: MfaGate,
     token_cookie: Option<String>,
@@ -64,8 +66,14 @@ pub struct Authorizer {
 impl Authorizer {
     /// `token_cookie` names a cookie that may carry the token when no `authorization` header is
     /// sent (browsers cannot set headers on WebSocket or EventSource requests).
-    pub fn new(verifier: Verifier, policy: SharedPolicy, mfa: MfaGate, token_cookie: Option<String>) -> Authorizer {
-        Authorizer { verifier, policy, mfa, token_cookie }
+    pub fn new(
+        verifier: Verifier,
+        revocations: Revocations,
+        policy: SharedPolicy,
+        mfa: MfaGate,
+        token_cookie: Option<String>,
+    ) -> Authorizer {
+        Authorizer { verifier, revocations, policy, mfa, token_cookie }
     }
 
     /// The whole decision, at Unix time `now`.
@@ -76,7 +84,7 @@ impl Authorizer {
             return Ok(self.identify(req, now).await);
         }
         let token = self.credential(req)?;
-        let claims = self.verifier.verify(token, now).await?;
+        let claims = self.authenticate(token, now).await?;
         rule.permits(&claims)?;
         if rule.access == Access::Mfa {
             self.mfa.require(&claims, token).await?;
@@ -84,8 +92,23 @@ impl Authorizer {
         Ok(Allowed::Verified(claims))
     }
 
+    /// A verified token that has not been revoked.
+    pub async fn authenticate(&self, token: &str, now: u64) -> Result<Claims, Denied> {
+        let claims = self.verifier.verify(token, now).await?;
+        self.revocations.check(&claims, now)?;
+        Ok(claims)
+    }
+
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    pub fn mfa(&self) -> &MfaGate {
+        &self.mfa
     }
 
     pub fn policy(&self) -> &SharedPolicy {
@@ -95,7 +118,7 @@ impl Authorizer {
     /// On a public route: the caller's identity when a valid token comes along, else anonymous.
     async fn identify(&self, req: &Request<'_>, now: u64) -> Allowed {
         let Ok(token) = self.credential(req) else { return Allowed::Anonymous };
-        match self.verifier.verify(token, now).await {
+        match self.authenticate(token, now).await {
             Ok(claims) => Allowed::Verified(claims),
             Err(_) => Allowed::Anonymous,
         }

@@ -21,6 +21,8 @@ pub enum MfaState {
 /// Why Cognito gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CognitoError {
+    #[error("cognito refused: the user or token is not valid there")]
+    Refused,
     #[error("cognito throttled the request")]
     Throttled,
     #[error("cognito could not be reached in time")]
@@ -59,14 +61,15 @@ pub enum MfaLookup {
     GetUser,
 }
 
-/// `AdminGetUser` or `GetUser` through the AWS SDK.
-pub struct SdkMfaSource {
+/// The Cognito API through the AWS SDK: MFA lookups (`AdminGetUser` or `GetUser`), user
+/// attributes, and sign-outs.
+pub struct SdkCognito {
     client: idp::Client,
     user_pool_id: String,
     lookup: MfaLookup,
 }
 
-impl SdkMfaSource {
+impl SdkCognito {
     /// Builds the client: credentials from the standard chain (environment, profile, web identity,
     /// instance metadata), one attempt at most `attempt` long, two attempts within `deadline`.
     pub async fn new(
@@ -76,7 +79,7 @@ impl SdkMfaSource {
         lookup: MfaLookup,
         attempt: Duration,
         deadline: Duration,
-    ) -> SdkMfaSource {
+    ) -> SdkCognito {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_owned()));
         if let Some(endpoint) = endpoint {
@@ -97,32 +100,53 @@ impl SdkMfaSource {
                     .with_initial_backoff(Duration::from_millis(50)),
             )
             .build();
-        SdkMfaSource { client: idp::Client::from_conf(config), user_pool_id: user_pool_id.to_owned(), lookup }
+        SdkCognito { client: idp::Client::from_conf(config), user_pool_id: user_pool_id.to_owned(), lookup }
     }
 }
 
-impl MfaSource for SdkMfaSource {
+impl SdkCognito {
+    /// `GetUser`: the attributes of the token's user.
+    pub async fn user_attributes(&self, access_token: &str) -> Result<Vec<(String, String)>, CognitoError> {
+        let out = self.client.get_user().access_token(access_token).send().await.map_err(classify)?;
+        let mut attributes = vec![("username".to_owned(), out.username().to_owned())];
+        for a in out.user_attributes() {
+            attributes.push((a.name().to_owned(), a.value().unwrap_or_default().to_owned()));
+        }
+        Ok(attributes)
+    }
+
+    /// `GlobalSignOut` with the user's own access token: no refreshed token comes back.
+    pub async fn global_sign_out(&self, access_token: &str) -> Result<(), CognitoError> {
+        self.client.global_sign_out().access_token(access_token).send().await.map(|_| ()).map_err(classify)
+    }
+
+    /// `AdminUserGlobalSignOut`: signs a user out everywhere (AWS credentials needed).
+    pub async fn admin_global_sign_out(&self, username: &str) -> Result<(), CognitoError> {
+        let call = self.client.admin_user_global_sign_out().user_pool_id(&self.user_pool_id).username(username);
+        call.send().await.map(|_| ()).map_err(classify)
+    }
+}
+
+impl MfaSource for SdkCognito {
     fn mfa_state<'a>(&'a self, user: User<'a>) -> Answer<'a> {
         Box::pin(async move {
-            match self.lookup {
+            let answer = match self.lookup {
                 MfaLookup::AdminGetUser => {
-                    let out = self
-                        .client
-                        .admin_get_user()
-                        .user_pool_id(&self.user_pool_id)
-                        .username(user.username)
-                        .send()
-                        .await;
-                    match out {
+                    let call = self.client.admin_get_user().user_pool_id(&self.user_pool_id).username(user.username);
+                    match call.send().await {
                         Ok(out) if !out.enabled() => Ok(MfaState::Gone),
                         Ok(out) => Ok(state_of(out.user_mfa_setting_list())),
-                        Err(error) => classify(error),
+                        Err(error) => Err(classify(error)),
                     }
                 }
                 MfaLookup::GetUser => match self.client.get_user().access_token(user.access_token).send().await {
                     Ok(out) => Ok(state_of(out.user_mfa_setting_list())),
-                    Err(error) => classify(error),
+                    Err(error) => Err(classify(error)),
                 },
+            };
+            match answer {
+                Err(CognitoError::Refused) => Ok(MfaState::Gone),
+                other => other,
             }
         })
     }
@@ -138,7 +162,7 @@ fn state_of(settings: &[String]) -> MfaState {
 }
 
 /// Sorts an SDK error by Cognito's error code (`__type`), never by its message.
-fn classify<E: ProvideErrorMetadata, R>(error: SdkError<E, R>) -> Result<MfaState, CognitoError> {
+fn classify<E: ProvideErrorMetadata, R>(error: SdkError<E, R>) -> CognitoError {
     match &error {
         SdkError::ServiceError(service) => match service.err().code() {
             Some(
@@ -146,15 +170,15 @@ fn classify<E: ProvideErrorMetadata, R>(error: SdkError<E, R>) -> Result<MfaStat
                 | "NotAuthorizedException"
                 | "PasswordResetRequiredException"
                 | "UserNotConfirmedException",
-            ) => Ok(MfaState::Gone),
-            Some("TooManyRequestsException" | "LimitExceededException") => Err(CognitoError::Throttled),
+            ) => CognitoError::Refused,
+            Some("TooManyRequestsException" | "LimitExceededException") => CognitoError::Throttled,
             Some(code) => {
                 tracing::warn!(code = %crate::audit::loggable(code), "cognito answered an unexpected error");
-                Err(CognitoError::Unexpected)
+                CognitoError::Unexpected
             }
-            None => Err(CognitoError::Unexpected),
+            None => CognitoError::Unexpected,
         },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Err(CognitoError::Unreachable),
-        _ => Err(CognitoError::Unexpected),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => CognitoError::Unreachable,
+        _ => CognitoError::Unexpected,
     }
 }

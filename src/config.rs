@@ -9,9 +9,31 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cognito::MfaLookup;
+use crate::http::auth::{AuthSettings, CookieSettings};
 use crate::keys::KeySettings;
 use crate::mfa::MfaSettings;
+use crate::oauth::Endpoints;
 use crate::policy::Policy;
+
+/// A secret setting: never printed, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 /// Issuers under this host belong to `cognito-authz dev` and are never accepted by `serve`.
 pub const DEV_ISSUER_HOST: &str = "cognito-authz.invalid";
@@ -100,6 +122,76 @@ pub struct ServeArgs {
     /// Defaults to `127.0.0.1:9090`.
     #[arg(long, env = "COGNITO_AUTHZ_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer token for the admin routes (`POST /admin/revoke-user`); off without one.
+    #[arg(long, env = "COGNITO_AUTHZ_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin token (instead of `--admin-token`).
+    #[arg(long, env = "COGNITO_AUTHZ_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Directory for local state (the revocation file). Defaults to `.cognito-authz`.
+    #[arg(long, env = "COGNITO_AUTHZ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where revocations are kept: `file:PATH` (one replica) or `redis://HOST:PORT/DB` (shared by
+    /// replicas). Defaults to `file:{data-dir}/revocations.jsonl`.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_STORE")]
+    pub revocation_store: Option<String>,
+    /// With Redis: seconds without confirmation from Redis after which decisions answer 503
+    /// rather than trust an old copy. Defaults to `10`.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_MAX_STALENESS_SECONDS")]
+    pub revocation_max_staleness_seconds: Option<u64>,
+    /// Seconds a refresh token lives (how long an `origin_jti` revocation is kept). Defaults to
+    /// `2592000` (30 days, Cognito's default).
+    #[arg(long, env = "COGNITO_AUTHZ_REFRESH_TOKEN_LIFETIME")]
+    pub refresh_token_lifetime: Option<u64>,
+    /// Accept tokens without `jti`/`origin_jti` (app clients with token revocation off), which
+    /// logout cannot revoke. Defaults to `false`.
+    #[arg(long, env = "COGNITO_AUTHZ_ALLOW_UNREVOCABLE_TOKENS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_unrevocable_tokens: Option<bool>,
+    /// The Cognito hosted-UI domain, e.g. `https://auth.example.com`: gives `/oauth2/token`,
+    /// `/oauth2/userInfo`, `/oauth2/revoke` and `/logout`.
+    #[arg(long, env = "COGNITO_AUTHZ_OAUTH_DOMAIN")]
+    pub oauth_domain: Option<String>,
+    /// Token endpoint (overrides the one under `--oauth-domain`).
+    #[arg(long, env = "COGNITO_AUTHZ_TOKEN_URL")]
+    pub token_url: Option<String>,
+    /// Userinfo endpoint (overrides the one under `--oauth-domain`).
+    #[arg(long, env = "COGNITO_AUTHZ_USERINFO_URL")]
+    pub userinfo_url: Option<String>,
+    /// Revocation endpoint (overrides the one under `--oauth-domain`).
+    #[arg(long, env = "COGNITO_AUTHZ_REVOKE_URL")]
+    pub revoke_url: Option<String>,
+    /// Hosted-UI logout endpoint (overrides the one under `--oauth-domain`).
+    #[arg(long, env = "COGNITO_AUTHZ_LOGOUT_URL")]
+    pub logout_url: Option<String>,
+    /// The app client that exchanges codes. Defaults to the first `--client-id`.
+    #[arg(long, env = "COGNITO_AUTHZ_OAUTH_CLIENT_ID")]
+    pub oauth_client_id: Option<String>,
+    /// The app client's secret (never logged or echoed).
+    #[arg(long, env = "COGNITO_AUTHZ_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// File holding the client secret (instead of `--client-secret`).
+    #[arg(long, env = "COGNITO_AUTHZ_CLIENT_SECRET_FILE")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Default `redirect_uri` for the code exchange.
+    #[arg(long, env = "COGNITO_AUTHZ_REDIRECT_URI")]
+    pub redirect_uri: Option<String>,
+    /// Where the hosted UI sends the browser after logout (`logout_uri`).
+    #[arg(long, env = "COGNITO_AUTHZ_LOGOUT_REDIRECT_URI")]
+    pub logout_redirect_uri: Option<String>,
+    /// Name of the refresh-token cookie. Defaults to `cognito_refresh`.
+    #[arg(long, env = "COGNITO_AUTHZ_REFRESH_COOKIE_NAME")]
+    pub refresh_cookie_name: Option<String>,
+    /// Path of the refresh-token cookie. Defaults to `/auth`.
+    #[arg(long, env = "COGNITO_AUTHZ_REFRESH_COOKIE_PATH")]
+    pub refresh_cookie_path: Option<String>,
+    /// Domain of the refresh-token cookie. Defaults to none (the host only).
+    #[arg(long, env = "COGNITO_AUTHZ_REFRESH_COOKIE_DOMAIN")]
+    pub refresh_cookie_domain: Option<String>,
+    /// Origins allowed to call the HTTP module with cookies (and by CORS); comma-separated.
+    /// Defaults to none: CORS off, cookie-only refresh and logout refused.
+    #[arg(long = "allowed-origin", env = "COGNITO_AUTHZ_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allowed_origin: Vec<String>,
 }
 
 /// The validated configuration.
@@ -125,6 +217,28 @@ pub struct Config {
     pub cognito_timeout: Duration,
     pub allow_machine_tokens: bool,
     pub admin_listen: SocketAddr,
+    pub admin_token: Option<Secret>,
+    pub revocation_store: StoreSpec,
+    pub revocation_max_staleness: Duration,
+    pub allow_unrevocable_tokens: bool,
+    /// The OAuth endpoints and the confidential client, when sign-in is configured.
+    pub oauth: Option<OAuthConfig>,
+    pub auth: AuthSettings,
+}
+
+/// Where revocations are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    File(PathBuf),
+    Redis(String),
+}
+
+/// The confidential client of the HTTP module.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub endpoints: Endpoints,
+    pub client_id: String,
+    pub secret: Option<Secret>,
 }
 
 /// A bad setting, named by its flag and environment variable.
@@ -164,6 +278,18 @@ impl Config {
             cognito_timeout: Duration::from_secs(1),
             allow_machine_tokens: false,
             admin_listen: ([127, 0, 0, 1], 9090).into(),
+            admin_token: None,
+            revocation_store: StoreSpec::File(PathBuf::from(".cognito-authz/revocations.jsonl")),
+            revocation_max_staleness: Duration::from_secs(10),
+            allow_unrevocable_tokens: false,
+            oauth: None,
+            auth: AuthSettings {
+                redirect_uri: None,
+                logout_redirect_uri: None,
+                cookie: CookieSettings { name: "cognito_refresh".into(), path: "/auth".into(), domain: None },
+                allowed_origins: vec![],
+                refresh_token_lifetime: Duration::from_secs(30 * 86400),
+            },
         }
     }
 }
@@ -199,6 +325,29 @@ impl ServeArgs {
             mfa_negative_cache_ttl: self.mfa_negative_cache_ttl.or(file.mfa_negative_cache_ttl),
             allow_machine_tokens: self.allow_machine_tokens.or(file.allow_machine_tokens),
             admin_listen: self.admin_listen.or(file.admin_listen),
+            admin_token: self.admin_token.or(file.admin_token),
+            admin_token_file: self.admin_token_file.or(file.admin_token_file),
+            data_dir: self.data_dir.or(file.data_dir),
+            revocation_store: self.revocation_store.or(file.revocation_store),
+            revocation_max_staleness_seconds: self
+                .revocation_max_staleness_seconds
+                .or(file.revocation_max_staleness_seconds),
+            refresh_token_lifetime: self.refresh_token_lifetime.or(file.refresh_token_lifetime),
+            allow_unrevocable_tokens: self.allow_unrevocable_tokens.or(file.allow_unrevocable_tokens),
+            oauth_domain: self.oauth_domain.or(file.oauth_domain),
+            token_url: self.token_url.or(file.token_url),
+            userinfo_url: self.userinfo_url.or(file.userinfo_url),
+            revoke_url: self.revoke_url.or(file.revoke_url),
+            logout_url: self.logout_url.or(file.logout_url),
+            oauth_client_id: self.oauth_client_id.or(file.oauth_client_id),
+            client_secret: self.client_secret.or(file.client_secret),
+            client_secret_file: self.client_secret_file.or(file.client_secret_file),
+            redirect_uri: self.redirect_uri.or(file.redirect_uri),
+            logout_redirect_uri: self.logout_redirect_uri.or(file.logout_redirect_uri),
+            refresh_cookie_name: self.refresh_cookie_name.or(file.refresh_cookie_name),
+            refresh_cookie_path: self.refresh_cookie_path.or(file.refresh_cookie_path),
+            refresh_cookie_domain: self.refresh_cookie_domain.or(file.refresh_cookie_domain),
+            allowed_origin: if self.allowed_origin.is_empty() { file.allowed_origin } else { self.allowed_origin },
         })
     }
 
@@ -275,7 +424,85 @@ impl ServeArgs {
             negative_ttl: self.mfa_negative_cache_ttl.map_or(mfa_defaults.negative_ttl, Duration::from_secs),
             capacity: mfa_defaults.capacity,
         };
+        let admin_token = secret(self.admin_token, self.admin_token_file, "admin-token", "COGNITO_AUTHZ_ADMIN_TOKEN")?;
+        if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            return Err(bad("admin-token", "COGNITO_AUTHZ_ADMIN_TOKEN", "must be at least 16 characters"));
+        }
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(".cognito-authz"));
+        let revocation_store = match self.revocation_store.as_deref() {
+            None => StoreSpec::File(data_dir.join("revocations.jsonl")),
+            Some(spec) if spec.starts_with("redis://") || spec.starts_with("rediss://") => {
+                StoreSpec::Redis(spec.to_owned())
+            }
+            Some(spec) => match spec.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => StoreSpec::File(PathBuf::from(path)),
+                _ => {
+                    return Err(bad(
+                        "revocation-store",
+                        "COGNITO_AUTHZ_REVOCATION_STORE",
+                        "must be file:PATH or redis://…",
+                    ));
+                }
+            },
+        };
+        let url = |value: Option<String>,
+                   flag: &'static str,
+                   env: &'static str|
+         -> Result<Option<reqwest::Url>, ConfigError> {
+            value.map(|v| reqwest::Url::parse(&v).map_err(|_| bad(flag, env, "is not a URL"))).transpose()
+        };
+        let mut endpoints = match url(self.oauth_domain, "oauth-domain", "COGNITO_AUTHZ_OAUTH_DOMAIN")? {
+            Some(domain) => Endpoints::under(&domain),
+            None => Endpoints::default(),
+        };
+        if let Some(u) = url(self.token_url, "token-url", "COGNITO_AUTHZ_TOKEN_URL")? {
+            endpoints.token = Some(u);
+        }
+        if let Some(u) = url(self.userinfo_url, "userinfo-url", "COGNITO_AUTHZ_USERINFO_URL")? {
+            endpoints.userinfo = Some(u);
+        }
+        if let Some(u) = url(self.revoke_url, "revoke-url", "COGNITO_AUTHZ_REVOKE_URL")? {
+            endpoints.revoke = Some(u);
+        }
+        if let Some(u) = url(self.logout_url, "logout-url", "COGNITO_AUTHZ_LOGOUT_URL")? {
+            endpoints.logout = Some(u);
+        }
+        let client_secret =
+            secret(self.client_secret, self.client_secret_file, "client-secret", "COGNITO_AUTHZ_CLIENT_SECRET")?;
+        let configured = endpoints.token.is_some() || endpoints.userinfo.is_some() || endpoints.revoke.is_some();
+        let oauth = configured.then(|| OAuthConfig {
+            endpoints,
+            client_id: self.oauth_client_id.unwrap_or_else(|| client_ids[0].clone()),
+            secret: client_secret,
+        });
+        for origin in &self.allowed_origin {
+            let parsed = reqwest::Url::parse(origin).ok();
+            if parsed.is_none_or(|u| u.path() != "/" || origin.ends_with('/')) {
+                return Err(bad(
+                    "allowed-origin",
+                    "COGNITO_AUTHZ_ALLOWED_ORIGINS",
+                    "each must be an origin like https://app.example.com",
+                ));
+            }
+        }
+        let auth = AuthSettings {
+            redirect_uri: self.redirect_uri,
+            logout_redirect_uri: self.logout_redirect_uri,
+            cookie: CookieSettings {
+                name: self.refresh_cookie_name.unwrap_or_else(|| "cognito_refresh".into()),
+                path: self.refresh_cookie_path.unwrap_or_else(|| "/auth".into()),
+                domain: self.refresh_cookie_domain,
+            },
+            allowed_origins: self.allowed_origin,
+            refresh_token_lifetime: Duration::from_secs(self.refresh_token_lifetime.unwrap_or(30 * 86400)),
+        };
         Ok(Config {
+            admin_token,
+            revocation_store,
+            revocation_max_staleness: Duration::from_secs(self.revocation_max_staleness_seconds.unwrap_or(10)),
+            allow_unrevocable_tokens: self.allow_unrevocable_tokens.unwrap_or(false),
+            oauth,
+            auth,
             region,
             user_pool_id: pool,
             policy,
@@ -301,6 +528,25 @@ impl ServeArgs {
                 failure_backoff: defaults.failure_backoff,
             },
         })
+    }
+}
+
+/// A secret from its flag or from a file (trailing newline dropped).
+fn secret(
+    value: Option<String>,
+    file: Option<PathBuf>,
+    flag: &'static str,
+    env: &'static str,
+) -> Result<Option<Secret>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(bad(flag, env, "give the value or the file, not both")),
+        (Some(v), None) => Ok(Some(Secret::new(v))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| bad(flag, env, format!("cannot read {}: {e}", path.display())))?;
+            Ok(Some(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned())))
+        }
+        (None, None) => Ok(None),
     }
 }
 

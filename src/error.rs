@@ -52,6 +52,10 @@ pub enum Invalid {
     MachineToken,
     #[error("user is disabled or deleted")]
     UserDisabled,
+    #[error("token has been revoked")]
+    Revoked,
+    #[error("token has no jti or origin_jti, so it could not be revoked (--allow-unrevocable-tokens)")]
+    Unrevocable,
 }
 
 /// Why a valid token may not use this route: HTTP 403.
@@ -91,6 +95,8 @@ pub enum Unavailable {
     Cognito,
     #[error("cognito throttled the mfa state lookup")]
     CognitoThrottled,
+    #[error("the revocation list has not been confirmed by its store recently enough")]
+    RevocationsStale,
 }
 
 /// A refusal. Every variant is an answer to Envoy, never an RPC error.
@@ -148,6 +154,7 @@ impl Denied {
             Denied::Unauthenticated(Invalid::NotYetValid) => "Token is not yet valid",
             Denied::Unauthenticated(Invalid::NotAccessToken) => "Not an access token",
             Denied::Unauthenticated(Invalid::UserDisabled) => "User is disabled",
+            Denied::Unauthenticated(Invalid::Revoked) => "Token has been revoked",
             Denied::Unauthenticated(_) => "Could not validate credentials",
             Denied::Forbidden(Forbidden::MfaRequired) => "MFA enrolment required",
             Denied::Forbidden(Forbidden::InsufficientScope) => "Insufficient scope",

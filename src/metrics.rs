@@ -76,7 +76,7 @@ impl Metrics {
             Ok(MfaState::Gone) => "user_gone",
             Err(CognitoError::Throttled) => "throttled",
             Err(CognitoError::Unreachable) => "unreachable",
-            Err(CognitoError::Unexpected) => "error",
+            Err(CognitoError::Unexpected | CognitoError::Refused) => "error",
         };
         self.inner.mfa_lookups.get_or_create(&Result_ { result }).inc();
         self.inner.mfa_lookup_seconds.observe(took.as_secs_f64());

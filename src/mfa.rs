@@ -98,7 +98,7 @@ impl MfaGate {
             Ok(MfaState::Gone) => Err(Invalid::UserDisabled.into()),
             Err(error) => Err(match *error {
                 CognitoError::Throttled => Unavailable::CognitoThrottled,
-                CognitoError::Unreachable | CognitoError::Unexpected => Unavailable::Cognito,
+                CognitoError::Refused | CognitoError::Unreachable | CognitoError::Unexpected => Unavailable::Cognito,
             }
             .into()),
         }

@@ -76,7 +76,8 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         "\n  dev server: gRPC ext_authz on {grpc}, JWKS on {jwks_url}\n  try:  cognito-authz check --addr http://{grpc} --token \"$(cognito-authz dev --data-dir {data_dir} token alice)\"\n",
         grpc = config.grpc_listen
     );
-    let parts = server::build_with(&config, Arc::new(pool))?;
+    config.revocation_store = crate::config::StoreSpec::File(args.data_dir.join("revocations.jsonl"));
+    let parts = server::build_with(&config, Arc::new(pool), None).await?;
     server::serve(&config, parts, listeners, routes, server::termination()).await
 }
 

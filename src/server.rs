@@ -11,14 +11,20 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::authz::{Authorizer, SharedPolicy};
-use crate::cognito::{MfaSource, SdkMfaSource};
-use crate::config::Config;
+use crate::cognito::{MfaSource, SdkCognito};
+use crate::config::{Config, StoreSpec};
 use crate::ext_authz::ExtAuthz;
+use crate::http::AuthState;
+use crate::http::admin::{self, AdminState};
 use crate::keys::{HttpKeySource, KeyStore};
 use crate::metrics::Metrics;
 use crate::mfa::MfaGate;
+use crate::oauth::OAuthClient;
 use crate::pb::auth::authorization_server::AuthorizationServer;
 use crate::policy::Policy;
+use crate::revocation::file::FileStore;
+use crate::revocation::redis::RedisStore;
+use crate::revocation::{Revocations, unix_now};
 use crate::verify::{Rules, Verifier};
 
 /// The service name Envoy and Kubernetes ask the health service about.
@@ -29,6 +35,10 @@ pub struct Parts {
     pub keys: KeyStore,
     pub authorizer: Authorizer,
     pub metrics: Metrics,
+    /// The Cognito API, for the HTTP module (absent in dev mode).
+    pub cognito: Option<Arc<SdkCognito>>,
+    /// The shared revocation store, whose subscription `serve` keeps up.
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 /// The three listeners.
@@ -38,35 +48,65 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// Builds the parts with the AWS SDK as the MFA source.
+/// Builds the parts with the AWS SDK as the MFA source and Cognito client.
 pub async fn build(config: &Config) -> anyhow::Result<Parts> {
     // Two attempts fit in the deadline; each gets 40 % of it.
     let attempt = config.cognito_timeout.mul_f64(0.4);
-    let source = SdkMfaSource::new(
-        &config.region,
-        config.cognito_endpoint.as_deref(),
-        &config.user_pool_id,
-        config.mfa_source,
-        attempt,
-        config.cognito_timeout,
-    )
-    .await;
-    build_with(config, Arc::new(source))
+    let cognito = Arc::new(
+        SdkCognito::new(
+            &config.region,
+            config.cognito_endpoint.as_deref(),
+            &config.user_pool_id,
+            config.mfa_source,
+            attempt,
+            config.cognito_timeout,
+        )
+        .await,
+    );
+    build_with(config, cognito.clone(), Some(cognito)).await
 }
 
 /// Builds the parts around a given MFA source, fetching keys over HTTP(S).
-pub fn build_with(config: &Config, mfa_source: Arc<dyn MfaSource>) -> anyhow::Result<Parts> {
+pub async fn build_with(
+    config: &Config,
+    mfa_source: Arc<dyn MfaSource>,
+    cognito: Option<Arc<SdkCognito>>,
+) -> anyhow::Result<Parts> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let keys = KeyStore::new(Arc::new(HttpKeySource::new(client, config.jwks_url.clone())), config.keys.clone());
-    Ok(assemble(config, keys, mfa_source))
+    let (revocations, redis) = open_revocations(config).await?;
+    let mut parts = assemble(config, keys, mfa_source, revocations);
+    parts.cognito = cognito;
+    parts.redis = redis;
+    Ok(parts)
 }
 
-/// Builds the MFA gate and the authorizer around a key store and an MFA source.
-pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>) -> Parts {
+/// Opens the revocation store. A file is loaded now (a bad file stops start-up); Redis is loaded
+/// by its subscription once serving starts.
+pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, Option<Arc<RedisStore>>)> {
+    match &config.revocation_store {
+        StoreSpec::File(path) => {
+            let store = FileStore::open(path)
+                .map_err(|e| anyhow::anyhow!("cannot open the revocation file {}: {e}", path.display()))?;
+            let revocations = Revocations::new(Arc::new(store), config.allow_unrevocable_tokens, None);
+            let n = revocations.reload(unix_now()).await?;
+            tracing::info!(entries = n, path = %path.display(), "revocation list loaded");
+            Ok((revocations, None))
+        }
+        StoreSpec::Redis(url) => {
+            let store = Arc::new(RedisStore::new(url, &config.user_pool_id, Duration::from_secs(1))?);
+            let staleness = Some(config.revocation_max_staleness);
+            Ok((Revocations::new(store.clone(), config.allow_unrevocable_tokens, staleness), Some(store)))
+        }
+    }
+}
+
+/// Builds the MFA gate and the authorizer around a key store, an MFA source and revocations.
+pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>, revocations: Revocations) -> Parts {
     let rules = Rules {
         issuer: config.issuer.clone(),
         client_ids: config.client_ids.clone(),
@@ -79,8 +119,9 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>)
     }
     let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone());
     let policy = SharedPolicy::new(config.policy.clone());
-    let authorizer = Authorizer::new(Verifier::new(keys.clone(), rules), policy, mfa, config.token_cookie.clone());
-    Parts { keys, authorizer, metrics }
+    let verifier = Verifier::new(keys.clone(), rules);
+    let authorizer = Authorizer::new(verifier, revocations, policy, mfa, config.token_cookie.clone());
+    Parts { keys, authorizer, metrics, cognito: None, redis: None }
 }
 
 /// Serves until `shutdown` resolves: gRPC (ext_authz + health), HTTP, and admin (`/metrics`).
@@ -98,13 +139,17 @@ pub async fn serve(
     reporter.set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing).await;
 
     let refresh = tokio::spawn(parts.keys.clone().run_refresh());
+    let revocations = parts.authorizer.revocations().clone();
+    let follow = parts.redis.clone().map(|redis| tokio::spawn(redis.sync(revocations.clone())));
+    let purge = tokio::spawn(purge_revocations(revocations.clone()));
     let reload =
         config.policy_path.clone().map(|path| tokio::spawn(reload_on_hangup(path, parts.authorizer.policy().clone())));
-    let mut loaded = parts.keys.loaded();
+    let mut keys_loaded = parts.keys.loaded();
+    let mut revocations_loaded = revocations.loaded();
     let ready = reporter.clone();
     let health_task = tokio::spawn(async move {
-        if loaded.wait_for(|l| *l).await.is_ok() {
-            tracing::info!("signing keys loaded; serving");
+        if keys_loaded.wait_for(|l| *l).await.is_ok() && revocations_loaded.wait_for(|l| *l).await.is_ok() {
+            tracing::info!("signing keys and revocations loaded; serving");
             ready.set_service_status("", ServingStatus::Serving).await;
             ready.set_service_status(AUTHZ_SERVICE, ServingStatus::Serving).await;
         }
@@ -125,19 +170,35 @@ pub async fn serve(
     let Listeners { grpc, http, admin } = listeners;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, admin = %admin.local_addr()?,
         issuer = %config.issuer, jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
+    let auth_state = AuthState {
+        authorizer: parts.authorizer.clone(),
+        oauth: config.oauth.as_ref().map(|o| {
+            OAuthClient::new(o.endpoints.clone(), o.client_id.clone(), o.secret.clone(), config.cognito_timeout * 2)
+        }),
+        cognito: parts.cognito.clone(),
+        settings: Arc::new(config.auth.clone()),
+    };
+    let admin_state = AdminState {
+        metrics: parts.metrics.clone(),
+        revocations: revocations.clone(),
+        mfa: parts.authorizer.mfa().clone(),
+        cognito: parts.cognito.clone(),
+        token: config.admin_token.clone(),
+        refresh_token_lifetime: config.auth.refresh_token_lifetime,
+    };
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone());
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::new(ext_authz))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone()));
-    let http_server = axum::serve(http, http_routes.merge(crate::http::health_routes(parts.keys)))
+    let http_server = axum::serve(http, http_routes.merge(crate::http::routes(auth_state, parts.keys)))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin_server =
-        axum::serve(admin, crate::http::admin_routes(parts.metrics)).with_graceful_shutdown(stopped(stop_rx));
+    let admin_server = axum::serve(admin, admin::routes(admin_state)).with_graceful_shutdown(stopped(stop_rx));
     let (grpc_result, http_result, admin_result) = tokio::join!(grpc_server, http_server, admin_server);
     refresh.abort();
-    if let Some(reload) = reload {
-        reload.abort();
+    purge.abort();
+    for task in [reload, follow].into_iter().flatten() {
+        task.abort();
     }
     grpc_result?;
     http_result?;
@@ -148,6 +209,17 @@ pub async fn serve(
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Drops expired revocations every minute, here and in the store.
+async fn purge_revocations(revocations: Revocations) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(error) = revocations.purge(unix_now()).await {
+            tracing::warn!(%error, "purging expired revocations failed");
+        }
+    }
 }
 
 /// Reads the policy file again on each SIGHUP; a bad file keeps the policy in force.

@@ -71,7 +71,7 @@ struct Harness {
 
 async fn harness() -> Harness {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new());
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await, "the test JWKS loads");
     Harness { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics), jwks }
 }
@@ -271,7 +271,7 @@ async fn check_request_without_http_attributes_is_a_bad_request() {
 async fn unreachable_keys_give_503_not_401() {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
     jwks.set_mode(Mode::Fail);
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new());
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!((d.code, d.http_status), (code::UNAVAILABLE, Some(503)));
@@ -282,7 +282,7 @@ async fn unreachable_keys_give_503_not_401() {
 #[tokio::test]
 async fn strip_authorization_removes_the_header_on_allow() {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new());
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, true, parts.metrics);
     let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
@@ -295,7 +295,7 @@ async fn token_cookie_is_read_when_no_header_is_sent() {
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
     let mut config = common::config(&jwks.url());
     config.token_cookie = Some("access_token".into());
-    let parts = common::parts(&config, FakeMfa::new());
+    let parts = common::parts(&config, FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let t = signed(&access_claims());

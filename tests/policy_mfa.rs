@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cognito_authz::cognito::{CognitoError, MfaLookup, MfaSource, MfaState, SdkMfaSource, User};
+use cognito_authz::cognito::{CognitoError, MfaLookup, MfaSource, MfaState, SdkCognito, User};
 use cognito_authz::config::Config;
 use cognito_authz::error::code;
 use cognito_authz::ext_authz::ExtAuthz;
@@ -27,7 +27,7 @@ async fn gate_with(mut configure: impl FnMut(&mut Config), mfa: Arc<FakeMfa>) ->
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
     let mut config = common::config(&jwks.url());
     configure(&mut config);
-    let parts = common::parts(&config, mfa.clone());
+    let parts = common::parts(&config, mfa.clone()).await;
     assert!(parts.keys.refresh().await);
     Gate { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics), mfa }
 }
@@ -351,7 +351,7 @@ async fn throttling_by_cognito_is_retried_a_bounded_number_of_times_then_503() {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     }
     let (endpoint, calls) = throttling_cognito().await;
-    let sdk = SdkMfaSource::new(
+    let sdk = SdkCognito::new(
         "us-east-1",
         Some(&endpoint),
         "us-east-1_Pool",
@@ -365,7 +365,7 @@ async fn throttling_by_cognito_is_retried_a_bounded_number_of_times_then_503() {
     let n = calls.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=2).contains(&n), "bounded retries, saw {n} calls");
 
-    let get_user = SdkMfaSource::new(
+    let get_user = SdkCognito::new(
         "us-east-1",
         Some(&endpoint),
         "us-east-1_Pool",
@@ -382,7 +382,7 @@ async fn an_unreachable_cognito_endpoint_is_unreachable_within_the_deadline() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let sdk = SdkMfaSource::new(
+    let sdk = SdkCognito::new(
         "us-east-1",
         Some(&endpoint),
         "us-east-1_Pool",

@@ -31,7 +31,7 @@ async fn start(config: cognito_authz::config::Config) -> Running {
         admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
-    let parts = common::parts(&config, FakeMfa::new());
+    let parts = common::parts(&config, FakeMfa::new()).await;
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         server::serve(&config, parts, listeners, axum::Router::new(), async {

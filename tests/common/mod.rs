@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cognito_authz::cognito::{Answer, CognitoError, MfaSource, MfaState, User};
-use cognito_authz::config::Config;
+use cognito_authz::config::{Config, StoreSpec};
 use cognito_authz::dev::SigningKey;
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
@@ -155,6 +155,7 @@ pub fn config(jwks_url: &str) -> Config {
     config.grpc_listen = "127.0.0.1:0".parse().unwrap();
     config.http_listen = "127.0.0.1:0".parse().unwrap();
     config.admin_listen = "127.0.0.1:0".parse().unwrap();
+    config.revocation_store = StoreSpec::File(temp_dir("revocations").join("revocations.jsonl"));
     config
 }
 
@@ -213,6 +214,15 @@ impl MfaSource for FakeMfa {
 }
 
 /// Builds the service parts for `config` with a fake MFA source.
-pub fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
-    server::build_with(config, mfa).expect("parts build")
+pub async fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
+    server::build_with(config, mfa, None).await.expect("parts build")
+}
+
+/// A fresh directory for one test's state.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("cognito-authz-test-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }

@@ -1,0 +1,99 @@
+//! The admin listener (`--admin-listen`, loopback by default; never routed by Envoy):
+//! `GET /metrics`, and `POST /admin/revoke-user`, protected by a bearer token compared in
+//! constant time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::HttpError;
+use crate::cognito::{CognitoError, SdkCognito};
+use crate::config::Secret;
+use crate::metrics::Metrics;
+use crate::mfa::MfaGate;
+use crate::revocation::{Entry, Revocations, unix_now};
+
+/// What the admin routes need.
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Metrics,
+    pub revocations: Revocations,
+    pub mfa: MfaGate,
+    pub cognito: Option<Arc<SdkCognito>>,
+    /// Without a token the revoke route is off.
+    pub token: Option<Secret>,
+    pub refresh_token_lifetime: Duration,
+}
+
+pub fn routes(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/admin/revoke-user", post(revoke_user))
+        .with_state(state)
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeUser {
+    sub: Uuid,
+    /// The Cognito username, for `AdminUserGlobalSignOut` (defaults to the `sub`).
+    username: Option<String>,
+}
+
+/// Refuses every token of a user signed in before now, signs them out at Cognito and forgets
+/// their cached MFA state: what an admin needs after an MFA reset.
+async fn revoke_user(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, HttpError> {
+    authorize(&state, &headers)?;
+    let request: RevokeUser = serde_json::from_slice(&body).map_err(|_| HttpError::BadBody)?;
+    let now = unix_now();
+    let entry = Entry::User { sub: request.sub, before: now, until: now + state.refresh_token_lifetime.as_secs() };
+    state.revocations.revoke(vec![entry]).await.map_err(|error| {
+        tracing::warn!(%error, "revocation store unavailable; user revocation not acknowledged");
+        HttpError::StoreUnavailable
+    })?;
+    state.mfa.forget(&request.sub).await;
+    let mut signed_out = false;
+    if let Some(cognito) = &state.cognito {
+        let username = request.username.unwrap_or_else(|| request.sub.to_string());
+        match cognito.admin_global_sign_out(&username).await {
+            Ok(()) => signed_out = true,
+            Err(CognitoError::Refused) => {}
+            Err(e) => return Err(HttpError::from_cognito(e)),
+        }
+    }
+    tracing::info!(user = %request.sub, "user revoked by an administrator");
+    Ok(Json(json!({ "revoked": request.sub, "before": now, "signed_out_at_cognito": signed_out })))
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), HttpError> {
+    let expected = state.token.as_ref().ok_or(HttpError::AdminUnauthorized)?;
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(sent.as_bytes().ct_eq(expected.expose().as_bytes())) && !sent.is_empty() {
+        Ok(())
+    } else {
+        Err(HttpError::AdminUnauthorized)
+    }
+}

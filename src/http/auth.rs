@@ -1,0 +1,277 @@
+//! The companion HTTP module: `POST /auth/sign-in`, `POST /auth/refresh`, `GET /auth/me`,
+//! `GET|POST /auth/logout`. These routes are `public` at the gateway and verify their tokens here,
+//! with the same verifier and revocation list as every ext_authz decision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::HttpError;
+use crate::authz::Authorizer;
+use crate::cognito::SdkCognito;
+use crate::error::{Denied, Invalid};
+use crate::mfa::ADMIN_SCOPE;
+use crate::oauth::{OAuthClient, OAuthError, Tokens};
+use crate::revocation::{logout_entries, unix_now};
+use crate::token;
+use crate::verify::{Claims, Identity};
+
+/// The refresh-token cookie.
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    /// Defaults to `cognito_refresh`.
+    pub name: String,
+    /// Defaults to `/auth`: the browser sends it to the auth routes only.
+    pub path: String,
+    pub domain: Option<String>,
+}
+
+/// Settings of the HTTP module.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub redirect_uri: Option<String>,
+    /// Where the browser goes after the hosted UI's `/logout`.
+    pub logout_redirect_uri: Option<String>,
+    pub cookie: CookieSettings,
+    /// Origins allowed to use cookie-only routes (and CORS). Empty: none.
+    pub allowed_origins: Vec<String>,
+    /// How long a refresh token lives (Cognito's default: 30 days).
+    pub refresh_token_lifetime: Duration,
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AuthState {
+    pub authorizer: Authorizer,
+    pub oauth: Option<OAuthClient>,
+    pub cognito: Option<Arc<SdkCognito>>,
+    pub settings: Arc<AuthSettings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    code: String,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+}
+
+/// `POST /auth/sign-in`: exchanges an authorization code; the refresh token goes in a cookie.
+pub async fn sign_in(State(state): State<AuthState>, body: Bytes) -> Result<Response, HttpError> {
+    let request: SignIn = serde_json::from_slice(&body).map_err(|_| HttpError::BadBody)?;
+    if request.code.is_empty() || request.code.len() > 2048 {
+        return Err(HttpError::BadBody);
+    }
+    let redirect_uri =
+        request.redirect_uri.as_deref().or(state.settings.redirect_uri.as_deref()).ok_or(HttpError::BadBody)?;
+    let oauth = state.oauth.as_ref().ok_or(HttpError::NotConfigured)?;
+    let tokens = oauth
+        .exchange_code(&request.code, redirect_uri, request.code_verifier.as_deref())
+        .await
+        .map_err(|e| HttpError::from_oauth(e, "Authorization code exchange failed"))?;
+    Ok(token_response(&state.settings, tokens))
+}
+
+/// `POST /auth/refresh`: a new access token from the refresh-token cookie.
+pub async fn refresh(State(state): State<AuthState>, headers: HeaderMap) -> Result<Response, HttpError> {
+    require_origin(&state.settings, &headers)?;
+    let refresh_token = cookie(&headers, &state.settings.cookie.name).ok_or(HttpError::NoRefreshToken)?;
+    let oauth = state.oauth.as_ref().ok_or(HttpError::NotConfigured)?;
+    match oauth.refresh(refresh_token).await {
+        Ok(tokens) => Ok(token_response(&state.settings, tokens)),
+        Err(OAuthError::Refused) => Err(HttpError::RefreshRefused(clear_cookie(&state.settings.cookie))),
+        Err(e) => Err(HttpError::from_oauth(e, "Refresh failed")),
+    }
+}
+
+/// `GET /auth/me`: the user's information, from the richest source the token allows.
+pub async fn me(State(state): State<AuthState>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let Some(token) = bearer_token(&headers)? else { return Err(HttpError::NoCredentials) };
+    let claims = state.authorizer.authenticate(token, unix_now()).await?;
+    let mut user = claims_view(&claims);
+    if claims.has_scope("openid")
+        && let Some(oauth) = state.oauth.as_ref().filter(|o| o.endpoints().userinfo.is_some())
+    {
+        let info =
+            oauth.userinfo(token).await.map_err(|e| HttpError::from_oauth(e, "Could not validate credentials"))?;
+        merge(&mut user, info);
+        user.insert("source".into(), json!("userinfo"));
+    } else if claims.has_scope(ADMIN_SCOPE)
+        && let Some(cognito) = &state.cognito
+    {
+        let attributes = cognito.user_attributes(token).await.map_err(HttpError::from_cognito)?;
+        merge(&mut user, attributes.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+        user.insert("source".into(), json!("get_user"));
+    }
+    normalise_email_verified(&mut user);
+    Ok(Json(Value::Object(user)).into_response())
+}
+
+/// `GET /auth/logout` (bearer token) and `POST /auth/logout` (bearer token, or the refresh cookie
+/// alone with an allowed `Origin`): revokes, then answers where the browser should go.
+pub async fn logout(State(state): State<AuthState>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let settings = &state.settings;
+    let clear = clear_cookie(&settings.cookie);
+    let refresh_token = cookie(&headers, &settings.cookie.name);
+    let token = bearer_token(&headers).map_err(|e| e.with_cookie(clear.clone()))?;
+    let outcome = async {
+        match token {
+            Some(token) => {
+                let now = unix_now();
+                let claims = state.authorizer.authenticate(token, now).await?;
+                // Durable first: the logout is acknowledged only once no replica can forget it.
+                let entries = logout_entries(&claims, settings.refresh_token_lifetime, now);
+                state.authorizer.revocations().revoke(entries).await.map_err(|error| {
+                    tracing::warn!(%error, "revocation store unavailable; logout not acknowledged");
+                    HttpError::StoreUnavailable
+                })?;
+                if refresh_token.is_none()
+                    && let Some(cognito) = &state.cognito
+                {
+                    // No refresh token to revoke: end every session at Cognito so none refreshes.
+                    match cognito.global_sign_out(token).await {
+                        Ok(()) | Err(crate::cognito::CognitoError::Refused) => {}
+                        Err(e) => return Err(HttpError::from_cognito(e)),
+                    }
+                }
+            }
+            None if refresh_token.is_some() => require_origin(settings, &headers)?,
+            None => return Err(HttpError::Denied(Invalid::MissingToken.into())),
+        }
+        if let Some(refresh_token) = refresh_token {
+            let oauth = state.oauth.as_ref().ok_or(HttpError::NotConfigured)?;
+            oauth.revoke(refresh_token).await.map_err(|e| HttpError::from_oauth(e, "Logout failed"))?;
+        }
+        Ok(())
+    }
+    .await;
+    outcome.map_err(|e| e.with_cookie(clear.clone()))?;
+    let body = json!({ "message": "Logout successful", "logout_url": logout_url(&state) });
+    Ok(([(header::SET_COOKIE, clear)], Json(body)).into_response())
+}
+
+/// The hosted UI's `/logout?client_id=…&logout_uri=…`.
+fn logout_url(state: &AuthState) -> Option<String> {
+    let oauth = state.oauth.as_ref()?;
+    let mut url = oauth.endpoints().logout.clone()?;
+    url.query_pairs_mut().append_pair("client_id", oauth.client_id());
+    if let Some(uri) = &state.settings.logout_redirect_uri {
+        url.query_pairs_mut().append_pair("logout_uri", uri);
+    }
+    Some(url.to_string())
+}
+
+fn token_response(settings: &AuthSettings, tokens: Tokens) -> Response {
+    let body = json!({
+        "access_token": tokens.access_token,
+        "expires_in": tokens.expires_in.unwrap_or(3600),
+        "token_type": "Bearer",
+    });
+    match tokens.refresh_token {
+        Some(refresh) => ([(header::SET_COOKIE, set_cookie(settings, &refresh))], Json(body)).into_response(),
+        None => Json(body).into_response(),
+    }
+}
+
+fn set_cookie(settings: &AuthSettings, value: &str) -> HeaderValue {
+    let c = &settings.cookie;
+    let mut cookie = format!(
+        "{}={}; HttpOnly; Secure; SameSite=Strict; Path={}; Max-Age={}",
+        c.name,
+        value,
+        c.path,
+        settings.refresh_token_lifetime.as_secs()
+    );
+    if let Some(domain) = &c.domain {
+        cookie.push_str(&format!("; Domain={domain}"));
+    }
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub(super) fn clear_cookie(c: &CookieSettings) -> HeaderValue {
+    let mut cookie = format!("{}=; HttpOnly; Secure; SameSite=Strict; Path={}; Max-Age=0", c.name, c.path);
+    if let Some(domain) = &c.domain {
+        cookie.push_str(&format!("; Domain={domain}"));
+    }
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The bearer token, if an `authorization` header was sent; a malformed one is an error.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return match headers.get_all(header::AUTHORIZATION).iter().count() {
+            0 => Ok(None),
+            _ => Err(HttpError::Denied(crate::error::BadRequest::MultipleCredentials.into())),
+        };
+    };
+    let value = value.to_str().map_err(|_| HttpError::Denied(Invalid::Malformed.into()))?;
+    token::bearer(value).map(Some).map_err(|e| HttpError::Denied(e.into()))
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, value)| *key == name && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// Cookie-only requests need an `Origin` from the configured list (CSRF defence beside SameSite).
+fn require_origin(settings: &AuthSettings, headers: &HeaderMap) -> Result<(), HttpError> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match origin {
+        Some(o) if settings.allowed_origins.iter().any(|allowed| allowed == o) => Ok(()),
+        _ => Err(HttpError::OriginNotAllowed),
+    }
+}
+
+fn claims_view(claims: &Claims) -> Map<String, Value> {
+    let mut user = Map::new();
+    match &claims.identity {
+        Identity::User { sub, username } => {
+            user.insert("sub".into(), json!(sub));
+            user.insert("username".into(), json!(username));
+        }
+        Identity::Machine => {
+            user.insert("client_id".into(), json!(claims.client_id));
+        }
+    }
+    user.insert("groups".into(), json!(claims.groups));
+    user.insert("scope".into(), json!(claims.scope));
+    user.insert("source".into(), json!("token"));
+    user
+}
+
+/// Adds what the richer source says, except `sub`, which stays the verified one.
+fn merge(user: &mut Map<String, Value>, extra: Map<String, Value>) {
+    for (k, v) in extra {
+        if k != "sub" {
+            user.insert(k, v);
+        }
+    }
+}
+
+/// Cognito sends `email_verified` as the string "true"/"false"; answer a boolean.
+fn normalise_email_verified(user: &mut Map<String, Value>) {
+    if let Some(Value::String(s)) = user.get("email_verified") {
+        let verified = s == "true";
+        user.insert("email_verified".into(), json!(verified));
+    }
+}
+
+impl From<Denied> for HttpError {
+    fn from(denied: Denied) -> HttpError {
+        HttpError::Denied(denied)
+    }
+}

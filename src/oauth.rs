@@ -1,0 +1,158 @@
+//! The OAuth 2.0 endpoints of the Cognito hosted UI (or any RFC 6749 server): token exchange,
+//! refresh, userinfo and refresh-token revocation, as a confidential client (HTTP Basic).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::Secret;
+
+/// Where the endpoints are.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    pub token: Option<reqwest::Url>,
+    pub userinfo: Option<reqwest::Url>,
+    pub revoke: Option<reqwest::Url>,
+    /// The hosted UI's `/logout`, which the browser visits to end the Cognito session.
+    pub logout: Option<reqwest::Url>,
+}
+
+impl Endpoints {
+    /// The Cognito hosted-UI paths under a domain such as `https://auth.example.com`.
+    pub fn under(domain: &reqwest::Url) -> Endpoints {
+        let at = |path: &str| domain.join(path).ok();
+        Endpoints {
+            token: at("/oauth2/token"),
+            userinfo: at("/oauth2/userInfo"),
+            revoke: at("/oauth2/revoke"),
+            logout: at("/logout"),
+        }
+    }
+}
+
+/// What the token endpoint gives.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// Why an endpoint call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    /// The grant or token was refused (`invalid_grant`, or 401 from userinfo): the caller's fault.
+    #[error("the authorization server refused the grant or token")]
+    Refused,
+    /// The server answered another error (`invalid_client`, `unsupported_token_type`, 5xx).
+    #[error("the authorization server answered an error")]
+    Upstream,
+    #[error("the authorization server could not be reached")]
+    Unreachable,
+    #[error("this endpoint is not configured")]
+    NotConfigured,
+}
+
+/// A confidential OAuth client.
+#[derive(Clone)]
+pub struct OAuthClient {
+    http: reqwest::Client,
+    endpoints: Endpoints,
+    client_id: String,
+    secret: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: Option<String>,
+}
+
+impl OAuthClient {
+    pub fn new(endpoints: Endpoints, client_id: String, secret: Option<Secret>, timeout: Duration) -> OAuthClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an http client with rustls");
+        OAuthClient { http, endpoints, client_id, secret }
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// `grant_type=authorization_code` (with the PKCE verifier when given).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        verifier: Option<&str>,
+    ) -> Result<Tokens, OAuthError> {
+        let mut form = vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri)];
+        if let Some(v) = verifier {
+            form.push(("code_verifier", v));
+        }
+        self.token_request(&form).await
+    }
+
+    /// `grant_type=refresh_token`.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, OAuthError> {
+        self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
+    }
+
+    /// The userinfo endpoint, with the user's access token.
+    pub async fn userinfo(&self, access_token: &str) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
+        let url = self.endpoints.userinfo.clone().ok_or(OAuthError::NotConfigured)?;
+        let response =
+            self.http.get(url).bearer_auth(access_token).send().await.map_err(|_| OAuthError::Unreachable)?;
+        match response.status().as_u16() {
+            200 => response.json().await.map_err(|_| OAuthError::Upstream),
+            400 | 401 | 403 => Err(OAuthError::Refused),
+            _ => Err(OAuthError::Upstream),
+        }
+    }
+
+    /// Revokes a refresh token (RFC 7009); Cognito also invalidates the access tokens minted from it.
+    pub async fn revoke(&self, refresh_token: &str) -> Result<(), OAuthError> {
+        let url = self.endpoints.revoke.clone().ok_or(OAuthError::NotConfigured)?;
+        let form = [("token", refresh_token), ("token_type_hint", "refresh_token")];
+        let response = self.authed(self.http.post(url)).form(&self.with_client(&form)).send().await;
+        let response = response.map_err(|_| OAuthError::Unreachable)?;
+        if response.status().is_success() { Ok(()) } else { Err(OAuthError::Upstream) }
+    }
+
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<Tokens, OAuthError> {
+        let url = self.endpoints.token.clone().ok_or(OAuthError::NotConfigured)?;
+        let response = self.authed(self.http.post(url)).form(&self.with_client(form)).send().await;
+        let response = response.map_err(|_| OAuthError::Unreachable)?;
+        let status = response.status().as_u16();
+        if status == 200 {
+            return response.json().await.map_err(|_| OAuthError::Upstream);
+        }
+        let error = response.json::<ErrorBody>().await.ok().and_then(|b| b.error);
+        match (status, error.as_deref()) {
+            (400 | 401, Some("invalid_grant")) => Err(OAuthError::Refused),
+            _ => Err(OAuthError::Upstream),
+        }
+    }
+
+    fn with_client<'a>(&'a self, form: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut all = form.to_vec();
+        all.push(("client_id", &self.client_id));
+        all
+    }
+
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.secret {
+            Some(secret) => request.basic_auth(&self.client_id, Some(secret.expose())),
+            None => request,
+        }
+    }
+}

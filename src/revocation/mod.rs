@@ -1,0 +1,320 @@
+//! The revocation list: tokens that still verify by signature but must no longer pass.
+//!
+//! Cognito cannot help here: after `RevokeToken` or `GlobalSignOut` an access token still verifies
+//! until it expires. So every decision consults this list, kept in memory (no store round trip on
+//! the hot path) and fed by a store that never forgets: a local file fsynced before a logout is
+//! acknowledged, or Redis shared by every replica.
+
+pub mod file;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::{Denied, Invalid, Unavailable};
+use crate::verify::{Claims, Identity};
+
+/// One revocation. Each lives until `until` (Unix seconds), after which it can match nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    /// One access token, by its `jti`; lives until that token's `exp`.
+    Jti { id: String, until: u64 },
+    /// Every access token minted from one sign-in, by `origin_jti`; lives until the refresh token
+    /// of that sign-in could have expired.
+    Origin { id: String, until: u64 },
+    /// Every token of a user whose `auth_time` is before `before`.
+    User { sub: Uuid, before: u64, until: u64 },
+}
+
+impl Entry {
+    pub fn until(&self) -> u64 {
+        match self {
+            Entry::Jti { until, .. } | Entry::Origin { until, .. } | Entry::User { until, .. } => *until,
+        }
+    }
+}
+
+/// The entries in force, in memory. Pure: time is passed in.
+#[derive(Debug, Default)]
+pub struct RevocationList {
+    jti: HashMap<String, u64>,
+    origin: HashMap<String, u64>,
+    users: HashMap<Uuid, (u64, u64)>,
+}
+
+impl RevocationList {
+    pub fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Jti { id, until } => keep_latest(self.jti.entry(id).or_default(), until),
+            Entry::Origin { id, until } => keep_latest(self.origin.entry(id).or_default(), until),
+            Entry::User { sub, before, until } => {
+                let slot = self.users.entry(sub).or_default();
+                *slot = (slot.0.max(before), slot.1.max(until));
+            }
+        }
+    }
+
+    /// True when a token with these claims has been revoked, at Unix time `now`.
+    pub fn revokes(&self, claims: &Claims, now: u64) -> bool {
+        let live = |until: Option<&u64>| until.is_some_and(|u| *u > now);
+        if claims.jti.as_ref().is_some_and(|j| live(self.jti.get(j))) {
+            return true;
+        }
+        if claims.origin_jti.as_ref().is_some_and(|o| live(self.origin.get(o))) {
+            return true;
+        }
+        if let Identity::User { sub, .. } = &claims.identity
+            && let Some((before, until)) = self.users.get(sub)
+            && *until > now
+        {
+            // `auth_time` survives refreshes; `iat` does not. Without it, `iat` is the best we have.
+            let signed_in = claims.auth_time.or(claims.iat).unwrap_or(0);
+            return signed_in < *before;
+        }
+        false
+    }
+
+    /// Drops entries that can no longer match anything.
+    pub fn purge(&mut self, now: u64) {
+        self.jti.retain(|_, until| *until > now);
+        self.origin.retain(|_, until| *until > now);
+        self.users.retain(|_, (_, until)| *until > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.jti.len() + self.origin.len() + self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn keep_latest(slot: &mut u64, until: u64) {
+    *slot = (*slot).max(until);
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("revocation file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("revocation store (redis): {0}")]
+    Redis(String),
+}
+
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Where revocations are kept so that none is lost.
+pub trait RevocationStore: Send + Sync + 'static {
+    /// Every entry still in force at `now`.
+    fn load(&self, now: u64) -> StoreFuture<'_, Vec<Entry>>;
+    /// Records entries; `Ok` only once they will survive a crash (file) or are in Redis.
+    fn append<'a>(&'a self, entries: &'a [Entry]) -> StoreFuture<'a, ()>;
+    /// Drops expired entries from the store itself.
+    fn compact(&self, now: u64) -> StoreFuture<'_, ()>;
+}
+
+/// The revocation list in force, shared by every decision, and its store.
+#[derive(Clone)]
+pub struct Revocations {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    list: RwLock<RevocationList>,
+    store: Arc<dyn RevocationStore>,
+    allow_unrevocable: bool,
+    /// When set, decisions answer 503 once the local copy has not been confirmed for this long.
+    max_staleness: Option<Duration>,
+    /// Milliseconds since `epoch` when the store last confirmed our copy.
+    confirmed_ms: AtomicU64,
+    epoch: tokio::time::Instant,
+    loaded: watch::Sender<bool>,
+}
+
+impl Revocations {
+    /// `max_staleness` is for shared stores (Redis); a local file is always current.
+    pub fn new(
+        store: Arc<dyn RevocationStore>,
+        allow_unrevocable: bool,
+        max_staleness: Option<Duration>,
+    ) -> Revocations {
+        Revocations {
+            inner: Arc::new(Inner {
+                list: RwLock::new(RevocationList::default()),
+                store,
+                allow_unrevocable,
+                max_staleness,
+                confirmed_ms: AtomicU64::new(0),
+                epoch: tokio::time::Instant::now(),
+                loaded: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Refuses revoked tokens, and tokens that could never be revoked unless allowed.
+    pub fn check(&self, claims: &Claims, now: u64) -> Result<(), Denied> {
+        if claims.jti.is_none() && claims.origin_jti.is_none() && !self.inner.allow_unrevocable {
+            return Err(Invalid::Unrevocable.into());
+        }
+        if self.is_stale() {
+            return Err(Unavailable::RevocationsStale.into());
+        }
+        if self.inner.list.read().expect("revocation lock").revokes(claims, now) {
+            return Err(Invalid::Revoked.into());
+        }
+        Ok(())
+    }
+
+    /// Records entries in the store, then in force here. `Err` means nothing may be acknowledged.
+    pub async fn revoke(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        self.inner.store.append(&entries).await?;
+        self.apply(entries);
+        Ok(())
+    }
+
+    /// Loads the whole list from the store, replacing the local copy.
+    pub async fn reload(&self, now: u64) -> Result<usize, StoreError> {
+        let entries = self.inner.store.load(now).await?;
+        let mut list = RevocationList::default();
+        for entry in entries {
+            list.apply(entry);
+        }
+        let n = list.len();
+        *self.inner.list.write().expect("revocation lock") = list;
+        self.confirm();
+        self.inner.loaded.send_replace(true);
+        Ok(n)
+    }
+
+    /// Entries learnt from elsewhere (another replica, through the store).
+    pub fn apply(&self, entries: Vec<Entry>) {
+        let mut list = self.inner.list.write().expect("revocation lock");
+        for entry in entries {
+            list.apply(entry);
+        }
+    }
+
+    /// The store has just confirmed that our copy is current.
+    pub fn confirm(&self) {
+        let ms = self.inner.epoch.elapsed().as_millis() as u64;
+        self.inner.confirmed_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    fn is_stale(&self) -> bool {
+        let Some(bound) = self.inner.max_staleness else { return false };
+        let confirmed = self.inner.confirmed_ms.load(Ordering::Relaxed);
+        let now = self.inner.epoch.elapsed().as_millis() as u64;
+        confirmed == 0 || now.saturating_sub(confirmed) > bound.as_millis() as u64
+    }
+
+    /// Drops expired entries here and in the store.
+    pub async fn purge(&self, now: u64) -> Result<(), StoreError> {
+        self.inner.list.write().expect("revocation lock").purge(now);
+        self.inner.store.compact(now).await
+    }
+
+    /// Becomes true once the list has been loaded.
+    pub fn loaded(&self) -> watch::Receiver<bool> {
+        self.inner.loaded.subscribe()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.list.read().expect("revocation lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The entries a logout writes: the token itself, and every token of its sign-in.
+pub fn logout_entries(claims: &Claims, refresh_token_lifetime: Duration, now: u64) -> Vec<Entry> {
+    let mut entries = Vec::with_capacity(2);
+    if let Some(jti) = &claims.jti {
+        entries.push(Entry::Jti { id: jti.clone(), until: claims.exp });
+    }
+    if let Some(origin) = &claims.origin_jti {
+        let signed_in = claims.auth_time.or(claims.iat).unwrap_or(now);
+        let until = signed_in.max(now).saturating_add(refresh_token_lifetime.as_secs());
+        entries.push(Entry::Origin { id: origin.clone(), until });
+    }
+    entries
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims(jti: &str, origin: &str, auth_time: u64) -> Claims {
+        Claims {
+            identity: Identity::User { sub: Uuid::from_u128(7), username: "alice".into() },
+            client_id: "c".into(),
+            groups: vec![],
+            scope: None,
+            jti: Some(jti.into()),
+            origin_jti: Some(origin.into()),
+            exp: NOW + 600,
+            iat: Some(auth_time),
+            auth_time: Some(auth_time),
+        }
+    }
+
+    #[test]
+    fn a_revoked_jti_or_origin_jti_matches_until_it_expires() {
+        let mut list = RevocationList::default();
+        list.apply(Entry::Jti { id: "j1".into(), until: NOW + 10 });
+        list.apply(Entry::Origin { id: "o1".into(), until: NOW + 100 });
+        assert!(list.revokes(&claims("j1", "o9", NOW), NOW));
+        assert!(list.revokes(&claims("j2", "o1", NOW), NOW), "a sibling from the same sign-in");
+        assert!(!list.revokes(&claims("j2", "o2", NOW), NOW));
+        assert!(!list.revokes(&claims("j1", "o9", NOW), NOW + 10), "expired entries match nothing");
+        list.purge(NOW + 50);
+        assert_eq!(list.len(), 1);
+    }
+
+    #[test]
+    fn a_user_revocation_refuses_sessions_that_began_before_it() {
+        let mut list = RevocationList::default();
+        list.apply(Entry::User { sub: Uuid::from_u128(7), before: NOW, until: NOW + 1000 });
+        assert!(list.revokes(&claims("j", "o", NOW - 1), NOW + 5));
+        assert!(!list.revokes(&claims("j", "o", NOW), NOW + 5), "a new sign-in passes");
+    }
+
+    #[test]
+    fn logout_revokes_the_token_and_its_sign_in() {
+        let c = claims("j1", "o1", NOW - 60);
+        let entries = logout_entries(&c, Duration::from_secs(30 * 86400), NOW);
+        assert_eq!(
+            entries,
+            vec![
+                Entry::Jti { id: "j1".into(), until: NOW + 600 },
+                Entry::Origin { id: "o1".into(), until: NOW + 30 * 86400 }
+            ]
+        );
+    }
+
+    #[test]
+    fn entries_round_trip_as_json_lines() {
+        let e = Entry::User { sub: Uuid::from_u128(7), before: 1, until: 2 };
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Entry>(&line).unwrap(), e);
+    }
+}

@@ -1,0 +1,152 @@
+//! The shared store: Redis, for several replicas.
+//!
+//! Entries live in one sorted set (member: the entry as JSON, score: when it expires), and each is
+//! published on a channel as it is added. Every replica keeps its own copy: decisions never wait on
+//! Redis. Pub/sub drops messages while a subscription is down, so after every (re)subscribe a
+//! replica reloads the whole set (subscribing first, so nothing falls between the two). A ping each
+//! second confirms the copy is current; past the staleness bound decisions answer 503.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex;
+
+use super::{Entry, RevocationStore, Revocations, StoreError, StoreFuture, unix_now};
+
+/// Revocations in Redis.
+pub struct RedisStore {
+    client: redis::Client,
+    connection: Mutex<Option<MultiplexedConnection>>,
+    key: String,
+    channel: String,
+    timeout: Duration,
+}
+
+fn redis_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Redis(e.to_string())
+}
+
+impl RedisStore {
+    /// `namespace` keeps pools apart when they share a Redis (the user pool id).
+    pub fn new(url: &str, namespace: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(redis_error)?;
+        Ok(RedisStore {
+            client,
+            connection: Mutex::new(None),
+            key: format!("cognito-authz:{namespace}:revocations"),
+            channel: format!("cognito-authz:{namespace}:revoked"),
+            timeout,
+        })
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| StoreError::Redis("connect timed out".into()))?
+            .map_err(redis_error)?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs a command with the timeout; a failed connection is dropped so the next call reconnects.
+    async fn run<T>(
+        &self,
+        work: impl AsyncFnOnce(MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(self.timeout, work(conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                *self.connection.lock().await = None;
+                Err(redis_error(e))
+            }
+            Err(_) => {
+                *self.connection.lock().await = None;
+                Err(StoreError::Redis("command timed out".into()))
+            }
+        }
+    }
+
+    /// Keeps `revocations` in step with Redis until the process ends: subscribe, reload, then apply
+    /// each published entry and ping each second; on any failure, start again.
+    pub async fn sync(self: Arc<Self>, revocations: Revocations) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.follow(&revocations).await {
+                Ok(()) => {}
+                Err(error) => tracing::warn!(%error, "lost the revocation subscription; resubscribing"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn follow(&self, revocations: &Revocations) -> Result<(), StoreError> {
+        let mut pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| StoreError::Redis("connect timed out".into()))?
+            .map_err(redis_error)?;
+        pubsub.subscribe(&self.channel).await.map_err(redis_error)?;
+        let n = revocations.reload(unix_now()).await?;
+        tracing::info!(entries = n, "revocation list loaded from redis");
+        let mut messages = pubsub.on_message();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else { return Err(StoreError::Redis("subscription closed".into())) };
+                    let payload: String = message.get_payload().map_err(redis_error)?;
+                    match serde_json::from_str::<Entry>(&payload) {
+                        Ok(entry) => revocations.apply(vec![entry]),
+                        Err(_) => tracing::warn!("ignoring an unreadable revocation message"),
+                    }
+                    revocations.confirm();
+                }
+                _ = tick.tick() => {
+                    let pong: String = self.run(async |mut c| redis::cmd("PING").query_async(&mut c).await).await?;
+                    if pong == "PONG" {
+                        revocations.confirm();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl RevocationStore for RedisStore {
+    fn load(&self, now: u64) -> StoreFuture<'_, Vec<Entry>> {
+        Box::pin(async move {
+            let key = self.key.clone();
+            let members: Vec<String> =
+                self.run(async move |mut c| c.zrangebyscore(&key, format!("({now}"), "+inf").await).await?;
+            Ok(members.iter().filter_map(|m| serde_json::from_str(m).ok()).collect())
+        })
+    }
+
+    fn append<'a>(&'a self, entries: &'a [Entry]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for entry in entries {
+                let member = serde_json::to_string(entry).expect("entries serialise");
+                pipe.zadd(&self.key, &member, entry.until()).ignore();
+                pipe.publish(&self.channel, &member).ignore();
+            }
+            self.run(async move |mut c| pipe.query_async::<()>(&mut c).await).await
+        })
+    }
+
+    fn compact(&self, now: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let key = self.key.clone();
+            self.run(async move |mut c| c.zrembyscore::<_, _, _, ()>(&key, "-inf", now).await).await
+        })
+    }
+}
