@@ -12,7 +12,7 @@ use crate::cognito::MfaLookup;
 use crate::http::auth::{AuthSettings, CookieSettings};
 use crate::keys::KeySettings;
 use crate::mfa::MfaSettings;
-use crate::oauth::Endpoints;
+pub use crate::oauth::Endpoints;
 use crate::policy::Policy;
 
 /// A secret setting: never printed, never logged.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+pub use crate::config::Secret;
 
 /// Where the endpoints are.
 #[derive(Debug, Clone, Default)]

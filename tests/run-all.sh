@@ -15,6 +15,11 @@ if ! [ -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 
+# Redis for the replica tests (Debian's package; CI runs as root).
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+
 cargo build --locked
 cargo test --locked
 

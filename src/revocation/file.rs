@@ -75,14 +75,10 @@ fn parse(text: &str, now: u64) -> io::Result<Vec<Entry>> {
     Ok(entries)
 }
 
-fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, StoreError>> {
-    async move {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(result) => result.map_err(StoreError::Io),
-            Err(e) => Err(StoreError::Io(io::Error::other(e.to_string()))),
-        }
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(StoreError::Io),
+        Err(e) => Err(StoreError::Io(io::Error::other(e.to_string()))),
     }
 }
 

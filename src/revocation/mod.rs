@@ -94,6 +94,15 @@ impl RevocationList {
         self.jti.len() + self.origin.len() + self.users.len()
     }
 
+    /// Every entry, as the store would hold it.
+    pub fn entries(&self) -> Vec<Entry> {
+        let jti = self.jti.iter().map(|(id, until)| Entry::Jti { id: id.clone(), until: *until });
+        let origin = self.origin.iter().map(|(id, until)| Entry::Origin { id: id.clone(), until: *until });
+        let users =
+            self.users.iter().map(|(sub, (before, until))| Entry::User { sub: *sub, before: *before, until: *until });
+        jti.chain(origin).chain(users).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -195,6 +204,34 @@ impl Revocations {
         self.confirm();
         self.inner.loaded.send_replace(true);
         Ok(n)
+    }
+
+    /// Merges the store's list into ours, and writes back what the store lacks (a Redis that lost
+    /// its data, say): a replica never forgets a revocation that has not expired.
+    pub async fn resync(&self, now: u64) -> Result<usize, StoreError> {
+        let stored = self.inner.store.load(now).await?;
+        let missing: Vec<Entry> = {
+            let mut list = self.inner.list.write().expect("revocation lock");
+            let known: std::collections::HashSet<String> =
+                stored.iter().map(|e| serde_json::to_string(e).expect("entries serialise")).collect();
+            for entry in stored {
+                list.apply(entry);
+            }
+            list.entries()
+                .into_iter()
+                .filter(|e| e.until() > now && !known.contains(&serde_json::to_string(e).expect("entries serialise")))
+                .collect()
+        };
+        if !missing.is_empty() {
+            tracing::warn!(
+                entries = missing.len(),
+                "the revocation store lacked entries this replica knows; writing them back"
+            );
+            self.inner.store.append(&missing).await?;
+        }
+        self.confirm();
+        self.inner.loaded.send_replace(true);
+        Ok(self.len())
     }
 
     /// Entries learnt from elsewhere (another replica, through the store).

@@ -3,7 +3,8 @@
 //! Entries live in one sorted set (member: the entry as JSON, score: when it expires), and each is
 //! published on a channel as it is added. Every replica keeps its own copy: decisions never wait on
 //! Redis. Pub/sub drops messages while a subscription is down, so after every (re)subscribe a
-//! replica reloads the whole set (subscribing first, so nothing falls between the two). A ping each
+//! replica reloads the whole set (subscribing first, so nothing falls between the two), merges it
+//! into its copy, and writes back anything Redis lacks (a restarted Redis without persistence). A ping each
 //! second confirms the copy is current; past the staleness bound decisions answer 503.
 
 use std::sync::Arc;
@@ -94,7 +95,7 @@ impl RedisStore {
             .map_err(|_| StoreError::Redis("connect timed out".into()))?
             .map_err(redis_error)?;
         pubsub.subscribe(&self.channel).await.map_err(redis_error)?;
-        let n = revocations.reload(unix_now()).await?;
+        let n = revocations.resync(unix_now()).await?;
         tracing::info!(entries = n, "revocation list loaded from redis");
         let mut messages = pubsub.on_message();
         let mut tick = tokio::time::interval(Duration::from_secs(1));

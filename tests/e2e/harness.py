@@ -46,7 +46,7 @@ class Process:
     def __init__(self, name, argv, logdir, env=None):
         self.name = name
         self.log_path = pathlib.Path(logdir) / f"{name}.log"
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
 
     def alive(self):
@@ -64,6 +64,12 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
+
+    def kill9(self):
+        """SIGKILL: no shutdown code runs, nothing is flushed."""
+        self.proc.kill()
+        self.proc.wait()
         self.log.close()
 
     def output(self):
@@ -171,6 +177,13 @@ class Pool:
             UserPoolId=self.id, Username=user, SoftwareTokenMfaSettings={"Enabled": False, "PreferredMfa": False}
         )
 
+    def refresh_with(self, refresh_token):
+        """REFRESH_TOKEN_AUTH: a new access token from the same sign-in (same origin_jti)."""
+        result = self.idp.initiate_auth(
+            ClientId=self.client_id, AuthFlow="REFRESH_TOKEN_AUTH", AuthParameters={"REFRESH_TOKEN": refresh_token}
+        )
+        return result["AuthenticationResult"]["AccessToken"]
+
     @property
     def issuer(self):
         return f"https://cognito-idp.{REGION}.amazonaws.com/{self.id}"
@@ -237,10 +250,12 @@ AWS_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY":
 
 
 def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz", cognito_endpoint=None,
-                credentials=True):
+                credentials=True, ports=None, data_dir=None):
     """cognito-authz serve for the pool: keys and MFA state from moto (or `cognito_endpoint`),
-    a 1 s MFA cache so the tests can watch it expire."""
-    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+    a 1 s MFA cache so the tests can watch it expire. `ports` and `data_dir` let a test restart
+    the same instance."""
+    grpc_port, http_port, admin_port = ports or (free_port(), free_port(), free_port())
+    data_dir = data_dir or pathlib.Path(logdir) / f"{name}-data"
     argv = [
         str(BINARY),
         "serve",
@@ -253,6 +268,7 @@ def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz
         "--admin-listen", f"127.0.0.1:{admin_port}",
         "--cognito-endpoint", cognito_endpoint or pool.moto_url,
         "--mfa-cache-ttl", "1",
+        "--data-dir", str(data_dir),
         *extra_args,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -261,6 +277,7 @@ def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz
         env.update(AWS_TEST_CREDENTIALS)
     proc = Process(name, argv, logdir, env)
     proc.grpc_port, proc.http_port, proc.admin_port = grpc_port, http_port, admin_port
+    proc.ports, proc.data_dir = (grpc_port, http_port, admin_port), data_dir
     wait_until(lambda: requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).ok, what="cognito-authz ready")
     return proc
 
@@ -329,3 +346,21 @@ def check_cli(port, token, access):
     argv = [str(BINARY), "check", "--addr", f"http://127.0.0.1:{port}", "--access", access, "--token", token]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     return result.stdout.split("\n")[0].strip()
+
+
+def start_redis(logdir, port=None, name="redis"):
+    """Our own redis-server on loopback, persisting to a file (AOF) in the log directory."""
+    port = port or free_port()
+    data = pathlib.Path(logdir) / f"{name}-data"
+    data.mkdir(exist_ok=True)
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+            "--appendfsync", "always", "--dir", str(data), "--daemonize", "no"]
+    proc = Process(name, argv, logdir)
+    proc.port = port
+    wait_until(lambda: redis_cli(port, "PING") == "PONG", what="redis")
+    return proc
+
+
+def redis_cli(port, *args):
+    result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
+    return result.stdout.strip()
