@@ -29,6 +29,25 @@ pub enum Command {
     Dev(DevArgs),
     /// Send one Check to a running server and print the decision (exit 0 allow, 1 deny).
     Check(CheckArgs),
+    /// Revoke every token of a user signed in before now (through a running server's admin route),
+    /// sign them out at Cognito and drop their cached MFA state.
+    Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RevokeArgs {
+    /// The user's `sub`.
+    #[arg(long)]
+    pub user: uuid::Uuid,
+    /// The user's Cognito username, for the sign-out (defaults to the `sub`).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// The server's admin listener.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    pub admin_url: String,
+    /// The admin token (`--admin-token` of the server).
+    #[arg(long, env = "COGNITO_AUTHZ_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
 }
 
 #[derive(clap::Args, Debug)]

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cognito_authz::run::serve(*args).await,
             Command::Dev(args) => cognito_authz::run::dev(args).await,
             Command::Check(args) => cognito_authz::run::check(args).await,
+            Command::Revoke(args) => cognito_authz::run::revoke(args).await,
         }
     });
     match result {

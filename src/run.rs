@@ -9,7 +9,7 @@ use axum::Json;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::cli::{CheckArgs, DevAction, DevArgs};
+use crate::cli::{CheckArgs, DevAction, DevArgs, RevokeArgs};
 use crate::config::{Config, ServeArgs};
 use crate::dev::{DEV_CLIENT_ID, DEV_ISSUER, DevPool};
 use crate::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
@@ -132,6 +132,22 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// `cognito-authz revoke --user SUB`: asks the running server's admin route.
+pub async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/admin/revoke-user", args.admin_url.trim_end_matches('/'));
+    let body = serde_json::json!({ "sub": args.user, "username": args.username });
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&args.admin_token)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    let status = response.status();
+    println!("{} {}", status.as_u16(), response.text().await.unwrap_or_default());
+    Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {

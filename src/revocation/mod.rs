@@ -31,7 +31,7 @@ pub enum Entry {
     /// Every access token minted from one sign-in, by `origin_jti`; lives until the refresh token
     /// of that sign-in could have expired.
     Origin { id: String, until: u64 },
-    /// Every token of a user whose `auth_time` is before `before`.
+    /// Every token of a user whose `auth_time` is at or before `before`.
     User { sub: Uuid, before: u64, until: u64 },
 }
 
@@ -77,8 +77,10 @@ impl RevocationList {
             && *until > now
         {
             // `auth_time` survives refreshes; `iat` does not. Without it, `iat` is the best we have.
+            // Inclusive: a session that began in the very second of the revocation is refused too
+            // (Unix seconds cannot order the two; the user signs in again a second later).
             let signed_in = claims.auth_time.or(claims.iat).unwrap_or(0);
-            return signed_in < *before;
+            return signed_in <= *before;
         }
         false
     }
@@ -332,7 +334,8 @@ mod tests {
         let mut list = RevocationList::default();
         list.apply(Entry::User { sub: Uuid::from_u128(7), before: NOW, until: NOW + 1000 });
         assert!(list.revokes(&claims("j", "o", NOW - 1), NOW + 5));
-        assert!(!list.revokes(&claims("j", "o", NOW), NOW + 5), "a new sign-in passes");
+        assert!(list.revokes(&claims("j", "o", NOW), NOW + 5), "the same second is refused");
+        assert!(!list.revokes(&claims("j", "o", NOW + 1), NOW + 5), "a new sign-in passes");
     }
 
     #[test]

@@ -364,3 +364,51 @@ def start_redis(logdir, port=None, name="redis"):
 def redis_cli(port, *args):
     result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
     return result.stdout.strip()
+
+
+OIDC_DIR = ROOT / "tests" / "e2e" / "oidc"
+
+
+def start_oidc_provider(logdir, client_id, client_secret, redirect_uri):
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), CLIENT_ID=client_id, CLIENT_SECRET=client_secret, REDIRECT_URI=redirect_uri)
+    proc = Process("oidc-provider", ["node", str(OIDC_DIR / "provider.mjs")], logdir, env)
+    proc.url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{proc.url}/.well-known/openid-configuration", timeout=1).ok, what="oidc-provider")
+    return proc
+
+
+def pkce_pair():
+    import base64
+    import hashlib
+    import secrets
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def scripted_login(provider_url, client_id, redirect_uri, challenge, user="alice"):
+    """The browser's part of the code flow against oidc-provider's dev interactions: follow the
+    redirects with a cookie jar, post the login form, then the consent form, and stop at the
+    redirect to the client. Returns the query of that redirect."""
+    from urllib.parse import parse_qs, urljoin, urlencode, urlparse
+
+    session = requests.Session()
+    query = urlencode({"client_id": client_id, "response_type": "code", "redirect_uri": redirect_uri,
+                       "scope": "openid email offline_access", "prompt": "consent", "state": "s-123",
+                       "code_challenge": challenge, "code_challenge_method": "S256"})
+    url = f"{provider_url}/auth?{query}"
+    response = session.get(url, allow_redirects=False, timeout=10)
+    forms = [{"prompt": "login", "login": user, "password": "any"}, {"prompt": "consent"}]
+    for _ in range(20):
+        location = response.headers.get("location")
+        if location is None:
+            # An interaction page: submit the next form to it.
+            response = session.post(url, data=forms.pop(0), allow_redirects=False, timeout=10)
+            continue
+        url = urljoin(url, location)
+        if url.startswith(redirect_uri):
+            return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+        response = session.get(url, allow_redirects=False, timeout=10)
+    raise AssertionError("the scripted login did not reach the redirect_uri")

@@ -1,6 +1,7 @@
 """Logout through Envoy revokes the token and every token of its sign-in, and no restart of
 cognito-authz (a clean one or `kill -9`) brings them back: the file store is durable."""
 
+import pytest
 import requests
 
 import harness
@@ -63,3 +64,31 @@ def test_me_through_envoy_answers_from_cognito(envoy, pool):
     assert me["source"] == "get_user", "moto's tokens carry aws.cognito.signin.user.admin"
     no_token = requests.get(envoy.url + "/auth/me", timeout=10)
     assert no_token.status_code == 403 and no_token.json() == {"detail": "Not authenticated"}
+
+
+def test_revoke_user_from_the_command_line_refuses_every_older_session(logdir, pool):
+    import subprocess
+
+    admin_token = "an-admin-token-for-this-test-run"
+    authz = harness.start_authz(logdir, pool, name="authz-revoke-user",
+                                env_extra={"COGNITO_AUTHZ_ADMIN_TOKEN": admin_token})
+    try:
+        signed_in = pool.sign_in("alice")
+        token = signed_in["AccessToken"]
+        assert harness.check_cli(authz.grpc_port, token, "mfa") == "allow"
+        argv = [str(harness.BINARY), "revoke", "--user", pool.subs["alice"], "--username", "alice",
+                "--admin-url", f"http://127.0.0.1:{authz.admin_port}"]
+        wrong = subprocess.run(argv + ["--admin-token", "not-the-admin-token-at-all"], capture_output=True, text=True,
+                               timeout=30)
+        assert wrong.returncode == 1 and wrong.stdout.startswith("401")
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                              env={**__import__("os").environ, "COGNITO_AUTHZ_ADMIN_TOKEN": admin_token})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert '"signed_out_at_cognito":true' in done.stdout
+        assert harness.check_cli(authz.grpc_port, token, "authenticated") == "deny 401"
+        # Signed out at Cognito too: the old refresh token no longer works there.
+        with pytest.raises(Exception):
+            pool.refresh_with(signed_in["RefreshToken"])
+        assert admin_token not in authz.output()
+    finally:
+        authz.stop()
