@@ -32,7 +32,7 @@ pub enum Allowed {
     /// A public route without a valid token.
     Anonymous,
     /// A verified caller.
-    Verified(Claims),
+    Verified(Arc<Claims>),
 }
 
 /// The policy in force, replaced whole on reload; requests in flight keep the one they started with.
@@ -93,7 +93,7 @@ impl Authorizer {
     }
 
     /// A verified token that has not been revoked.
-    pub async fn authenticate(&self, token: &str, now: u64) -> Result<Claims, Denied> {
+    pub async fn authenticate(&self, token: &str, now: u64) -> Result<Arc<Claims>, Denied> {
         let claims = self.verifier.verify(token, now).await?;
         self.revocations.check(&claims, now)?;
         Ok(claims)

@@ -81,6 +81,9 @@ pub enum DevAction {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         expires_in: u64,
+        /// How many tokens to print, one a line, each from its own sign-in (for load tests).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
     },
     /// Set whether a dev user has enrolled TOTP MFA.
     Mfa {

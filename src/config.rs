@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Defaults to `127.0.0.1:9090`.
     #[arg(long, env = "COGNITO_AUTHZ_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// How many verified tokens are cached (each until its `exp`). Defaults to `100000`.
+    #[arg(long, env = "COGNITO_AUTHZ_TOKEN_CACHE_SIZE")]
+    pub token_cache_size: Option<u64>,
     /// Bearer token for the admin routes (`POST /admin/revoke-user`); off without one.
     #[arg(long, env = "COGNITO_AUTHZ_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -218,6 +221,7 @@ pub struct Config {
     pub allow_machine_tokens: bool,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<Secret>,
+    pub token_cache_size: u64,
     pub revocation_store: StoreSpec,
     pub revocation_max_staleness: Duration,
     pub allow_unrevocable_tokens: bool,
@@ -279,6 +283,7 @@ impl Config {
             allow_machine_tokens: false,
             admin_listen: ([127, 0, 0, 1], 9090).into(),
             admin_token: None,
+            token_cache_size: 100_000,
             revocation_store: StoreSpec::File(PathBuf::from(".cognito-authz/revocations.jsonl")),
             revocation_max_staleness: Duration::from_secs(10),
             allow_unrevocable_tokens: false,
@@ -326,6 +331,7 @@ impl ServeArgs {
             allow_machine_tokens: self.allow_machine_tokens.or(file.allow_machine_tokens),
             admin_listen: self.admin_listen.or(file.admin_listen),
             admin_token: self.admin_token.or(file.admin_token),
+            token_cache_size: self.token_cache_size.or(file.token_cache_size),
             admin_token_file: self.admin_token_file.or(file.admin_token_file),
             data_dir: self.data_dir.or(file.data_dir),
             revocation_store: self.revocation_store.or(file.revocation_store),
@@ -498,6 +504,7 @@ impl ServeArgs {
         };
         Ok(Config {
             admin_token,
+            token_cache_size: self.token_cache_size.unwrap_or(100_000),
             revocation_store,
             revocation_max_staleness: Duration::from_secs(self.revocation_max_staleness_seconds.unwrap_or(10)),
             allow_unrevocable_tokens: self.allow_unrevocable_tokens.unwrap_or(false),

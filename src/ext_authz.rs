@@ -208,8 +208,10 @@ fn claims_metadata(c: &Claims) -> prost_types::Struct {
 fn who(allowed: &Allowed) -> String {
     match allowed {
         Allowed::Anonymous => "anonymous".to_owned(),
-        Allowed::Verified(Claims { identity: Identity::User { sub, .. }, .. }) => sub.to_string(),
-        Allowed::Verified(Claims { identity: Identity::Machine, .. }) => "machine".to_owned(),
+        Allowed::Verified(claims) => match &claims.identity {
+            Identity::User { sub, .. } => sub.to_string(),
+            Identity::Machine => "machine".to_owned(),
+        },
     }
 }
 

@@ -26,6 +26,8 @@ pub enum JwksError {
 /// One verification key.
 pub struct Key {
     decoding: DecodingKey,
+    /// `n` and `e`, to tell a re-fetched key from a changed one.
+    components: (Vec<u8>, Vec<u8>),
 }
 
 impl Key {
@@ -40,7 +42,7 @@ impl Key {
         if e_bytes.is_empty() || e_bytes.len() > 8 {
             return None;
         }
-        Some(Key { decoding: DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes) })
+        Some(Key { decoding: DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes), components: (n_bytes, e_bytes) })
     }
 
     /// Checks an RS256 signature over `signing_input`.
@@ -85,6 +87,18 @@ impl KeySet {
 
     pub fn get(&self, kid: &str) -> Option<&Arc<Key>> {
         self.keys.get(kid)
+    }
+
+    /// Keeps `previous`'s instance of every key that is unchanged (same `kid`, same `n` and `e`),
+    /// so what was verified with it stays recognisably verified with the key in force.
+    pub fn keep_unchanged(&mut self, previous: &KeySet) {
+        for (kid, key) in self.keys.iter_mut() {
+            if let Some(old) = previous.keys.get(kid)
+                && old.components == key.components
+            {
+                *key = old.clone();
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -177,6 +177,12 @@ impl KeyStore {
         self.inner.keys.read().expect("keys lock").len()
     }
 
+    /// True while `key` is the key in force for `kid` (the same instance: refreshes keep
+    /// unchanged keys, and a changed or removed key is a different one or none).
+    pub fn is_current(&self, kid: &str, key: &Arc<Key>) -> bool {
+        self.inner.keys.read().expect("keys lock").get(kid).is_some_and(|k| Arc::ptr_eq(k, key))
+    }
+
     fn lookup(&self, kid: &str) -> Option<Arc<Key>> {
         self.inner.keys.read().expect("keys lock").get(kid).cloned()
     }
@@ -196,7 +202,8 @@ impl KeyStore {
             let now = Instant::now();
             let mut state = inner.state.lock().expect("key state lock");
             match result {
-                Ok(set) => {
+                Ok(mut set) => {
+                    set.keep_unchanged(&inner.keys.read().expect("keys lock"));
                     let lacks_wanted = wanted.as_deref().is_some_and(|kid| set.get(kid).is_none());
                     tracing::debug!(keys = set.len(), "signing keys loaded");
                     *inner.keys.write().expect("keys lock") = Arc::new(set);

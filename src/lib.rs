@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod cache;
 pub mod cli;
 pub mod cognito;
 pub mod config;

@@ -86,6 +86,10 @@ impl MfaGate {
         if self.source.needs_admin_scope() && !claims.has_scope(ADMIN_SCOPE) {
             return Err(Forbidden::MfaScopeMissing.into());
         }
+        // Fast path: a cached answer, without building the lookup future.
+        if let Some(state) = self.cache.get(sub).await {
+            return answer(state);
+        }
         let lookup = async {
             let started = Instant::now();
             let answer = self.source.mfa_state(User { username, access_token: token }).await;
@@ -93,9 +97,7 @@ impl MfaGate {
             answer
         };
         match self.cache.try_get_with(*sub, lookup).await {
-            Ok(MfaState::Enrolled) => Ok(()),
-            Ok(MfaState::NotEnrolled) => Err(Forbidden::MfaRequired.into()),
-            Ok(MfaState::Gone) => Err(Invalid::UserDisabled.into()),
+            Ok(state) => answer(state),
             Err(error) => Err(match *error {
                 CognitoError::Throttled => Unavailable::CognitoThrottled,
                 CognitoError::Refused | CognitoError::Unreachable | CognitoError::Unexpected => Unavailable::Cognito,
@@ -107,5 +109,13 @@ impl MfaGate {
     /// Drops a user's cached answer (after an admin action on them).
     pub async fn forget(&self, sub: &Uuid) {
         self.cache.invalidate(sub).await;
+    }
+}
+
+fn answer(state: MfaState) -> Result<(), Denied> {
+    match state {
+        MfaState::Enrolled => Ok(()),
+        MfaState::NotEnrolled => Err(Forbidden::MfaRequired.into()),
+        MfaState::Gone => Err(Invalid::UserDisabled.into()),
     }
 }

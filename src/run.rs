@@ -1,5 +1,6 @@
 //! What each subcommand does, from parsed arguments to a running server or a printed answer.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,9 +37,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let pool = DevPool::open(&args.data_dir)?;
     match args.action {
-        Some(DevAction::Token { username, expires_in }) => {
+        Some(DevAction::Token { username, expires_in, count }) => {
             let user = pool.user(&username)?;
-            println!("{}", pool.access_token(&user, unix_now(), expires_in));
+            let now = unix_now();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..count {
+                writeln!(out, "{}", pool.access_token(&user, now, expires_in))?;
+            }
         }
         Some(DevAction::Mfa { username, state }) => {
             pool.set_mfa(&username, state == "on")?;

@@ -11,6 +11,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::authz::{Authorizer, SharedPolicy};
+use crate::cache::TokenCache;
 use crate::cognito::{MfaSource, SdkCognito};
 use crate::config::{Config, StoreSpec};
 use crate::ext_authz::ExtAuthz;
@@ -119,7 +120,7 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
     }
     let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone());
     let policy = SharedPolicy::new(config.policy.clone());
-    let verifier = Verifier::new(keys.clone(), rules);
+    let verifier = Verifier::new(keys.clone(), rules, TokenCache::new(config.token_cache_size));
     let authorizer = Authorizer::new(verifier, revocations, policy, mfa, config.token_cookie.clone());
     Parts { keys, authorizer, metrics, cognito: None, redis: None }
 }

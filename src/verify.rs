@@ -4,8 +4,11 @@
 //! `nbf` and `iat` are checked, the issuer must match exactly, and only access tokens of the
 //! configured app clients pass.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
+use crate::cache::{TokenCache, Verified};
 use crate::error::{Denied, Invalid};
 use crate::keys::KeyStore;
 use crate::token::{Jwt, RawClaims};
@@ -107,26 +110,41 @@ impl Rules {
     }
 }
 
-/// Verifies tokens against the key store and the rules.
+/// Verifies tokens against the key store and the rules, remembering those that passed.
 #[derive(Clone)]
 pub struct Verifier {
     keys: KeyStore,
     rules: Rules,
+    cache: TokenCache,
 }
 
 impl Verifier {
-    pub fn new(keys: KeyStore, rules: Rules) -> Verifier {
-        Verifier { keys, rules }
+    pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache) -> Verifier {
+        Verifier { keys, rules, cache }
     }
 
     /// Verifies a bearer token at Unix time `now`.
-    pub async fn verify(&self, token: &str, now: u64) -> Result<Claims, Denied> {
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Claims>, Denied> {
+        let digest = TokenCache::digest(token);
+        if let Some(hit) = self.cache.get(&digest) {
+            // Only `exp` can change its verdict with time (`nbf` and `iat` only ever start to pass),
+            // and only a change of key can change the signature's.
+            if now < hit.claims.exp.saturating_add(self.rules.leeway) && self.keys.is_current(&hit.kid, &hit.key) {
+                return Ok(hit.claims.clone());
+            }
+        }
         let jwt = Jwt::split(token)?;
         let header = jwt.header()?;
         let key = self.keys.key(&header.kid).await?;
         key.verify(jwt.signing_input, jwt.signature)?;
         // Claims are parsed only once the signature holds: no JSON from strangers beyond the header.
-        Ok(self.rules.check(jwt.claims()?, now)?)
+        let claims = Arc::new(self.rules.check(jwt.claims()?, now)?);
+        self.cache.insert(digest, Verified { claims: claims.clone(), kid: header.kid, key });
+        Ok(claims)
+    }
+
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
     }
 
     pub fn keys(&self) -> &KeyStore {

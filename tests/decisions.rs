@@ -306,3 +306,34 @@ async fn token_cookie_is_read_when_no_header_is_sent() {
     let d = decode(ext.decide(&check_request("/ws", &[("cookie", &twice)]), now()).await);
     assert_eq!(d.http_status, Some(400));
 }
+
+#[tokio::test]
+async fn a_cached_token_is_dropped_when_its_key_leaves_the_jwks() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1"), &key("kid-2")])).await;
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    assert!(parts.keys.refresh().await);
+    let cache = parts.authorizer.verifier().cache().clone();
+    let keys = parts.keys.clone();
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let token = key("kid-2").sign(&access_claims());
+    for _ in 0..3 {
+        assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::OK);
+    }
+    assert_eq!(cache.len(), 1, "verified once, then served from the cache");
+    // A refresh that keeps kid-2 unchanged keeps the entry good.
+    assert!(keys.refresh().await);
+    assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::OK);
+    // kid-2 is rotated out: the cached verification no longer counts.
+    jwks.set_document(common::jwks(&[&key("kid-1")]));
+    assert!(keys.refresh().await);
+    assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::UNAUTHENTICATED);
+}
+
+#[tokio::test]
+async fn a_cached_token_still_expires_at_its_exp() {
+    let h = harness().await;
+    let n = now();
+    let token = signed(&with(json!({"exp": n + 2})));
+    assert_eq!(decode(h.ext.decide(&bearer(&token), n).await).code, code::OK);
+    assert_unauthenticated(&decode(h.ext.decide(&bearer(&token), n + 2).await), "Token has expired");
+}

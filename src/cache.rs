@@ -1,0 +1,65 @@
+//! Verified-token cache: a token that verified once is not verified again until it expires.
+//!
+//! Keyed by SHA-256 of the whole token (a 64-bit hash would turn a collision into a forged allow;
+//! the signature alone is not the token). Entries hold only the claims decisions need, expire at
+//! the token's `exp`, and remember the key that verified them: a hit counts only while that same
+//! key is still in force, so a JWKS change that drops the `kid` drops its tokens too. Revocation
+//! and the MFA gate are applied on every request, cached or not.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::jwks::Key;
+use crate::verify::Claims;
+
+/// A verified token.
+pub struct Verified {
+    pub claims: Arc<Claims>,
+    pub kid: String,
+    pub key: Arc<Key>,
+}
+
+/// Bounded cache of verified tokens (TinyLFU admission, LRU eviction).
+#[derive(Clone)]
+pub struct TokenCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Arc<Verified>, _: Instant) -> Option<Duration> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Some(Duration::from_secs(value.claims.exp.saturating_sub(now)))
+    }
+}
+
+impl TokenCache {
+    /// `capacity` tokens at most. Defaults to 100,000 in the configuration.
+    pub fn new(capacity: u64) -> TokenCache {
+        TokenCache { cache: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExp).build() }
+    }
+
+    pub fn digest(token: &str) -> [u8; 32] {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        digest.as_ref().try_into().expect("sha-256 is 32 bytes")
+    }
+
+    pub fn get(&self, digest: &[u8; 32]) -> Option<Arc<Verified>> {
+        self.cache.get(digest)
+    }
+
+    pub fn insert(&self, digest: [u8; 32], verified: Verified) {
+        self.cache.insert(digest, Arc::new(verified));
+    }
+
+    /// Entries held (approximate: moka counts lazily).
+    pub fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
