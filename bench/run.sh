@@ -3,6 +3,7 @@
 #   A. Envoy, no auth (the ceiling)                B. Envoy + jwt_authn (the peer)
 #   C. Envoy + jwt_authn with jwt_cache_config     D. Envoy + ext_authz -> cognito-authz (MFA gate on, warm)
 #   E. h2load straight at Check (warm)             F. h2load at a trivial tonic server that answers OK
+#   D'. Envoy + ext_authz -> that trivial server (the ceiling of any ext_authz server)
 #   G. cold path: wrk through D rotating 10,000 distinct tokens (server CPU per request)
 #   H. memory: resident set with 100,000 cached tokens (through real Checks) + 100,000 revocations
 # Same Envoy build (--concurrency 1), same RS256 key, same Cognito-shaped token, direct_response
@@ -173,7 +174,7 @@ h2_run() { # variant round port
 # Warm the caches (token cache, MFA cache) once.
 curl -s -o /dev/null -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[cognito_authz]}/"
 for r in $(seq "$ROUNDS"); do
-  for v in noauth jwt_authn cognito_authz jwt_authn_cached; do wrk_run "$v" "$r"; done
+  for v in noauth jwt_authn cognito_authz jwt_authn_cached ok_server_ext_authz; do wrk_run "$v" "$r"; done
   h2_run check_cognito_authz "$r" "$GRPC"
   h2_run check_ok_server "$r" "$OKPORT"
 done
@@ -248,7 +249,8 @@ med = lambda xs: statistics.median(xs)
 print(f"rounds={sys.argv[4]} duration={sys.argv[5]}s wrk -t1 -c{sys.argv[6]}; h2load -c1 -m64; medians over rounds\n")
 print("| variant | req/s | p50 ms | p99 ms |")
 print("|---|---:|---:|---:|")
-for v in ["noauth", "jwt_authn", "jwt_authn_cached", "cognito_authz", "check_cognito_authz", "check_ok_server"]:
+for v in ["noauth", "jwt_authn", "jwt_authn_cached", "cognito_authz", "ok_server_ext_authz", "check_cognito_authz",
+          "check_ok_server"]:
     xs = by[v]
     p99 = [x[3] for x in xs if x[3] is not None]
     print(f"| {v} | {med([x[1] for x in xs]):.0f} | {med([x[2] for x in xs]):.3f} | {med(p99):.3f} |" if p99 else
@@ -264,6 +266,8 @@ print("|---|---:|---|")
 for label, a, b in [("cognito_authz / jwt_authn req/s", "cognito_authz", "jwt_authn"),
                     ("cognito_authz / jwt_authn_cached req/s", "cognito_authz", "jwt_authn_cached"),
                     ("check_cognito_authz / check_ok_server req/s", "check_cognito_authz", "check_ok_server"),
+                    ("cognito_authz / ok_server_ext_authz req/s", "cognito_authz", "ok_server_ext_authz"),
+                    ("ok_server_ext_authz / jwt_authn req/s", "ok_server_ext_authz", "jwt_authn"),
                     ("jwt_authn / noauth req/s", "jwt_authn", "noauth"),
                     ("cognito_authz / noauth req/s", "cognito_authz", "noauth")]:
     rs = ratios(a, b)

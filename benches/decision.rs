@@ -79,8 +79,13 @@ fn check(token: &str, access: &str) -> CheckRequest {
 }
 
 fn service(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<dyn MfaSource>) -> ExtAuthz {
+    service_with_cache(rt, key, mfa, 100_000)
+}
+
+fn service_with_cache(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<dyn MfaSource>, cache: u64) -> ExtAuthz {
     let jwks = serde_json::to_vec(&json!({ "keys": [key.jwk()] })).unwrap();
-    let config = Config::with_defaults(ISSUER, "https://unused.invalid/jwks".parse().unwrap(), vec![CLIENT.into()]);
+    let mut config = Config::with_defaults(ISSUER, "https://unused.invalid/jwks".parse().unwrap(), vec![CLIENT.into()]);
+    config.token_cache_size = cache;
     let keys = KeyStore::new(Arc::new(StaticKeys(jwks)), config.keys.clone());
     assert!(rt.block_on(keys.refresh()), "static keys load");
     let dir = std::env::temp_dir().join(format!("cognito-authz-bench-{}", std::process::id()));
@@ -98,10 +103,15 @@ fn benches(c: &mut Criterion) {
     let t = now();
 
     let allow = check(&valid, "authenticated");
-    c.bench_function("check/allow authenticated (RS256 verify)", |b| b.to_async(&rt).iter(|| ext.decide(&allow, t)));
+    c.bench_function("check/allow authenticated (token cache hit)", |b| b.to_async(&rt).iter(|| ext.decide(&allow, t)));
     let mfa = check(&valid, "mfa");
     rt.block_on(ext.decide(&mfa, t));
     c.bench_function("check/allow mfa, warm MFA cache", |b| b.to_async(&rt).iter(|| ext.decide(&mfa, t)));
+    // Cold: a service whose token cache holds nothing, so every check verifies RS256.
+    let cold = service_with_cache(&rt, &key, Arc::new(Enrolled), 0);
+    c.bench_function("check/allow authenticated, cold (RS256 verify every time)", |b| {
+        b.to_async(&rt).iter(|| cold.decide(&allow, t))
+    });
     let garbage = check("eyJhbGciOiJub25lIn0.e30.", "authenticated");
     c.bench_function("check/401 malformed token", |b| b.to_async(&rt).iter(|| ext.decide(&garbage, t)));
     // Flip one character in the middle of the signature: well-formed, but wrong.

@@ -31,11 +31,23 @@ pub fn checked_token(token: &str) -> Result<&str, Invalid> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Invalid::Oversized);
     }
-    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if !token.bytes().all(|b| JWT_CHARS[usize::from(b)]) {
         return Err(Invalid::Malformed);
     }
     Ok(token)
 }
+
+/// The characters of a compact JWS: base64url and `.`; one table lookup a byte.
+static JWT_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        b += 1;
+    }
+    table
+};
 
 /// A compact JWS split into its parts; nothing decoded yet.
 #[derive(Debug, Clone, Copy)]
