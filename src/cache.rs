@@ -9,47 +9,42 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::jwks::Key;
-use crate::verify::Claims;
-
-/// A verified token.
-pub struct Verified {
-    pub claims: Arc<Claims>,
-    pub kid: String,
-    pub key: Arc<Key>,
+/// What the cache needs of an entry: when its token expires (Unix seconds).
+pub trait Expires: Send + Sync + 'static {
+    fn exp(&self) -> u64;
 }
 
 /// Bounded cache of verified tokens (TinyLFU admission, LRU eviction).
-#[derive(Clone)]
-pub struct TokenCache {
-    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+pub struct TokenCache<V> {
+    cache: moka::sync::Cache<[u8; 32], Arc<V>>,
+}
+
+impl<V> Clone for TokenCache<V> {
+    fn clone(&self) -> Self {
+        TokenCache { cache: self.cache.clone() }
+    }
 }
 
 struct UntilExp;
 
-impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExp {
-    fn expire_after_create(&self, _: &[u8; 32], value: &Arc<Verified>, _: Instant) -> Option<Duration> {
+impl<V: Expires> moka::Expiry<[u8; 32], Arc<V>> for UntilExp {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Arc<V>, _: Instant) -> Option<Duration> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Some(Duration::from_secs(value.claims.exp.saturating_sub(now)))
+        Some(Duration::from_secs(value.exp().saturating_sub(now)))
     }
 }
 
-impl TokenCache {
+impl<V: Expires> TokenCache<V> {
     /// `capacity` tokens at most. Defaults to 100,000 in the configuration.
-    pub fn new(capacity: u64) -> TokenCache {
+    pub fn new(capacity: u64) -> TokenCache<V> {
         TokenCache { cache: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExp).build() }
     }
 
-    pub fn digest(token: &str) -> [u8; 32] {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        digest.as_ref().try_into().expect("sha-256 is 32 bytes")
-    }
-
-    pub fn get(&self, digest: &[u8; 32]) -> Option<Arc<Verified>> {
+    pub fn get(&self, digest: &[u8; 32]) -> Option<Arc<V>> {
         self.cache.get(digest)
     }
 
-    pub fn insert(&self, digest: [u8; 32], verified: Verified) {
+    pub fn insert(&self, digest: [u8; 32], verified: V) {
         self.cache.insert(digest, Arc::new(verified));
     }
 
@@ -62,4 +57,10 @@ impl TokenCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// SHA-256 of the whole token: the cache key.
+pub fn digest(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    digest.as_ref().try_into().expect("sha-256 is 32 bytes")
 }

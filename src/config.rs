@@ -14,26 +14,7 @@ use crate::keys::KeySettings;
 use crate::mfa::MfaSettings;
 pub use crate::oauth::Endpoints;
 use crate::policy::Policy;
-
-/// A secret setting: never printed, never logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Issuers under this host belong to `cognito-authz dev` and are never accepted by `serve`.
 pub const DEV_ISSUER_HOST: &str = "cognito-authz.invalid";

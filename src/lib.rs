@@ -21,6 +21,7 @@ pub mod pb;
 pub mod policy;
 pub mod revocation;
 pub mod run;
+pub mod secret;
 pub mod server;
 pub mod token;
 pub mod verify;

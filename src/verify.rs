@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::cache::{TokenCache, Verified};
+use crate::cache::{self, Expires, TokenCache};
 use crate::error::{Denied, Invalid};
+use crate::jwks::Key;
 use crate::keys::KeyStore;
 use crate::token::{Jwt, RawClaims};
 
@@ -110,22 +111,35 @@ impl Rules {
     }
 }
 
+/// A verified token, as the cache keeps it: its claims and the key that verified it.
+pub struct Verified {
+    pub claims: Arc<Claims>,
+    pub kid: String,
+    pub key: Arc<Key>,
+}
+
+impl Expires for Verified {
+    fn exp(&self) -> u64 {
+        self.claims.exp
+    }
+}
+
 /// Verifies tokens against the key store and the rules, remembering those that passed.
 #[derive(Clone)]
 pub struct Verifier {
     keys: KeyStore,
     rules: Rules,
-    cache: TokenCache,
+    cache: TokenCache<Verified>,
 }
 
 impl Verifier {
-    pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache) -> Verifier {
+    pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache<Verified>) -> Verifier {
         Verifier { keys, rules, cache }
     }
 
     /// Verifies a bearer token at Unix time `now`.
     pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Claims>, Denied> {
-        let digest = TokenCache::digest(token);
+        let digest = cache::digest(token);
         if let Some(hit) = self.cache.get(&digest) {
             // Only `exp` can change its verdict with time (`nbf` and `iat` only ever start to pass),
             // and only a change of key can change the signature's.
@@ -143,7 +157,7 @@ impl Verifier {
         Ok(claims)
     }
 
-    pub fn cache(&self) -> &TokenCache {
+    pub fn cache(&self) -> &TokenCache<Verified> {
         &self.cache
     }
 

@@ -19,10 +19,10 @@ use uuid::Uuid;
 
 use super::HttpError;
 use crate::cognito::{CognitoError, SdkCognito};
-use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::mfa::MfaGate;
 use crate::revocation::{Entry, Revocations, unix_now};
+use crate::secret::Secret;
 
 /// What the admin routes need.
 #[derive(Clone)]
