@@ -7,6 +7,7 @@
 //! and the MFA gate are applied on every request, cached or not.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the cache needs of an entry: when its token expires (Unix seconds).
@@ -17,11 +18,13 @@ pub trait Expires: Send + Sync + 'static {
 /// Bounded cache of verified tokens (TinyLFU admission, LRU eviction).
 pub struct TokenCache<V> {
     cache: moka::sync::Cache<[u8; 32], Arc<V>>,
+    /// Answers served from the cache, and lookups that had to verify: for metrics.
+    counts: Arc<[AtomicU64; 2]>,
 }
 
 impl<V> Clone for TokenCache<V> {
     fn clone(&self) -> Self {
-        TokenCache { cache: self.cache.clone() }
+        TokenCache { cache: self.cache.clone(), counts: self.counts.clone() }
     }
 }
 
@@ -37,7 +40,20 @@ impl<V: Expires> moka::Expiry<[u8; 32], Arc<V>> for UntilExp {
 impl<V: Expires> TokenCache<V> {
     /// `capacity` tokens at most. Defaults to 100,000 in the configuration.
     pub fn new(capacity: u64) -> TokenCache<V> {
-        TokenCache { cache: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExp).build() }
+        TokenCache {
+            cache: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExp).build(),
+            counts: Arc::default(),
+        }
+    }
+
+    /// Counts a lookup: `hit` when the cached entry answered, not when it had to be verified.
+    pub fn record(&self, hit: bool) {
+        self.counts[usize::from(!hit)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (hits, misses) so far.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.counts[0].load(Ordering::Relaxed), self.counts[1].load(Ordering::Relaxed))
     }
 
     pub fn get(&self, digest: &[u8; 32]) -> Option<Arc<V>> {

@@ -112,6 +112,43 @@ pub enum Denied {
     Unavailable(#[from] Unavailable),
 }
 
+/// Gives each reason a short fixed label (snake case of its name) for metrics: a fixed set, so a
+/// caller cannot multiply series.
+macro_rules! labels {
+    ($ty:ident { $($variant:ident => $label:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $label),*
+                }
+            }
+        }
+    };
+}
+
+labels!(Invalid {
+    MissingToken => "missing_token", NotBearer => "not_bearer", Oversized => "oversized", Malformed => "malformed",
+    BadHeader => "bad_header", Algorithm => "algorithm", MissingKeyId => "missing_key_id",
+    CriticalHeader => "critical_header", UnknownKey => "unknown_key", Signature => "signature",
+    BadClaims => "bad_claims", DuplicateKey => "duplicate_key", MissingExpiry => "missing_expiry",
+    Expired => "expired", NotYetValid => "not_yet_valid", IssuedInFuture => "issued_in_future",
+    Issuer => "issuer", NotAccessToken => "not_access_token", Client => "client", Subject => "subject",
+    MissingUsername => "missing_username", MachineToken => "machine_token", UserDisabled => "user_disabled",
+    Revoked => "revoked", Unrevocable => "unrevocable",
+});
+labels!(Forbidden {
+    MfaRequired => "mfa_required", InsufficientScope => "insufficient_scope", MachineToken => "machine_token",
+    MfaScopeMissing => "mfa_scope_missing",
+});
+labels!(BadRequest {
+    MultipleCredentials => "multiple_credentials", NoHttpAttributes => "no_http_attributes",
+    AmbiguousPath => "ambiguous_path",
+});
+labels!(Unavailable {
+    NoKeys => "no_keys", KeyFetchFailed => "key_fetch_failed", KeyFetchTimeout => "key_fetch_timeout",
+    Cognito => "cognito", CognitoThrottled => "cognito_throttled", RevocationsStale => "revocations_stale",
+});
+
 /// gRPC status codes Envoy reads from `CheckResponse.status` (0 would mean allow).
 pub mod code {
     pub const OK: i32 = 0;
@@ -199,6 +236,16 @@ impl Denied {
             Denied::Unauthenticated(_) => "unauthenticated",
             Denied::Forbidden(_) => "forbidden",
             Denied::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The reason's fixed label, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match *self {
+            Denied::BadRequest(r) => r.label(),
+            Denied::Unauthenticated(r) => r.label(),
+            Denied::Forbidden(r) => r.label(),
+            Denied::Unavailable(r) => r.label(),
         }
     }
 }

@@ -5,11 +5,12 @@
 //! error sends it down its error path, which a fail-open deployment turns into an allow.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use prost_types::value::Kind;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tracing::Instrument;
 
 use crate::audit::{AuditLimiter, loggable};
 use crate::authz::{Allowed, Authorizer, Request};
@@ -50,21 +51,23 @@ impl ExtAuthz {
 
     /// Decides one `CheckRequest` at Unix time `now`.
     pub async fn decide(&self, check: &CheckRequest, now: u64) -> CheckResponse {
+        let started = Instant::now();
         let attributes = check.attributes.as_ref();
         let Some(http) = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref()) else {
-            self.metrics.decision("bad_request");
-            return denied_response(&Denied::BadRequest(BadRequest::NoHttpAttributes));
+            let denied = Denied::BadRequest(BadRequest::NoHttpAttributes);
+            self.metrics.decision(denied.outcome(), denied.reason(), started.elapsed());
+            return denied_response(&denied);
         };
         let no_context = HashMap::new();
         let request = request_from(http, attributes.map_or(&no_context, |a| &a.context_extensions));
         match self.authorizer.check(&request, now).await {
             Ok(allowed) => {
                 tracing::debug!(outcome = "allow", who = %who(&allowed), path = %loggable(request.path), "decision");
-                self.metrics.decision("allow");
+                self.metrics.decision("allow", "none", started.elapsed());
                 allowed_response(&allowed, self.strip_authorization)
             }
             Err(denied) => {
-                self.metrics.decision(denied.outcome());
+                self.metrics.decision(denied.outcome(), denied.reason(), started.elapsed());
                 tracing::debug!(outcome = denied.outcome(), reason = %denied, path = %loggable(request.path), "decision");
                 if let Some(suppressed) = self.audit.admit(now) {
                     tracing::info!(outcome = denied.outcome(), reason = %denied, method = %loggable(request.method),
@@ -79,8 +82,53 @@ impl ExtAuthz {
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
     async fn check(&self, request: GrpcRequest<CheckRequest>) -> Result<GrpcResponse<CheckResponse>, Status> {
-        Ok(GrpcResponse::new(self.decide(request.get_ref(), unix_now()).await))
+        let check = request.get_ref();
+        // A span only for requests that carry a trace context: the common untraced request pays
+        // for no span, and its log lines would have no trace to join anyway.
+        let response = match trace_context(check) {
+            Some(trace) => {
+                let span = tracing::info_span!("check", trace_id = %trace.trace_id, parent_id = %trace.parent_id);
+                self.decide(check, unix_now()).instrument(span).await
+            }
+            None => self.decide(check, unix_now()).await,
+        };
+        Ok(GrpcResponse::new(response))
     }
+}
+
+/// The W3C trace context (`traceparent`) of the checked request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TraceContext<'a> {
+    pub trace_id: &'a str,
+    pub parent_id: &'a str,
+}
+
+/// The checked request's `traceparent`, when it is well formed (so only hex reaches a log).
+pub fn trace_context(check: &CheckRequest) -> Option<TraceContext<'_>> {
+    let http = check.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
+    let value = match &http.header_map {
+        Some(map) => map.headers.iter().find(|h| h.key.eq_ignore_ascii_case("traceparent")).and_then(raw_header_value),
+        None => http.headers.get("traceparent").map(String::as_str),
+    }?;
+    parse_traceparent(value)
+}
+
+/// `version-traceid-parentid-flags`, lower-case hex; all-zero ids and version `ff` are invalid.
+/// Versions above 00 may append fields, which are ignored.
+pub fn parse_traceparent(value: &str) -> Option<TraceContext<'_>> {
+    let mut parts = value.trim_matches([' ', '\t']).split('-');
+    let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    let well_formed = hex(version, 2)
+        && version != "ff"
+        && hex(trace_id, 32)
+        && hex(parent_id, 16)
+        && hex(flags, 2)
+        && !zero(trace_id)
+        && !zero(parent_id)
+        && (version != "00" || parts.next().is_none());
+    well_formed.then_some(TraceContext { trace_id, parent_id })
 }
 
 /// Reads what a decision needs from Envoy's HTTP attributes, without copying the header map.
@@ -217,4 +265,32 @@ fn who(allowed: &Allowed) -> String {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_read_only_when_well_formed() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            parse_traceparent(good),
+            Some(TraceContext { trace_id: "4bf92f3577b34da6a3ce929d0e0e4736", parent_id: "00f067aa0ba902b7" })
+        );
+        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future").is_some());
+        for bad in [
+            "",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736\n-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad:?}");
+        }
+    }
 }

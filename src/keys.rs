@@ -74,6 +74,7 @@ struct Inner {
     finished: watch::Sender<u64>,
     loaded: watch::Sender<bool>,
     fetches: AtomicU64,
+    fetch_failures: AtomicU64,
 }
 
 #[derive(Default)]
@@ -95,6 +96,7 @@ impl KeyStore {
                 finished: watch::channel(0).0,
                 loaded: watch::channel(false).0,
                 fetches: AtomicU64::new(0),
+                fetch_failures: AtomicU64::new(0),
             }),
         }
     }
@@ -172,6 +174,11 @@ impl KeyStore {
         self.inner.fetches.load(Ordering::Relaxed)
     }
 
+    /// How many fetches have failed (transport, status, size or document).
+    pub fn fetch_failure_count(&self) -> u64 {
+        self.inner.fetch_failures.load(Ordering::Relaxed)
+    }
+
     /// How many keys are in force.
     pub fn key_count(&self) -> usize {
         self.inner.keys.read().expect("keys lock").len()
@@ -215,6 +222,7 @@ impl KeyStore {
                     }
                 }
                 Err(error) => {
+                    inner.fetch_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%error, "fetching signing keys failed; keeping the last good keys");
                     state.last_failed = true;
                     state.failed_until = Some(now + inner.settings.failure_backoff);

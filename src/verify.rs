@@ -144,9 +144,11 @@ impl Verifier {
             // Only `exp` can change its verdict with time (`nbf` and `iat` only ever start to pass),
             // and only a change of key can change the signature's.
             if now < hit.claims.exp.saturating_add(self.rules.leeway) && self.keys.is_current(&hit.kid, &hit.key) {
+                self.cache.record(true);
                 return Ok(hit.claims.clone());
             }
         }
+        self.cache.record(false);
         let jwt = Jwt::split(token)?;
         let header = jwt.header()?;
         let key = self.keys.key(&header.kid).await?;

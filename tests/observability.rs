@@ -1,0 +1,104 @@
+//! What an operator sees: the Prometheus exposition after real decisions (labels from fixed sets
+//! only), and the W3C trace context of a checked request carried into the service's log lines.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use cognito_authz::ext_authz::ExtAuthz;
+use cognito_authz::pb::auth::authorization_server::Authorization;
+use common::*;
+use serde_json::json;
+
+async fn service() -> (ExtAuthz, cognito_authz::metrics::Metrics, JwksServer) {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    assert!(parts.keys.refresh().await);
+    let metrics = parts.metrics.clone();
+    (ExtAuthz::new(parts.authorizer, false, parts.metrics), metrics, jwks)
+}
+
+/// The value of the sample named exactly `series` (name and labels), if exposed.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_by_outcome_and_reason_and_read_the_parts() {
+    let (ext, metrics, jwks) = service().await;
+    let token = key("kid-1").sign(&access_claims());
+    let mut expired = access_claims();
+    expired["exp"] = json!(now() - 10);
+    let expired = key("kid-1").sign(&expired);
+    for request in [bearer(&token), bearer(&token), bearer(&expired), check_request("/api/items", &[])] {
+        ext.decide(&request, now()).await;
+    }
+    // Tokens naming made-up keys: one fetch (then the cooldown), and no kid becomes a label.
+    for n in 0..20 {
+        let header = format!(r#"{{"alg":"RS256","kid":"attacker-kid-{n}"}}"#);
+        ext.decide(&bearer(&key("kid-1").sign_raw(&header, &access_claims().to_string())), now()).await;
+    }
+    let text = metrics.render();
+    let at = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} missing from\n{text}"));
+    let prefix = "cognito_authz_";
+    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"allow\",reason=\"none\"}}")), 2.0);
+    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"expired\"}}")), 1.0);
+    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"missing_token\"}}")), 1.0);
+    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"unknown_key\"}}")), 20.0);
+    assert_eq!(at(&format!("{prefix}decision_seconds_count")), 24.0);
+    assert_eq!(at(&format!("{prefix}token_cache_hits_total")), 1.0, "the second allow came from the cache");
+    assert_eq!(at(&format!("{prefix}token_cache_misses_total")), 22.0);
+    assert_eq!(at(&format!("{prefix}jwks_fetches_total")), 2.0, "start-up, then one for the unknown kids");
+    assert_eq!(jwks.hits(), 2);
+    assert_eq!(at(&format!("{prefix}jwks_fetch_failures_total")), 0.0);
+    assert_eq!(at(&format!("{prefix}keys")), 1.0);
+    assert_eq!(at(&format!("{prefix}token_cache_entries")), 1.0);
+    assert_eq!(at(&format!("{prefix}revocations")), 0.0);
+    assert_eq!(at(&format!("{prefix}build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
+    assert!(!text.contains("attacker-kid") && !text.contains("/api/items") && !text.contains(SUB));
+    let series = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(series < 60, "{series} series: labels must come from fixed sets");
+}
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_checked_requests_traceparent_reaches_the_services_log_lines() {
+    let (ext, _metrics, _jwks) = service().await;
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let forged = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\" injected=\"x";
+    for traceparent in [traced, forged] {
+        let request =
+            check_request("/api/items", &[("authorization", "Bearer not-a-token"), ("traceparent", traceparent)]);
+        let response = ext.check(tonic::Request::new(request)).await.unwrap().into_inner();
+        assert_eq!(response.status.unwrap().code, cognito_authz::error::code::UNAUTHENTICATED);
+    }
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let denied: Vec<&str> = log.lines().filter(|l| l.contains("request denied")).collect();
+    assert_eq!(denied.len(), 2, "{log}");
+    assert!(
+        denied[0].contains("trace_id=4bf92f3577b34da6a3ce929d0e0e4736")
+            && denied[0].contains("parent_id=00f067aa0ba902b7"),
+        "{}",
+        denied[0]
+    );
+    assert!(!denied[1].contains("trace_id") && !denied[1].contains("injected"), "a malformed traceparent is ignored");
+}
