@@ -131,6 +131,17 @@ pub struct ServeArgs {
     /// logout cannot revoke. Defaults to `false`.
     #[arg(long, env = "COGNITO_AUTHZ_ALLOW_UNREVOCABLE_TOKENS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_unrevocable_tokens: Option<bool>,
+    /// PEM certificate chain for TLS on the gRPC and HTTP listeners (with `--tls-key`).
+    /// Defaults to none: plaintext, for a sidecar on loopback or a mesh that encrypts.
+    #[arg(long, env = "COGNITO_AUTHZ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "COGNITO_AUTHZ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: the gRPC listener then asks for a client certificate signed by one of
+    /// them (mTLS), so only the proxy can ask for decisions. Needs `--tls-cert`. Defaults to none.
+    #[arg(long, env = "COGNITO_AUTHZ_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// The Cognito hosted-UI domain, e.g. `https://auth.example.com`: gives `/oauth2/token`,
     /// `/oauth2/userInfo`, `/oauth2/revoke` and `/logout`.
     #[arg(long, env = "COGNITO_AUTHZ_OAUTH_DOMAIN")]
@@ -209,6 +220,17 @@ pub struct Config {
     /// The OAuth endpoints and the confidential client, when sign-in is configured.
     pub oauth: Option<OAuthConfig>,
     pub auth: AuthSettings,
+    /// TLS on the gRPC and HTTP listeners, when configured.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the listeners' TLS material is (PEM files, read at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// With it, gRPC clients must present a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Where revocations are kept.
@@ -276,6 +298,7 @@ impl Config {
                 allowed_origins: vec![],
                 refresh_token_lifetime: Duration::from_secs(30 * 86400),
             },
+            tls: None,
         }
     }
 }
@@ -329,6 +352,9 @@ impl ServeArgs {
             oauth_client_id: self.oauth_client_id.or(file.oauth_client_id),
             client_secret: self.client_secret.or(file.client_secret),
             client_secret_file: self.client_secret_file.or(file.client_secret_file),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
             redirect_uri: self.redirect_uri.or(file.redirect_uri),
             logout_redirect_uri: self.logout_redirect_uri.or(file.logout_redirect_uri),
             refresh_cookie_name: self.refresh_cookie_name.or(file.refresh_cookie_name),
@@ -472,6 +498,15 @@ impl ServeArgs {
                 ));
             }
         }
+        let tls = match (self.tls_cert, self.tls_key, self.tls_client_ca) {
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles { cert, key, client_ca }),
+            (None, None, None) => None,
+            (None, None, Some(_)) => {
+                return Err(bad("tls-client-ca", "COGNITO_AUTHZ_TLS_CLIENT_CA", "needs --tls-cert and --tls-key"));
+            }
+            (Some(_), None, _) => return Err(bad("tls-key", "COGNITO_AUTHZ_TLS_KEY", "is needed with --tls-cert")),
+            (None, Some(_), _) => return Err(bad("tls-cert", "COGNITO_AUTHZ_TLS_CERT", "is needed with --tls-key")),
+        };
         let auth = AuthSettings {
             redirect_uri: self.redirect_uri,
             logout_redirect_uri: self.logout_redirect_uri,
@@ -484,6 +519,7 @@ impl ServeArgs {
             refresh_token_lifetime: Duration::from_secs(self.refresh_token_lifetime.unwrap_or(30 * 86400)),
         };
         Ok(Config {
+            tls,
             admin_token,
             token_cache_size: self.token_cache_size.unwrap_or(100_000),
             revocation_store,

@@ -23,5 +23,6 @@ pub mod revocation;
 pub mod run;
 pub mod secret;
 pub mod server;
+pub mod tls;
 pub mod token;
 pub mod verify;

@@ -18,7 +18,7 @@ use crate::ext_authz::ExtAuthz;
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminState};
 use crate::keys::{HttpKeySource, KeyStore};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Readings};
 use crate::mfa::MfaGate;
 use crate::oauth::OAuthClient;
 use crate::pb::auth::authorization_server::AuthorizationServer;
@@ -26,6 +26,7 @@ use crate::policy::Policy;
 use crate::revocation::file::FileStore;
 use crate::revocation::redis::RedisStore;
 use crate::revocation::{Revocations, unix_now};
+use crate::tls::{self, TlsListener};
 use crate::verify::{Rules, Verifier};
 
 /// The service name Envoy and Kubernetes ask the health service about.
@@ -122,6 +123,22 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
     let policy = SharedPolicy::new(config.policy.clone());
     let verifier = Verifier::new(keys.clone(), rules, TokenCache::new(config.token_cache_size));
     let authorizer = Authorizer::new(verifier, revocations, policy, mfa, config.token_cookie.clone());
+    // The closure holds the verifier and revocations, not the authorizer (which holds the metrics).
+    let (verifier, revocations) = (authorizer.verifier().clone(), authorizer.revocations().clone());
+    metrics.read_parts(move || {
+        let keys = verifier.keys();
+        let cache = verifier.cache();
+        let (hits, misses) = cache.hits_and_misses();
+        Readings {
+            jwks_fetches: keys.fetch_count(),
+            jwks_fetch_failures: keys.fetch_failure_count(),
+            keys: keys.key_count() as u64,
+            token_cache_hits: hits,
+            token_cache_misses: misses,
+            token_cache_entries: cache.len(),
+            revocations: revocations.len() as u64,
+        }
+    });
     Parts { keys, authorizer, metrics, cognito: None, redis: None }
 }
 
@@ -170,7 +187,7 @@ pub async fn serve(
 
     let Listeners { grpc, http, admin } = listeners;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, admin = %admin.local_addr()?,
-        issuer = %config.issuer, jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
+        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuer = %config.issuer, jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
     let auth_state = AuthState {
         authorizer: parts.authorizer.clone(),
         oauth: config.oauth.as_ref().map(|o| {
@@ -188,12 +205,25 @@ pub async fn serve(
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone());
-    let grpc_server = tonic::transport::Server::builder()
+    let mut grpc_builder = tonic::transport::Server::builder();
+    if let Some(files) = &config.tls {
+        grpc_builder = grpc_builder.tls_config(tls::grpc_config(files)?)?;
+    }
+    let grpc_server = grpc_builder
         .add_service(health_service)
         .add_service(AuthorizationServer::new(ext_authz))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone()));
-    let http_server = axum::serve(http, http_routes.merge(crate::http::routes(auth_state, parts.keys)))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let http_app = http_routes.merge(crate::http::routes(auth_state, parts.keys));
+    let http_stopped = stopped(stop_rx.clone());
+    let http_tls = config.tls.as_ref().map(tls::http_acceptor).transpose()?;
+    let http_server = async move {
+        match http_tls {
+            Some(acceptor) => {
+                axum::serve(TlsListener::new(http, acceptor)?, http_app).with_graceful_shutdown(http_stopped).await
+            }
+            None => axum::serve(http, http_app).with_graceful_shutdown(http_stopped).await,
+        }
+    };
     let admin_server = axum::serve(admin, admin::routes(admin_state)).with_graceful_shutdown(stopped(stop_rx));
     let (grpc_result, http_result, admin_result) = tokio::join!(grpc_server, http_server, admin_server);
     refresh.abort();
