@@ -1,0 +1,227 @@
+//! Property tests on the token parser, the verifier and the policy matcher: for inputs proptest
+//! makes up, nothing panics, and each answer agrees with a simple model of the rule.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cognito_authz::error::{BadRequest, Invalid};
+use cognito_authz::policy::{Access, Policy, RouteContext, checked_path};
+use cognito_authz::token::{Jwt, bearer, checked_token, ensure_unique_keys};
+use common::*;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Any JSON value, nested a few levels.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// JOSE headers near the accepted shape: each field present or not, right or wrong, plus noise.
+fn jose_header() -> impl Strategy<Value = Value> {
+    let alg = prop_oneof![
+        Just(json!("RS256")),
+        Just(json!("none")),
+        Just(json!("rs256")),
+        Just(json!("HS256")),
+        json_value()
+    ];
+    let kid = prop_oneof![
+        ".{1,8}".prop_map(Value::String),
+        Just(json!("")),
+        Just(Value::String("k".repeat(257))),
+        json_value()
+    ];
+    (
+        prop::option::of(alg),
+        prop::option::of(kid),
+        prop::option::of(json_value()),
+        prop::collection::btree_map("[a-z]{1,4}", json_value(), 0..3),
+    )
+        .prop_map(|(alg, kid, crit, extra)| {
+            let mut header: Map<String, Value> =
+                extra.into_iter().filter(|(k, _)| !matches!(k.as_str(), "alg" | "kid" | "crit")).collect();
+            for (name, value) in [("alg", alg), ("kid", kid), ("crit", crit)] {
+                if let Some(value) = value {
+                    header.insert(name.to_owned(), value);
+                }
+            }
+            Value::Object(header)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any header value and any token text: every parsing step answers, none panics, and a token that
+    /// passes the shape check is within the size bound and made of base64url characters and dots.
+    #[test]
+    fn the_parser_answers_every_input(input in ".{0,300}", raw_parts in prop::collection::vec("[A-Za-z0-9_-]{0,40}", 0..5)) {
+        let _ = bearer(&input);
+        let joined = raw_parts.join(".");
+        for candidate in [input.as_str(), joined.as_str()] {
+            if let Ok(token) = checked_token(candidate) {
+                prop_assert!(token.len() <= 16 * 1024);
+                prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'));
+                if let Ok(jwt) = Jwt::split(token) {
+                    let _ = jwt.header();
+                    let _ = jwt.claims();
+                }
+            }
+        }
+    }
+
+    /// Any JSON as the header or the payload of a three-part token: parsed or refused, never a panic;
+    /// and the header is accepted only when it says RS256, names a kid and has no `crit`.
+    #[test]
+    fn any_json_header_or_payload_is_judged(header in prop_oneof![json_value(), jose_header()], payload in json_value()) {
+        let token = format!("{}.{}.c2ln", b64(header.to_string().as_bytes()), b64(payload.to_string().as_bytes()));
+        let jwt = Jwt::split(&token).expect("three parts");
+        let accepted = jwt.header().is_ok();
+        let model = header.get("alg") == Some(&json!("RS256"))
+            && header.get("kid").and_then(Value::as_str).is_some_and(|k| !k.is_empty() && k.len() <= 256)
+            && header.get("crit").is_none();
+        prop_assert_eq!(accepted, model, "header {}", header);
+        let _ = jwt.claims();
+    }
+
+    /// Any non-empty kid up to 256 bytes comes back exactly as sent; any alg but RS256 is refused.
+    #[test]
+    fn kid_round_trips_and_other_algs_are_refused(kid in ".{1,64}", alg in ".{0,10}") {
+        let header = json!({ "alg": "RS256", "kid": kid }).to_string();
+        let token = format!("{}.e30.c2ln", b64(header.as_bytes()));
+        let parsed = Jwt::split(&token).unwrap().header();
+        if kid.len() <= 256 {
+            prop_assert_eq!(parsed.map(|h| h.kid), Ok(kid.clone()));
+        } else {
+            prop_assert_eq!(parsed, Err(Invalid::BadHeader));
+        }
+        let header = json!({ "alg": alg, "kid": "k" }).to_string();
+        let token = format!("{}.e30.c2ln", b64(header.as_bytes()));
+        let parsed = Jwt::split(&token).unwrap().header();
+        prop_assert_eq!(parsed.is_ok(), alg == "RS256");
+    }
+
+    /// JSON with unique keys passes the duplicate check; repeating any one key, at any depth, fails it.
+    #[test]
+    fn a_repeated_key_anywhere_is_refused(object in prop::collection::btree_map("[a-z\"\\\\]{1,6}", json_value(), 1..6), nest in any::<bool>(), pick in any::<prop::sample::Index>()) {
+        let map: Map<String, Value> = object.into_iter().collect();
+        let text = Value::Object(map.clone()).to_string();
+        let wrapped = |inner: &str| if nest { format!("{{\"outer\":[1,{inner}]}}") } else { inner.to_owned() };
+        prop_assert_eq!(ensure_unique_keys(wrapped(&text).as_bytes()), Ok(()));
+        let (key, value) = map.iter().nth(pick.index(map.len())).unwrap();
+        let repeated = format!("{},{}:{}}}", &text[..text.len() - 1], Value::from(key.as_str()), value);
+        prop_assert_eq!(ensure_unique_keys(wrapped(&repeated).as_bytes()), Err(Invalid::DuplicateKey));
+    }
+}
+
+/// Path segments that are plain (no dots, separators or escapes).
+fn segments(max: usize) -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec("[a-z0-9_-]{1,5}", 0..max)
+}
+
+fn path_of(segments: &[String]) -> String {
+    format!("/{}", segments.join("/"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// A path the check lets through is a prefix of what was sent, with no dot segment, empty
+    /// segment, backslash, `;`, encoded separator or control byte left in it.
+    #[test]
+    fn checked_paths_hold_nothing_ambiguous(path in "[/a-zA-Z0-9.%;\\\\?#\\x00 -]{0,40}") {
+        if let Ok(checked) = checked_path(&path) {
+            prop_assert!(path.starts_with(checked));
+            prop_assert!(checked.starts_with('/'));
+            prop_assert!(!checked.contains("//") && !checked.contains('\\') && !checked.contains(';'));
+            let lower = checked.to_ascii_lowercase();
+            prop_assert!(!lower.contains("%2f") && !lower.contains("%2e") && !lower.contains("%5c"));
+            prop_assert!(checked.split('/').all(|s| s != "." && s != ".."));
+            prop_assert!(!checked.bytes().any(|b| b.is_ascii_control() || b == b' '));
+        } else {
+            prop_assert_eq!(checked_path(&path), Err(BadRequest::AmbiguousPath));
+        }
+    }
+
+    /// A prefix rule matches its path and whatever lies below it on whole segments, and nothing else;
+    /// unmatched requests need MFA; a query string never changes the answer.
+    #[test]
+    fn prefix_rules_match_whole_segments(prefix in segments(4), path in segments(6), tail in "[a-z]{0,3}", query in "[a-z=&./%]{0,12}") {
+        let policy = Policy::from_toml(&format!("[[rule]]\nprefix = \"{}\"\naccess = \"public\"\n", path_of(&prefix))).unwrap();
+        let mut sent = path.clone();
+        if let Some(last) = sent.last_mut() {
+            last.push_str(&tail);
+        }
+        let sent_path = path_of(&sent);
+        let model = sent.len() >= prefix.len() && sent[..prefix.len()] == prefix[..];
+        let expected = if model { Access::Public } else { Access::Mfa };
+        let access = |p: &str| policy.requirement("GET", p, RouteContext::default()).map(|r| r.access);
+        prop_assert_eq!(access(&sent_path), Ok(expected), "prefix {:?} path {}", prefix, sent_path);
+        prop_assert_eq!(access(&format!("{sent_path}?{query}")), Ok(expected));
+    }
+
+    /// An exact rule matches only its own path, whatever the method when it names none, and only the
+    /// named methods when it does.
+    #[test]
+    fn exact_rules_and_methods(rule in segments(4), path in segments(4), method in prop::sample::select(vec!["GET", "POST", "DELETE"])) {
+        let text = format!("[[rule]]\nmethods = [\"POST\"]\npath = \"{}\"\naccess = \"authenticated\"\n", path_of(&rule));
+        let policy = Policy::from_toml(&text).unwrap();
+        let access = policy.requirement(method, &path_of(&path), RouteContext::default()).map(|r| r.access);
+        let expected = if rule == path && method == "POST" { Access::Authenticated } else { Access::Mfa };
+        prop_assert_eq!(access, Ok(expected));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Changing any one character of a valid token, to any other token character, never yields an
+    /// allow: strict base64url has one spelling per byte string, so every change reaches the
+    /// signature or the parser.
+    #[test]
+    fn no_single_character_change_of_a_valid_token_is_accepted(position in any::<prop::sample::Index>(), replacement in "[A-Za-z0-9_.-]") {
+        let (runtime, verifier, token) = &*VERIFIER;
+        let mut bytes = token.clone().into_bytes();
+        let at = position.index(bytes.len());
+        let replacement = replacement.as_bytes()[0];
+        prop_assume!(bytes[at] != replacement);
+        bytes[at] = replacement;
+        let changed = String::from_utf8(bytes).unwrap();
+        let verdict = runtime.block_on(verifier.authenticate(&changed, now()));
+        prop_assert!(verdict.is_err(), "accepted a token changed at {}", at);
+    }
+}
+
+type Fixture = (tokio::runtime::Runtime, cognito_authz::authz::Authorizer, String);
+
+/// One running verifier for the whole property (keys fetched once, from a loopback JWKS).
+static VERIFIER: std::sync::LazyLock<Fixture> = std::sync::LazyLock::new(|| {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let authorizer = runtime.block_on(async {
+        let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+        let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+        assert!(parts.keys.refresh().await);
+        std::mem::forget(jwks);
+        parts.authorizer
+    });
+    let token = key("kid-1").sign(&access_claims());
+    assert!(runtime.block_on(authorizer.authenticate(&token, now())).is_ok(), "the unchanged token passes");
+    (runtime, authorizer, token)
+});
