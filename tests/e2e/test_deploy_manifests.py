@@ -1,0 +1,526 @@
+"""The deployment files (deploy/kubernetes, deploy/istio, Dockerfile, .dockerignore), checked offline:
+no cluster, no Istio, no image build. The Kubernetes objects are validated against Kubernetes' own
+JSON schemas (bundled in the kubernetes-validate wheel, strict: unknown fields fail), the Istio
+resources against the small schemas in schemas/, and the properties the deployment depends on are
+asserted one by one, against the source where the source decides (env var names, health service,
+binary name)."""
+
+import ipaddress
+import json
+import re
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "kubernetes"
+ISTIO = ROOT / "deploy" / "istio"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+# The oldest Kubernetes the manifests target (gRPC probes GA in 1.27, the preStop `sleep` action on by
+# default from 1.30) and the newest the validator bundles.
+K8S_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
+
+APP = "cognito-authz"
+
+
+# --- reading the files ------------------------------------------------------------------------------
+
+
+def load_yaml_docs(path):
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def kustomization():
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
+def read_env_file(path):
+    """kustomize's `envs:` format: KEY=VALUE lines, `#` comments, blank lines."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
+        assert key not in env, f"{path.name}: {key} set twice"
+        env[key] = value
+    return env
+
+
+def generated_configmaps(kust):
+    """The ConfigMaps kustomize's configMapGenerator makes (names without the hash suffix, which
+    kustomize also rewrites in every reference)."""
+    maps = []
+    for gen in kust.get("configMapGenerator", []):
+        data = {}
+        for env_file in gen.get("envs", []):
+            data.update(read_env_file(K8S / env_file))
+        for entry in gen.get("files", []):
+            key, source = entry.split("=", 1) if "=" in entry else (Path(entry).name, entry)
+            data[key] = (K8S / source).read_text()
+        for literal in gen.get("literals", []):
+            key, _, value = literal.partition("=")
+            data[key] = value
+        maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
+    return maps
+
+
+def k8s_objects():
+    """What `kubectl apply -k deploy/kubernetes` would send, as far as the tests need it."""
+    kust = kustomization()
+    objects = []
+    for resource in kust["resources"]:
+        objects.extend(load_yaml_docs(K8S / resource))
+    objects.extend(generated_configmaps(kust))
+    namespace = kust.get("namespace")
+    images = {i["name"]: i for i in kust.get("images", [])}
+    for obj in objects:
+        if namespace and obj["kind"] != "Namespace":
+            obj["metadata"]["namespace"] = namespace
+        for container in pod_spec(obj)["containers"] if pod_spec(obj) else []:
+            image = images.get(container["image"])
+            if image:
+                container["image"] = f"{image.get('newName', container['image'])}:{image['newTag']}"
+    return objects
+
+
+def pod_spec(obj):
+    if obj["kind"] in ("Deployment", "StatefulSet"):
+        return obj["spec"]["template"]["spec"]
+    return None
+
+
+def the(objects, kind, name):
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected exactly one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def container(deployment, name=APP):
+    [c] = [c for c in pod_spec(deployment)["containers"] if c["name"] == name]
+    return c
+
+
+def container_port(c, name):
+    [port] = [p["containerPort"] for p in c.get("ports", []) if p["name"] == name]
+    return port
+
+
+def service_env(objects):
+    """The environment cognito-authz starts with: its ConfigMaps (envFrom) plus explicit `env`."""
+    c = container(the(objects, "Deployment", APP))
+    env = {}
+    for source in c.get("envFrom", []):
+        ref = source["configMapRef"]["name"]
+        env.update(the(objects, "ConfigMap", ref)["data"])
+    for var in c.get("env", []):
+        env[var["name"]] = var.get("value")
+    return env
+
+
+def selects(match_labels, labels):
+    return all(labels.get(k) == v for k, v in match_labels.items())
+
+
+def env_names_the_binary_reads():
+    """Every `env = "..."` of `cognito-authz serve`: the ServeArgs flags (src/config.rs) and the
+    global flags of the command line (src/cli.rs, struct Cli)."""
+    config = (ROOT / "src" / "config.rs").read_text()
+    serve_args = config[config.index("pub struct ServeArgs") :]
+    serve_args = serve_args[: serve_args.index("\n}\n")]
+    cli = (ROOT / "src" / "cli.rs").read_text()
+    cli_struct = cli[cli.index("pub struct Cli ") :]
+    cli_struct = cli_struct[: cli_struct.index("\n}\n")]
+    names = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', serve_args + cli_struct))
+    # Guards the parsing itself: a regex that silently matched nothing would let anything pass.
+    assert {"COGNITO_AUTHZ_REGION", "COGNITO_AUTHZ_REVOCATION_STORE", "COGNITO_AUTHZ_LOG_FORMAT"} <= names
+    assert len(names) >= 40, sorted(names)
+    return names
+
+
+def listen_port(value):
+    host, _, port = value.rpartition(":")
+    ipaddress.ip_address(host.strip("[]"))
+    return int(port)
+
+
+def duration_seconds(text):
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)s", text)
+    assert match, f"not a protobuf JSON duration: {text!r}"
+    return float(match.group(1))
+
+
+def istio_operator():
+    [doc] = load_yaml_docs(ISTIO / "mesh-config.yaml")
+    return doc
+
+
+def authorization_policy():
+    [doc] = load_yaml_docs(ISTIO / "authorization-policy.yaml")
+    return doc
+
+
+def schema(name):
+    value = json.loads((SCHEMAS / name).read_text())
+    jsonschema.Draft202012Validator.check_schema(value)
+    return value
+
+
+# --- Kubernetes: the files and their schemas ----------------------------------------------------------
+
+
+def test_kustomization_lists_every_manifest_and_every_file_exists():
+    kust = kustomization()
+    listed = set(kust["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk, "a manifest in deploy/kubernetes is not in kustomization.yaml, or the reverse"
+    for gen in kust["configMapGenerator"]:
+        for f in gen.get("envs", []) + [e.split("=", 1)[-1] for e in gen.get("files", [])]:
+            assert (K8S / f).is_file(), f
+    # The image kustomize rewrites is the one the Deployment names.
+    [image] = kust["images"]
+    assert container(the(load_yaml_docs(K8S / "deployment.yaml"), "Deployment", APP))["image"] == image["name"]
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_match_the_kubernetes_schemas(version):
+    objects = k8s_objects()
+    kinds = {o["kind"] for o in objects}
+    assert {"Namespace", "ServiceAccount", "Deployment", "Service", "PodDisruptionBudget", "StatefulSet",
+            "NetworkPolicy", "ConfigMap"} <= kinds
+    for obj in objects:
+        # strict: additionalProperties false everywhere, so a misspelt or misplaced field fails.
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_schema_validation_catches_a_misplaced_field():
+    deployment = the(k8s_objects(), "Deployment", APP)
+    container(deployment)["readinesProbe"] = container(deployment).pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+
+
+# --- Kubernetes: what the deployment relies on -----------------------------------------------------------
+
+
+def test_every_pod_is_hardened():
+    """Non-root, read-only root filesystem, no privilege escalation, no capabilities, RuntimeDefault
+    seccomp, no Kubernetes API token, resource requests and limits: what the namespace's `restricted`
+    Pod Security level enforces, and more."""
+    objects = k8s_objects()
+    namespace = the(objects, "Namespace", APP)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    workloads = [o for o in objects if pod_spec(o)]
+    assert {o["metadata"]["name"] for o in workloads} == {APP, "cognito-authz-redis"}
+    for workload in workloads:
+        spec = pod_spec(workload)
+        where = f'{workload["kind"]}/{workload["metadata"]["name"]}'
+        pod_sc = spec.get("securityContext", {})
+        assert pod_sc.get("runAsNonRoot") is True, where
+        assert pod_sc.get("runAsUser", 0) > 0, where
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        assert spec.get("automountServiceAccountToken") is False, where
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, (where, c["name"])
+            assert sc.get("readOnlyRootFilesystem") is True, (where, c["name"])
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], (where, c["name"])
+            assert not sc.get("capabilities", {}).get("add"), (where, c["name"])
+            assert not sc.get("privileged"), (where, c["name"])
+            assert sc.get("runAsUser", pod_sc["runAsUser"]) > 0, (where, c["name"])
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})), (where, c["name"], bound)
+
+
+def test_cognito_authz_runs_several_replicas_with_a_disruption_budget():
+    objects = k8s_objects()
+    deployment = the(objects, "Deployment", APP)
+    assert deployment["spec"]["replicas"] >= 2
+    # A rollout never removes a serving pod before its replacement is ready.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels)
+    pdb = the(objects, "PodDisruptionBudget", APP)
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"], "a budget no eviction can meet blocks drains"
+    assert selects(pdb["spec"]["selector"]["matchLabels"], pod_labels), "the PDB must select the Deployment's pods"
+    redis_labels = the(objects, "StatefulSet", "cognito-authz-redis")["spec"]["template"]["metadata"]["labels"]
+    assert not selects(pdb["spec"]["selector"]["matchLabels"], redis_labels), "the PDB must not count Redis"
+    sa = pod_spec(deployment)["serviceAccountName"]
+    the(objects, "ServiceAccount", sa)
+
+
+def test_readiness_is_the_grpc_health_check_and_there_is_no_liveness_probe():
+    """Readiness asks the ext_authz service's gRPC health (NOT_SERVING until Cognito's keys load).
+    A liveness or startup probe would restart pods while Cognito is down: there must be none."""
+    server = (ROOT / "src" / "server.rs").read_text()
+    [health_service] = re.findall(r'pub const AUTHZ_SERVICE: &str = "([^"]+)";', server)
+    c = container(the(k8s_objects(), "Deployment", APP))
+    probe = c["readinessProbe"]
+    assert set(probe) - {"periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold",
+                         "initialDelaySeconds"} == {"grpc"}, "the readiness probe must be the native gRPC one"
+    assert probe["grpc"]["port"] == container_port(c, "grpc")
+    assert probe["grpc"]["service"] == health_service
+    assert "livenessProbe" not in c, "a liveness probe restarts every pod while Cognito is unreachable"
+    assert "startupProbe" not in c, "a startup probe on key readiness kills pods that wait for Cognito"
+
+
+def test_env_names_are_ones_the_binary_reads():
+    objects = k8s_objects()
+    known = env_names_the_binary_reads()
+    env = service_env(objects)
+    unknown = {name for name in env if name not in known and name != "RUST_LOG" and not name.startswith("AWS_")}
+    assert not unknown, f"cognito-authz reads no such variable (renamed flag?): {sorted(unknown)}"
+    for required in ("COGNITO_AUTHZ_REGION", "COGNITO_AUTHZ_USER_POOL_ID", "COGNITO_AUTHZ_CLIENT_IDS"):
+        assert env.get(required), required
+    # The same rule as src/config.rs, so the example values start.
+    region = env["COGNITO_AUTHZ_REGION"]
+    assert re.fullmatch(r"[a-z]+(-[a-z0-9]+)+-[0-9]+", region)
+    assert re.fullmatch(re.escape(region) + r"_[A-Za-z0-9]+", env["COGNITO_AUTHZ_USER_POOL_ID"])
+    # Secrets are read from files (a mounted Secret), never from a ConfigMap.
+    for configmap in (o for o in objects if o["kind"] == "ConfigMap"):
+        for name in configmap["data"]:
+            if "SECRET" in name or "ADMIN_TOKEN" in name:
+                assert name.endswith("_FILE"), f"{name} in ConfigMap {configmap['metadata']['name']}"
+
+
+def test_listeners_match_container_ports_and_services():
+    objects = k8s_objects()
+    deployment = the(objects, "Deployment", APP)
+    c = container(deployment)
+    env = service_env(objects)
+    listeners = {"grpc": "COGNITO_AUTHZ_GRPC_LISTEN", "http": "COGNITO_AUTHZ_HTTP_LISTEN",
+                 "admin": "COGNITO_AUTHZ_ADMIN_LISTEN"}
+    for port_name, var in listeners.items():
+        assert listen_port(env[var]) == container_port(c, port_name), var
+        # The pod IP must be served (probes, Services); a loopback address would serve nothing.
+        assert not ipaddress.ip_address(env[var].rpartition(":")[0].strip("[]")).is_loopback, var
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+
+    def targets(service):
+        assert selects(service["spec"]["selector"], pod_labels)
+        out = {}
+        for p in service["spec"]["ports"]:
+            target = p.get("targetPort", p["port"])
+            out[p["name"]] = container_port(c, target) if isinstance(target, str) else target
+        return out
+
+    main = targets(the(objects, "Service", APP))
+    assert main == {"grpc": container_port(c, "grpc"), "http": container_port(c, "http")}
+    assert container_port(c, "admin") not in main.values(), "the admin port must not be on the routed Service"
+    admin = targets(the(objects, "Service", "cognito-authz-admin"))
+    assert list(admin.values()) == [container_port(c, "admin")]
+
+
+def test_policy_configmap_is_mounted_where_the_service_reads_it_and_is_the_audited_policy():
+    objects = k8s_objects()
+    deployment = the(objects, "Deployment", APP)
+    env = service_env(objects)
+    path = Path(env["COGNITO_AUTHZ_POLICY"])
+    [mount] = [m for m in container(deployment)["volumeMounts"] if path.parent == Path(m["mountPath"])]
+    [volume] = [v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"]]
+    configmap = the(objects, "ConfigMap", volume["configMap"]["name"])
+    deployed = tomllib.loads(configmap["data"][path.name])
+    shipped = tomllib.loads((ROOT / "envoy" / "policy.toml").read_text())
+    # The exempt set test_exempt_routes.py audits is the one that is deployed.
+    assert deployed == shipped
+
+
+def test_revocations_are_shared_through_redis_and_nothing_else_is_written():
+    objects = k8s_objects()
+    deployment = the(objects, "Deployment", APP)
+    env = service_env(objects)
+    store = urlsplit(env["COGNITO_AUTHZ_REVOCATION_STORE"])
+    assert store.scheme == "redis", "replicas must share revocations: a file store is per pod"
+    redis_service = the(objects, "Service", store.hostname.split(".")[0])
+    namespace = redis_service["metadata"]["namespace"]
+    assert store.hostname in (redis_service["metadata"]["name"],
+                              f"{redis_service['metadata']['name']}.{namespace}.svc.cluster.local")
+    [redis_port] = [p for p in redis_service["spec"]["ports"] if p["port"] == (store.port or 6379)]
+    redis = the(objects, "StatefulSet", "cognito-authz-redis")
+    assert selects(redis_service["spec"]["selector"], redis["spec"]["template"]["metadata"]["labels"])
+    redis_container = pod_spec(redis)["containers"][0]
+    assert container_port(redis_container, redis_port["targetPort"]) == 6379
+    args = " ".join(redis_container.get("command", []) + redis_container.get("args", []))
+    assert "--appendonly yes" in args, "revocations must survive a Redis restart"
+    assert "--maxmemory-policy noeviction" in args, "an evicted entry is a forgotten revocation"
+    # Only cognito-authz pods may reach it.
+    policy = the(objects, "NetworkPolicy", "cognito-authz-redis")
+    assert selects(policy["spec"]["podSelector"]["matchLabels"], redis["spec"]["template"]["metadata"]["labels"])
+    [rule] = policy["spec"]["ingress"]
+    assert [selects(f["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+            for f in rule["from"]] == [True]
+    assert [p["port"] for p in rule["ports"]] == [6379]
+    # With Redis the service writes nothing to disk (--data-dir serves the file store only): every
+    # volume it mounts is read-only, and it has no emptyDir.
+    for mount in container(deployment).get("volumeMounts", []):
+        assert mount.get("readOnly") is True, mount
+    assert not [v for v in pod_spec(deployment).get("volumes", []) if "emptyDir" in v]
+
+
+# --- Istio ----------------------------------------------------------------------------------------------
+
+
+def test_istio_resources_match_their_schemas():
+    jsonschema.validate(istio_operator(), schema("istio-extauthz-grpc-provider.json"),
+                        cls=jsonschema.Draft202012Validator)
+    jsonschema.validate(authorization_policy(), schema("istio-authorizationpolicy-custom.json"),
+                        cls=jsonschema.Draft202012Validator)
+
+
+@pytest.mark.parametrize("rules, matches_all", [
+    ([{}], True),
+    ([{"to": [{"operation": {"paths": ["*"]}}]}], True),
+    ([{"to": [{"operation": {"paths": ["/api/*"]}}]}], False),
+    ([{"to": [{"operation": {"paths": ["*"], "methods": ["GET"]}}]}], False),
+    ([{"from": [{"source": {"namespaces": ["x"]}}]}], False),
+    ([], False),
+])
+def test_the_authorization_policy_schema_accepts_only_rules_matching_every_request(rules, matches_all):
+    policy = authorization_policy()
+    policy["spec"]["rules"] = rules
+    validator = jsonschema.Draft202012Validator(schema("istio-authorizationpolicy-custom.json"))
+    assert validator.is_valid(policy) == matches_all
+
+
+def test_istio_provider_points_at_the_grpc_service_and_outlasts_the_service_timeouts():
+    objects = k8s_objects()
+    service = the(objects, "Service", APP)
+    [grpc] = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    [provider] = [p for p in istio_operator()["spec"]["meshConfig"]["extensionProviders"]
+                  if "envoyExtAuthzGrpc" in p]
+    grpc_provider = provider["envoyExtAuthzGrpc"]
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    assert grpc_provider["service"] in (f"{name}.{namespace}.svc.cluster.local", f"{namespace}/{name}")
+    assert grpc_provider["port"] == grpc["port"]
+    assert grpc_provider["port"] != listen_port(service_env(objects)["COGNITO_AUTHZ_ADMIN_LISTEN"])
+    assert grpc_provider["statusOnError"] == "503"
+    assert grpc_provider.get("failOpen", False) is False
+    # The proxy must wait longer than the service's own bounded waits (a key refetch, a Cognito
+    # lookup), or a slow Cognito turns into a proxy error instead of the service's answer.
+    env = service_env(objects)
+    longest_wait_ms = max(int(env.get("COGNITO_AUTHZ_JWKS_FETCH_WAIT_MS", 1000)),
+                          int(env.get("COGNITO_AUTHZ_COGNITO_TIMEOUT_MS", 1000)))
+    assert duration_seconds(grpc_provider["timeout"]) * 1000 > longest_wait_ms
+
+
+def test_authorization_policy_uses_the_provider_and_spares_cognito_authz_itself():
+    objects = k8s_objects()
+    policy = authorization_policy()
+    spec = policy["spec"]
+    providers = {p["name"]: p for p in istio_operator()["spec"]["meshConfig"]["extensionProviders"]}
+    assert spec["action"] == "CUSTOM"
+    assert "envoyExtAuthzGrpc" in providers[spec["provider"]["name"]]
+    assert any(rule == {} or rule == {"to": [{"operation": {"paths": ["*"]}}]} for rule in spec["rules"])
+    # Applied to cognito-authz's own pods, each Check would itself be checked.
+    assert spec.get("selector", {}).get("matchLabels"), "a CUSTOM policy without selector covers every workload"
+    deployment = the(objects, "Deployment", APP)
+    if policy["metadata"]["namespace"] in (deployment["metadata"]["namespace"], "istio-system"):
+        assert not selects(spec["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+
+
+# --- Dockerfile -------------------------------------------------------------------------------------------
+
+
+def dockerfile_instructions():
+    """(INSTRUCTION, arguments) pairs, comments dropped and continuation lines joined."""
+    lines, current = [], ""
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        lines.append(current + stripped)
+        current = ""
+    assert not current, "the Dockerfile ends inside a continuation"
+    out = []
+    for line in lines:
+        instruction, _, args = line.partition(" ")
+        out.append((instruction.upper(), args.strip()))
+    return out
+
+
+def dockerfile_stages():
+    stages = []
+    for instruction, args in dockerfile_instructions():
+        if instruction == "FROM":
+            stages.append({"from": args, "steps": []})
+        else:
+            assert stages, f"{instruction} before the first FROM"
+            stages[-1]["steps"].append((instruction, args))
+    return stages
+
+
+def binary_name():
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    bins = cargo.get("bin", [])
+    return bins[0]["name"] if bins else cargo["package"]["name"]
+
+
+def test_dockerfile_builds_locked_and_runs_the_binary_as_a_non_root_user():
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "multi-stage: the toolchain stays out of the runtime image"
+    build, final = stages[0], stages[-1]
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    # The builder's Rust is new enough (a pinned rust:1.NN image must not fall behind rust-version).
+    image = build["from"].split()[0]
+    pinned = re.match(r"rust:(\d+)\.(\d+)", image)
+    if pinned:
+        want = tuple(int(x) for x in cargo["package"]["rust-version"].split(".")[:2])
+        assert (int(pinned.group(1)), int(pinned.group(2))) >= want, image
+    else:
+        assert re.match(r"rust:1(-|$)", image), image
+    runs = [args for stage in stages for instruction, args in stage["steps"] if instruction == "RUN"]
+    builds = [b for r in runs for b in re.findall(r"cargo build[^&;|]*", r)]
+    assert builds, "no cargo build in the Dockerfile"
+    for b in builds:
+        assert "--release" in b.split() and "--locked" in b.split(), f"{b!r}: the image must build what Cargo.lock pins"
+
+    steps = final["steps"]
+    [entrypoint] = [json.loads(args) for instruction, args in steps if instruction == "ENTRYPOINT"]
+    assert Path(entrypoint[0]).name == binary_name(), "ENTRYPOINT runs a binary Cargo.toml does not build"
+    assert entrypoint[1:2] == ["serve"]
+    copies = [args.split() for instruction, args in steps if instruction == "COPY"]
+    assert any(c[-1] == entrypoint[0] and c[-2].endswith("/" + binary_name()) for c in copies), \
+        "the final stage must copy the built binary to the ENTRYPOINT path"
+    [user] = [args for instruction, args in steps if instruction == "USER"][-1:]
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) > 0, "a numeric non-root USER, which runAsNonRoot can verify"
+    deployment = the(k8s_objects(), "Deployment", APP)
+    assert pod_spec(deployment)["securityContext"]["runAsUser"] == int(uid)
+    exposed = {int(p.split("/")[0]) for instruction, args in steps if instruction == "EXPOSE" for p in args.split()}
+    c = container(deployment)
+    assert {container_port(c, n) for n in ("grpc", "http", "admin")} <= exposed
+
+
+def test_dockerignore_keeps_local_state_out_and_the_sources_in():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    for must in (".git", "target", ".venv", "node_modules", "tests/e2e/oidc/node_modules"):
+        assert must in patterns, must
+
+    def ignored(path):
+        return any(fnmatch(path, p) or fnmatch(path, p.removeprefix("**/")) for p in patterns)
+
+    sources = []
+    for stage in dockerfile_stages():
+        for instruction, args in stage["steps"]:
+            if instruction == "COPY" and "--from=" not in args:
+                sources.extend(args.split()[:-1])
+    assert {"Cargo.toml", "Cargo.lock", "src"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
+        assert not ignored(source), f"COPY {source}, but .dockerignore leaves it out of the build context"
