@@ -250,7 +250,7 @@ AWS_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY":
 
 
 def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz", cognito_endpoint=None,
-                credentials=True, ports=None, data_dir=None):
+                credentials=True, ports=None, data_dir=None, ready=None):
     """cognito-authz serve for the pool: keys and MFA state from moto (or `cognito_endpoint`),
     a 1 s MFA cache so the tests can watch it expire. `ports` and `data_dir` let a test restart
     the same instance."""
@@ -278,7 +278,8 @@ def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz
     proc = Process(name, argv, logdir, env)
     proc.grpc_port, proc.http_port, proc.admin_port = grpc_port, http_port, admin_port
     proc.ports, proc.data_dir = (grpc_port, http_port, admin_port), data_dir
-    wait_until(lambda: requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).ok, what="cognito-authz ready")
+    ready = ready or (lambda: requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).ok)
+    wait_until(ready, what="cognito-authz ready")
     return proc
 
 
@@ -307,10 +308,12 @@ def envoy_config(listen, admin, authz, authz_http, app):
     return text
 
 
-def start_envoy(logdir, authz_port, authz_http_port, app_port, name="envoy"):
+def start_envoy(logdir, authz_port, authz_http_port, app_port, name="envoy", transform=None):
+    """Envoy on the shipped configuration; `transform` may change its text (a test's one addition)."""
     listen, admin = free_port(), free_port()
     path = pathlib.Path(logdir) / f"{name}.yaml"
-    path.write_text(envoy_config(listen, admin, authz_port, authz_http_port, app_port))
+    text = envoy_config(listen, admin, authz_port, authz_http_port, app_port)
+    path.write_text(transform(text) if transform else text)
     argv = [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "-l", "warn"]
     proc = Process(name, argv, logdir)
     proc.url = f"http://127.0.0.1:{listen}"
