@@ -176,7 +176,7 @@ pub fn allowed_response(allowed: &Allowed, strip_authorization: bool) -> CheckRe
                 }
                 set
             }
-            Identity::Machine => vec![("x-client-id", claims.client_id.clone())],
+            Identity::Machine => vec![("x-client-id", claims.client_id.to_string())],
         },
     };
     let mut headers_to_remove: Vec<String> = IDENTITY_HEADERS

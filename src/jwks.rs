@@ -27,6 +27,8 @@ pub enum JwksError {
 /// through `jsonwebtoken::crypto::verify` rebuilt the RSA key from `n` and `e` on every call, which
 /// cost about a fifth of a cold check (see BENCHMARKS.md).
 pub struct Key {
+    /// Its `kid`: a cache entry keeps only the key, and finds its `kid` here.
+    kid: Box<str>,
     parsed: ParsedPublicKey,
     /// `n` and `e`, to tell a re-fetched key from a changed one.
     components: (Vec<u8>, Vec<u8>),
@@ -34,7 +36,7 @@ pub struct Key {
 
 impl Key {
     /// Builds a key from base64url `n` and `e`.
-    fn from_components(n: &str, e: &str) -> Option<Key> {
+    fn from_components(kid: &str, n: &str, e: &str) -> Option<Key> {
         let n_bytes = URL_SAFE_NO_PAD.decode(n).ok()?;
         let bits = n_bytes.iter().skip_while(|b| **b == 0).count() * 8;
         if !(2048..=8192).contains(&bits) {
@@ -47,7 +49,11 @@ impl Key {
         let parsed = RsaPublicKeyComponents { n: &n_bytes, e: &e_bytes }
             .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
             .ok()?;
-        Some(Key { parsed, components: (n_bytes, e_bytes) })
+        Some(Key { kid: kid.into(), parsed, components: (n_bytes, e_bytes) })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     /// Checks an RS256 (RSASSA-PKCS1-v1_5 with SHA-256) signature over `signing_input`.
@@ -78,7 +84,7 @@ impl KeySet {
             if !usable || kid.is_empty() {
                 continue;
             }
-            if let Some(key) = Key::from_components(&n, &e) {
+            if let Some(key) = Key::from_components(&kid, &n, &e) {
                 keys.insert(kid, Arc::new(key));
             }
         }

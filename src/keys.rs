@@ -184,10 +184,10 @@ impl KeyStore {
         self.inner.keys.read().expect("keys lock").len()
     }
 
-    /// True while `key` is the key in force for `kid` (the same instance: refreshes keep
+    /// True while `key` is the key in force for its `kid` (the same instance: refreshes keep
     /// unchanged keys, and a changed or removed key is a different one or none).
-    pub fn is_current(&self, kid: &str, key: &Arc<Key>) -> bool {
-        self.inner.keys.read().expect("keys lock").get(kid).is_some_and(|k| Arc::ptr_eq(k, key))
+    pub fn is_current(&self, key: &Arc<Key>) -> bool {
+        self.inner.keys.read().expect("keys lock").get(key.kid()).is_some_and(|k| Arc::ptr_eq(k, key))
     }
 
     fn lookup(&self, kid: &str) -> Option<Arc<Key>> {

@@ -111,7 +111,7 @@ pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, O
 pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>, revocations: Revocations) -> Parts {
     let rules = Rules {
         issuer: config.issuer.clone(),
-        client_ids: config.client_ids.clone(),
+        client_ids: config.client_ids.iter().map(|c| Arc::from(c.as_str())).collect(),
         leeway: config.leeway_seconds,
         allow_machine_tokens: config.allow_machine_tokens,
     };

@@ -26,18 +26,53 @@ pub enum Identity {
     Machine,
 }
 
-/// What a verified access token tells us. Only what decisions and identity headers need.
+/// What a verified access token tells us. Only what decisions and identity headers need, kept
+/// small: a cache holds 100,000 of these (the client id is shared with the rules, token ids are
+/// 16 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     pub identity: Identity,
-    pub client_id: String,
+    pub client_id: Arc<str>,
     pub groups: Vec<String>,
     pub scope: Option<String>,
-    pub jti: Option<String>,
-    pub origin_jti: Option<String>,
+    pub jti: Option<TokenId>,
+    pub origin_jti: Option<TokenId>,
     pub exp: u64,
     pub iat: Option<u64>,
     pub auth_time: Option<u64>,
+}
+
+/// A token id (`jti`, `origin_jti`). Cognito's are lower-case hyphenated UUIDs, kept as 16 bytes;
+/// any other text is kept as it is. Two ids are equal exactly when their texts are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenId {
+    Uuid(Uuid),
+    Text(Box<str>),
+}
+
+impl From<&str> for TokenId {
+    fn from(text: &str) -> TokenId {
+        match Uuid::try_parse(text) {
+            // Only the canonical spelling: "ABC…" and "{…}" stay text, so equality stays textual.
+            Ok(uuid) if uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()) == text => TokenId::Uuid(uuid),
+            _ => TokenId::Text(text.into()),
+        }
+    }
+}
+
+impl From<String> for TokenId {
+    fn from(text: String) -> TokenId {
+        TokenId::from(text.as_str())
+    }
+}
+
+impl std::fmt::Display for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenId::Uuid(uuid) => uuid.hyphenated().fmt(f),
+            TokenId::Text(text) => f.write_str(text),
+        }
+    }
 }
 
 /// The claim rules for one user pool.
@@ -45,8 +80,8 @@ pub struct Claims {
 pub struct Rules {
     /// `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`, compared exactly.
     pub issuer: String,
-    /// The app client ids whose access tokens are accepted.
-    pub client_ids: Vec<String>,
+    /// The app client ids whose access tokens are accepted (shared with the claims that name them).
+    pub client_ids: Vec<Arc<str>>,
     /// Seconds of tolerance on `exp`, `nbf` and `iat`. Defaults to 0.
     pub leeway: u64,
     /// Accept client-credentials tokens (no user). Defaults to false.
@@ -80,16 +115,16 @@ impl Rules {
             return Err(Invalid::NotAccessToken);
         }
         let client_id = raw.client_id.ok_or(Invalid::Client)?;
-        if !self.client_ids.contains(&client_id) {
+        let Some(client_id) = self.client_ids.iter().find(|c| ***c == *client_id).cloned() else {
             return Err(Invalid::Client);
-        }
+        };
         let identity = match raw.username.filter(|u| !u.is_empty()) {
             Some(username) => {
                 let sub = raw.sub.as_deref().and_then(|s| Uuid::try_parse(s).ok()).ok_or(Invalid::Subject)?;
                 Identity::User { sub, username }
             }
             // Cognito's client-credentials tokens: no username, and the client itself as `sub`.
-            None if raw.sub.as_deref() == Some(client_id.as_str()) => {
+            None if raw.sub.as_deref() == Some(&*client_id) => {
                 if !self.allow_machine_tokens {
                     return Err(Invalid::MachineToken);
                 }
@@ -102,8 +137,8 @@ impl Rules {
             client_id,
             groups: raw.groups.unwrap_or_default(),
             scope: raw.scope,
-            jti: raw.jti,
-            origin_jti: raw.origin_jti,
+            jti: raw.jti.map(TokenId::from),
+            origin_jti: raw.origin_jti.map(TokenId::from),
             exp,
             iat: raw.iat,
             auth_time: raw.auth_time,
@@ -111,11 +146,17 @@ impl Rules {
     }
 }
 
-/// A verified token, as the cache keeps it: its claims and the key that verified it.
+/// A verified token, as the cache keeps it: its claims and the key that verified it (which knows
+/// its own `kid`).
 pub struct Verified {
     pub claims: Arc<Claims>,
-    pub kid: String,
     pub key: Arc<Key>,
+}
+
+impl Verified {
+    pub fn new(claims: Arc<Claims>, key: Arc<Key>) -> Verified {
+        Verified { claims, key }
+    }
 }
 
 impl Expires for Verified {
@@ -143,7 +184,7 @@ impl Verifier {
         if let Some(hit) = self.cache.get(&digest) {
             // Only `exp` can change its verdict with time (`nbf` and `iat` only ever start to pass),
             // and only a change of key can change the signature's.
-            if now < hit.claims.exp.saturating_add(self.rules.leeway) && self.keys.is_current(&hit.kid, &hit.key) {
+            if now < hit.claims.exp.saturating_add(self.rules.leeway) && self.keys.is_current(&hit.key) {
                 self.cache.record(true);
                 return Ok(hit.claims.clone());
             }
@@ -155,7 +196,7 @@ impl Verifier {
         key.verify(jwt.signing_input, jwt.signature)?;
         // Claims are parsed only once the signature holds: no JSON from strangers beyond the header.
         let claims = Arc::new(self.rules.check(jwt.claims()?, now)?);
-        self.cache.insert(digest, Verified { claims: claims.clone(), kid: header.kid, key });
+        self.cache.insert(digest, Verified::new(claims.clone(), key));
         Ok(claims)
     }
 
@@ -201,7 +242,7 @@ mod tests {
     fn valid_access_token_passes() {
         let claims = rules(0).check(access(), NOW).expect("valid access token");
         assert!(matches!(claims.identity, Identity::User { ref username, .. } if username == "alice"));
-        assert_eq!(claims.client_id, "client-b");
+        assert_eq!(&*claims.client_id, "client-b");
     }
 
     #[test]
@@ -255,6 +296,19 @@ mod tests {
         assert_eq!(rules(0).check(sub, NOW).err(), Some(Invalid::Subject));
         let user = RawClaims { username: Some(String::new()), ..access() };
         assert_eq!(rules(0).check(user, NOW).err(), Some(Invalid::MissingUsername));
+    }
+
+    #[test]
+    fn token_ids_are_compact_only_in_the_canonical_uuid_spelling() {
+        let canonical = "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a";
+        assert!(matches!(TokenId::from(canonical), TokenId::Uuid(_)));
+        assert_eq!(TokenId::from(canonical).to_string(), canonical);
+        for other in [canonical.to_uppercase(), canonical.replace('-', ""), format!("{{{canonical}}}"), "abc".into()] {
+            let id = TokenId::from(other.as_str());
+            assert!(matches!(id, TokenId::Text(_)), "{other}");
+            assert_eq!(id.to_string(), other);
+            assert_ne!(id, TokenId::from(canonical), "equal only when the texts are");
+        }
     }
 
     #[test]

@@ -244,7 +244,7 @@ fn claims_view(claims: &Claims) -> Map<String, Value> {
             user.insert("username".into(), json!(username));
         }
         Identity::Machine => {
-            user.insert("client_id".into(), json!(claims.client_id));
+            user.insert("client_id".into(), json!(&*claims.client_id));
         }
     }
     user.insert("groups".into(), json!(claims.groups));

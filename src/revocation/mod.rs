@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::{Denied, Invalid, Unavailable};
-use crate::verify::{Claims, Identity};
+use crate::verify::{Claims, Identity, TokenId};
 
 /// One revocation. Each lives until `until` (Unix seconds), after which it can match nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,16 +46,16 @@ impl Entry {
 /// The entries in force, in memory. Pure: time is passed in.
 #[derive(Debug, Default)]
 pub struct RevocationList {
-    jti: HashMap<String, u64>,
-    origin: HashMap<String, u64>,
+    jti: HashMap<TokenId, u64>,
+    origin: HashMap<TokenId, u64>,
     users: HashMap<Uuid, (u64, u64)>,
 }
 
 impl RevocationList {
     pub fn apply(&mut self, entry: Entry) {
         match entry {
-            Entry::Jti { id, until } => keep_latest(self.jti.entry(id).or_default(), until),
-            Entry::Origin { id, until } => keep_latest(self.origin.entry(id).or_default(), until),
+            Entry::Jti { id, until } => keep_latest(self.jti.entry(id.into()).or_default(), until),
+            Entry::Origin { id, until } => keep_latest(self.origin.entry(id.into()).or_default(), until),
             Entry::User { sub, before, until } => {
                 let slot = self.users.entry(sub).or_default();
                 *slot = (slot.0.max(before), slot.1.max(until));
@@ -98,8 +98,8 @@ impl RevocationList {
 
     /// Every entry, as the store would hold it.
     pub fn entries(&self) -> Vec<Entry> {
-        let jti = self.jti.iter().map(|(id, until)| Entry::Jti { id: id.clone(), until: *until });
-        let origin = self.origin.iter().map(|(id, until)| Entry::Origin { id: id.clone(), until: *until });
+        let jti = self.jti.iter().map(|(id, until)| Entry::Jti { id: id.to_string(), until: *until });
+        let origin = self.origin.iter().map(|(id, until)| Entry::Origin { id: id.to_string(), until: *until });
         let users =
             self.users.iter().map(|(sub, (before, until))| Entry::User { sub: *sub, before: *before, until: *until });
         jti.chain(origin).chain(users).collect()
@@ -281,12 +281,12 @@ impl Revocations {
 pub fn logout_entries(claims: &Claims, refresh_token_lifetime: Duration, now: u64) -> Vec<Entry> {
     let mut entries = Vec::with_capacity(2);
     if let Some(jti) = &claims.jti {
-        entries.push(Entry::Jti { id: jti.clone(), until: claims.exp });
+        entries.push(Entry::Jti { id: jti.to_string(), until: claims.exp });
     }
     if let Some(origin) = &claims.origin_jti {
         let signed_in = claims.auth_time.or(claims.iat).unwrap_or(now);
         let until = signed_in.max(now).saturating_add(refresh_token_lifetime.as_secs());
-        entries.push(Entry::Origin { id: origin.clone(), until });
+        entries.push(Entry::Origin { id: origin.to_string(), until });
     }
     entries
 }
