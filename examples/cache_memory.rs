@@ -44,6 +44,9 @@ fn main() {
     let rules =
         Rules { issuer: ISSUER.into(), client_ids: vec![CLIENT.into()], leeway: 0, allow_machine_tokens: false };
 
+    // The verifier shares equal scope strings and group lists between cached tokens; so does this.
+    let scope: Arc<str> = Arc::from("aws.cognito.signin.user.admin openid profile");
+    let groups: Arc<[String]> = vec!["admin".to_owned()].into();
     let start = rss_kib();
     let cache = TokenCache::<Verified>::new(tokens.max(1));
     for i in 0..tokens {
@@ -62,7 +65,9 @@ fn main() {
             groups: Some(vec!["admin".into()]),
             ..RawClaims::default()
         };
-        let claims = Arc::new(rules.check(raw, NOW).expect("valid claims"));
+        let mut claims = rules.check(raw, NOW).expect("valid claims");
+        (claims.scope, claims.groups) = (Some(scope.clone()), groups.clone());
+        let claims = Arc::new(claims);
         let mut digest = [0u8; 32];
         digest[..8].copy_from_slice(&i.to_le_bytes());
         cache.insert(digest, Verified::new(claims, key.clone()));

@@ -1,23 +1,28 @@
 //! Verified-token cache: a token that verified once is not verified again until it expires.
 //!
 //! Keyed by SHA-256 of the whole token (a 64-bit hash would turn a collision into a forged allow;
-//! the signature alone is not the token). Entries hold only the claims decisions need, expire at
-//! the token's `exp`, and remember the key that verified them: a hit counts only while that same
-//! key is still in force, so a JWKS change that drops the `kid` drops its tokens too. Revocation
-//! and the MFA gate are applied on every request, cached or not.
+//! the signature alone is not the token). Entries hold only the claims decisions need and
+//! remember the key that verified them: a hit counts only while that same key is still in force,
+//! so a JWKS change that drops the `kid` drops its tokens too. Revocation and the MFA gate are
+//! applied on every request, cached or not.
+//!
+//! quick_cache (S3-FIFO, scan-resistant): its hit path is one atomic store, and an entry costs
+//! little beyond its key and value, which matters at 100,000 entries (moka's per-entry queues and
+//! timer nodes cost about 300 bytes more each; see BENCHMARKS.md). It has no per-entry expiry, so
+//! expiry is ours: a hit past `exp` is removed on the spot and never served, and `purge_expired`
+//! (every minute, from the server) drops the rest.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the cache needs of an entry: when its token expires (Unix seconds).
 pub trait Expires: Send + Sync + 'static {
     fn exp(&self) -> u64;
 }
 
-/// Bounded cache of verified tokens (TinyLFU admission, LRU eviction).
+/// Bounded cache of verified tokens.
 pub struct TokenCache<V> {
-    cache: moka::sync::Cache<[u8; 32], Arc<V>>,
+    cache: Arc<quick_cache::sync::Cache<[u8; 32], Arc<V>>>,
     /// Answers served from the cache, and lookups that had to verify: for metrics.
     counts: Arc<[AtomicU64; 2]>,
 }
@@ -28,22 +33,30 @@ impl<V> Clone for TokenCache<V> {
     }
 }
 
-struct UntilExp;
-
-impl<V: Expires> moka::Expiry<[u8; 32], Arc<V>> for UntilExp {
-    fn expire_after_create(&self, _: &[u8; 32], value: &Arc<V>, _: Instant) -> Option<Duration> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Some(Duration::from_secs(value.exp().saturating_sub(now)))
-    }
-}
-
 impl<V: Expires> TokenCache<V> {
     /// `capacity` tokens at most. Defaults to 100,000 in the configuration.
     pub fn new(capacity: u64) -> TokenCache<V> {
-        TokenCache {
-            cache: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExp).build(),
-            counts: Arc::default(),
+        let capacity = usize::try_from(capacity.max(1)).unwrap_or(usize::MAX);
+        TokenCache { cache: Arc::new(quick_cache::sync::Cache::new(capacity)), counts: Arc::default() }
+    }
+
+    /// The entry for `digest` if its token has not expired at Unix time `now`.
+    pub fn get(&self, digest: &[u8; 32], now: u64) -> Option<Arc<V>> {
+        let entry = self.cache.get(digest)?;
+        if entry.exp() <= now {
+            self.cache.remove(digest);
+            return None;
         }
+        Some(entry)
+    }
+
+    pub fn insert(&self, digest: [u8; 32], verified: V) {
+        self.cache.insert(digest, Arc::new(verified));
+    }
+
+    /// Drops every entry whose token has expired at Unix time `now`.
+    pub fn purge_expired(&self, now: u64) {
+        self.cache.retain(|_, entry| entry.exp() > now);
     }
 
     /// Counts a lookup: `hit` when the cached entry answered, not when it had to be verified.
@@ -56,18 +69,9 @@ impl<V: Expires> TokenCache<V> {
         (self.counts[0].load(Ordering::Relaxed), self.counts[1].load(Ordering::Relaxed))
     }
 
-    pub fn get(&self, digest: &[u8; 32]) -> Option<Arc<V>> {
-        self.cache.get(digest)
-    }
-
-    pub fn insert(&self, digest: [u8; 32], verified: V) {
-        self.cache.insert(digest, Arc::new(verified));
-    }
-
-    /// Entries held (approximate: moka counts lazily).
+    /// Entries held.
     pub fn len(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
@@ -79,4 +83,42 @@ impl<V: Expires> TokenCache<V> {
 pub fn digest(token: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
     digest.as_ref().try_into().expect("sha-256 is 32 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Entry(u64);
+
+    impl Expires for Entry {
+        fn exp(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn expired_entries_are_never_served_and_purged() {
+        let cache = TokenCache::new(10);
+        cache.insert([1; 32], Entry(100));
+        cache.insert([2; 32], Entry(200));
+        assert!(cache.get(&[1; 32], 99).is_some());
+        assert!(cache.get(&[1; 32], 100).is_none(), "gone at exp");
+        assert_eq!(cache.len(), 1, "an expired hit is removed");
+        cache.insert([3; 32], Entry(150));
+        cache.purge_expired(150);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get(&[2; 32], 150).is_some());
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = TokenCache::new(100);
+        for i in 0..1_000u32 {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            cache.insert(key, Entry(u64::MAX));
+        }
+        assert!(cache.len() <= 100, "{} entries", cache.len());
+    }
 }

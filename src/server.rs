@@ -159,7 +159,7 @@ pub async fn serve(
     let refresh = tokio::spawn(parts.keys.clone().run_refresh());
     let revocations = parts.authorizer.revocations().clone();
     let follow = parts.redis.clone().map(|redis| tokio::spawn(redis.sync(revocations.clone())));
-    let purge = tokio::spawn(purge_revocations(revocations.clone()));
+    let purge = tokio::spawn(purge_expired(revocations.clone(), parts.authorizer.verifier().clone()));
     let reload =
         config.policy_path.clone().map(|path| tokio::spawn(reload_on_hangup(path, parts.authorizer.policy().clone())));
     let mut keys_loaded = parts.keys.loaded();
@@ -242,11 +242,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Drops expired revocations every minute, here and in the store.
-async fn purge_revocations(revocations: Revocations) {
+/// Drops expired revocations (here and in the store) and expired cached tokens every minute.
+async fn purge_expired(revocations: Revocations, verifier: Verifier) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
+        verifier.purge_expired(unix_now());
         if let Err(error) = revocations.purge(unix_now()).await {
             tracing::warn!(%error, "purging expired revocations failed");
         }

@@ -4,7 +4,9 @@
 //! `nbf` and `iat` are checked, the issuer must match exactly, and only access tokens of the
 //! configured app clients pass.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
@@ -33,8 +35,10 @@ pub enum Identity {
 pub struct Claims {
     pub identity: Identity,
     pub client_id: Arc<str>,
-    pub groups: Vec<String>,
-    pub scope: Option<String>,
+    /// `cognito:groups`; a pool has few distinct lists, so cached tokens share them.
+    pub groups: Arc<[String]>,
+    /// Space-separated scopes; shared like the groups.
+    pub scope: Option<Arc<str>>,
     pub jti: Option<TokenId>,
     pub origin_jti: Option<TokenId>,
     pub exp: u64,
@@ -135,8 +139,8 @@ impl Rules {
         Ok(Claims {
             identity,
             client_id,
-            groups: raw.groups.unwrap_or_default(),
-            scope: raw.scope,
+            groups: raw.groups.unwrap_or_default().into(),
+            scope: raw.scope.map(Arc::from),
             jti: raw.jti.map(TokenId::from),
             origin_jti: raw.origin_jti.map(TokenId::from),
             exp,
@@ -165,29 +169,57 @@ impl Expires for Verified {
     }
 }
 
+/// Hands out one shared instance of equal values. Bounded: past `MAX_SHARED` distinct values it
+/// stops remembering new ones (they are then simply not shared), so odd tokens cannot grow it.
+struct Interner<T: ?Sized>(Mutex<HashSet<Arc<T>>>);
+
+const MAX_SHARED: usize = 1024;
+
+impl<T: ?Sized + Hash + Eq> Interner<T>
+where
+    for<'a> Arc<T>: From<&'a T>,
+{
+    fn new() -> Interner<T> {
+        Interner(Mutex::new(HashSet::new()))
+    }
+
+    fn share(&self, value: &Arc<T>) -> Arc<T> {
+        let mut known = self.0.lock().expect("interner lock");
+        if let Some(shared) = known.get(&**value) {
+            return shared.clone();
+        }
+        if known.len() < MAX_SHARED {
+            known.insert(value.clone());
+        }
+        value.clone()
+    }
+}
+
 /// Verifies tokens against the key store and the rules, remembering those that passed.
 #[derive(Clone)]
 pub struct Verifier {
     keys: KeyStore,
     rules: Rules,
     cache: TokenCache<Verified>,
+    scopes: Arc<Interner<str>>,
+    groups: Arc<Interner<[String]>>,
 }
 
 impl Verifier {
     pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache<Verified>) -> Verifier {
-        Verifier { keys, rules, cache }
+        Verifier { keys, rules, cache, scopes: Arc::new(Interner::new()), groups: Arc::new(Interner::new()) }
     }
 
     /// Verifies a bearer token at Unix time `now`.
     pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Claims>, Denied> {
         let digest = cache::digest(token);
-        if let Some(hit) = self.cache.get(&digest) {
-            // Only `exp` can change its verdict with time (`nbf` and `iat` only ever start to pass),
-            // and only a change of key can change the signature's.
-            if now < hit.claims.exp.saturating_add(self.rules.leeway) && self.keys.is_current(&hit.key) {
-                self.cache.record(true);
-                return Ok(hit.claims.clone());
-            }
+        // Only `exp` can change its verdict with time (`nbf` and `iat` only ever start to pass),
+        // and only a change of key can change the signature's.
+        if let Some(hit) = self.cache.get(&digest, now.saturating_sub(self.rules.leeway))
+            && self.keys.is_current(&hit.key)
+        {
+            self.cache.record(true);
+            return Ok(hit.claims.clone());
         }
         self.cache.record(false);
         let jwt = Jwt::split(token)?;
@@ -195,9 +227,18 @@ impl Verifier {
         let key = self.keys.key(&header.kid).await?;
         key.verify(jwt.signing_input, jwt.signature)?;
         // Claims are parsed only once the signature holds: no JSON from strangers beyond the header.
-        let claims = Arc::new(self.rules.check(jwt.claims()?, now)?);
+        let mut claims = self.rules.check(jwt.claims()?, now)?;
+        claims.scope = claims.scope.map(|scope| self.scopes.share(&scope));
+        claims.groups = self.groups.share(&claims.groups);
+        let claims = Arc::new(claims);
         self.cache.insert(digest, Verified::new(claims.clone(), key));
         Ok(claims)
+    }
+
+    /// Drops cached tokens that have expired at Unix time `now` (hits past `exp` are never served
+    /// anyway; this frees their memory).
+    pub fn purge_expired(&self, now: u64) {
+        self.cache.purge_expired(now.saturating_sub(self.rules.leeway));
     }
 
     pub fn cache(&self) -> &TokenCache<Verified> {
@@ -296,6 +337,24 @@ mod tests {
         assert_eq!(rules(0).check(sub, NOW).err(), Some(Invalid::Subject));
         let user = RawClaims { username: Some(String::new()), ..access() };
         assert_eq!(rules(0).check(user, NOW).err(), Some(Invalid::MissingUsername));
+    }
+
+    #[test]
+    fn equal_scopes_and_groups_share_one_instance_up_to_a_bound() {
+        let scopes = Interner::<str>::new();
+        let first = scopes.share(&Arc::from("openid profile"));
+        let second = scopes.share(&Arc::from("openid profile"));
+        assert!(Arc::ptr_eq(&first, &second));
+        for n in 0..2 * MAX_SHARED {
+            scopes.share(&Arc::from(n.to_string().as_str()));
+        }
+        assert_eq!(scopes.0.lock().unwrap().len(), MAX_SHARED, "bounded");
+        let late = Arc::<str>::from("late");
+        assert!(Arc::ptr_eq(&scopes.share(&late), &late), "past the bound values are passed through");
+        let groups = Interner::<[String]>::new();
+        let a: Arc<[String]> = vec!["admin".to_owned()].into();
+        let b: Arc<[String]> = vec!["admin".to_owned()].into();
+        assert!(Arc::ptr_eq(&groups.share(&a), &groups.share(&b)));
     }
 
     #[test]

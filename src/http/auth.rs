@@ -247,8 +247,8 @@ fn claims_view(claims: &Claims) -> Map<String, Value> {
             user.insert("client_id".into(), json!(&*claims.client_id));
         }
     }
-    user.insert("groups".into(), json!(claims.groups));
-    user.insert("scope".into(), json!(claims.scope));
+    user.insert("groups".into(), json!(&*claims.groups));
+    user.insert("scope".into(), json!(claims.scope.as_deref()));
     user.insert("source".into(), json!("token"));
     user
 }

@@ -306,7 +306,7 @@ mod tests {
         Claims {
             identity: Identity::User { sub: Uuid::from_u128(7), username: "alice".into() },
             client_id: "c".into(),
-            groups: vec![],
+            groups: vec![].into(),
             scope: None,
             jti: Some(jti.into()),
             origin_jti: Some(origin.into()),
