@@ -1,5 +1,6 @@
 //! What each subcommand does, from parsed arguments to a running server or a printed answer.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,18 +42,29 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             let user = pool.user(&username)?;
             let now = unix_now();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for _ in 0..count {
-                writeln!(out, "{}", pool.access_token(&user, now, expires_in))?;
+            let written = (0..count).try_for_each(|_| writeln!(out, "{}", pool.access_token(&user, now, expires_in)));
+            match written.and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
             }
         }
         Some(DevAction::Mfa { username, state }) => {
             pool.set_mfa(&username, state == "on")?;
-            println!("{username}: mfa {state}");
+            print(&format!("{username}: mfa {state}\n"))?;
         }
         Some(DevAction::Users) => {
+            let mut out = String::new();
             for user in pool.users()? {
-                println!("{}\tsub={}\tgroups={}\tmfa={}", user.username, user.sub, user.groups.join(","), user.mfa);
+                writeln!(
+                    out,
+                    "{}\tsub={}\tgroups={}\tmfa={}",
+                    user.username,
+                    user.sub,
+                    user.groups.join(","),
+                    user.mfa
+                )?;
             }
+            print(&out)?;
         }
         None => run_dev_server(pool, args).await?,
     }
@@ -113,29 +125,41 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("connecting to {}", args.addr))?;
     let response = client.check(request).await.context("the Check call failed")?.into_inner();
     let code = response.status.as_ref().map_or(0, |s| s.code);
-    match response.http_response {
+    let mut out = String::new();
+    let exit = match response.http_response {
         Some(HttpResponse::OkResponse(ok)) if code == 0 => {
-            println!("allow");
+            writeln!(out, "allow")?;
             for h in ok.headers.iter().filter_map(|h| h.header.as_ref()) {
-                println!("  set    {}: {}", h.key, h.value);
+                writeln!(out, "  set    {}: {}", h.key, h.value)?;
             }
             for name in &ok.headers_to_remove {
-                println!("  remove {name}");
+                writeln!(out, "  remove {name}")?;
             }
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Some(HttpResponse::DeniedResponse(denied)) => {
-            println!("deny {}", denied.status.map_or(403, |s| s.code));
+            writeln!(out, "deny {}", denied.status.map_or(403, |s| s.code))?;
             for h in denied.headers.iter().filter_map(|h| h.header.as_ref()) {
-                println!("  {}: {}", h.key, h.value);
+                writeln!(out, "  {}: {}", h.key, h.value)?;
             }
-            println!("  body: {}", denied.body);
-            Ok(ExitCode::from(1))
+            writeln!(out, "  body: {}", denied.body)?;
+            ExitCode::from(1)
         }
         _ => {
-            println!("deny (grpc status {code})");
-            Ok(ExitCode::from(1))
+            writeln!(out, "deny (grpc status {code})")?;
+            ExitCode::from(1)
         }
+    };
+    print(&out)?;
+    Ok(exit)
+}
+
+/// Prints a command's answer. A reader that stopped reading (`check … | head -1`) is not an error:
+/// the default `println!` would panic there.
+fn print(text: &str) -> anyhow::Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
     }
 }
 
@@ -151,7 +175,7 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("calling {url}"))?;
     let status = response.status();
-    println!("{} {}", status.as_u16(), response.text().await.unwrap_or_default());
+    print(&format!("{} {}\n", status.as_u16(), response.text().await.unwrap_or_default()))?;
     Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -114,3 +114,12 @@ def test_unreachable_authz_server_is_503_not_an_allow(logdir, upstream):
         assert get(proxy, "/api/items", "x.y.z").status_code == 503
     finally:
         proxy.stop()
+
+
+def test_check_command_output_can_be_cut_short(authz):
+    """`check … | head -1` (as bench/run.sh does): the reader going away is not a crash. `true` exits
+    before the Check returns, so the answer always meets a closed pipe."""
+    command = f"'{harness.BINARY}' check --addr http://127.0.0.1:{authz.grpc_port} --token not-a-token | true"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, "exit status 1 (a denial), not a panic (101) or a broken pipe"
+    assert "panicked" not in result.stderr and "Broken pipe" not in result.stderr, result.stderr
