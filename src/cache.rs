@@ -20,9 +20,9 @@ pub trait Expires: Send + Sync + 'static {
     fn exp(&self) -> u64;
 }
 
-/// Bounded cache of verified tokens.
+/// Bounded cache of verified tokens (a capacity of 0 caches nothing).
 pub struct TokenCache<V> {
-    cache: Arc<quick_cache::sync::Cache<[u8; 32], Arc<V>>>,
+    cache: Option<Arc<quick_cache::sync::Cache<[u8; 32], Arc<V>>>>,
     /// Answers served from the cache, and lookups that had to verify: for metrics.
     counts: Arc<[AtomicU64; 2]>,
 }
@@ -34,29 +34,35 @@ impl<V> Clone for TokenCache<V> {
 }
 
 impl<V: Expires> TokenCache<V> {
-    /// `capacity` tokens at most. Defaults to 100,000 in the configuration.
+    /// `capacity` tokens at most (0: no cache). Defaults to 100,000 in the configuration.
     pub fn new(capacity: u64) -> TokenCache<V> {
-        let capacity = usize::try_from(capacity.max(1)).unwrap_or(usize::MAX);
-        TokenCache { cache: Arc::new(quick_cache::sync::Cache::new(capacity)), counts: Arc::default() }
+        let cache = (capacity > 0)
+            .then(|| Arc::new(quick_cache::sync::Cache::new(usize::try_from(capacity).unwrap_or(usize::MAX))));
+        TokenCache { cache, counts: Arc::default() }
     }
 
     /// The entry for `digest` if its token has not expired at Unix time `now`.
     pub fn get(&self, digest: &[u8; 32], now: u64) -> Option<Arc<V>> {
-        let entry = self.cache.get(digest)?;
+        let cache = self.cache.as_ref()?;
+        let entry = cache.get(digest)?;
         if entry.exp() <= now {
-            self.cache.remove(digest);
+            cache.remove(digest);
             return None;
         }
         Some(entry)
     }
 
     pub fn insert(&self, digest: [u8; 32], verified: V) {
-        self.cache.insert(digest, Arc::new(verified));
+        if let Some(cache) = &self.cache {
+            cache.insert(digest, Arc::new(verified));
+        }
     }
 
     /// Drops every entry whose token has expired at Unix time `now`.
     pub fn purge_expired(&self, now: u64) {
-        self.cache.retain(|_, entry| entry.exp() > now);
+        if let Some(cache) = &self.cache {
+            cache.retain(|_, entry| entry.exp() > now);
+        }
     }
 
     /// Counts a lookup: `hit` when the cached entry answered, not when it had to be verified.
@@ -71,7 +77,7 @@ impl<V: Expires> TokenCache<V> {
 
     /// Entries held.
     pub fn len(&self) -> u64 {
-        self.cache.len() as u64
+        self.cache.as_ref().map_or(0, |c| c.len() as u64)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,5 +126,13 @@ mod tests {
             cache.insert(key, Entry(u64::MAX));
         }
         assert!(cache.len() <= 100, "{} entries", cache.len());
+    }
+
+    #[test]
+    fn a_capacity_of_zero_caches_nothing() {
+        let cache = TokenCache::new(0);
+        cache.insert([1; 32], Entry(u64::MAX));
+        assert!(cache.get(&[1; 32], 0).is_none());
+        assert_eq!(cache.len(), 0);
     }
 }

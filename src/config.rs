@@ -103,7 +103,8 @@ pub struct ServeArgs {
     /// Defaults to `127.0.0.1:9090`.
     #[arg(long, env = "COGNITO_AUTHZ_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
-    /// How many verified tokens are cached (each until its `exp`). Defaults to `100000`.
+    /// How many verified tokens are cached (each until its `exp`); 0 turns the cache off.
+    /// Defaults to `100000`.
     #[arg(long, env = "COGNITO_AUTHZ_TOKEN_CACHE_SIZE")]
     pub token_cache_size: Option<u64>,
     /// Bearer token for the admin routes (`POST /admin/revoke-user`); off without one.
