@@ -101,15 +101,20 @@ impl DevPool {
     pub fn open(dir: &Path) -> anyhow::Result<DevPool> {
         create_private_dir(dir)?;
         let key_path = dir.join(KEY_FILE);
-        let key = if key_path.exists() {
-            let der = fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
-            SigningKey::from_pkcs8(&der, &kid_for(&der))?
+        let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
+        let der = if key_path.exists() {
+            read(&key_path)?
         } else {
-            let fresh = SigningKey::generate("pending")?;
-            let der = fresh.pkcs8()?;
-            write_private(&key_path, &der)?;
-            SigningKey::from_pkcs8(&der, &kid_for(&der))?
+            let der = SigningKey::generate("pending")?.pkcs8()?;
+            match publish_private(&key_path, &der) {
+                Ok(()) => der,
+                // Another dev process (the server, or `dev token` run beside it) made the key
+                // first: use that one, so every process signs with the same key.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&key_path)?,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", key_path.display())),
+            }
         };
+        let key = SigningKey::from_pkcs8(&der, &kid_for(&der))?;
         let pool = DevPool { dir: dir.to_owned(), key };
         if !pool.users_path().exists() {
             pool.save_users(&default_users())?;
@@ -170,7 +175,8 @@ impl DevPool {
 
     fn save_users(&self, users: &[DevUser]) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(users)?;
-        let tmp = self.dir.join(format!("{USERS_FILE}.tmp"));
+        // A name of this process's own, so two dev processes saving at once do not share one.
+        let tmp = self.dir.join(format!("{USERS_FILE}.{}.tmp", std::process::id()));
         fs::write(&tmp, text)?;
         fs::rename(&tmp, self.users_path()).context("saving the dev user directory")
     }
@@ -197,15 +203,24 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder.create(dir).with_context(|| format!("creating data directory {}", dir.display()))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes `bytes` to a private (0600) file at `path`, which must not exist yet. The bytes go to a
+/// file of this caller's own first and are then linked into place, so a reader never sees a
+/// half-written key, and two processes racing get one winner (the loser sees `AlreadyExists`).
+fn publish_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
     let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
+    let written = options.open(&staging).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| fs::hard_link(&staging, path));
+    let _ = fs::remove_file(&staging);
+    linked
 }
 
 /// The warning printed whenever dev mode starts.
@@ -230,5 +245,25 @@ impl crate::cognito::MfaSource for DevPool {
             Err(_) => Err(CognitoError::Unexpected),
         };
         Box::pin(async move { state })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_racing_to_create_the_key_end_up_with_one_key() {
+        let dir = std::env::temp_dir().join(format!("cognito-authz-dev-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let kids: Vec<String> = std::thread::scope(|scope| {
+            let opens: Vec<_> =
+                (0..3).map(|_| scope.spawn(|| DevPool::open(&dir).map(|pool| pool.key().kid().to_owned()))).collect();
+            opens.into_iter().map(|open| open.join().unwrap().expect("every opener succeeds")).collect()
+        });
+        assert!(kids.windows(2).all(|pair| pair[0] == pair[1]), "{kids:?}");
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(!left.iter().any(|name| name.to_string_lossy().ends_with(".tmp")), "{left:?}");
+        let _ = fs::remove_dir_all(&dir);
     }
 }
