@@ -6,9 +6,9 @@
 //! so a JWKS change that drops the `kid` drops its tokens too. Revocation and the MFA gate are
 //! applied on every request, cached or not.
 //!
-//! quick_cache (S3-FIFO, scan-resistant): its hit path is one atomic store, and an entry costs
-//! little beyond its key and value, which matters at 100,000 entries (moka's per-entry queues and
-//! timer nodes cost about 300 bytes more each; see BENCHMARKS.md). It has no per-entry expiry, so
+//! quick_cache (S3-FIFO, scan-resistant): an entry costs little beyond its key and value, which
+//! matters at 100,000 entries (with moka, whose per-entry queue and timer nodes these are not,
+//! a cached token took 734 bytes; with quick_cache 526–549: `examples/cache_memory`, BENCHMARKS.md). It has no per-entry expiry, so
 //! expiry is ours: a hit past `exp` is removed on the spot and never served, and `purge_expired`
 //! (every minute, from the server) drops the rest.
 

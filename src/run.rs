@@ -43,10 +43,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             let now = unix_now();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let written = (0..count).try_for_each(|_| writeln!(out, "{}", pool.access_token(&user, now, expires_in)));
-            match written.and_then(|()| out.flush()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-                _ => {}
-            }
+            reader_may_stop(written.and_then(|()| out.flush()))?;
         }
         Some(DevAction::Mfa { username, state }) => {
             pool.set_mfa(&username, state == "on")?;
@@ -157,7 +154,12 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 /// Prints a command's answer. A reader that stopped reading (`check … | head -1`) is not an error:
 /// the default `println!` would panic there.
 fn print(text: &str) -> anyhow::Result<()> {
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
+    reader_may_stop(std::io::stdout().lock().write_all(text.as_bytes()))
+}
+
+/// A write to stdout whose reader may have stopped reading: that (a broken pipe) is not an error.
+fn reader_may_stop(written: std::io::Result<()>) -> anyhow::Result<()> {
+    match written {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to stdout"),
     }

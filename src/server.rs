@@ -26,7 +26,7 @@ use crate::policy::Policy;
 use crate::revocation::file::FileStore;
 use crate::revocation::redis::RedisStore;
 use crate::revocation::{Revocations, unix_now};
-use crate::tls::{self, TlsListener};
+use crate::tls::{Tls, TlsListener};
 use crate::verify::{Rules, Verifier};
 
 /// The service name Envoy and Kubernetes ask the health service about.
@@ -205,9 +205,10 @@ pub async fn serve(
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone());
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let mut grpc_builder = tonic::transport::Server::builder();
-    if let Some(files) = &config.tls {
-        grpc_builder = grpc_builder.tls_config(tls::grpc_config(files)?)?;
+    if let Some(tls) = &tls {
+        grpc_builder = grpc_builder.tls_config(tls.grpc())?;
     }
     let grpc_server = grpc_builder
         .add_service(health_service)
@@ -215,9 +216,8 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone()));
     let http_app = http_routes.merge(crate::http::routes(auth_state, parts.keys));
     let http_stopped = stopped(stop_rx.clone());
-    let http_tls = config.tls.as_ref().map(tls::http_acceptor).transpose()?;
     let http_server = async move {
-        match http_tls {
+        match tls.map(|tls| tls.http()) {
             Some(acceptor) => {
                 axum::serve(TlsListener::new(http, acceptor)?, http_app).with_graceful_shutdown(http_stopped).await
             }
@@ -247,8 +247,9 @@ async fn purge_expired(revocations: Revocations, verifier: Verifier) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        verifier.purge_expired(unix_now());
-        if let Err(error) = revocations.purge(unix_now()).await {
+        let now = unix_now();
+        verifier.purge_expired(now);
+        if let Err(error) = revocations.purge(now).await {
             tracing::warn!(%error, "purging expired revocations failed");
         }
     }

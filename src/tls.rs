@@ -28,44 +28,59 @@ fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the TLS {what} {}", path.display()))
 }
 
-/// The gRPC listener's TLS: the certificate, and client verification against `client_ca` if set.
-pub fn grpc_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
-    // Parse here too, so a bad file stops start-up with its name rather than a tonic error.
-    http_acceptor(files)?;
-    let identity = Identity::from_pem(read(&files.cert, "certificate")?, read(&files.key, "key")?);
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &files.client_ca {
-        let pem = read(ca, "client CA")?;
-        anyhow::ensure!(
-            CertificateDer::pem_slice_iter(&pem).next().is_some(),
-            "the TLS client CA {} holds no certificate",
-            ca.display()
-        );
-        config = config.client_ca_root(Certificate::from_pem(pem));
-    }
-    Ok(config)
+/// The listeners' TLS material, read and checked once at start-up: a bad or mismatched file stops
+/// start-up with its name rather than with a handshake error later.
+pub struct Tls {
+    http: TlsAcceptor,
+    grpc: ServerTlsConfig,
 }
 
-/// The HTTP listener's TLS (no client certificates: browsers reach it through the proxy).
-pub fn http_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
-    let pem = read(&files.cert, "certificate")?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("the TLS certificate {} is not PEM", files.cert.display()))?;
-    anyhow::ensure!(!chain.is_empty(), "the TLS certificate {} holds no certificate", files.cert.display());
-    let key = PrivateKeyDer::from_pem_slice(&read(&files.key, "key")?)
-        .with_context(|| format!("the TLS key {} holds no PEM private key", files.key.display()))?;
-    // The provider named, not taken from the process default, which is ambiguous (and a panic)
-    // when another crate in the tree enables a second rustls backend.
-    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("the TLS key does not match the certificate")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+impl Tls {
+    pub fn load(files: &TlsFiles) -> anyhow::Result<Tls> {
+        let cert_pem = read(&files.cert, "certificate")?;
+        let key_pem = read(&files.key, "key")?;
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("the TLS certificate {} is not PEM", files.cert.display()))?;
+        anyhow::ensure!(!chain.is_empty(), "the TLS certificate {} holds no certificate", files.cert.display());
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .with_context(|| format!("the TLS key {} holds no PEM private key", files.key.display()))?;
+        // The provider named, not taken from the process default, which is ambiguous (and a panic)
+        // when another crate in the tree enables a second rustls backend.
+        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+        let mut http = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .with_context(|| {
+                format!("the TLS key {} does not match the certificate {}", files.key.display(), files.cert.display())
+            })?;
+        // HTTP: no client certificates (browsers reach it through the proxy).
+        http.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // gRPC: the same pair (checked above), and client verification against the CA if set.
+        let mut grpc = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+        if let Some(ca) = &files.client_ca {
+            let pem = read(ca, "client CA")?;
+            anyhow::ensure!(
+                CertificateDer::pem_slice_iter(&pem).next().is_some(),
+                "the TLS client CA {} holds no certificate",
+                ca.display()
+            );
+            grpc = grpc.client_ca_root(Certificate::from_pem(pem));
+        }
+        Ok(Tls { http: TlsAcceptor::from(Arc::new(http)), grpc })
+    }
+
+    /// The gRPC listener's configuration, for tonic.
+    pub fn grpc(&self) -> ServerTlsConfig {
+        self.grpc.clone()
+    }
+
+    /// The HTTP listener's acceptor.
+    pub fn http(&self) -> TlsAcceptor {
+        self.http.clone()
+    }
 }
 
 /// A TCP listener whose connections come out with their TLS handshake done. Handshakes run in

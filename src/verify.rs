@@ -175,10 +175,7 @@ struct Interner<T: ?Sized>(Mutex<HashSet<Arc<T>>>);
 
 const MAX_SHARED: usize = 1024;
 
-impl<T: ?Sized + Hash + Eq> Interner<T>
-where
-    for<'a> Arc<T>: From<&'a T>,
-{
+impl<T: ?Sized + Hash + Eq> Interner<T> {
     fn new() -> Interner<T> {
         Interner(Mutex::new(HashSet::new()))
     }

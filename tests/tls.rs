@@ -75,8 +75,7 @@ struct Running {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start(config: Config, jwks: &JwksServer) -> Result<Running, String> {
-    let _ = jwks;
+async fn start(config: Config) -> Result<Running, String> {
     let listeners = server::Listeners {
         grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -117,7 +116,7 @@ async fn serving_with_tls() -> (Pki, Running, JwksServer) {
     let pki = pki();
     let mut config = common::config(&jwks.url());
     config.tls = Some(pki.files.clone());
-    let running = start(config, &jwks).await.expect("serves with TLS");
+    let running = start(config).await.expect("serves with TLS");
     (pki, running, jwks)
 }
 
@@ -157,7 +156,7 @@ async fn without_a_client_ca_any_tls_client_gets_decisions() {
     let pki = pki();
     let mut config = common::config(&jwks.url());
     config.tls = Some(TlsFiles { client_ca: None, ..pki.files.clone() });
-    let running = start(config, &jwks).await.expect("serves with TLS");
+    let running = start(config).await.expect("serves with TLS");
     let mut answer = Err(String::new());
     for _ in 0..50 {
         answer = check(&running, &pki.ca.pem, None).await;
@@ -200,7 +199,7 @@ async fn unreadable_or_mismatched_tls_files_stop_start_up_with_their_name() {
     for (files, expect) in [(missing, "absent.pem"), (mismatched, "does not match"), (not_pem, "junk.pem")] {
         let mut config = common::config(&jwks.url());
         config.tls = Some(files);
-        let error = start(config, &jwks).await.err().expect("start-up fails");
+        let error = start(config).await.err().expect("start-up fails");
         assert!(error.contains(expect), "{error}");
     }
 }
