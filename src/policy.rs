@@ -1,7 +1,13 @@
-//! Route access levels: what each route asks of a caller, from a policy file (first match wins)
-//! or from Envoy's per-route context extensions (which win: Envoy's configuration is the
-//! operator's). Anything unmatched, and any unknown level, is `mfa`: the policy fails closed.
+//! Route access levels: what each route asks of a caller. Two sources combine, and neither can
+//! weaken the other: Envoy's per-route context extensions set the route's floor, and a matching
+//! rule of the policy file can only add to it (a stricter level, more scopes, more groups). When
+//! Envoy names no level and no rule matches, the route is `mfa`: the policy fails closed.
+//!
+//! A path is matched in every spelling an upstream might route it by (as sent, with its
+//! percent-encoded characters decoded, and either of those with letter case ignored), and gets
+//! the strictest requirement of them all.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -9,8 +15,8 @@ use serde::Deserialize;
 use crate::error::{BadRequest, Forbidden};
 use crate::verify::{Claims, Identity};
 
-/// How much a route asks of its caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How much a route asks of its caller, from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     /// No token needed; a valid one still yields identity headers.
@@ -48,6 +54,8 @@ pub enum Names<'a> {
 }
 
 impl<'a> Names<'a> {
+    const NONE: Names<'static> = Names::Listed(&[]);
+
     pub fn iter(&self) -> impl Iterator<Item = &'a str> {
         let (listed, joined) = match *self {
             Names::Listed(list) => (list, ""),
@@ -61,14 +69,19 @@ impl<'a> Names<'a> {
     }
 }
 
-/// What one route requires.
+/// The most sources one requirement combines: Envoy's settings and one rule per path spelling.
+const SOURCES: usize = 5;
+
+/// What one route requires: the strictest level of its sources, and every source's scopes and
+/// groups.
 #[derive(Debug, Clone, Copy)]
 pub struct Requirement<'a> {
     pub access: Access,
-    /// Scopes the token must all have (`scope` claim).
-    pub scopes: Names<'a>,
-    /// Cognito groups of which the user must be in at least one.
-    pub groups: Names<'a>,
+    /// Scope lists; the token must have every scope of every list (`scope` claim).
+    scopes: [Names<'a>; SOURCES],
+    /// Group lists; the user must be in at least one group of each non-empty list.
+    groups: [Names<'a>; SOURCES],
+    sources: usize,
 }
 
 /// The per-route settings Envoy sent (`check_settings.context_extensions`).
@@ -80,20 +93,38 @@ pub struct RouteContext<'a> {
 }
 
 impl<'a> Requirement<'a> {
-    const MFA: Requirement<'static> =
-        Requirement { access: Access::Mfa, scopes: Names::Listed(&[]), groups: Names::Listed(&[]) };
+    fn new(access: Access) -> Requirement<'a> {
+        Requirement { access, scopes: [Names::NONE; SOURCES], groups: [Names::NONE; SOURCES], sources: 0 }
+    }
+
+    /// Adds one source: the level can only rise, and its scopes and groups are required too.
+    fn add(&mut self, access: Access, scopes: Names<'a>, groups: Names<'a>) {
+        self.access = self.access.max(access);
+        if self.sources < SOURCES {
+            self.scopes[self.sources] = scopes;
+            self.groups[self.sources] = groups;
+            self.sources += 1;
+        }
+    }
+
+    fn scopes(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.scopes[..self.sources].iter().flat_map(Names::iter)
+    }
 
     /// Checks scopes, groups and the machine-token rules against verified claims.
     pub fn permits(&self, claims: &Claims) -> Result<(), Forbidden> {
-        if matches!(claims.identity, Identity::Machine) && (self.access == Access::Mfa || self.scopes.is_empty()) {
+        if matches!(claims.identity, Identity::Machine)
+            && (self.access == Access::Mfa || self.scopes().next().is_none())
+        {
             // A machine has no user to enrol MFA, and only a scoped rule says what it may do.
             return Err(Forbidden::MachineToken);
         }
         let granted = claims.scope.as_deref().unwrap_or("");
-        if !self.scopes.iter().all(|wanted| granted.split(' ').any(|s| s == wanted)) {
+        if !self.scopes().all(|wanted| granted.split(' ').any(|s| s == wanted)) {
             return Err(Forbidden::InsufficientScope);
         }
-        if !self.groups.is_empty() && !self.groups.iter().any(|g| claims.groups.iter().any(|have| have == g)) {
+        let in_one_of = |groups: &Names| groups.iter().any(|g| claims.groups.iter().any(|have| have == g));
+        if !self.groups[..self.sources].iter().all(|groups| groups.is_empty() || in_one_of(groups)) {
             return Err(Forbidden::InsufficientScope);
         }
         Ok(())
@@ -145,8 +176,9 @@ impl Policy {
         Ok(Policy { rules })
     }
 
-    /// The requirement for a request. Envoy's context extension `access` wins over the file.
-    /// `path` is as Envoy forwards it (query string included); odd paths are refused, not guessed at.
+    /// The requirement for a request: Envoy's settings as the floor, raised by the first matching
+    /// rule for each spelling of the path; `mfa` when neither says anything. `path` is as Envoy
+    /// forwards it (query string included); odd paths are refused, not guessed at.
     pub fn requirement<'a>(
         &'a self,
         method: &str,
@@ -154,19 +186,30 @@ impl Policy {
         route: RouteContext<'a>,
     ) -> Result<Requirement<'a>, BadRequest> {
         let path = checked_path(path)?;
+        let mut requirement = Requirement::new(Access::Public);
         if let Some(access) = route.access {
-            return Ok(Requirement {
-                access: Access::from_context(access),
-                scopes: Names::Joined(route.scopes.unwrap_or("")),
-                groups: Names::Joined(route.groups.unwrap_or("")),
-            });
+            requirement.add(
+                Access::from_context(access),
+                Names::Joined(route.scopes.unwrap_or("")),
+                Names::Joined(route.groups.unwrap_or("")),
+            );
         }
-        let rule = self.rules.iter().find(|r| r.matches(method, path));
-        Ok(rule.map_or(Requirement::MFA, |r| Requirement {
-            access: r.access,
-            scopes: Names::Listed(&r.scopes),
-            groups: Names::Listed(&r.groups),
-        }))
+        let decoded = decoded(path);
+        let spellings: [&[u8]; 2] = [path.as_bytes(), &decoded];
+        let mut matched = [None::<usize>; 4];
+        for (i, (spelling, fold_case)) in spellings.iter().flat_map(|s| [(s, false), (s, true)]).enumerate() {
+            let found = self.rules.iter().position(|r| r.matches(method, spelling, fold_case));
+            if found.is_some() && !matched[..i].contains(&found) {
+                let rule = &self.rules[found.unwrap_or_default()];
+                requirement.add(rule.access, Names::Listed(&rule.scopes), Names::Listed(&rule.groups));
+            }
+            matched[i] = found;
+        }
+        if route.access.is_none() && matched[0].is_none() {
+            // The path as sent matches no rule and Envoy said nothing: the file's default.
+            requirement.access = Access::Mfa;
+        }
+        Ok(requirement)
     }
 
     /// The rules as (methods, path, access) for documentation and tests.
@@ -184,21 +227,35 @@ impl Policy {
     }
 }
 
+/// The path as an upstream that percent-decodes it would read it (only when it holds a `%`).
+fn decoded(path: &str) -> Cow<'_, [u8]> {
+    if path.contains('%') {
+        Cow::Owned(percent_encoding::percent_decode_str(path).collect())
+    } else {
+        Cow::Borrowed(path.as_bytes())
+    }
+}
+
 impl Rule {
-    fn matches(&self, method: &str, path: &str) -> bool {
+    fn matches(&self, method: &str, path: &[u8], fold_case: bool) -> bool {
+        let same = |a: &[u8], b: &[u8]| if fold_case { a.eq_ignore_ascii_case(b) } else { a == b };
         (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
             && match &self.path {
-                PathMatch::Exact(p) => path == p,
+                PathMatch::Exact(p) => same(path, p.as_bytes()),
                 PathMatch::Prefix(p) => {
+                    let p = p.as_bytes();
                     p.is_empty()
-                        || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                        || (path.len() >= p.len()
+                            && same(&path[..p.len()], p)
+                            && (path.len() == p.len() || path[p.len()] == b'/'))
                 }
             }
     }
 }
 
 /// The path without its query string, refused when it still holds anything an upstream might
-/// read differently from us: dot segments, `//`, encoded `/`, `.` or `\`, a backslash or a `;`.
+/// read differently from us: dot segments, `//`, encoded `/`, `.`, `\` or `%` (a double encoding:
+/// an upstream that decodes twice turns `%252f` into `/`), a backslash or a `;`.
 pub fn checked_path(path: &str) -> Result<&str, BadRequest> {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let lower_has = |needle: &str| path.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
@@ -209,6 +266,7 @@ pub fn checked_path(path: &str) -> Result<&str, BadRequest> {
         || lower_has("%2f")
         || lower_has("%2e")
         || lower_has("%5c")
+        || path.contains("%25")
         || path.split('/').any(|segment| segment == "." || segment == "..")
         || path.bytes().any(|b| b.is_ascii_control() || b == b' ')
     {
@@ -349,13 +407,35 @@ mod tests {
         assert_eq!(access(&p, "GET", "/a/b.txt?x=../y"), Ok(Access::Mfa), "the query string is not the path");
     }
 
+    fn ctx(access: &str) -> RouteContext<'_> {
+        RouteContext { access: Some(access), ..RouteContext::default() }
+    }
+
+    fn user(groups: &[&str], scope: &str) -> Claims {
+        Claims {
+            identity: Identity::User { sub: uuid::Uuid::from_u128(1), username: "u".into() },
+            groups: groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().into(),
+            client_id: "c".into(),
+            scope: Some(scope.into()),
+            jti: None,
+            origin_jti: None,
+            exp: 0,
+            iat: None,
+            auth_time: None,
+        }
+    }
+
     #[test]
-    fn context_extension_wins_and_unknown_values_are_mfa() {
+    fn envoy_sets_the_floor_and_a_matching_rule_only_adds() {
         let p = Policy::from_toml(FILE).unwrap();
-        let ctx = |access| RouteContext { access: Some(access), ..RouteContext::default() };
-        assert_eq!(p.requirement("GET", "/healthz", ctx("mfa")).unwrap().access, Access::Mfa);
-        assert_eq!(p.requirement("GET", "/api/admin", ctx("public")).unwrap().access, Access::Public);
+        assert_eq!(p.requirement("GET", "/healthz", ctx("mfa")).unwrap().access, Access::Mfa, "file cannot lower");
+        assert_eq!(p.requirement("GET", "/api/admin", ctx("public")).unwrap().access, Access::Mfa, "file raises");
         assert_eq!(p.requirement("GET", "/", ctx("authenticated")).unwrap().access, Access::Authenticated);
+        assert_eq!(
+            p.requirement("GET", "/unmatched", ctx("public")).unwrap().access,
+            Access::Public,
+            "the file's unmatched default applies only when Envoy names no level"
+        );
         for unknown in ["Public", "none", "", "allow"] {
             assert_eq!(p.requirement("GET", "/healthz", ctx(unknown)).unwrap().access, Access::Mfa, "{unknown:?}");
         }
@@ -363,6 +443,53 @@ mod tests {
             p.requirement("GET", "/a/../b", ctx("public")).is_err(),
             "odd paths are refused whatever the route says"
         );
+    }
+
+    #[test]
+    fn the_rule_groups_apply_under_an_envoy_level() {
+        // The shipped setup: Envoy's catch-all says `mfa`, the file says /api/admin needs `admin`.
+        let p = Policy::from_toml(FILE).unwrap();
+        let rule = p.requirement("GET", "/api/admin/users", ctx("mfa")).unwrap();
+        assert_eq!(rule.permits(&user(&["admin"], "")), Ok(()));
+        assert_eq!(rule.permits(&user(&["staff"], "")), Err(Forbidden::InsufficientScope));
+        // Envoy's groups and the file's groups are both required; so are both scope lists.
+        let both = RouteContext { access: Some("mfa"), groups: Some("staff"), scopes: Some("extra") };
+        let rule = p.requirement("GET", "/api/admin/users", both).unwrap();
+        assert_eq!(rule.permits(&user(&["admin", "staff"], "extra")), Ok(()));
+        assert_eq!(rule.permits(&user(&["admin"], "extra")), Err(Forbidden::InsufficientScope));
+        assert_eq!(rule.permits(&user(&["staff"], "extra")), Err(Forbidden::InsufficientScope));
+        assert_eq!(rule.permits(&user(&["admin", "staff"], "")), Err(Forbidden::InsufficientScope));
+        let scoped = RouteContext { access: Some("authenticated"), scopes: Some("a"), ..RouteContext::default() };
+        let rule = p.requirement("GET", "/api/reports/1", scoped).unwrap();
+        assert_eq!(rule.permits(&user(&[], "a reports/read reports/list")), Ok(()));
+        assert_eq!(rule.permits(&user(&[], "reports/read reports/list")), Err(Forbidden::InsufficientScope));
+        assert_eq!(rule.permits(&user(&[], "a reports/read")), Err(Forbidden::InsufficientScope));
+    }
+
+    #[test]
+    fn every_spelling_of_a_path_gets_at_least_its_rules_requirement() {
+        let p = Policy::from_toml(FILE).unwrap();
+        for path in ["/api/admin/x", "/API/Admin/x", "/api/ADMIN", "/api/%61dmin/x", "/%41PI/admin/x"] {
+            for route in [RouteContext::default(), ctx("mfa"), ctx("authenticated"), ctx("public")] {
+                let rule = p.requirement("GET", path, route).unwrap();
+                assert_eq!(rule.access, Access::Mfa, "{path} {route:?}");
+                assert_eq!(rule.permits(&user(&["ops"], "")), Ok(()), "{path}: a listed group passes");
+                assert_eq!(rule.permits(&user(&["x"], "")), Err(Forbidden::InsufficientScope), "{path} {route:?}");
+            }
+        }
+        // A public exact rule is not widened to other spellings: those keep the default.
+        assert_eq!(access(&p, "GET", "/healthz"), Ok(Access::Public));
+        assert_eq!(access(&p, "GET", "/HEALTHZ"), Ok(Access::Mfa));
+        assert_eq!(access(&p, "GET", "/API/mfa/x"), Ok(Access::Mfa), "the stricter default, not the bootstrap rule");
+    }
+
+    #[test]
+    fn a_double_encoding_is_refused() {
+        let p = Policy::from_toml(FILE).unwrap();
+        for path in ["/api/mfa/..%252fadmin/users", "/a%25", "/a%252e%252e/b", "/%2541"] {
+            assert_eq!(access(&p, "GET", path), Err(BadRequest::AmbiguousPath), "{path}");
+        }
+        assert_eq!(access(&p, "GET", "/api/caf%C3%A9"), Ok(Access::Authenticated), "other encodings are fine");
     }
 
     #[test]
