@@ -3,6 +3,10 @@
 //! Everything here runs on untrusted input, so each step bounds its work before doing it:
 //! the size is checked before any decoding, the shape before any JSON parsing.
 
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashSet;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -13,6 +17,11 @@ use crate::error::Invalid;
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Key ids longer than this are refused: Cognito's are 44 characters.
 const MAX_KID_BYTES: usize = 256;
+/// JOSE headers longer than this (base64url) are refused before decoding: Cognito's are under 100
+/// bytes, and a header is parsed before the signature is checked, so its size bounds that work.
+pub const MAX_HEADER_BYTES: usize = 1024;
+/// JOSE headers with more members than this are refused: Cognito's have two (`kid`, `alg`).
+const MAX_HEADER_KEYS: usize = 16;
 
 /// The token in an `authorization` header value: `Bearer <token>`, scheme case-insensitive.
 pub fn bearer(authorization: &str) -> Result<&str, Invalid> {
@@ -74,8 +83,11 @@ impl<'a> Jwt<'a> {
     /// The JOSE header, checked for what this service accepts: RS256, a `kid`, no `crit`.
     /// `jku`, `x5u`, `jwk` and `x5c` are ignored on purpose: keys come only from the configured JWKS.
     pub fn header(&self) -> Result<Header, Invalid> {
+        if self.header.len() > MAX_HEADER_BYTES {
+            return Err(Invalid::BadHeader);
+        }
         let bytes = decode_part(self.header)?;
-        ensure_unique_keys(&bytes)?;
+        ensure_unique_keys_within(&bytes, MAX_HEADER_KEYS)?;
         let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| Invalid::BadHeader)?;
         if raw.crit.is_some() {
             return Err(Invalid::CriticalHeader);
@@ -136,67 +148,78 @@ fn decode_part(part: &str) -> Result<Vec<u8>, Invalid> {
 }
 
 /// Refuses JSON with a key repeated in any object: two parsers could otherwise disagree on which
-/// value counts (RFC 7515 §4 asks for exactly this).
+/// value counts (RFC 7515 §4 asks for exactly this). Linear in the number of keys.
 pub fn ensure_unique_keys(json: &[u8]) -> Result<(), Invalid> {
+    ensure_unique_keys_within(json, usize::MAX)
+}
+
+/// As [`ensure_unique_keys`], and refuses more than `max_keys` object keys in all.
+fn ensure_unique_keys_within(json: &[u8], max_keys: usize) -> Result<(), Invalid> {
+    let budget = Cell::new(max_keys);
     let mut de = serde_json::Deserializer::from_slice(json);
-    match UniqueKeys::deserialize(&mut de).and_then(|_| de.end()) {
+    match serde::de::DeserializeSeed::deserialize(UniqueKeys(&budget), &mut de).and_then(|()| de.end()) {
         Ok(()) => Ok(()),
         Err(e) if e.to_string().starts_with(DUPLICATE) => Err(Invalid::DuplicateKey),
+        Err(e) if e.to_string().starts_with(TOO_MANY) => Err(Invalid::BadHeader),
         Err(_) => Err(Invalid::BadClaims),
     }
 }
 
 const DUPLICATE: &str = "duplicate key";
+const TOO_MANY: &str = "too many keys";
 
-/// Walks any JSON value, failing on a repeated object key.
-struct UniqueKeys;
+/// Walks any JSON value, failing on a repeated object key or when the key budget runs out.
+#[derive(Clone, Copy)]
+struct UniqueKeys<'b>(&'b Cell<usize>);
 
-impl<'de> Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UniqueKeysVisitor)
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct UniqueKeysVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
-    type Value = UniqueKeys;
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any json value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
-        while seq.next_element::<UniqueKeys>()?.is_some() {}
-        Ok(UniqueKeys)
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
-        let mut seen: Vec<String> = Vec::with_capacity(16);
-        while let Some(key) = map.next_key::<String>()? {
-            if seen.contains(&key) {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // A hash set, so a header stuffed with keys costs linear time, not quadratic.
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let left = self.0.get().checked_sub(1).ok_or_else(|| serde::de::Error::custom(TOO_MANY))?;
+            self.0.set(left);
+            if !seen.insert(key) {
                 return Err(serde::de::Error::custom(DUPLICATE));
             }
-            map.next_value::<UniqueKeys>()?;
-            seen.push(key);
+            map.next_value_seed(self)?;
         }
-        Ok(UniqueKeys)
+        Ok(())
     }
 }
 
@@ -254,6 +277,17 @@ mod tests {
         assert_eq!(h(r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#), Err(Invalid::CriticalHeader));
         assert_eq!(h(r#"{"alg":"RS256","kid":"k","alg":"RS256"}"#), Err(Invalid::DuplicateKey));
         assert_eq!(h("[1]"), Err(Invalid::BadHeader));
+    }
+
+    #[test]
+    fn an_oversized_or_crowded_header_is_refused_before_its_keys_are_read() {
+        let h = |json: &str| Jwt::split(&jwt(json, "{}")).unwrap().header();
+        let crowded: String = (0..15).map(|i| format!(",\"k{i}\":0")).collect();
+        assert_eq!(h(&format!(r#"{{"alg":"RS256","kid":"k"{crowded}}}"#)), Err(Invalid::BadHeader), "17 keys");
+        let fifteen: String = (0..14).map(|i| format!(",\"k{i}\":0")).collect();
+        assert_eq!(h(&format!(r#"{{"alg":"RS256","kid":"k"{fifteen}}}"#)), Ok(Header { kid: "k".into() }), "16 keys");
+        let long = "x".repeat(MAX_HEADER_BYTES);
+        assert_eq!(h(&format!(r#"{{"alg":"RS256","kid":"k","x":"{long}"}}"#)), Err(Invalid::BadHeader));
     }
 
     #[test]
