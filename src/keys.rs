@@ -106,7 +106,7 @@ impl KeyStore {
         if let Some(key) = self.lookup(kid) {
             return Ok(key);
         }
-        tracing::debug!(kid = %crate::audit::loggable(kid), "token names a key not in the current set");
+        tracing::debug!(kid = crate::audit::loggable(kid), "token names a key not in the current set");
         let mut finished = {
             let mut state = self.inner.state.lock().expect("key state lock");
             if !state.in_flight {
@@ -240,6 +240,18 @@ impl KeyStore {
 pub fn retry_in(failures: u32, refresh_every: Duration) -> Duration {
     let exp = failures.saturating_sub(1).min(10);
     Duration::from_millis(250u64 << exp).min(Duration::from_secs(30)).min(refresh_every)
+}
+
+/// The redirects a key fetch follows: within the URL's own origin (scheme, host and port) only, so
+/// a redirect can neither downgrade https to plain http nor hand the fetch to another host.
+pub fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let next = attempt.url();
+        let origin =
+            |u: &reqwest::Url| (u.scheme().to_owned(), u.host_str().map(str::to_owned), u.port_or_known_default());
+        let same = attempt.previous().first().is_some_and(|first| origin(first) == origin(next));
+        if same && attempt.previous().len() <= 5 { attempt.follow() } else { attempt.stop() }
+    })
 }
 
 /// Fetches a JWK Set over HTTP(S).

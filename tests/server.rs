@@ -199,3 +199,14 @@ async fn shutdown_turns_health_off_and_lets_in_flight_checks_finish() {
     assert_eq!(answered.into_inner().status.unwrap().code, code::OK);
     tokio::time::timeout(Duration::from_secs(5), server.done).await.expect("server stops").unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_key_fetch_follows_redirects_only_within_its_origin() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let within = common::parts(&common::config(&format!("http://{}/moved-here", jwks.addr)), FakeMfa::new()).await;
+    assert!(within.keys.refresh().await, "a redirect on the same origin is followed");
+    let before = jwks.hits();
+    let away = common::parts(&common::config(&format!("http://{}/moved-away", jwks.addr)), FakeMfa::new()).await;
+    assert!(!away.keys.refresh().await, "a redirect to another host is not followed");
+    assert_eq!(jwks.hits(), before, "the document was never fetched from the other host");
+}

@@ -111,9 +111,20 @@ impl JwksServer {
             mode: Mutex::new(Mode::Serve),
             hits: AtomicU64::new(0),
         });
-        let app = axum::Router::new().route("/pool/.well-known/jwks.json", get(serve_jwks)).with_state(inner.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let port = addr.port();
+        let app = axum::Router::new()
+            .route("/pool/.well-known/jwks.json", get(serve_jwks))
+            // Redirects to the same document: on this origin, and to another host name for it.
+            .route("/moved-here", get(|| async { axum::response::Redirect::temporary("/pool/.well-known/jwks.json") }))
+            .route(
+                "/moved-away",
+                get(move || async move {
+                    axum::response::Redirect::temporary(&format!("http://localhost:{port}/pool/.well-known/jwks.json"))
+                }),
+            )
+            .with_state(inner.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         JwksServer { addr, inner }
     }
