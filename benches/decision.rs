@@ -140,8 +140,9 @@ fn benches(c: &mut Criterion) {
         Duration::from_millis(400),
         Duration::from_secs(1),
     ));
+    let sub = uuid::Uuid::nil();
     c.bench_function("mfa/cold lookup: AdminGetUser via the AWS SDK over loopback", |b| {
-        b.to_async(&rt).iter(|| sdk.mfa_state(User { username: "alice", access_token: "" }))
+        b.to_async(&rt).iter(|| sdk.mfa_state(User { username: "alice", sub: &sub, access_token: "" }))
     });
 }
 
@@ -151,7 +152,7 @@ async fn fake_cognito() -> String {
         axum::routing::post(|| async {
             (
                 [("content-type", "application/x-amz-json-1.1")],
-                r#"{"Username":"alice","Enabled":true,"UserStatus":"CONFIRMED","UserAttributes":[],"UserMFASettingList":["SOFTWARE_TOKEN_MFA"]}"#,
+                r#"{"Username":"alice","Enabled":true,"UserStatus":"CONFIRMED","UserAttributes":[{"Name":"sub","Value":"00000000-0000-0000-0000-000000000000"}],"UserMFASettingList":["SOFTWARE_TOKEN_MFA"]}"#,
             )
         }),
     );

@@ -16,6 +16,9 @@ pub enum MfaState {
     NotEnrolled,
     /// Disabled or deleted (or, for `GetUser`, the token was refused).
     Gone,
+    /// The username now names another user: Cognito's `sub` for it is not the token's (the user was
+    /// deleted and the name taken again). Their MFA state is not the token holder's.
+    Replaced,
 }
 
 /// Why Cognito gave no answer.
@@ -35,6 +38,8 @@ pub enum CognitoError {
 #[derive(Debug, Clone, Copy)]
 pub struct User<'a> {
     pub username: &'a str,
+    /// The token's `sub`: the user Cognito finds by `username` must be this one.
+    pub sub: &'a uuid::Uuid,
     /// The caller's own access token, for `GetUser`.
     pub access_token: &'a str,
 }
@@ -134,12 +139,14 @@ impl MfaSource for SdkCognito {
                 MfaLookup::AdminGetUser => {
                     let call = self.client.admin_get_user().user_pool_id(&self.user_pool_id).username(user.username);
                     match call.send().await {
+                        Ok(out) if !same_user(out.user_attributes(), user.sub) => Ok(MfaState::Replaced),
                         Ok(out) if !out.enabled() => Ok(MfaState::Gone),
                         Ok(out) => Ok(state_of(out.user_mfa_setting_list())),
                         Err(error) => Err(classify(error)),
                     }
                 }
                 MfaLookup::GetUser => match self.client.get_user().access_token(user.access_token).send().await {
+                    Ok(out) if !same_user(out.user_attributes(), user.sub) => Ok(MfaState::Replaced),
                     Ok(out) => Ok(state_of(out.user_mfa_setting_list())),
                     Err(error) => Err(classify(error)),
                 },
@@ -154,6 +161,13 @@ impl MfaSource for SdkCognito {
     fn needs_admin_scope(&self) -> bool {
         self.lookup == MfaLookup::GetUser
     }
+}
+
+/// True when Cognito's `sub` attribute is the token's. A missing `sub` is not a match: an answer
+/// that cannot be tied to the token's user is not used.
+fn same_user(attributes: &[idp::types::AttributeType], sub: &uuid::Uuid) -> bool {
+    let found = attributes.iter().find(|a| a.name() == "sub").and_then(|a| a.value());
+    found.and_then(|s| uuid::Uuid::try_parse(s).ok()).is_some_and(|found| found == *sub)
 }
 
 fn state_of(settings: &[String]) -> MfaState {
@@ -173,7 +187,7 @@ fn classify<E: ProvideErrorMetadata, R>(error: SdkError<E, R>) -> CognitoError {
             ) => CognitoError::Refused,
             Some("TooManyRequestsException" | "LimitExceededException") => CognitoError::Throttled,
             Some(code) => {
-                tracing::warn!(code = %crate::audit::loggable(code), "cognito answered an unexpected error");
+                tracing::warn!(code = crate::audit::loggable(code), "cognito answered an unexpected error");
                 CognitoError::Unexpected
             }
             None => CognitoError::Unexpected,

@@ -238,6 +238,7 @@ impl crate::cognito::MfaSource for DevPool {
         use crate::cognito::{CognitoError, MfaState};
         let state = match self.users() {
             Ok(users) => match users.iter().find(|u| u.username == user.username) {
+                Some(u) if u.sub != *user.sub => Ok(MfaState::Replaced),
                 Some(u) if u.mfa => Ok(MfaState::Enrolled),
                 Some(_) => Ok(MfaState::NotEnrolled),
                 None => Ok(MfaState::Gone),

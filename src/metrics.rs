@@ -37,6 +37,7 @@ struct Inner {
     mfa_lookups: Family<Result_, Counter>,
     mfa_lookup_seconds: Histogram,
     mfa_enforced: Gauge,
+    mfa_lookups_refused: Counter,
     decision_seconds: Histogram,
     readings: Arc<OnceLock<Reader>>,
 }
@@ -133,9 +134,16 @@ impl Metrics {
             "1 when the MFA gate is enforced, 0 when it is switched off",
             mfa_enforced.clone(),
         );
+        let mfa_lookups_refused = Counter::default();
+        registry.register(
+            "mfa_lookups_refused",
+            "MFA lookups not made because the process-wide budget (--mfa-lookups-per-second) was spent",
+            mfa_lookups_refused.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
+                mfa_lookups_refused,
                 decisions,
                 mfa_lookups,
                 mfa_lookup_seconds,
@@ -162,12 +170,17 @@ impl Metrics {
             Ok(MfaState::Enrolled) => "enrolled",
             Ok(MfaState::NotEnrolled) => "not_enrolled",
             Ok(MfaState::Gone) => "user_gone",
+            Ok(MfaState::Replaced) => "user_replaced",
             Err(CognitoError::Throttled) => "throttled",
             Err(CognitoError::Unreachable) => "unreachable",
             Err(CognitoError::Unexpected | CognitoError::Refused) => "error",
         };
         self.inner.mfa_lookups.get_or_create(&Result_ { result }).inc();
         self.inner.mfa_lookup_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn mfa_lookup_refused(&self) {
+        self.inner.mfa_lookups_refused.inc();
     }
 
     pub fn set_mfa_enforced(&self, enforced: bool) {

@@ -1,36 +1,49 @@
 //! The MFA gate: a user passes an `mfa` route only when Cognito says they have enrolled TOTP.
 //! Checked here rather than at the pool, so an administrator's MFA reset takes effect at once.
 //!
-//! Answers are cached per user: "enrolled" for `ttl` (60 s), "not enrolled" and "gone" only
-//! briefly (2 s) — long enough that one user's request loop cannot spend the account's Cognito
-//! quota, short enough that a user who has just enrolled is let in at once. One lookup per user is
-//! in flight however many requests arrive; errors are not cached.
+//! Answers are cached per user: "enrolled" for `ttl`, "not enrolled" and "gone" briefly at first
+//! and longer each time the same user is found not enrolled again (doubling up to `ttl`), so a
+//! user who has just enrolled is let in soon while one who keeps asking cannot keep Cognito busy.
+//! One lookup per user is in flight however many requests arrive, and the whole process makes at
+//! most `lookups_per_second` lookups: a few hundred self-registered accounts cannot spend the
+//! account's Cognito quota, which the operator's own admin calls share. Errors are not cached.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use moka::future::Cache;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::cognito::{CognitoError, MfaSource, MfaState, User};
 use crate::error::{Denied, Forbidden, Invalid, Unavailable};
 use crate::metrics::Metrics;
+use crate::revocation::{Entry, Revocations, unix_now};
 use crate::verify::{Claims, Identity};
 
 /// The scope `GetUser` needs.
 pub const ADMIN_SCOPE: &str = "aws.cognito.signin.user.admin";
+
+/// How long the gate remembers that a user was found not enrolled (for the growing negative cache
+/// and for noticing an enrolment) after their last lookup.
+const HISTORY_IDLE: Duration = Duration::from_secs(3600);
 
 /// MFA gate settings.
 #[derive(Debug, Clone)]
 pub struct MfaSettings {
     /// When false every `mfa` route is treated as `authenticated` (development only). Defaults to true.
     pub enforce: bool,
-    /// How long "enrolled" is cached. Defaults to 60 s.
+    /// How long "enrolled" is cached, and the longest "not enrolled" is. Defaults to 60 s.
     pub ttl: Duration,
-    /// How long "not enrolled" (and "disabled") is cached. Defaults to 2 s.
+    /// How long "not enrolled" (and "disabled") is cached the first time. Defaults to 2 s.
     pub negative_ttl: Duration,
     /// How many users are cached at most. Defaults to 100,000.
     pub capacity: u64,
+    /// Cognito lookups per second for the whole process; over it, 503. Defaults to 50.
+    pub lookups_per_second: u32,
+    /// When a user is seen going from not enrolled to enrolled, revoke their sessions that began
+    /// before (so a password-only session cannot ride on the enrolment). Defaults to false.
+    pub revoke_sessions_on_enrolment: bool,
 }
 
 impl Default for MfaSettings {
@@ -40,43 +53,89 @@ impl Default for MfaSettings {
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(2),
             capacity: 100_000,
+            lookups_per_second: 50,
+            revoke_sessions_on_enrolment: false,
         }
     }
+}
+
+/// A cached answer and how long it is good for.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    state: MfaState,
+    ttl: Duration,
+}
+
+/// What the gate remembers of a user found not enrolled.
+#[derive(Debug, Clone, Copy)]
+struct NotEnrolled {
+    /// Lookups in a row that found them not enrolled.
+    strikes: u32,
+    /// Unix time of the last of those lookups: a session that began by then began before enrolment.
+    last_seen: u64,
+}
+
+/// Why a lookup gives no answer to cache.
+#[derive(Debug, Clone, Copy)]
+enum NoAnswer {
+    Cognito(CognitoError),
+    /// The username names another user now: nothing is cached for the token's `sub`.
+    Replaced,
+    /// The process-wide lookup budget is spent.
+    Budget,
+    /// The enrolment was seen, and the sessions before it could not be revoked.
+    RevocationFailed,
+    /// The enrolment was seen, and this token's session began before it.
+    SessionRevoked,
 }
 
 /// Requires TOTP enrolment of users on `mfa` routes.
 #[derive(Clone)]
 pub struct MfaGate {
     source: Arc<dyn MfaSource>,
-    cache: Cache<Uuid, MfaState>,
-    enforce: bool,
+    cache: Cache<Uuid, Cached>,
+    history: Cache<Uuid, NotEnrolled>,
+    budget: Arc<Budget>,
+    settings: Arc<MfaSettings>,
+    /// Where the sessions before an enrolment are revoked, with how long such an entry lives.
+    revocations: Option<(Revocations, Duration)>,
     metrics: Metrics,
 }
 
-struct ByAnswer {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
+struct ByAnswer;
 
-impl moka::Expiry<Uuid, MfaState> for ByAnswer {
-    fn expire_after_create(&self, _: &Uuid, state: &MfaState, _: Instant) -> Option<Duration> {
-        Some(if *state == MfaState::Enrolled { self.ttl } else { self.negative_ttl })
+impl moka::Expiry<Uuid, Cached> for ByAnswer {
+    fn expire_after_create(&self, _: &Uuid, cached: &Cached, _: std::time::Instant) -> Option<Duration> {
+        Some(cached.ttl)
     }
 }
 
 impl MfaGate {
     pub fn new(source: Arc<dyn MfaSource>, settings: MfaSettings, metrics: Metrics) -> MfaGate {
-        let cache = Cache::builder()
-            .max_capacity(settings.capacity)
-            .expire_after(ByAnswer { ttl: settings.ttl, negative_ttl: settings.negative_ttl })
-            .build();
+        let cache = Cache::builder().max_capacity(settings.capacity).expire_after(ByAnswer).build();
+        let history = Cache::builder().max_capacity(settings.capacity).time_to_idle(HISTORY_IDLE).build();
         metrics.set_mfa_enforced(settings.enforce);
-        MfaGate { source, cache, enforce: settings.enforce, metrics }
+        MfaGate {
+            source,
+            cache,
+            history,
+            budget: Arc::new(Budget::per_second(settings.lookups_per_second)),
+            settings: Arc::new(settings),
+            revocations: None,
+            metrics,
+        }
+    }
+
+    /// Where to revoke a user's earlier sessions when they are seen enrolling (with
+    /// `revoke_sessions_on_enrolment`); entries live `refresh_token_lifetime`.
+    pub fn revoking_through(mut self, revocations: Revocations, refresh_token_lifetime: Duration) -> MfaGate {
+        self.revocations = Some((revocations, refresh_token_lifetime));
+        self
     }
 
     /// Passes users who have enrolled TOTP. `token` is the caller's access token (for `GetUser`).
     pub async fn require(&self, claims: &Claims, token: &str) -> Result<(), Denied> {
-        if !self.enforce {
+        if !self.settings.enforce {
             tracing::debug!("mfa not enforced (--enforce-mfa=false)");
             return Ok(());
         }
@@ -87,23 +146,72 @@ impl MfaGate {
             return Err(Forbidden::MfaScopeMissing.into());
         }
         // Fast path: a cached answer, without building the lookup future.
-        if let Some(state) = self.cache.get(sub).await {
-            return answer(state);
+        if let Some(cached) = self.cache.get(sub).await {
+            return answer(cached.state);
         }
-        let lookup = async {
-            let started = Instant::now();
-            let answer = self.source.mfa_state(User { username, access_token: token }).await;
-            self.metrics.mfa_lookup(&answer, started.elapsed());
-            answer
-        };
+        let lookup = self.look_up(User { username, sub, access_token: token }, claims);
         match self.cache.try_get_with(*sub, lookup).await {
-            Ok(state) => answer(state),
-            Err(error) => Err(match *error {
-                CognitoError::Throttled => Unavailable::CognitoThrottled,
-                CognitoError::Refused | CognitoError::Unreachable | CognitoError::Unexpected => Unavailable::Cognito,
-            }
-            .into()),
+            Ok(cached) => answer(cached.state),
+            Err(no_answer) => Err(match *no_answer {
+                NoAnswer::Cognito(CognitoError::Throttled) => Unavailable::CognitoThrottled.into(),
+                NoAnswer::Cognito(_) | NoAnswer::RevocationFailed => Unavailable::Cognito.into(),
+                NoAnswer::Budget => Unavailable::MfaLookupBudget.into(),
+                NoAnswer::Replaced => Invalid::UserReplaced.into(),
+                NoAnswer::SessionRevoked => Invalid::Revoked.into(),
+            }),
         }
+    }
+
+    /// One lookup at Cognito, within the budget; decides how long its answer is cached.
+    async fn look_up(&self, user: User<'_>, claims: &Claims) -> Result<Cached, NoAnswer> {
+        if !self.budget.take(Instant::now()) {
+            self.metrics.mfa_lookup_refused();
+            return Err(NoAnswer::Budget);
+        }
+        let started = std::time::Instant::now();
+        let answer = self.source.mfa_state(user).await;
+        self.metrics.mfa_lookup(&answer, started.elapsed());
+        let sub = *user.sub;
+        match answer.map_err(NoAnswer::Cognito)? {
+            MfaState::Replaced => {
+                tracing::warn!(%sub, "the token's username now names another user; refused");
+                Err(NoAnswer::Replaced)
+            }
+            MfaState::Enrolled => {
+                if let Some(before) = self.history.remove(&sub).await.map(|h| h.last_seen) {
+                    self.revoke_sessions_before(sub, before, claims).await?;
+                }
+                Ok(Cached { state: MfaState::Enrolled, ttl: self.settings.ttl })
+            }
+            state => {
+                let strikes = self.history.get(&sub).await.map_or(0, |h| h.strikes.saturating_add(1));
+                self.history.insert(sub, NotEnrolled { strikes, last_seen: unix_now() }).await;
+                let ttl = self.settings.negative_ttl.saturating_mul(1 << strikes.min(16)).min(self.settings.ttl);
+                Ok(Cached { state, ttl: ttl.max(self.settings.negative_ttl) })
+            }
+        }
+    }
+
+    /// A user found not enrolled at `before` is enrolled now: with `revoke_sessions_on_enrolment`,
+    /// every session of theirs that began by then is revoked (this one too, if it did).
+    async fn revoke_sessions_before(&self, sub: Uuid, before: u64, claims: &Claims) -> Result<(), NoAnswer> {
+        let Some((revocations, lifetime)) =
+            self.revocations.as_ref().filter(|_| self.settings.revoke_sessions_on_enrolment)
+        else {
+            return Ok(());
+        };
+        let entry = Entry::User { sub, before, until: before.saturating_add(lifetime.as_secs()) };
+        if let Err(error) = revocations.revoke(vec![entry]).await {
+            tracing::warn!(%error, "could not revoke the sessions before an mfa enrolment");
+            // Seen again at the next lookup: the enrolment is not forgotten.
+            self.history.insert(sub, NotEnrolled { strikes: 0, last_seen: before }).await;
+            return Err(NoAnswer::RevocationFailed);
+        }
+        tracing::info!(%sub, "user enrolled mfa; sessions that began before were revoked");
+        if claims.auth_time.or(claims.iat).unwrap_or(0) <= before {
+            return Err(NoAnswer::SessionRevoked);
+        }
+        Ok(())
     }
 
     /// Drops a user's cached answer (after an admin action on them).
@@ -117,5 +225,50 @@ fn answer(state: MfaState) -> Result<(), Denied> {
         MfaState::Enrolled => Ok(()),
         MfaState::NotEnrolled => Err(Forbidden::MfaRequired.into()),
         MfaState::Gone => Err(Invalid::UserDisabled.into()),
+        MfaState::Replaced => Err(Invalid::UserReplaced.into()),
+    }
+}
+
+/// A token bucket: `per_second` lookups each second, up to one second's worth at once. Time is
+/// tokio's, so tests run it on a paused clock.
+struct Budget {
+    per_second: f64,
+    /// Tokens left, and when they were counted.
+    state: Mutex<(f64, Option<Instant>)>,
+}
+
+impl Budget {
+    fn per_second(per_second: u32) -> Budget {
+        Budget { per_second: f64::from(per_second), state: Mutex::new((f64::from(per_second), None)) }
+    }
+
+    fn take(&self, now: Instant) -> bool {
+        let mut state = self.state.lock().expect("budget lock");
+        let (tokens, last) = *state;
+        let refilled = last.map_or(tokens, |last| {
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * self.per_second).min(self.per_second)
+        });
+        let (left, ok) = if refilled >= 1.0 { (refilled - 1.0, true) } else { (refilled, false) };
+        *state = (left, Some(now));
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_admits_its_rate_and_refills_with_time() {
+        let budget = Budget::per_second(3);
+        let now = Instant::now();
+        assert!((0..3).all(|_| budget.take(now)));
+        assert!(!budget.take(now), "the fourth in the same instant is refused");
+        tokio::time::advance(Duration::from_millis(340)).await;
+        assert!(budget.take(Instant::now()), "a third of a second buys one more");
+        assert!(!budget.take(Instant::now()));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!((0..3).all(|_| budget.take(Instant::now())), "refilled, but never past one second's worth");
+        assert!(!budget.take(Instant::now()));
     }
 }

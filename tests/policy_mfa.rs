@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 struct Gate {
     ext: ExtAuthz,
     mfa: Arc<FakeMfa>,
+    metrics: cognito_authz::metrics::Metrics,
 }
 
 async fn gate_with(mut configure: impl FnMut(&mut Config), mfa: Arc<FakeMfa>) -> Gate {
@@ -29,7 +30,7 @@ async fn gate_with(mut configure: impl FnMut(&mut Config), mfa: Arc<FakeMfa>) ->
     configure(&mut config);
     let parts = common::parts(&config, mfa.clone()).await;
     assert!(parts.keys.refresh().await);
-    Gate { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics), mfa }
+    Gate { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics.clone()), mfa, metrics: parts.metrics }
 }
 
 async fn gate() -> Gate {
@@ -360,7 +361,7 @@ async fn throttling_by_cognito_is_retried_a_bounded_number_of_times_then_503() {
         Duration::from_secs(1),
     )
     .await;
-    let answer = sdk.mfa_state(User { username: "alice", access_token: "unused" }).await;
+    let answer = sdk.mfa_state(User { username: "alice", sub: &uuid::Uuid::nil(), access_token: "unused" }).await;
     assert_eq!(answer, Err(CognitoError::Throttled));
     let n = calls.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=2).contains(&n), "bounded retries, saw {n} calls");
@@ -374,7 +375,10 @@ async fn throttling_by_cognito_is_retried_a_bounded_number_of_times_then_503() {
         Duration::from_secs(1),
     )
     .await;
-    assert_eq!(get_user.mfa_state(User { username: "alice", access_token: "t" }).await, Err(CognitoError::Throttled));
+    assert_eq!(
+        get_user.mfa_state(User { username: "alice", sub: &uuid::Uuid::nil(), access_token: "t" }).await,
+        Err(CognitoError::Throttled)
+    );
 }
 
 #[tokio::test]
@@ -392,6 +396,146 @@ async fn an_unreachable_cognito_endpoint_is_unreachable_within_the_deadline() {
     )
     .await;
     let started = std::time::Instant::now();
-    assert_eq!(sdk.mfa_state(User { username: "alice", access_token: "t" }).await, Err(CognitoError::Unreachable));
+    assert_eq!(
+        sdk.mfa_state(User { username: "alice", sub: &uuid::Uuid::nil(), access_token: "t" }).await,
+        Err(CognitoError::Unreachable)
+    );
     assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+/// A Cognito that knows one user, `alice`, enrolled, whose `sub` is `SUB_NOW`.
+async fn cognito_with_alice(sub_now: &'static str) -> String {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move || async move {
+            let body = json!({
+                "Username": "alice", "Enabled": true, "UserStatus": "CONFIRMED",
+                "UserAttributes": [{"Name": "sub", "Value": sub_now}, {"Name": "email", "Value": "a@example.com"}],
+                "UserMFASettingList": ["SOFTWARE_TOKEN_MFA"]
+            });
+            ([("content-type", "application/x-amz-json-1.1")], body.to_string())
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn cognito_answers_for_a_username_now_held_by_another_sub_are_not_the_tokens() {
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    }
+    const NOW_SUB: &str = "7d0c8a2e-1111-4f6b-9d55-000000000001";
+    let endpoint = cognito_with_alice(NOW_SUB).await;
+    for lookup in [MfaLookup::AdminGetUser, MfaLookup::GetUser] {
+        let sdk = SdkCognito::new(
+            "us-east-1",
+            Some(&endpoint),
+            "us-east-1_Pool",
+            lookup,
+            Duration::from_millis(400),
+            Duration::from_secs(1),
+        )
+        .await;
+        let same: uuid::Uuid = NOW_SUB.parse().unwrap();
+        let user = |sub| User { username: "alice", sub, access_token: "t" };
+        assert_eq!(sdk.mfa_state(user(&same)).await, Ok(MfaState::Enrolled), "{lookup:?}: the same user");
+        let old = uuid::Uuid::from_u128(42);
+        assert_eq!(sdk.mfa_state(user(&old)).await, Ok(MfaState::Replaced), "{lookup:?}: the name was re-created");
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_user_is_unauthenticated_and_nothing_is_cached_for_the_tokens_sub() {
+    let mfa = FakeMfa::new();
+    mfa.set("zed", Ok(MfaState::Replaced));
+    let g = gate_with(|_| {}, mfa.clone()).await;
+    let zed = token_for("zed", json!({}));
+    let a = g.ask(request("/x", Some(&zed), MFA, &[])).await;
+    assert_eq!((a.code, a.status), (code::UNAUTHENTICATED, Some(401)));
+    assert_eq!(a.body, json!({"detail": "Could not validate credentials"}));
+    assert_eq!(g.ask(request("/x", Some(&zed), MFA, &[])).await.status, Some(401));
+    assert_eq!(mfa.lookups(), 2, "asked again: the other user's answer was not cached for this sub");
+    mfa.set("zed", Ok(MfaState::Enrolled));
+    assert_eq!(g.ask(request("/x", Some(&zed), MFA, &[])).await.code, code::OK, "the same token once it is theirs");
+}
+
+#[tokio::test]
+async fn the_process_spends_at_most_its_budget_of_lookups_and_cached_answers_still_pass() {
+    let mfa = FakeMfa::new();
+    let g = gate_with(|c| c.mfa.lookups_per_second = 3, mfa.clone()).await;
+    let alice = token_for("alice", json!({}));
+    assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.code, code::OK);
+    // Self-registered accounts, each asking once: two more fit in this second's budget.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(g.ask(request("/x", Some(&token_for(&format!("mallory{i}"), json!({}))), MFA, &[])).await.status);
+    }
+    assert_eq!(statuses[..2], [Some(403), Some(403)], "looked up: not enrolled");
+    assert!(statuses[2..].iter().all(|s| *s == Some(503)), "over the budget: {statuses:?}");
+    assert_eq!(mfa.lookups(), 3, "no lookup past the budget");
+    let over = g.ask(request("/x", Some(&token_for("mallory5", json!({}))), MFA, &[])).await;
+    assert_eq!(over.body, json!({"detail": "MFA status is temporarily unavailable"}));
+    assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.code, code::OK, "a cached answer is unaffected");
+    let metrics = g.metrics.render();
+    assert!(metrics.contains("cognito_authz_mfa_lookups_refused_total 5"), "{metrics}");
+    assert!(metrics.contains(r#"reason="mfa_lookup_budget""#));
+}
+
+#[tokio::test]
+async fn a_user_who_keeps_asking_is_looked_up_less_and_less_often() {
+    let mfa = FakeMfa::new();
+    let g = gate_with(
+        |c| {
+            c.mfa.negative_ttl = Duration::from_millis(100);
+            c.mfa.ttl = Duration::from_secs(10);
+        },
+        mfa.clone(),
+    )
+    .await;
+    let bob = token_for("bob", json!({}));
+    // Ask every 60 ms for 1.5 s: lookups at about 0, 100+, 300+, 700+ ms (the cache doubling).
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let lookups = mfa.lookups();
+    assert!((3..=5).contains(&lookups), "{lookups} lookups in 1.5 s; a fixed 100 ms cache would make about 13");
+    // Once enrolled, the streak ends: the next answer is the long positive one.
+    mfa.set("bob", Ok(MfaState::Enrolled));
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.code, code::OK);
+}
+
+#[tokio::test]
+async fn sessions_before_an_observed_enrolment_are_revoked_when_asked_to() {
+    for revoke in [false, true] {
+        let mfa = FakeMfa::new();
+        let g = gate_with(
+            |c| {
+                c.mfa.negative_ttl = Duration::from_millis(50);
+                c.mfa.revoke_sessions_on_enrolment = revoke;
+            },
+            mfa.clone(),
+        )
+        .await;
+        let password_only = token_for("bob", json!({"auth_time": now() - 100, "iat": now() - 100}));
+        assert_eq!(g.ask(request("/x", Some(&password_only), MFA, &[])).await.status, Some(403));
+        mfa.set("bob", Ok(MfaState::Enrolled));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after = g.ask(request("/x", Some(&password_only), MFA, &[])).await;
+        if revoke {
+            assert_eq!((after.status, after.body), (Some(401), json!({"detail": "Token has been revoked"})));
+            let again = g.ask(request("/y", Some(&password_only), AUTHENTICATED, &[])).await;
+            assert_eq!(again.status, Some(401), "revoked everywhere, not only on mfa routes");
+            let with_mfa = token_for("bob", json!({"auth_time": now() + 1, "jti": "j-new", "origin_jti": "o-new"}));
+            assert_eq!(g.ask(request("/x", Some(&with_mfa), MFA, &[])).await.code, code::OK, "a new sign-in passes");
+        } else {
+            assert_eq!(after.code, code::OK, "off by default: the earlier session rides on the enrolment");
+        }
+    }
 }
