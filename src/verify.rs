@@ -245,6 +245,11 @@ impl Verifier {
     pub fn keys(&self) -> &KeyStore {
         &self.keys
     }
+
+    /// Seconds past `exp` (and before `nbf`) a token is still accepted.
+    pub fn leeway(&self) -> u64 {
+        self.rules.leeway
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ struct Seen {
     global_sign_outs: Vec<String>,
     admin_sign_outs: Vec<String>,
     broken: bool,
+    /// `/oauth2/revoke` answers 500.
+    revoke_down: bool,
 }
 
 #[derive(Clone)]
@@ -102,6 +104,9 @@ async fn userinfo(headers: HeaderMap) -> Response {
 
 async fn revoke(State(fake): State<Fake>, Form(form): Form<HashMap<String, String>>) -> Response {
     let token = form.get("token").cloned().unwrap_or_default();
+    if fake.seen.lock().unwrap().revoke_down {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     if token.starts_with("ey") {
         // Cognito's revoke endpoint takes refresh tokens only.
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "unsupported_token_type"}))).into_response();
@@ -276,6 +281,29 @@ async fn sign_in_failures_are_401_and_bad_bodies_400() {
 }
 
 #[tokio::test]
+async fn sign_in_refuses_a_foreign_origin_and_form_bodies() {
+    let m = module().await;
+    let code = r#"{"code":"good-code"}"#;
+    let json = ("content-type", "application/json");
+    // Positive controls: the app's own origin, and a client that is not a browser (no Origin).
+    for headers in [vec![json, ("origin", ORIGIN)], vec![json], vec![]] {
+        let r = call(&m.app, "POST", "/auth/sign-in", &headers, code).await;
+        assert_eq!(r.status, StatusCode::OK, "{headers:?}");
+        assert!(r.cookie().unwrap().starts_with("cognito_refresh=refresh-1;"));
+    }
+    let foreign = call(&m.app, "POST", "/auth/sign-in", &[json, ("origin", "https://evil.example")], code).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert!(foreign.cookie().is_none(), "no session is planted");
+    for form in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = call(&m.app, "POST", "/auth/sign-in", &[("content-type", form), ("origin", ORIGIN)], code).await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{form}");
+        assert!(r.cookie().is_none());
+    }
+    let charset = call(&m.app, "POST", "/auth/sign-in", &[("content-type", "application/json; charset=utf-8")], code);
+    assert_eq!(charset.await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn refresh_needs_the_cookie_and_an_allowed_origin_and_rotates_the_cookie() {
     let m = module().await;
     let ok =
@@ -433,6 +461,69 @@ async fn cognito_errors_are_502_and_an_unreachable_cognito_503() {
             .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.cookie().unwrap().contains("Max-Age=0"));
+}
+
+fn logout_with_cookie(bearer_value: Option<&str>, refresh: &str) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("cookie", format!("cognito_refresh={refresh}"))];
+    if let Some(value) = bearer_value {
+        headers.push(("authorization", value.to_owned()));
+    }
+    headers
+}
+
+async fn logout_call(app: &axum::Router, headers: &[(&'static str, String)]) -> Reply {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    call(app, "GET", "/auth/logout", &headers, "").await
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_cookie_whatever_became_of_the_bearer() {
+    let m = module().await;
+    // Positive control: a live bearer and its cookie.
+    let live = access_token("openid", "jti-20", "origin-20");
+    let r = logout_call(&m.app, &logout_with_cookie(Some(&bearer(&live)), "refresh-live")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut expired = access_claims();
+    expired["exp"] = json!(now() - 10);
+    expired["jti"] = json!("jti-21");
+    let expired = key("kid-1").sign(&expired);
+    let cases = [
+        ("expired bearer", Some(bearer(&expired)), "refresh-a"),
+        ("already revoked bearer", Some(bearer(&live)), "refresh-b"),
+        ("malformed bearer", Some("Bearer not-a-jwt".to_owned()), "refresh-c"),
+    ];
+    for (name, bearer_value, refresh) in cases {
+        let r = logout_call(&m.app, &logout_with_cookie(bearer_value.as_deref(), refresh)).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}: {:?}", r.body);
+        assert!(r.cookie().unwrap().contains("Max-Age=0"), "{name}: cleared once revoked");
+    }
+    let seen = m.fake.seen.lock().unwrap();
+    assert_eq!(seen.revoked, ["refresh-live", "refresh-a", "refresh-b", "refresh-c"].map(String::from));
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_cookie_when_the_store_fails_and_says_so() {
+    let m = module_with(Some(Arc::new(BrokenStore)), true).await;
+    let token = access_token("openid", "j8", "o8");
+    let r = logout_call(&m.app, &logout_with_cookie(Some(&bearer(&token)), "refresh-1")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "the access token could not be revoked");
+    assert_eq!(m.fake.seen.lock().unwrap().revoked, vec!["refresh-1".to_owned()], "but the refresh token was");
+    assert!(r.cookie().unwrap().contains("Max-Age=0"), "and its cookie is cleared");
+}
+
+#[tokio::test]
+async fn a_failed_refresh_revoke_keeps_the_cookie_so_the_client_can_retry() {
+    let m = module().await;
+    let token = access_token("openid", "j9", "o9");
+    m.fake.seen.lock().unwrap().revoke_down = true;
+    let r = logout_call(&m.app, &logout_with_cookie(Some(&bearer(&token)), "refresh-1")).await;
+    assert!(r.status.is_server_error(), "{:?}", r.status);
+    assert!(r.cookie().is_none(), "the cookie is kept: the refresh token is still live");
+    m.fake.seen.lock().unwrap().revoke_down = false;
+    let retry = logout_call(&m.app, &logout_with_cookie(Some(&bearer(&token)), "refresh-1")).await;
+    assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
+    assert!(retry.cookie().unwrap().contains("Max-Age=0"));
+    assert_eq!(m.fake.seen.lock().unwrap().revoked, vec!["refresh-1".to_owned()]);
 }
 
 /// A store that cannot write.

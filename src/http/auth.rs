@@ -64,7 +64,21 @@ struct SignIn {
 }
 
 /// `POST /auth/sign-in`: exchanges an authorization code; the refresh token goes in a cookie.
-pub async fn sign_in(State(state): State<AuthState>, body: Bytes) -> Result<Response, HttpError> {
+///
+/// Login CSRF: another site must not be able to sign a visitor in as someone else (its own code, its
+/// own account). A browser names the site in `Origin`, which must then be allowed; and a form can
+/// post only `text/plain`, urlencoded or multipart bodies, so only JSON is taken. A client that is
+/// not a browser sends no `Origin` and is served.
+pub async fn sign_in(State(state): State<AuthState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+    if headers.contains_key(header::ORIGIN) {
+        require_origin(&state.settings, &headers)?;
+    }
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let essence = content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(HttpError::NotJson);
+        }
+    }
     let request: SignIn = serde_json::from_slice(&body).map_err(|_| HttpError::BadBody)?;
     if request.code.is_empty() || request.code.len() > 2048 {
         return Err(HttpError::BadBody);
@@ -116,45 +130,69 @@ pub async fn me(State(state): State<AuthState>, headers: HeaderMap) -> Result<Re
 
 /// `GET /auth/logout` (bearer token) and `POST /auth/logout` (bearer token, or the refresh cookie
 /// alone with an allowed `Origin`): revokes, then answers where the browser should go.
+///
+/// A refresh cookie sent along is revoked at Cognito whatever became of the bearer (missing,
+/// expired, already revoked, or the store or Cognito failing for it): a live refresh token would
+/// otherwise outlast the logout. The cookie is cleared only once that revoke succeeded, so a client
+/// whose logout failed still holds the token to try again with.
 pub async fn logout(State(state): State<AuthState>, headers: HeaderMap) -> Result<Response, HttpError> {
     let settings = &state.settings;
-    let clear = clear_cookie(&settings.cookie);
     let refresh_token = cookie(&headers, &settings.cookie.name);
-    let token = bearer_token(&headers).map_err(|e| e.with_cookie(clear.clone()))?;
-    let outcome = async {
-        match token {
-            Some(token) => {
-                let now = unix_now();
-                let claims = state.authorizer.authenticate(token, now).await?;
-                // Durable first: the logout is acknowledged only once no replica can forget it.
-                let entries = logout_entries(&claims, settings.refresh_token_lifetime, now);
-                state.authorizer.revocations().revoke(entries).await.map_err(|error| {
-                    tracing::warn!(%error, "revocation store unavailable; logout not acknowledged");
-                    HttpError::StoreUnavailable
-                })?;
-                if refresh_token.is_none()
-                    && let Some(cognito) = &state.cognito
-                {
-                    // No refresh token to revoke: end every session at Cognito so none refreshes.
-                    match cognito.global_sign_out(token).await {
-                        Ok(()) | Err(crate::cognito::CognitoError::Refused) => {}
-                        Err(e) => return Err(HttpError::from_cognito(e)),
-                    }
-                }
-            }
-            None if refresh_token.is_some() => require_origin(settings, &headers)?,
-            None => return Err(HttpError::Denied(Invalid::MissingToken.into())),
-        }
-        if let Some(refresh_token) = refresh_token {
-            let oauth = state.oauth.as_ref().ok_or(HttpError::NotConfigured)?;
-            oauth.revoke(refresh_token).await.map_err(|e| HttpError::from_oauth(e, "Logout failed"))?;
-        }
-        Ok(())
+    let bearer = bearer_token(&headers);
+    if refresh_token.is_some() && matches!(bearer, Ok(None)) {
+        // Cookie alone: a cross-site form could send it. A request with an `authorization` header
+        // cannot be sent cross-site without CORS allowing it.
+        require_origin(settings, &headers)?;
     }
-    .await;
-    outcome.map_err(|e| e.with_cookie(clear.clone()))?;
-    let body = json!({ "message": "Logout successful", "logout_url": logout_url(&state) });
-    Ok(([(header::SET_COOKIE, clear)], Json(body)).into_response())
+    let access = match bearer {
+        Ok(Some(token)) => revoke_access(&state, token, refresh_token.is_none()).await,
+        Ok(None) if refresh_token.is_some() => Ok(()),
+        Ok(None) => Err(HttpError::Denied(Invalid::MissingToken.into())),
+        Err(e) => Err(e),
+    };
+    let Some(refresh_token) = refresh_token else {
+        // No refresh token to lose: the cookie is cleared whatever the outcome.
+        access.map_err(|e| e.with_cookie(clear_cookie(&settings.cookie)))?;
+        return Ok(logged_out(&state));
+    };
+    let refresh = match state.oauth.as_ref() {
+        Some(oauth) => oauth.revoke(refresh_token).await.map_err(|e| HttpError::from_oauth(e, "Logout failed")),
+        None => Err(HttpError::NotConfigured),
+    };
+    match (access, refresh) {
+        (_, Err(refresh)) => Err(refresh),
+        (Err(access), Ok(())) if !matches!(access, HttpError::Denied(Denied::Unauthenticated(_))) => {
+            Err(access.with_cookie(clear_cookie(&settings.cookie)))
+        }
+        // The bearer was already dead (expired, revoked) and the refresh token now is too.
+        (_, Ok(())) => Ok(logged_out(&state)),
+    }
+}
+
+/// Revokes a logging-out access token and its sign-in, durably first: the logout is acknowledged
+/// only once no replica can forget it. Without a refresh token to revoke, every session of the user
+/// is ended at Cognito so none refreshes.
+async fn revoke_access(state: &AuthState, token: &str, sign_out_everywhere: bool) -> Result<(), HttpError> {
+    let now = unix_now();
+    let authorizer = &state.authorizer;
+    let claims = authorizer.authenticate(token, now).await?;
+    let entries = logout_entries(&claims, state.settings.refresh_token_lifetime, authorizer.verifier().leeway(), now);
+    authorizer.revocations().revoke(entries).await.map_err(|error| {
+        tracing::warn!(%error, "revocation store unavailable; logout not acknowledged");
+        HttpError::StoreUnavailable
+    })?;
+    if sign_out_everywhere && let Some(cognito) = &state.cognito {
+        match cognito.global_sign_out(token).await {
+            Ok(()) | Err(crate::cognito::CognitoError::Refused) => {}
+            Err(e) => return Err(HttpError::from_cognito(e)),
+        }
+    }
+    Ok(())
+}
+
+fn logged_out(state: &AuthState) -> Response {
+    let body = json!({ "message": "Logout successful", "logout_url": logout_url(state) });
+    ([(header::SET_COOKIE, clear_cookie(&state.settings.cookie))], Json(body)).into_response()
 }
 
 /// The hosted UI's `/logout?client_id=…&logout_uri=…`.

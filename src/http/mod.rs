@@ -65,6 +65,8 @@ async fn healthz(State(keys): State<KeyStore>) -> impl IntoResponse {
 pub enum HttpError {
     /// 400: the body is not what the route takes.
     BadBody,
+    /// 415: the body is not labelled `application/json`.
+    NotJson,
     /// 403: no credentials at all (`/auth/me`, as the service it replaces answers).
     NoCredentials,
     /// The token was refused: the same answer as an ext_authz denial.
@@ -122,6 +124,7 @@ impl IntoResponse for HttpError {
         let detail = |status: StatusCode, detail: &str| (status, Json(json!({ "detail": detail }))).into_response();
         match self {
             HttpError::BadBody => detail(StatusCode::BAD_REQUEST, "Malformed request body"),
+            HttpError::NotJson => detail(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Request body must be application/json"),
             HttpError::NoCredentials => detail(StatusCode::FORBIDDEN, "Not authenticated"),
             HttpError::Denied(denied) => {
                 let status = StatusCode::from_u16(denied.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);

@@ -277,11 +277,12 @@ impl Revocations {
     }
 }
 
-/// The entries a logout writes: the token itself, and every token of its sign-in.
-pub fn logout_entries(claims: &Claims, refresh_token_lifetime: Duration, now: u64) -> Vec<Entry> {
+/// The entries a logout writes: the token itself, and every token of its sign-in. The token's
+/// entry lives as long as the token is accepted: `exp` plus the verifier's `leeway`.
+pub fn logout_entries(claims: &Claims, refresh_token_lifetime: Duration, leeway: u64, now: u64) -> Vec<Entry> {
     let mut entries = Vec::with_capacity(2);
     if let Some(jti) = &claims.jti {
-        entries.push(Entry::Jti { id: jti.to_string(), until: claims.exp });
+        entries.push(Entry::Jti { id: jti.to_string(), until: claims.exp.saturating_add(leeway) });
     }
     if let Some(origin) = &claims.origin_jti {
         let signed_in = claims.auth_time.or(claims.iat).unwrap_or(now);
@@ -341,7 +342,7 @@ mod tests {
     #[test]
     fn logout_revokes_the_token_and_its_sign_in() {
         let c = claims("j1", "o1", NOW - 60);
-        let entries = logout_entries(&c, Duration::from_secs(30 * 86400), NOW);
+        let entries = logout_entries(&c, Duration::from_secs(30 * 86400), 0, NOW);
         assert_eq!(
             entries,
             vec![
@@ -349,6 +350,19 @@ mod tests {
                 Entry::Origin { id: "o1".into(), until: NOW + 30 * 86400 }
             ]
         );
+    }
+
+    #[test]
+    fn a_logged_out_token_stays_refused_for_as_long_as_the_leeway_accepts_it() {
+        let mut c = claims("j1", "o1", NOW - 60);
+        c.origin_jti = None;
+        let mut list = RevocationList::default();
+        for entry in logout_entries(&c, Duration::from_secs(30 * 86400), 30, NOW) {
+            list.apply(entry);
+        }
+        assert!(list.revokes(&c, c.exp - 1), "before exp");
+        assert!(list.revokes(&c, c.exp + 29), "past exp, still inside the 30 s leeway the verifier grants");
+        assert!(!list.revokes(&c, c.exp + 30), "gone once the verifier itself refuses the token");
     }
 
     #[test]
