@@ -39,15 +39,40 @@ impl AuditLimiter {
     }
 }
 
-/// Request-derived text for logs: escaped and cut short, so it cannot forge or flood log lines.
-pub fn loggable(text: &str) -> String {
-    let cut: String = text.chars().take(128).collect();
-    format!("{cut:?}")
+/// Request-derived text for logs, cut short so it cannot flood them. Record it as a plain `&str`
+/// field (not `%`/`?`): the JSON format then quotes it once, and the text format escapes control
+/// characters and quotes, so neither can forge a line.
+pub fn loggable(text: &str) -> &str {
+    match text.char_indices().nth(MAX_LOGGED_CHARS) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+const MAX_LOGGED_CHARS: usize = 128;
+
+/// A request path for logs: only what comes before the query string or fragment (which carry
+/// codes, `state`, signatures and keys), and whether there was one. Never the query itself.
+pub fn loggable_path(path: &str) -> (&str, bool) {
+    match path.find(['?', '#']) {
+        Some(at) => (loggable(&path[..at]), true),
+        None => (loggable(path), false),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_logged_path_stops_before_the_query_or_fragment() {
+        assert_eq!(loggable_path("/enforce/items?code=secret"), ("/enforce/items", true));
+        assert_eq!(loggable_path("/a#frag?x=1"), ("/a", true));
+        assert_eq!(loggable_path("/plain"), ("/plain", false));
+        assert_eq!(loggable_path("?only=query"), ("", true));
+        let long = "é".repeat(300);
+        assert_eq!(loggable(&long).chars().count(), 128, "cut on a character boundary");
+    }
 
     #[test]
     fn admits_the_limit_each_second_and_reports_what_it_dropped() {

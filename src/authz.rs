@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::error::{BadRequest, Denied, Invalid};
+use crate::error::{BadRequest, Denied, Forbidden, Invalid};
 use crate::mfa::MfaGate;
 use crate::policy::{Access, Policy, RouteContext};
 use crate::revocation::Revocations;
@@ -19,6 +19,13 @@ pub struct Request<'a> {
     pub authorization_repeated: bool,
     /// The `cookie` header, as sent.
     pub cookie: Option<&'a str>,
+    /// The `origin` header, as sent.
+    pub origin: Option<&'a str>,
+    /// True for a WebSocket upgrade (`upgrade: websocket`).
+    pub websocket: bool,
+    /// True when a header name reads as an identity header once `_` is taken for `-` (`x_user_id`)
+    /// without being it: upstreams that treat the two alike would take it for ours.
+    pub spoofed_identity: bool,
     pub method: &'a str,
     /// The path as the proxy forwards it, query string included.
     pub path: &'a str,
@@ -61,23 +68,30 @@ pub struct Authorizer {
     policy: SharedPolicy,
     mfa: MfaGate,
     token_cookie: Option<String>,
+    /// Origins from which a cookie credential may come on a request that is not a plain GET/HEAD.
+    allowed_origins: Arc<[String]>,
 }
 
 impl Authorizer {
     /// `token_cookie` names a cookie that may carry the token when no `authorization` header is
-    /// sent (browsers cannot set headers on WebSocket or EventSource requests).
+    /// sent (browsers cannot set headers on WebSocket or EventSource requests); `allowed_origins`
+    /// are the sites that may use it beyond a plain GET or HEAD.
     pub fn new(
         verifier: Verifier,
         revocations: Revocations,
         policy: SharedPolicy,
         mfa: MfaGate,
         token_cookie: Option<String>,
+        allowed_origins: Vec<String>,
     ) -> Authorizer {
-        Authorizer { verifier, revocations, policy, mfa, token_cookie }
+        Authorizer { verifier, revocations, policy, mfa, token_cookie, allowed_origins: allowed_origins.into() }
     }
 
     /// The whole decision, at Unix time `now`.
     pub async fn check(&self, req: &Request<'_>, now: u64) -> Result<Allowed, Denied> {
+        if req.spoofed_identity {
+            return Err(BadRequest::SpoofedIdentityHeader.into());
+        }
         let policy = self.policy.current();
         let rule = policy.requirement(req.method, req.path, req.route)?;
         if rule.access == Access::Public {
@@ -124,6 +138,20 @@ impl Authorizer {
         }
     }
 
+    /// Whether a cookie credential may be used for this request. A browser sends cookies along with
+    /// requests other sites make: a GET or HEAD changes nothing, but any other method (CSRF) and a
+    /// WebSocket upgrade (cross-site WebSocket hijacking) must come from an allowed `Origin`. A
+    /// WebSocket client that is not a browser sends none.
+    fn same_site(&self, req: &Request<'_>) -> bool {
+        let allowed = |origin: &str| self.allowed_origins.iter().any(|o| o == origin);
+        match (req.websocket, req.origin) {
+            (true, None) => true,
+            (true, Some(origin)) => allowed(origin),
+            (false, _) if matches!(req.method, "GET" | "HEAD") => true,
+            (false, origin) => origin.is_some_and(allowed),
+        }
+    }
+
     /// The token: from the `authorization` header, else from the token cookie.
     fn credential<'r>(&self, req: &Request<'r>) -> Result<&'r str, Denied> {
         if let Some(value) = req.authorization {
@@ -142,6 +170,7 @@ impl Authorizer {
             .filter(|(key, _)| *key == name)
             .map(|(_, value)| value.trim_matches('"'));
         match (values.next(), values.next()) {
+            (Some(_), None) if !self.same_site(req) => Err(Forbidden::CrossSiteCookie.into()),
             (Some(value), None) => Ok(token::checked_token(value)?),
             (Some(_), Some(_)) => Err(BadRequest::MultipleCredentials.into()),
             (None, _) => Err(Invalid::MissingToken.into()),

@@ -96,6 +96,16 @@ pub struct ServeArgs {
     /// Seconds "MFA not enrolled" (or "user disabled") is cached per user. Defaults to `2`.
     #[arg(long, env = "COGNITO_AUTHZ_MFA_NEGATIVE_CACHE_TTL")]
     pub mfa_negative_cache_ttl: Option<u64>,
+    /// Cognito MFA lookups per second for the whole process; past it a lookup answers 503 (cached
+    /// answers are unaffected). Size it to the account's Cognito quota divided by the replicas,
+    /// leaving room for your own admin calls. Defaults to `50`.
+    #[arg(long, env = "COGNITO_AUTHZ_MFA_LOOKUPS_PER_SECOND")]
+    pub mfa_lookups_per_second: Option<u32>,
+    /// When a user is seen going from not enrolled to enrolled in TOTP, revoke their sessions that
+    /// began before (through the revocation store), so a password-only session cannot ride on the
+    /// enrolment. Defaults to `false`.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOKE_SESSIONS_ON_MFA_ENROLMENT", num_args = 0..=1, default_missing_value = "true")]
+    pub revoke_sessions_on_mfa_enrolment: Option<bool>,
     /// Accept client-credentials (machine) tokens on routes that ask for scopes. Defaults to `false`.
     #[arg(long, env = "COGNITO_AUTHZ_ALLOW_MACHINE_TOKENS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_machine_tokens: Option<bool>,
@@ -333,6 +343,10 @@ impl ServeArgs {
             cognito_timeout_ms: self.cognito_timeout_ms.or(file.cognito_timeout_ms),
             mfa_cache_ttl: self.mfa_cache_ttl.or(file.mfa_cache_ttl),
             mfa_negative_cache_ttl: self.mfa_negative_cache_ttl.or(file.mfa_negative_cache_ttl),
+            mfa_lookups_per_second: self.mfa_lookups_per_second.or(file.mfa_lookups_per_second),
+            revoke_sessions_on_mfa_enrolment: self
+                .revoke_sessions_on_mfa_enrolment
+                .or(file.revoke_sessions_on_mfa_enrolment),
             allow_machine_tokens: self.allow_machine_tokens.or(file.allow_machine_tokens),
             admin_listen: self.admin_listen.or(file.admin_listen),
             admin_token: self.admin_token.or(file.admin_token),
@@ -437,7 +451,14 @@ impl ServeArgs {
             ttl: self.mfa_cache_ttl.map_or(mfa_defaults.ttl, Duration::from_secs),
             negative_ttl: self.mfa_negative_cache_ttl.map_or(mfa_defaults.negative_ttl, Duration::from_secs),
             capacity: mfa_defaults.capacity,
+            lookups_per_second: self.mfa_lookups_per_second.unwrap_or(mfa_defaults.lookups_per_second),
+            revoke_sessions_on_enrolment: self
+                .revoke_sessions_on_mfa_enrolment
+                .unwrap_or(mfa_defaults.revoke_sessions_on_enrolment),
         };
+        if mfa.lookups_per_second == 0 {
+            return Err(bad("mfa-lookups-per-second", "COGNITO_AUTHZ_MFA_LOOKUPS_PER_SECOND", "must be at least 1"));
+        }
         let admin_token = secret(self.admin_token, self.admin_token_file, "admin-token", "COGNITO_AUTHZ_ADMIN_TOKEN")?;
         if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return Err(bad("admin-token", "COGNITO_AUTHZ_ADMIN_TOKEN", "must be at least 16 characters"));
@@ -463,7 +484,8 @@ impl ServeArgs {
                    flag: &'static str,
                    env: &'static str|
          -> Result<Option<reqwest::Url>, ConfigError> {
-            value.map(|v| reqwest::Url::parse(&v).map_err(|_| bad(flag, env, "is not a URL"))).transpose()
+            // Codes, refresh tokens and the client secret travel to these: TLS unless on loopback.
+            value.map(|v| jwks_url_checked(&v).map_err(|problem| bad(flag, env, problem))).transpose()
         };
         let mut endpoints = match url(self.oauth_domain, "oauth-domain", "COGNITO_AUTHZ_OAUTH_DOMAIN")? {
             Some(domain) => Endpoints::under(&domain),
@@ -662,6 +684,27 @@ mod tests {
         assert_eq!(err(ServeArgs { issuer: Some(format!("https://{DEV_ISSUER_HOST}/dev")), ..args() }), "issuer");
         assert_eq!(err(ServeArgs { jwks_url: Some("http://example.com/jwks".into()), ..args() }), "jwks-url");
         assert_eq!(err(ServeArgs { token_cookie: Some("a b".into()), ..args() }), "token-cookie");
+        assert_eq!(err(ServeArgs { mfa_lookups_per_second: Some(0), ..args() }), "mfa-lookups-per-second");
+    }
+
+    #[test]
+    fn oauth_urls_carry_secrets_only_over_tls_or_loopback() {
+        let err = |a: ServeArgs| a.into_config().expect_err("refused").flag;
+        let http = || Some("http://auth.example.com/oauth2/token".to_owned());
+        assert_eq!(err(ServeArgs { oauth_domain: Some("http://auth.example.com".into()), ..args() }), "oauth-domain");
+        assert_eq!(err(ServeArgs { token_url: http(), ..args() }), "token-url");
+        assert_eq!(err(ServeArgs { userinfo_url: http(), ..args() }), "userinfo-url");
+        assert_eq!(err(ServeArgs { revoke_url: http(), ..args() }), "revoke-url");
+        assert_eq!(err(ServeArgs { logout_url: http(), ..args() }), "logout-url");
+        assert_eq!(err(ServeArgs { token_url: Some("ftp://127.0.0.1/t".into()), ..args() }), "token-url");
+        // Positive controls: https anywhere, plain http on loopback (an emulator, oidc-provider).
+        let ok = ServeArgs {
+            oauth_domain: Some("https://auth.example.com".into()),
+            token_url: Some("http://127.0.0.1:4000/token".into()),
+            logout_url: Some("http://localhost:4000/logout".into()),
+            ..args()
+        };
+        assert!(ok.into_config().is_ok());
     }
 
     #[test]

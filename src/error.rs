@@ -52,6 +52,8 @@ pub enum Invalid {
     MachineToken,
     #[error("user is disabled or deleted")]
     UserDisabled,
+    #[error("the token's username now belongs to another user")]
+    UserReplaced,
     #[error("token has been revoked")]
     Revoked,
     #[error("token has no jti or origin_jti, so it could not be revoked (--allow-unrevocable-tokens)")]
@@ -69,6 +71,8 @@ pub enum Forbidden {
     MachineToken,
     #[error("token lacks the aws.cognito.signin.user.admin scope needed to read mfa state")]
     MfaScopeMissing,
+    #[error("a cookie credential on a request that is not same-site (method or websocket from a foreign origin)")]
+    CrossSiteCookie,
 }
 
 /// Why the request itself cannot be judged: HTTP 400.
@@ -78,8 +82,10 @@ pub enum BadRequest {
     MultipleCredentials,
     #[error("check request has no http attributes")]
     NoHttpAttributes,
-    #[error("path has dot segments, empty segments or encoded separators")]
+    #[error("path has dot segments, empty segments, encoded separators or a double encoding")]
     AmbiguousPath,
+    #[error("request carries an identity header under another spelling")]
+    SpoofedIdentityHeader,
 }
 
 /// Why no decision can be made right now although the token may be valid: HTTP 503.
@@ -95,6 +101,8 @@ pub enum Unavailable {
     Cognito,
     #[error("cognito throttled the mfa state lookup")]
     CognitoThrottled,
+    #[error("the process-wide budget of mfa lookups per second is spent")]
+    MfaLookupBudget,
     #[error("the revocation list has not been confirmed by its store recently enough")]
     RevocationsStale,
 }
@@ -134,19 +142,20 @@ labels!(Invalid {
     Expired => "expired", NotYetValid => "not_yet_valid", IssuedInFuture => "issued_in_future",
     Issuer => "issuer", NotAccessToken => "not_access_token", Client => "client", Subject => "subject",
     MissingUsername => "missing_username", MachineToken => "machine_token", UserDisabled => "user_disabled",
+    UserReplaced => "user_replaced",
     Revoked => "revoked", Unrevocable => "unrevocable",
 });
 labels!(Forbidden {
     MfaRequired => "mfa_required", InsufficientScope => "insufficient_scope", MachineToken => "machine_token",
-    MfaScopeMissing => "mfa_scope_missing",
+    MfaScopeMissing => "mfa_scope_missing", CrossSiteCookie => "cross_site_cookie",
 });
 labels!(BadRequest {
     MultipleCredentials => "multiple_credentials", NoHttpAttributes => "no_http_attributes",
-    AmbiguousPath => "ambiguous_path",
+    AmbiguousPath => "ambiguous_path", SpoofedIdentityHeader => "spoofed_identity_header",
 });
 labels!(Unavailable {
     NoKeys => "no_keys", KeyFetchFailed => "key_fetch_failed", KeyFetchTimeout => "key_fetch_timeout",
-    Cognito => "cognito", CognitoThrottled => "cognito_throttled", RevocationsStale => "revocations_stale",
+    Cognito => "cognito", CognitoThrottled => "cognito_throttled", MfaLookupBudget => "mfa_lookup_budget", RevocationsStale => "revocations_stale",
 });
 
 /// gRPC status codes Envoy reads from `CheckResponse.status` (0 would mean allow).
@@ -186,6 +195,7 @@ impl Denied {
             Denied::BadRequest(BadRequest::MultipleCredentials) => "More than one credential was sent",
             Denied::BadRequest(BadRequest::NoHttpAttributes) => "Request has no HTTP attributes",
             Denied::BadRequest(BadRequest::AmbiguousPath) => "Request path is ambiguous",
+            Denied::BadRequest(BadRequest::SpoofedIdentityHeader) => "Request carries a reserved header",
             Denied::Unauthenticated(Invalid::MissingToken) => "Not authenticated",
             Denied::Unauthenticated(Invalid::Expired) => "Token has expired",
             Denied::Unauthenticated(Invalid::NotYetValid) => "Token is not yet valid",
@@ -196,12 +206,13 @@ impl Denied {
             Denied::Forbidden(Forbidden::MfaRequired) => "MFA enrolment required",
             Denied::Forbidden(Forbidden::InsufficientScope) => "Insufficient scope",
             Denied::Forbidden(Forbidden::MachineToken) => "Machine tokens are not allowed on this route",
+            Denied::Forbidden(Forbidden::CrossSiteCookie) => "Cookie credentials need a request from an allowed origin",
             Denied::Forbidden(Forbidden::MfaScopeMissing) => {
                 "Token lacks the aws.cognito.signin.user.admin scope needed to check MFA"
             }
-            Denied::Unavailable(Unavailable::Cognito | Unavailable::CognitoThrottled) => {
-                "MFA status is temporarily unavailable"
-            }
+            Denied::Unavailable(
+                Unavailable::Cognito | Unavailable::CognitoThrottled | Unavailable::MfaLookupBudget,
+            ) => "MFA status is temporarily unavailable",
             Denied::Unavailable(_) => "Authorization is temporarily unavailable",
         }
     }
@@ -217,7 +228,7 @@ impl Denied {
             Denied::BadRequest(_) => {
                 Some(format!("Bearer error=\"invalid_request\", error_description=\"{}\"", self.client_message()))
             }
-            Denied::Forbidden(Forbidden::MfaRequired) => None,
+            Denied::Forbidden(Forbidden::MfaRequired | Forbidden::CrossSiteCookie) => None,
             Denied::Forbidden(Forbidden::MfaScopeMissing) => Some(format!(
                 "Bearer error=\"insufficient_scope\", scope=\"aws.cognito.signin.user.admin\", error_description=\"{}\"",
                 self.client_message()

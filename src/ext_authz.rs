@@ -12,7 +12,7 @@ use prost_types::value::Kind;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::Instrument;
 
-use crate::audit::{AuditLimiter, loggable};
+use crate::audit::{AuditLimiter, loggable, loggable_path};
 use crate::authz::{Allowed, Authorizer, Request};
 use crate::error::{BadRequest, Denied, code};
 use crate::metrics::Metrics;
@@ -60,18 +60,24 @@ impl ExtAuthz {
         };
         let no_context = HashMap::new();
         let request = request_from(http, attributes.map_or(&no_context, |a| &a.context_extensions));
+        // Paths are logged without their query string: it carries codes, signatures and keys. (Field
+        // expressions run only when the line is enabled: nothing here costs an undebugged Check.)
         match self.authorizer.check(&request, now).await {
             Ok(allowed) => {
-                tracing::debug!(outcome = "allow", who = %who(&allowed), path = %loggable(request.path), "decision");
+                tracing::debug!(outcome = "allow", who = %who(&allowed), path = loggable_path(request.path).0,
+                    query = loggable_path(request.path).1, "decision");
                 self.metrics.decision("allow", "none", started.elapsed());
                 allowed_response(&allowed, self.strip_authorization)
             }
             Err(denied) => {
                 self.metrics.decision(denied.outcome(), denied.reason(), started.elapsed());
-                tracing::debug!(outcome = denied.outcome(), reason = %denied, path = %loggable(request.path), "decision");
+                tracing::debug!(outcome = denied.outcome(), reason = %denied, path = loggable_path(request.path).0,
+                    query = loggable_path(request.path).1, "decision");
                 if let Some(suppressed) = self.audit.admit(now) {
-                    tracing::info!(outcome = denied.outcome(), reason = %denied, method = %loggable(request.method),
-                        path = %loggable(request.path), suppressed, "request denied");
+                    let (path, query) = loggable_path(request.path);
+                    let method = loggable(request.method);
+                    tracing::info!(outcome = denied.outcome(), reason = %denied, method, path, query, suppressed,
+                        "request denied");
                 }
                 denied_response(&denied)
             }
@@ -142,6 +148,7 @@ pub fn request_from<'a>(http: &'a HttpRequest, context: &'a HashMap<String, Stri
     let mut request = Request { method: &http.method, path: &http.path, route, ..Request::default() };
     if let Some(map) = &http.header_map {
         for header in &map.headers {
+            request.spoofed_identity |= spoofs_identity_header(&header.key);
             let value = raw_header_value(header);
             if header.key.eq_ignore_ascii_case("authorization") {
                 request.authorization_repeated |= request.authorization.is_some();
@@ -149,13 +156,31 @@ pub fn request_from<'a>(http: &'a HttpRequest, context: &'a HashMap<String, Stri
                 request.authorization = Some(value.unwrap_or("\u{0}"));
             } else if header.key.eq_ignore_ascii_case("cookie") && request.cookie.is_none() {
                 request.cookie = value;
+            } else if header.key.eq_ignore_ascii_case("origin") {
+                request.origin = value;
+            } else if header.key.eq_ignore_ascii_case("upgrade") {
+                request.websocket = value.is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
             }
         }
     } else {
         request.authorization = http.headers.get("authorization").map(String::as_str);
         request.cookie = http.headers.get("cookie").map(String::as_str);
+        request.origin = http.headers.get("origin").map(String::as_str);
+        request.websocket = http.headers.get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        request.spoofed_identity = http.headers.keys().any(|key| spoofs_identity_header(key));
     }
     request
+}
+
+/// True for a header name that equals one of ours once lower-cased with `_` read as `-`, but is not
+/// exactly it (`x_user_id`, `X-User_Id`): CGI, uWSGI and some Ruby and Python servers would hand it
+/// to the application as `x-user-id`.
+pub fn spoofs_identity_header(name: &str) -> bool {
+    let same = |ours: &str| {
+        name.len() == ours.len()
+            && name.bytes().zip(ours.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    };
+    name.contains('_') && IDENTITY_HEADERS.iter().any(|ours| same(ours))
 }
 
 fn raw_header_value(header: &HeaderValue) -> Option<&str> {

@@ -78,6 +78,7 @@ pub async fn build_with(
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
+        .redirect(crate::keys::same_origin_redirects())
         .build()?;
     let keys = KeyStore::new(Arc::new(HttpKeySource::new(client, config.jwks_url.clone())), config.keys.clone());
     let (revocations, redis) = open_revocations(config).await?;
@@ -119,10 +120,18 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
     if !config.mfa.enforce {
         tracing::warn!("MFA is NOT enforced (--enforce-mfa=false): mfa routes admit any valid token; development only");
     }
-    let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone());
+    let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone())
+        .revoking_through(revocations.clone(), config.auth.refresh_token_lifetime);
     let policy = SharedPolicy::new(config.policy.clone());
     let verifier = Verifier::new(keys.clone(), rules, TokenCache::new(config.token_cache_size));
-    let authorizer = Authorizer::new(verifier, revocations, policy, mfa, config.token_cookie.clone());
+    let authorizer = Authorizer::new(
+        verifier,
+        revocations,
+        policy,
+        mfa,
+        config.token_cookie.clone(),
+        config.auth.allowed_origins.clone(),
+    );
     // The closure holds the verifier and revocations, not the authorizer (which holds the metrics).
     let (verifier, revocations) = (authorizer.verifier().clone(), authorizer.revocations().clone());
     metrics.read_parts(move || {

@@ -5,8 +5,8 @@ mod common;
 
 use cognito_authz::error::code;
 use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::pb::auth::CheckResponse;
 use cognito_authz::pb::auth::check_response::HttpResponse;
+use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
 use common::*;
 use prost::Message;
 use serde_json::{Value, json};
@@ -305,6 +305,50 @@ async fn token_cookie_is_read_when_no_header_is_sent() {
     let twice = format!("access_token={t}; access_token={t}");
     let d = decode(ext.decide(&check_request("/ws", &[("cookie", &twice)]), now()).await);
     assert_eq!(d.http_status, Some(400));
+}
+
+fn with_method(mut request: CheckRequest, method: &str) -> CheckRequest {
+    request.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap().method = method.into();
+    request
+}
+
+#[tokio::test]
+async fn a_cookie_credential_needs_a_same_site_request() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let mut config = common::config(&jwks.url());
+    config.token_cookie = Some("access_token".into());
+    config.auth.allowed_origins = vec!["https://app.example.com".into()];
+    let parts = common::parts(&config, FakeMfa::new()).await;
+    assert!(parts.keys.refresh().await);
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let cookie = format!("access_token={}", signed(&access_claims()));
+    let request = |method: &str, extra: &[(&str, &str)]| {
+        let mut headers = vec![("cookie", cookie.as_str())];
+        headers.extend_from_slice(extra);
+        with_method(check_request("/api/items", &headers), method)
+    };
+    let (app, evil) = (("origin", "https://app.example.com"), ("origin", "https://evil.example"));
+    let upgrade = ("upgrade", "websocket");
+    let allowed = [
+        ("GET", vec![]),
+        ("HEAD", vec![evil]),
+        ("POST", vec![app]),
+        ("DELETE", vec![app]),
+        ("GET", vec![upgrade, app]),
+        ("GET", vec![upgrade]),
+    ];
+    for (method, extra) in allowed {
+        assert_eq!(decode(ext.decide(&request(method, &extra), now()).await).code, code::OK, "{method} {extra:?}");
+    }
+    let refused = [("POST", vec![]), ("POST", vec![evil]), ("PUT", vec![evil]), ("GET", vec![upgrade, evil])];
+    for (method, extra) in refused {
+        let d = decode(ext.decide(&request(method, &extra), now()).await);
+        assert_eq!(d.http_status, Some(403), "{method} {extra:?}");
+        assert_eq!(d.body, json!({"detail": "Cookie credentials need a request from an allowed origin"}).to_string());
+    }
+    // A bearer header is not a cookie: other sites cannot set it.
+    let bearer_post = with_method(bearer(&signed(&access_claims())), "POST");
+    assert_eq!(decode(ext.decide(&bearer_post, now()).await).code, code::OK);
 }
 
 #[tokio::test]

@@ -215,3 +215,72 @@ async fn malformed_requests_are_refused() {
     let ok = ext.decide(&with_header_map(vec![raw_header("authorization", bearer_good.as_bytes())]), now()).await;
     assert_eq!(status(&ok).0, code::OK);
 }
+
+/// Mean time of one Check over `rounds`.
+async fn mean_check(ext: &ExtAuthz, token: &str, rounds: u32) -> Duration {
+    let request = check_request("/api/items", &[("authorization", &format!("Bearer {token}"))]);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let (code, http) = status(&ext.decide(&request, now()).await);
+        assert!(code != 0 && http == Some(401), "refused with 401");
+    }
+    started.elapsed() / rounds
+}
+
+#[tokio::test]
+async fn a_header_stuffed_with_keys_costs_no_more_than_a_plain_refusal_of_its_size() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    assert!(parts.keys.refresh().await);
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let payload = access_claims().to_string();
+    // ~1,100 distinct keys: each one used to be compared with every key before it.
+    let keys: String = (0..1100).map(|i| format!(",\"k{i}\":0")).collect();
+    let flood = raw(&format!(r#"{{"alg":"RS256","kid":"kid-1"{keys}}}"#), &payload);
+    // The same size, refused for an ordinary reason (a signature that does not match).
+    let filler = "x".repeat(keys.len());
+    let plain = raw(&format!(r#"{{"alg":"RS256","kid":"kid-1","x":"{filler}"}}"#), &payload);
+    let plain = format!("{}.{}.{}", plain.split('.').next().unwrap(), b64("{}"), "c2ln");
+    assert!(flood.len().abs_diff(plain.len()) < 4096, "{} vs {}", flood.len(), plain.len());
+    let small_bad_signature = format!("{}.{}.c2ln", b64(H), b64(&payload));
+    mean_check(&ext, &flood, 20).await;
+    mean_check(&ext, &plain, 20).await;
+    let (flood, plain, small) = (
+        mean_check(&ext, &flood, 200).await,
+        mean_check(&ext, &plain, 200).await,
+        mean_check(&ext, &small_bad_signature, 200).await,
+    );
+    let ratio = flood.as_secs_f64() / plain.as_secs_f64().max(small.as_secs_f64());
+    assert!(ratio < 3.0, "flood {flood:?} vs plain {plain:?} (small {small:?}): {ratio:.1}x");
+}
+
+#[tokio::test]
+async fn identity_headers_spelled_with_underscores_are_refused_on_every_route() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    assert!(parts.keys.refresh().await);
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let bearer_good = format!("Bearer {}", key("kid-1").sign(&access_claims()));
+    let public = |headers: &[(&str, &str)]| {
+        let mut request = check_request("/api/items", headers);
+        let attributes = request.attributes.as_mut().unwrap();
+        attributes.context_extensions.insert("access".into(), "public".into());
+        request
+    };
+    // Positive controls: a harmless underscore header, and our own spelling (which the allow overwrites).
+    for headers in [
+        vec![("authorization", bearer_good.as_str()), ("x_request_trace", "1")],
+        vec![("authorization", bearer_good.as_str()), ("x-user-id", "someone-else")],
+    ] {
+        assert_eq!(status(&ext.decide(&check_request("/api/items", &headers), now()).await).0, code::OK);
+        assert_eq!(status(&ext.decide(&public(&headers), now()).await).0, code::OK);
+    }
+    for spoof in ["x_user_id", "x-user_id", "x_username", "x_user_groups", "x_client_id", "X_User_Id"] {
+        let with_token = [("authorization", bearer_good.as_str()), (spoof, "admin")];
+        assert_eq!(status(&ext.decide(&check_request("/api/items", &with_token), now()).await).1, Some(400), "{spoof}");
+        assert_eq!(status(&ext.decide(&public(&[(spoof, "admin")]), now()).await).1, Some(400), "{spoof} public");
+        let map =
+            with_header_map(vec![raw_header("authorization", bearer_good.as_bytes()), raw_header(spoof, b"admin")]);
+        assert_eq!(status(&ext.decide(&map, now()).await).1, Some(400), "{spoof} in header_map");
+    }
+}
