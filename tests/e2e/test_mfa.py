@@ -137,3 +137,39 @@ def test_mfa_lookups_are_counted_in_metrics(authz, envoy, pool):
     metrics = requests.get(f"http://127.0.0.1:{authz.admin_port}/metrics", timeout=5).text
     assert 'cognito_authz_mfa_lookups_total{result="enrolled"}' in metrics
     assert "cognito_authz_mfa_enforced 1" in metrics
+
+
+def test_a_token_of_a_deleted_user_gets_nothing_from_a_new_user_of_the_same_name(envoy, pool):
+    pool.add_user("henry")
+    old = pool.sign_in("henry")["AccessToken"]
+    assert get(envoy, "/api/mfa/status", old).status_code == 200
+    pool.idp.admin_delete_user(UserPoolId=pool.id, Username="henry")
+    pool.add_user("henry")  # someone else: a new sub
+    pool.enrol_totp("henry")
+    new = pool.sign_in("henry")["AccessToken"]
+    assert get(envoy, "/api/items", new).status_code == 200, "the new henry has enrolled"
+    refused = get(envoy, "/api/items", old)
+    assert refused.status_code == 401, refused.text
+    assert refused.json() == {"detail": "Could not validate credentials"}
+    assert get(envoy, "/api/items", new).status_code == 200, "nothing of the refusal was cached for the new user"
+
+
+def test_sessions_before_an_enrolment_are_revoked_when_configured(logdir, pool, upstream):
+    authz = harness.start_authz(logdir, pool, ["--revoke-sessions-on-mfa-enrolment", "--mfa-negative-cache-ttl", "1"],
+                                name="authz-revoke-on-enrolment")
+    proxy = harness.start_envoy(logdir, authz.grpc_port, authz.http_port, upstream.port, name="envoy-enrolment")
+    try:
+        pool.add_user("ivan")
+        before = pool.sign_in("ivan")["AccessToken"]
+        assert get(proxy, "/api/items", before).status_code == 403
+        time.sleep(1.1)  # a later sign-in falls in a later second than the refusal
+        pool.enrol_totp("ivan")
+        assert eventually(lambda: get(proxy, "/api/items", before).status_code, 401) == 401
+        assert get(proxy, "/api/items", before).json() == {"detail": "Token has been revoked"}
+        assert get(proxy, "/api/mfa/status", before).status_code == 401, "revoked on every route"
+        after = pool.sign_in("ivan")["AccessToken"]
+        assert get(proxy, "/api/items", after).status_code == 200, "a sign-in after the enrolment passes"
+        assert "sessions that began before were revoked" in authz.output()
+    finally:
+        proxy.stop()
+        authz.stop()
