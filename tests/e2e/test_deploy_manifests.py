@@ -168,6 +168,22 @@ def authorization_policy():
     return doc
 
 
+def underscore_filter():
+    [doc] = load_yaml_docs(ISTIO / "reject-underscore-headers.yaml")
+    return doc
+
+
+HCM = "envoy.filters.network.http_connection_manager"
+
+
+def shipped_hcm():
+    """The HTTP connection manager of envoy/envoy.yaml (its typed_config)."""
+    config = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+    [hcm] = [f["typed_config"] for listener in config["static_resources"]["listeners"]
+             for chain in listener["filter_chains"] for f in chain["filters"] if f["name"] == HCM]
+    return hcm
+
+
 def schema(name):
     value = json.loads((SCHEMAS / name).read_text())
     jsonschema.Draft202012Validator.check_schema(value)
@@ -426,6 +442,55 @@ def test_authorization_policy_uses_the_provider_and_spares_cognito_authz_itself(
     deployment = the(objects, "Deployment", APP)
     if policy["metadata"]["namespace"] in (deployment["metadata"]["namespace"], "istio-system"):
         assert not selects(spec["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def test_every_istio_file_is_checked():
+    # A file added to deploy/istio without a test of its own would pass unchecked.
+    assert {p.name for p in ISTIO.iterdir()} == {
+        "mesh-config.yaml", "authorization-policy.yaml", "reject-underscore-headers.yaml"}
+
+
+def test_the_mesh_rejects_header_names_with_underscores_at_gateways_and_sidecars():
+    """A client-sent `x_user_id` is not replaced by the allow's `x-user-id`, and many upstreams read
+    one as the other: every proxy of the mesh must refuse such names, as envoy/envoy.yaml does."""
+    envoy_filter = underscore_filter()
+    jsonschema.validate(envoy_filter, schema("istio-envoyfilter-reject-underscores.json"),
+                        cls=jsonschema.Draft202012Validator)
+    spec = envoy_filter["spec"]
+    contexts = {patch["match"]["context"] for patch in spec["configPatches"]}
+    assert "ANY" in contexts or {"GATEWAY", "SIDECAR_INBOUND"} <= contexts, "gateways and sidecars alike"
+    # Mesh-wide: Istio's root namespace, no workload selector.
+    assert envoy_filter["metadata"]["namespace"] == istio_operator()["metadata"]["namespace"] == "istio-system"
+    assert "workloadSelector" not in spec and "targetRefs" not in spec
+    # The very setting of the shipped envoy.yaml, which test_envoy_cognito.py exercises on a real Envoy.
+    hcm = shipped_hcm()
+    for patch in spec["configPatches"]:
+        typed = patch["patch"]["value"]["typed_config"]
+        assert patch["match"]["listener"]["filterChain"]["filter"]["name"] == HCM
+        assert typed["@type"] == hcm["@type"]
+        assert typed["common_http_protocol_options"] == hcm["common_http_protocol_options"] == {
+            "headers_with_underscores_action": "REJECT_REQUEST"}
+
+
+OPTIONS = ("patch", "value", "typed_config", "common_http_protocol_options")
+
+
+@pytest.mark.parametrize("path, value", [
+    (OPTIONS + ("headers_with_underscores_action",), "ALLOW"),
+    (OPTIONS + ("headers_with_underscores_action",), "DROP_HEADER"),
+    (OPTIONS, {"headers_with_underscore_action": "REJECT_REQUEST"}),
+    (("patch", "operation"), "REPLACE"),
+    (("applyTo",), "HTTP_FILTER"),
+    (("match", "listener", "filterChain", "filter", "name"), "envoy.filters.http.router"),
+])
+def test_the_envoyfilter_schema_refuses_a_patch_that_would_not_reject(path, value):
+    envoy_filter = underscore_filter()
+    target = envoy_filter["spec"]["configPatches"][0]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    validator = jsonschema.Draft202012Validator(schema("istio-envoyfilter-reject-underscores.json"))
+    assert not validator.is_valid(envoy_filter)
 
 
 # --- Dockerfile -------------------------------------------------------------------------------------------
