@@ -383,6 +383,85 @@ def test_revocations_are_shared_through_redis_and_nothing_else_is_written():
     assert not [v for v in pod_spec(deployment).get("volumes", []) if "emptyDir" in v]
 
 
+# Who may reach cognito-authz (networkpolicy.yaml): the proxies' pods, and Prometheus in `monitoring`.
+PROXY_PEERS = [
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"istio": "ingressgateway"}}},
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"security.istio.io/tlsMode": "istio"}}},
+]
+MONITORING_PEERS = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+]
+
+
+def port_number(port, c):
+    """A port of a NetworkPolicy or a Service's targetPort: a number, or the name of a container port."""
+    return port if isinstance(port, int) else container_port(c, port)
+
+
+def by_port(rules, peers_key, c):
+    """{(port, protocol): [peers]} of NetworkPolicy rules; `None` among the peers means anyone."""
+    reach = {}
+    for rule in rules:
+        assert rule.get("ports"), f"a rule without ports allows every port: {rule}"
+        for p in rule["ports"]:
+            reach.setdefault((port_number(p["port"], c), p.get("protocol", "TCP")), []).extend(
+                rule.get(peers_key) or [None])
+    return reach
+
+
+def test_only_the_proxies_reach_grpc_and_http_and_only_prometheus_the_admin_port():
+    objects = k8s_objects()
+    deployment = the(objects, "Deployment", APP)
+    c = container(deployment)
+    policy = the(objects, "NetworkPolicy", APP)
+    assert selects(policy["spec"]["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    reach = by_port(policy["spec"]["ingress"], "from", c)
+    grpc, http, admin = (container_port(c, name) for name in ("grpc", "http", "admin"))
+    assert reach[(grpc, "TCP")] == PROXY_PEERS
+    assert reach[(http, "TCP")] == PROXY_PEERS
+    assert reach[(admin, "TCP")] == MONITORING_PEERS
+    # Exactly the ports the two Services send to, which are the ports the binary listens on.
+    env = service_env(objects)
+    listened = {listen_port(env[f"COGNITO_AUTHZ_{n}_LISTEN"]) for n in ("GRPC", "HTTP", "ADMIN")}
+    for name, ports in ((APP, {grpc, http}), ("cognito-authz-admin", {admin})):
+        service = the(objects, "Service", name)
+        assert {port_number(p["targetPort"], c) for p in service["spec"]["ports"]} == ports
+    assert set(reach) == {(p, "TCP") for p in listened} == {(grpc, "TCP"), (http, "TCP"), (admin, "TCP")}
+    # Every peer names pods by label: no rule admits a whole namespace, an address range or anyone.
+    for peers in reach.values():
+        for peer in peers:
+            assert peer is not None and peer["podSelector"]["matchLabels"], peer
+            assert "ipBlock" not in peer
+
+
+def test_cognito_authz_reaches_out_only_to_dns_redis_https_istiod_and_the_pod_identity_agent():
+    objects = k8s_objects()
+    c = container(the(objects, "Deployment", APP))
+    reach = by_port(the(objects, "NetworkPolicy", APP)["spec"]["egress"], "to", c)
+    kube_dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+    assert reach[(53, "UDP")] == reach[(53, "TCP")] == [kube_dns]
+    # The Redis of the revocation store, on the port its Service and the store URL name.
+    store = urlsplit(service_env(objects)["COGNITO_AUTHZ_REVOCATION_STORE"])
+    redis = the(objects, "StatefulSet", "cognito-authz-redis")
+    [redis_port] = the(objects, "Service", store.hostname.split(".")[0])["spec"]["ports"]
+    assert redis_port["port"] == (store.port or 6379)
+    [redis_peer] = reach[(redis_port["port"], "TCP")]
+    assert "namespaceSelector" not in redis_peer, "the Redis of this namespace"
+    assert selects(redis_peer["podSelector"]["matchLabels"], redis["spec"]["template"]["metadata"]["labels"])
+    # Cognito and STS are AWS addresses: HTTPS to anywhere, and that is the only rule open to anyone.
+    assert reach[(443, "TCP")] == [None]
+    assert [port for port, peers in reach.items() if None in peers] == [(443, "TCP")]
+    assert set(reach) == {(53, "UDP"), (53, "TCP"), (redis_port["port"], "TCP"), (443, "TCP"),
+                          (15012, "TCP"), (80, "TCP")}
+    assert reach[(80, "TCP")] == [{"ipBlock": {"cidr": "169.254.170.23/32"}}], "only the EKS Pod Identity agent"
+    istiod = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
+              "podSelector": {"matchLabels": {"app": "istiod"}}}
+    assert reach[(15012, "TCP")] == [istiod], "only istiod's xDS port, for a sidecar of cognito-authz's own"
+
+
 # --- Istio ----------------------------------------------------------------------------------------------
 
 
