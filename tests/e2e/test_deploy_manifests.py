@@ -5,6 +5,7 @@ resources against the small schemas in schemas/, and the properties the deployme
 asserted one by one, against the source where the source decides (env var names, health service,
 binary name)."""
 
+import base64
 import ipaddress
 import json
 import re
@@ -114,16 +115,45 @@ def container_port(c, name):
     return port
 
 
-def service_env(objects):
-    """The environment cognito-authz starts with: its ConfigMaps (envFrom) plus explicit `env`."""
-    c = container(the(objects, "Deployment", APP))
+def secret_value(objects, ref):
+    """The value a `secretKeyRef` reads from a Secret of the manifests."""
+    data = the(objects, "Secret", ref["name"])
+    if ref["key"] in data.get("stringData", {}):
+        return data["stringData"][ref["key"]]
+    return base64.b64decode(data["data"][ref["key"]]).decode()
+
+
+def expand(value, env):
+    """Kubernetes' dependent environment variables: `$(NAME)` becomes the value of a variable defined
+    before it, `$$` is a literal `$`, and an unknown reference stays as written."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
+
+
+def container_env(objects, c):
+    """The environment a container starts with: its ConfigMaps (envFrom), then explicit `env`,
+    expanded in order, with Secret references read from the Secrets of the manifests."""
     env = {}
     for source in c.get("envFrom", []):
         ref = source["configMapRef"]["name"]
         env.update(the(objects, "ConfigMap", ref)["data"])
     for var in c.get("env", []):
-        env[var["name"]] = var.get("value")
+        if "secretKeyRef" in var.get("valueFrom", {}):
+            env[var["name"]] = secret_value(objects, var["valueFrom"]["secretKeyRef"])
+        else:
+            env[var["name"]] = expand(var.get("value", ""), env)
     return env
+
+
+def service_env(objects):
+    """The environment cognito-authz starts with."""
+    return container_env(objects, container(the(objects, "Deployment", APP)))
+
+
+def expansion_only_names(c):
+    """Variables of a container's `env` that exist only to be expanded into another one."""
+    values = [var.get("value", "") for var in c.get("env", [])]
+    return {var["name"] for var in c.get("env", []) if any(f"$({var['name']})" in v for v in values)}
 
 
 def selects(match_labels, labels):
@@ -294,7 +324,9 @@ def test_env_names_are_ones_the_binary_reads():
     objects = k8s_objects()
     known = env_names_the_binary_reads()
     env = service_env(objects)
-    unknown = {name for name in env if name not in known and name != "RUST_LOG" and not name.startswith("AWS_")}
+    helpers = expansion_only_names(container(the(objects, "Deployment", APP)))
+    unknown = {name for name in env
+               if name not in known | helpers and name != "RUST_LOG" and not name.startswith("AWS_")}
     assert not unknown, f"cognito-authz reads no such variable (renamed flag?): {sorted(unknown)}"
     for required in ("COGNITO_AUTHZ_REGION", "COGNITO_AUTHZ_USER_POOL_ID", "COGNITO_AUTHZ_CLIENT_IDS"):
         assert env.get(required), required
@@ -381,6 +413,39 @@ def test_revocations_are_shared_through_redis_and_nothing_else_is_written():
     for mount in container(deployment).get("volumeMounts", []):
         assert mount.get("readOnly") is True, mount
     assert not [v for v in pod_spec(deployment).get("volumes", []) if "emptyDir" in v]
+
+
+def secret_ref_of(c, name):
+    [var] = [v for v in c.get("env", []) if v["name"] == name]
+    ref = var["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_redis_requires_the_password_cognito_authz_puts_in_its_store_url_from_one_secret_key():
+    objects = k8s_objects()
+    redis = pod_spec(the(objects, "StatefulSet", "cognito-authz-redis"))["containers"][0]
+    argv = redis.get("command", []) + redis.get("args", [])
+    password_arg = argv[argv.index("--requirepass") + 1]
+    redis_var = re.fullmatch(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", password_arg).group(1)
+    redis_ref = secret_ref_of(redis, redis_var)
+
+    c = container(the(objects, "Deployment", APP))
+    names = [var["name"] for var in c["env"]]
+    [store] = [var for var in c["env"] if var["name"] == "COGNITO_AUTHZ_REVOCATION_STORE"]
+    # The password is the URL's, and comes from a variable Kubernetes expands: one defined earlier.
+    raw = urlsplit(store["value"])
+    authz_var = re.fullmatch(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", raw.password).group(1)
+    assert names.index(authz_var) < names.index("COGNITO_AUTHZ_REVOCATION_STORE")
+    assert secret_ref_of(c, authz_var) == redis_ref, "both sides must read the same Secret key"
+    # Not also in the ConfigMap, where a second, password-less URL would be a trap for the next edit.
+    assert all("COGNITO_AUTHZ_REVOCATION_STORE" not in o["data"] for o in objects if o["kind"] == "ConfigMap")
+
+    # As the pods see it: Redis's password is the URL's password, unchanged by URL parsing.
+    password = secret_value(objects, dict(zip(("name", "key"), redis_ref)))
+    assert urlsplit(service_env(objects)["COGNITO_AUTHZ_REVOCATION_STORE"]).password == password
+    assert re.fullmatch(r"[A-Za-z0-9._~-]+", password), "URL-safe characters only"
+    # The shipped value is a placeholder, never a real secret.
+    assert "change-me" in password.lower()
 
 
 # Who may reach cognito-authz (networkpolicy.yaml): the proxies' pods, and Prometheus in `monitoring`.
