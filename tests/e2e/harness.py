@@ -351,21 +351,26 @@ def check_cli(port, token, access):
     return result.stdout.split("\n")[0].strip()
 
 
-def start_redis(logdir, port=None, name="redis"):
-    """Our own redis-server on loopback, persisting to a file (AOF) in the log directory."""
+def start_redis(logdir, port=None, name="redis", password=None):
+    """Our own redis-server on loopback, persisting to a file (AOF) in the log directory; with
+    `password`, clients must authenticate (`--requirepass`)."""
     port = port or free_port()
     data = pathlib.Path(logdir) / f"{name}-data"
     data.mkdir(exist_ok=True)
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
             "--appendfsync", "always", "--dir", str(data), "--daemonize", "no"]
+    if password:
+        argv += ["--requirepass", password]
     proc = Process(name, argv, logdir)
     proc.port = port
-    wait_until(lambda: redis_cli(port, "PING") == "PONG", what="redis")
+    wait_until(lambda: redis_cli(port, "PING", password=password) == "PONG", what="redis")
     return proc
 
 
-def redis_cli(port, *args):
-    result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
+def redis_cli(port, *args, password=None):
+    env = dict(os.environ, REDISCLI_AUTH=password) if password else None
+    result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10,
+                            env=env)
     return result.stdout.strip()
 
 

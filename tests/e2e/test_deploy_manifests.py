@@ -5,6 +5,7 @@ resources against the small schemas in schemas/, and the properties the deployme
 asserted one by one, against the source where the source decides (env var names, health service,
 binary name)."""
 
+import base64
 import ipaddress
 import json
 import re
@@ -114,16 +115,45 @@ def container_port(c, name):
     return port
 
 
-def service_env(objects):
-    """The environment cognito-authz starts with: its ConfigMaps (envFrom) plus explicit `env`."""
-    c = container(the(objects, "Deployment", APP))
+def secret_value(objects, ref):
+    """The value a `secretKeyRef` reads from a Secret of the manifests."""
+    data = the(objects, "Secret", ref["name"])
+    if ref["key"] in data.get("stringData", {}):
+        return data["stringData"][ref["key"]]
+    return base64.b64decode(data["data"][ref["key"]]).decode()
+
+
+def expand(value, env):
+    """Kubernetes' dependent environment variables: `$(NAME)` becomes the value of a variable defined
+    before it, `$$` is a literal `$`, and an unknown reference stays as written."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
+
+
+def container_env(objects, c):
+    """The environment a container starts with: its ConfigMaps (envFrom), then explicit `env`,
+    expanded in order, with Secret references read from the Secrets of the manifests."""
     env = {}
     for source in c.get("envFrom", []):
         ref = source["configMapRef"]["name"]
         env.update(the(objects, "ConfigMap", ref)["data"])
     for var in c.get("env", []):
-        env[var["name"]] = var.get("value")
+        if "secretKeyRef" in var.get("valueFrom", {}):
+            env[var["name"]] = secret_value(objects, var["valueFrom"]["secretKeyRef"])
+        else:
+            env[var["name"]] = expand(var.get("value", ""), env)
     return env
+
+
+def service_env(objects):
+    """The environment cognito-authz starts with."""
+    return container_env(objects, container(the(objects, "Deployment", APP)))
+
+
+def expansion_only_names(c):
+    """Variables of a container's `env` that exist only to be expanded into another one."""
+    values = [var.get("value", "") for var in c.get("env", [])]
+    return {var["name"] for var in c.get("env", []) if any(f"$({var['name']})" in v for v in values)}
 
 
 def selects(match_labels, labels):
@@ -166,6 +196,22 @@ def istio_operator():
 def authorization_policy():
     [doc] = load_yaml_docs(ISTIO / "authorization-policy.yaml")
     return doc
+
+
+def underscore_filter():
+    [doc] = load_yaml_docs(ISTIO / "reject-underscore-headers.yaml")
+    return doc
+
+
+HCM = "envoy.filters.network.http_connection_manager"
+
+
+def shipped_hcm():
+    """The HTTP connection manager of envoy/envoy.yaml (its typed_config)."""
+    config = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+    [hcm] = [f["typed_config"] for listener in config["static_resources"]["listeners"]
+             for chain in listener["filter_chains"] for f in chain["filters"] if f["name"] == HCM]
+    return hcm
 
 
 def schema(name):
@@ -278,7 +324,9 @@ def test_env_names_are_ones_the_binary_reads():
     objects = k8s_objects()
     known = env_names_the_binary_reads()
     env = service_env(objects)
-    unknown = {name for name in env if name not in known and name != "RUST_LOG" and not name.startswith("AWS_")}
+    helpers = expansion_only_names(container(the(objects, "Deployment", APP)))
+    unknown = {name for name in env
+               if name not in known | helpers and name != "RUST_LOG" and not name.startswith("AWS_")}
     assert not unknown, f"cognito-authz reads no such variable (renamed flag?): {sorted(unknown)}"
     for required in ("COGNITO_AUTHZ_REGION", "COGNITO_AUTHZ_USER_POOL_ID", "COGNITO_AUTHZ_CLIENT_IDS"):
         assert env.get(required), required
@@ -367,6 +415,118 @@ def test_revocations_are_shared_through_redis_and_nothing_else_is_written():
     assert not [v for v in pod_spec(deployment).get("volumes", []) if "emptyDir" in v]
 
 
+def secret_ref_of(c, name):
+    [var] = [v for v in c.get("env", []) if v["name"] == name]
+    ref = var["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_redis_requires_the_password_cognito_authz_puts_in_its_store_url_from_one_secret_key():
+    objects = k8s_objects()
+    redis = pod_spec(the(objects, "StatefulSet", "cognito-authz-redis"))["containers"][0]
+    argv = redis.get("command", []) + redis.get("args", [])
+    password_arg = argv[argv.index("--requirepass") + 1]
+    redis_var = re.fullmatch(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", password_arg).group(1)
+    redis_ref = secret_ref_of(redis, redis_var)
+
+    c = container(the(objects, "Deployment", APP))
+    names = [var["name"] for var in c["env"]]
+    [store] = [var for var in c["env"] if var["name"] == "COGNITO_AUTHZ_REVOCATION_STORE"]
+    # The password is the URL's, and comes from a variable Kubernetes expands: one defined earlier.
+    raw = urlsplit(store["value"])
+    authz_var = re.fullmatch(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", raw.password).group(1)
+    assert names.index(authz_var) < names.index("COGNITO_AUTHZ_REVOCATION_STORE")
+    assert secret_ref_of(c, authz_var) == redis_ref, "both sides must read the same Secret key"
+    # Not also in the ConfigMap, where a second, password-less URL would be a trap for the next edit.
+    assert all("COGNITO_AUTHZ_REVOCATION_STORE" not in o["data"] for o in objects if o["kind"] == "ConfigMap")
+
+    # As the pods see it: Redis's password is the URL's password, unchanged by URL parsing.
+    password = secret_value(objects, dict(zip(("name", "key"), redis_ref)))
+    assert urlsplit(service_env(objects)["COGNITO_AUTHZ_REVOCATION_STORE"]).password == password
+    assert re.fullmatch(r"[A-Za-z0-9._~-]+", password), "URL-safe characters only"
+    # The shipped value is a placeholder, never a real secret.
+    assert "change-me" in password.lower()
+
+
+# Who may reach cognito-authz (networkpolicy.yaml): the proxies' pods, and Prometheus in `monitoring`.
+PROXY_PEERS = [
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"istio": "ingressgateway"}}},
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"security.istio.io/tlsMode": "istio"}}},
+]
+MONITORING_PEERS = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+]
+
+
+def port_number(port, c):
+    """A port of a NetworkPolicy or a Service's targetPort: a number, or the name of a container port."""
+    return port if isinstance(port, int) else container_port(c, port)
+
+
+def by_port(rules, peers_key, c):
+    """{(port, protocol): [peers]} of NetworkPolicy rules; `None` among the peers means anyone."""
+    reach = {}
+    for rule in rules:
+        assert rule.get("ports"), f"a rule without ports allows every port: {rule}"
+        for p in rule["ports"]:
+            reach.setdefault((port_number(p["port"], c), p.get("protocol", "TCP")), []).extend(
+                rule.get(peers_key) or [None])
+    return reach
+
+
+def test_only_the_proxies_reach_grpc_and_http_and_only_prometheus_the_admin_port():
+    objects = k8s_objects()
+    deployment = the(objects, "Deployment", APP)
+    c = container(deployment)
+    policy = the(objects, "NetworkPolicy", APP)
+    assert selects(policy["spec"]["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    reach = by_port(policy["spec"]["ingress"], "from", c)
+    grpc, http, admin = (container_port(c, name) for name in ("grpc", "http", "admin"))
+    assert reach[(grpc, "TCP")] == PROXY_PEERS
+    assert reach[(http, "TCP")] == PROXY_PEERS
+    assert reach[(admin, "TCP")] == MONITORING_PEERS
+    # Exactly the ports the two Services send to, which are the ports the binary listens on.
+    env = service_env(objects)
+    listened = {listen_port(env[f"COGNITO_AUTHZ_{n}_LISTEN"]) for n in ("GRPC", "HTTP", "ADMIN")}
+    for name, ports in ((APP, {grpc, http}), ("cognito-authz-admin", {admin})):
+        service = the(objects, "Service", name)
+        assert {port_number(p["targetPort"], c) for p in service["spec"]["ports"]} == ports
+    assert set(reach) == {(p, "TCP") for p in listened} == {(grpc, "TCP"), (http, "TCP"), (admin, "TCP")}
+    # Every peer names pods by label: no rule admits a whole namespace, an address range or anyone.
+    for peers in reach.values():
+        for peer in peers:
+            assert peer is not None and peer["podSelector"]["matchLabels"], peer
+            assert "ipBlock" not in peer
+
+
+def test_cognito_authz_reaches_out_only_to_dns_redis_https_istiod_and_the_pod_identity_agent():
+    objects = k8s_objects()
+    c = container(the(objects, "Deployment", APP))
+    reach = by_port(the(objects, "NetworkPolicy", APP)["spec"]["egress"], "to", c)
+    kube_dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+    assert reach[(53, "UDP")] == reach[(53, "TCP")] == [kube_dns]
+    # The Redis of the revocation store, on the port its Service and the store URL name.
+    store = urlsplit(service_env(objects)["COGNITO_AUTHZ_REVOCATION_STORE"])
+    redis = the(objects, "StatefulSet", "cognito-authz-redis")
+    [redis_port] = the(objects, "Service", store.hostname.split(".")[0])["spec"]["ports"]
+    assert redis_port["port"] == (store.port or 6379)
+    [redis_peer] = reach[(redis_port["port"], "TCP")]
+    assert "namespaceSelector" not in redis_peer, "the Redis of this namespace"
+    assert selects(redis_peer["podSelector"]["matchLabels"], redis["spec"]["template"]["metadata"]["labels"])
+    # Cognito and STS are AWS addresses: HTTPS to anywhere, and that is the only rule open to anyone.
+    assert reach[(443, "TCP")] == [None]
+    assert [port for port, peers in reach.items() if None in peers] == [(443, "TCP")]
+    assert set(reach) == {(53, "UDP"), (53, "TCP"), (redis_port["port"], "TCP"), (443, "TCP"),
+                          (15012, "TCP"), (80, "TCP")}
+    assert reach[(80, "TCP")] == [{"ipBlock": {"cidr": "169.254.170.23/32"}}], "only the EKS Pod Identity agent"
+    istiod = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
+              "podSelector": {"matchLabels": {"app": "istiod"}}}
+    assert reach[(15012, "TCP")] == [istiod], "only istiod's xDS port, for a sidecar of cognito-authz's own"
+
+
 # --- Istio ----------------------------------------------------------------------------------------------
 
 
@@ -426,6 +586,55 @@ def test_authorization_policy_uses_the_provider_and_spares_cognito_authz_itself(
     deployment = the(objects, "Deployment", APP)
     if policy["metadata"]["namespace"] in (deployment["metadata"]["namespace"], "istio-system"):
         assert not selects(spec["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def test_every_istio_file_is_checked():
+    # A file added to deploy/istio without a test of its own would pass unchecked.
+    assert {p.name for p in ISTIO.iterdir()} == {
+        "mesh-config.yaml", "authorization-policy.yaml", "reject-underscore-headers.yaml"}
+
+
+def test_the_mesh_rejects_header_names_with_underscores_at_gateways_and_sidecars():
+    """A client-sent `x_user_id` is not replaced by the allow's `x-user-id`, and many upstreams read
+    one as the other: every proxy of the mesh must refuse such names, as envoy/envoy.yaml does."""
+    envoy_filter = underscore_filter()
+    jsonschema.validate(envoy_filter, schema("istio-envoyfilter-reject-underscores.json"),
+                        cls=jsonschema.Draft202012Validator)
+    spec = envoy_filter["spec"]
+    contexts = {patch["match"]["context"] for patch in spec["configPatches"]}
+    assert "ANY" in contexts or {"GATEWAY", "SIDECAR_INBOUND"} <= contexts, "gateways and sidecars alike"
+    # Mesh-wide: Istio's root namespace, no workload selector.
+    assert envoy_filter["metadata"]["namespace"] == istio_operator()["metadata"]["namespace"] == "istio-system"
+    assert "workloadSelector" not in spec and "targetRefs" not in spec
+    # The very setting of the shipped envoy.yaml, which test_envoy_cognito.py exercises on a real Envoy.
+    hcm = shipped_hcm()
+    for patch in spec["configPatches"]:
+        typed = patch["patch"]["value"]["typed_config"]
+        assert patch["match"]["listener"]["filterChain"]["filter"]["name"] == HCM
+        assert typed["@type"] == hcm["@type"]
+        assert typed["common_http_protocol_options"] == hcm["common_http_protocol_options"] == {
+            "headers_with_underscores_action": "REJECT_REQUEST"}
+
+
+OPTIONS = ("patch", "value", "typed_config", "common_http_protocol_options")
+
+
+@pytest.mark.parametrize("path, value", [
+    (OPTIONS + ("headers_with_underscores_action",), "ALLOW"),
+    (OPTIONS + ("headers_with_underscores_action",), "DROP_HEADER"),
+    (OPTIONS, {"headers_with_underscore_action": "REJECT_REQUEST"}),
+    (("patch", "operation"), "REPLACE"),
+    (("applyTo",), "HTTP_FILTER"),
+    (("match", "listener", "filterChain", "filter", "name"), "envoy.filters.http.router"),
+])
+def test_the_envoyfilter_schema_refuses_a_patch_that_would_not_reject(path, value):
+    envoy_filter = underscore_filter()
+    target = envoy_filter["spec"]["configPatches"][0]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    validator = jsonschema.Draft202012Validator(schema("istio-envoyfilter-reject-underscores.json"))
+    assert not validator.is_valid(envoy_filter)
 
 
 # --- Dockerfile -------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Two cognito-authz replicas sharing a real Redis: a logout on one is refused by the other within
 a second; a replica whose subscription dropped (Redis restarted, or its connection killed) still
 learns of logouts made meanwhile; with Redis gone, logouts answer 503 and, past the staleness
-bound, so do decisions."""
+bound, so do decisions. With a Redis password (deploy/kubernetes's setup): the same sharing, a
+replica with the wrong password never serves, and no log shows the password."""
 
 import time
 
@@ -79,3 +80,67 @@ def test_without_redis_logouts_are_503_and_decisions_too_after_the_staleness_bou
     while decision(b, token) != "deny 503" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert decision(b, token) == "deny 503", "an old copy is not trusted past the bound"
+
+
+# Distinctive, so a search of the logs cannot miss it.
+REDIS_PASSWORD = "Rp-4f9c2e7a-not-in-logs"
+
+
+@pytest.fixture
+def password_redis(logdir):
+    redis = harness.start_redis(logdir, name="redis-password", password=REDIS_PASSWORD)
+    yield redis
+    redis.stop()
+
+
+def password_store(redis, password):
+    return ["--revocation-store", f"redis://:{password}@127.0.0.1:{redis.port}/0",
+            "--revocation-max-staleness-seconds", "3"]
+
+
+def test_with_a_redis_password_a_logout_on_one_replica_is_refused_by_the_other_and_no_log_shows_it(
+        password_redis, pool, logdir):
+    # This Redis does refuse a client without the password.
+    assert "NOAUTH" in harness.redis_cli(password_redis.port, "PING")
+    store = password_store(password_redis, REDIS_PASSWORD)
+    a = harness.start_authz(logdir, pool, store, name="password-a")
+    b = harness.start_authz(logdir, pool, store, name="password-b")
+    try:
+        harness.wait_until(lambda: harness.grpc_health(b.grpc_port, "") == "SERVING", what="replica b serving")
+        token = pool.sign_in("alice")["AccessToken"]
+        assert decision(b, token) == "allow"
+        assert logout(a, token).status_code == 200
+        assert seconds_until_refused(b, token) < 1.0
+        # The revocation is in the password-protected Redis.
+        assert harness.redis_cli(password_redis.port, "KEYS", "cognito-authz:*", password=REDIS_PASSWORD)
+    finally:
+        a.stop()
+        b.stop()
+    for replica in (a, b):
+        log = replica.output()
+        # Positive control: the log does speak of the store it loaded.
+        assert "revocation list loaded from redis" in log, replica.name
+        assert REDIS_PASSWORD not in log, f"{replica.name} logged the Redis password"
+
+
+def test_a_replica_with_the_wrong_redis_password_never_serves_and_answers_503(password_redis, pool, logdir):
+    wrong = "Wp-0d1e5b3c-wrong-one"
+    ports = (harness.free_port(), harness.free_port(), harness.free_port())
+    # Ready as soon as its HTTP listener answers at all: it is not expected to turn SERVING.
+    listening = lambda: requests.get(f"http://127.0.0.1:{ports[1]}/healthz", timeout=1) is not None  # noqa: E731
+    replica = harness.start_authz(logdir, pool, password_store(password_redis, wrong), name="wrong-password",
+                                  ports=ports, ready=listening)
+    try:
+        # Long enough for several attempts to connect (backoff from 100 ms, doubling to 2 s).
+        time.sleep(4)
+        for service in ("", "envoy.service.auth.v3.Authorization"):
+            assert harness.grpc_health(replica.grpc_port, service) == "NOT_SERVING", service
+        token = pool.sign_in("alice")["AccessToken"]
+        assert decision(replica, token) == "deny 503", "without its revocation list no decision is an allow"
+        assert logout(replica, token).status_code == 503, "a logout it cannot store is not acknowledged"
+    finally:
+        replica.stop()
+    log = replica.output()
+    # Positive control: the refusal and its reason are logged, without either password.
+    assert "lost the revocation subscription" in log and "authentication failed" in log.lower()
+    assert wrong not in log and REDIS_PASSWORD not in log
