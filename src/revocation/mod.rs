@@ -302,7 +302,8 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
-    fn claims(jti: &str, origin: &str, auth_time: u64) -> Claims {
+    /// Claims of alice's token `jti`, from sign-in `origin` at `auth_time`.
+    pub(super) fn claims(jti: &str, origin: &str, auth_time: u64) -> Claims {
         Claims {
             identity: Identity::User { sub: Uuid::from_u128(7), username: "alice".into() },
             client_id: "c".into(),
