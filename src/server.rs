@@ -120,6 +120,12 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
         tracing::warn!("MFA is NOT enforced (--enforce-mfa=false): mfa routes admit any valid token; development only");
     }
     let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone());
+    // A user revoked on any replica has their cached MFA answer dropped here too.
+    let gate = mfa.clone();
+    revocations.on_user_revoked(move |sub| {
+        let gate = gate.clone();
+        async move { gate.forget(&sub).await }
+    });
     let policy = SharedPolicy::new(config.policy.clone());
     let verifier = Verifier::new(keys.clone(), rules, TokenCache::new(config.token_cache_size));
     let authorizer = Authorizer::new(verifier, revocations, policy, mfa, config.token_cookie.clone());

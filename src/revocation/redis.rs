@@ -105,7 +105,7 @@ impl RedisStore {
                     let Some(message) = message else { return Err(StoreError::Redis("subscription closed".into())) };
                     let payload: String = message.get_payload().map_err(redis_error)?;
                     match serde_json::from_str::<Entry>(&payload) {
-                        Ok(entry) => revocations.apply(vec![entry]),
+                        Ok(entry) => revocations.apply(vec![entry]).await,
                         Err(_) => tracing::warn!("ignoring an unreadable revocation message"),
                     }
                     revocations.confirm();
