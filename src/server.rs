@@ -122,6 +122,12 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
     }
     let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone())
         .revoking_through(revocations.clone(), config.auth.refresh_token_lifetime);
+    // A user revoked on any replica has their cached MFA answer dropped here too.
+    let gate = mfa.clone();
+    revocations.on_user_revoked(move |sub| {
+        let gate = gate.clone();
+        async move { gate.forget(&sub).await }
+    });
     let policy = SharedPolicy::new(config.policy.clone());
     let verifier = Verifier::new(keys.clone(), rules, TokenCache::new(config.token_cache_size));
     let authorizer = Authorizer::new(

@@ -2,9 +2,11 @@
 //!
 //! Durability: a logout is acknowledged only after its line is written and `fdatasync`ed; when the
 //! file is created, its directory is fsynced too, so the file itself survives a power loss.
-//! A crash mid-write can leave only the last line torn, which loading ignores; a bad line anywhere
-//! else stops loading rather than silently forget a revocation. Compaction rewrites the live
-//! entries to a temporary file, fsyncs it, renames it over the log and fsyncs the directory.
+//! A crash mid-write can leave only the last line torn: opening cuts it off (or ends it, when it
+//! is a whole entry that lacks only its newline) before anything is appended, so the next line
+//! starts on a line of its own; a bad line anywhere else stops loading rather than silently
+//! forget a revocation. Compaction writes the live entries to a temporary file, fsyncs it,
+//! renames it over the log, makes it the file appends go to, and only then fsyncs the directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -29,8 +31,10 @@ impl FileStore {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&dir)?;
         let existed = path.exists();
-        let file = open_append(path)?;
-        if !existed {
+        let mut file = open_append(path)?;
+        if existed {
+            mend_torn_tail(path, &mut file)?;
+        } else {
             file.sync_all()?;
             sync_dir(&dir)?;
         }
@@ -51,6 +55,25 @@ fn open_append(path: &Path) -> io::Result<File> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)
+}
+
+/// Leaves the log ending in a newline. A last line without one is what a crash mid-write leaves:
+/// were it kept as is, the next append would be glued to it and become a bad line in the middle,
+/// which stops the next start-up. A whole entry lacking only its newline is ended (it may have
+/// been acknowledged); anything else is cut off (it cannot have been: its fsync never returned).
+fn mend_torn_tail(path: &Path, file: &mut File) -> io::Result<()> {
+    let text = fs::read(path)?;
+    if text.is_empty() || text.ends_with(b"\n") {
+        return Ok(());
+    }
+    let start = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if serde_json::from_slice::<Entry>(&text[start..]).is_ok() {
+        file.write_all(b"\n")?;
+    } else {
+        tracing::warn!("cutting off a torn last line in the revocation file (a crash mid-write)");
+        file.set_len(start as u64)?;
+    }
+    file.sync_all()
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -107,25 +130,46 @@ impl RevocationStore for FileStore {
         let file = self.file.clone();
         Box::pin(blocking(move || {
             let mut current = file.lock().expect("revocation file lock");
-            let entries = parse(&fs::read_to_string(&path)?, now)?;
-            let tmp = path.with_extension("compacting");
-            {
-                let mut out = OpenOptions::new();
-                out.create(true).write(true).truncate(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut out, 0o600);
-                let mut out = out.open(&tmp)?;
-                for entry in &entries {
-                    writeln!(out, "{}", serde_json::to_string(entry).expect("entries serialise"))?;
-                }
-                out.sync_all()?;
-            }
-            fs::rename(&tmp, &path)?;
-            sync_dir(&parent(&path))?;
-            *current = open_append(&path)?;
-            Ok(())
+            compact_file(&path, &mut current, now, || Ok(()))
         }))
     }
+}
+
+/// Rewrites the log with the entries live at `now`. The handle that wrote the new file becomes the
+/// append handle as soon as the rename has happened, before anything else can fail: were it
+/// reopened after the directory fsync, a failure in between would leave appends going to the
+/// unlinked old file, and logouts acknowledged from then on would vanish at the next start.
+/// `after_rename` runs between the rename and the directory fsync (tests make it fail).
+fn compact_file(
+    path: &Path,
+    current: &mut File,
+    now: u64,
+    after_rename: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
+    let entries = parse(&fs::read_to_string(path)?, now)?;
+    let tmp = path.with_extension("compacting");
+    // A leftover from a compaction that crashed; `create_new` below wants the name free (and
+    // append mode cannot be combined with truncation).
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut out = OpenOptions::new();
+    out.create_new(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut out, 0o600);
+    let mut out = out.open(&tmp)?;
+    let mut lines = String::new();
+    for entry in &entries {
+        lines.push_str(&serde_json::to_string(entry).expect("entries serialise"));
+        lines.push('\n');
+    }
+    out.write_all(lines.as_bytes())?;
+    out.sync_all()?;
+    fs::rename(&tmp, path)?;
+    *current = out;
+    after_rename()?;
+    sync_dir(&parent(path))
 }
 
 #[cfg(test)]
@@ -159,6 +203,68 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    /// What a decision sees after a restart: the log reopened and loaded, then one check per token.
+    async fn after_restart(path: &Path) -> Vec<Result<(), crate::error::Denied>> {
+        let store = FileStore::open(path).expect("the log opens after a restart");
+        let revocations = crate::revocation::Revocations::new(std::sync::Arc::new(store), false, None);
+        revocations.reload(NOW).await.expect("the log loads after a restart");
+        ["before", "after", "never"]
+            .iter()
+            .map(|jti| revocations.check(&crate::revocation::tests::claims(jti, jti, NOW - 60), NOW))
+            .collect()
+    }
+
+    fn logout(jti: &str) -> Entry {
+        Entry::Jti { id: jti.into(), until: NOW + 600 }
+    }
+
+    /// Both logged-out tokens refused; the positive control, a token never logged out, passes.
+    fn both_refused_and_a_live_token_passes() -> Vec<Result<(), crate::error::Denied>> {
+        let revoked = Err(crate::error::Invalid::Revoked.into());
+        vec![revoked, revoked, Ok(())]
+    }
+
+    #[tokio::test]
+    async fn a_logout_appended_after_a_torn_last_line_is_still_refused_after_a_restart() {
+        let path = dir("torn-tail").join("revocations.jsonl");
+        let store = FileStore::open(&path).unwrap();
+        store.append(&[logout("before")]).await.unwrap();
+        drop(store);
+        // A crash mid-write: half a line, no newline.
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(br#"{"kind":"jti","id":"x","un"#).unwrap();
+        let store = FileStore::open(&path).unwrap();
+        store.append(&[logout("after")]).await.expect("the logout is acknowledged");
+        drop(store);
+        assert_eq!(after_restart(&path).await, both_refused_and_a_live_token_passes());
+    }
+
+    #[tokio::test]
+    async fn a_whole_last_entry_without_its_newline_is_kept_and_ended() {
+        let path = dir("unended-tail").join("revocations.jsonl");
+        let line = serde_json::to_string(&logout("before")).unwrap();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, line).unwrap();
+        let store = FileStore::open(&path).unwrap();
+        store.append(&[logout("after")]).await.expect("the logout is acknowledged");
+        drop(store);
+        assert_eq!(after_restart(&path).await, both_refused_and_a_live_token_passes());
+    }
+
+    #[tokio::test]
+    async fn a_logout_after_a_compaction_that_failed_past_its_rename_is_still_refused_after_a_restart() {
+        let path = dir("compaction-fault").join("revocations.jsonl");
+        let store = FileStore::open(&path).unwrap();
+        store.append(&[logout("before")]).await.unwrap();
+        let failed = {
+            let mut current = store.file.lock().unwrap();
+            compact_file(&path, &mut current, NOW, || Err(io::Error::other("directory fsync failed")))
+        };
+        assert!(failed.is_err(), "the injected fault reaches the caller");
+        store.append(&[logout("after")]).await.expect("the logout is acknowledged");
+        drop(store);
+        assert_eq!(after_restart(&path).await, both_refused_and_a_live_token_passes());
     }
 
     #[test]

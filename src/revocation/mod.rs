@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -61,6 +62,26 @@ impl RevocationList {
                 *slot = (slot.0.max(before), slot.1.max(until));
             }
         }
+    }
+
+    /// The user `entry` revokes, when it revokes sessions this list does not already refuse.
+    fn newly_revoked_user(&self, entry: &Entry) -> Option<Uuid> {
+        match entry {
+            Entry::User { sub, before, .. } if self.users.get(sub).is_none_or(|(known, _)| known < before) => {
+                Some(*sub)
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies `entries`, returning the users whose revocation is news here.
+    fn apply_all(&mut self, entries: impl IntoIterator<Item = Entry>) -> Vec<Uuid> {
+        let mut users = Vec::new();
+        for entry in entries {
+            users.extend(self.newly_revoked_user(&entry));
+            self.apply(entry);
+        }
+        users
     }
 
     /// True when a token with these claims has been revoked, at Unix time `now`.
@@ -151,7 +172,12 @@ struct Inner {
     confirmed_ms: AtomicU64,
     epoch: tokio::time::Instant,
     loaded: watch::Sender<bool>,
+    /// Told of each user revocation this replica learns; set once, at wiring.
+    on_user_revoked: OnceLock<UserRevokedListener>,
 }
+
+/// What `Revocations::on_user_revoked` is given.
+type UserRevokedListener = Box<dyn Fn(Uuid) -> BoxFuture<'static, ()> + Send + Sync>;
 
 impl Revocations {
     /// `max_staleness` is for shared stores (Redis); a local file is always current.
@@ -169,7 +195,30 @@ impl Revocations {
                 confirmed_ms: AtomicU64::new(0),
                 epoch: tokio::time::Instant::now(),
                 loaded: watch::channel(false).0,
+                on_user_revoked: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Sets what to do about each user whose revocation this replica learns, however it learns it
+    /// (its own admin route, another replica's publish, a reload or resync): per-user state cached
+    /// elsewhere (the MFA answer) must not outlive the sessions it was cached for. It is awaited
+    /// before the call that learnt the revocation returns. Only the first call has an effect.
+    pub fn on_user_revoked<F>(&self, listener: impl Fn(Uuid) -> F + Send + Sync + 'static)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let boxed: UserRevokedListener = Box::new(move |sub| Box::pin(listener(sub)));
+        if self.inner.on_user_revoked.set(boxed).is_err() {
+            tracing::warn!("a second user-revocation listener was ignored");
+        }
+    }
+
+    async fn tell_revoked_users(&self, users: Vec<Uuid>) {
+        if let Some(listener) = self.inner.on_user_revoked.get() {
+            for sub in users {
+                listener(sub).await;
+            }
         }
     }
 
@@ -190,7 +239,7 @@ impl Revocations {
     /// Records entries in the store, then in force here. `Err` means nothing may be acknowledged.
     pub async fn revoke(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         self.inner.store.append(&entries).await?;
-        self.apply(entries);
+        self.apply(entries).await;
         Ok(())
     }
 
@@ -198,32 +247,36 @@ impl Revocations {
     pub async fn reload(&self, now: u64) -> Result<usize, StoreError> {
         let entries = self.inner.store.load(now).await?;
         let mut list = RevocationList::default();
-        for entry in entries {
-            list.apply(entry);
-        }
-        let n = list.len();
-        *self.inner.list.write().expect("revocation lock") = list;
+        let users = {
+            let mut known = self.inner.list.write().expect("revocation lock");
+            let users = entries.iter().filter_map(|e| known.newly_revoked_user(e)).collect();
+            list.apply_all(entries);
+            std::mem::swap(&mut *known, &mut list);
+            users
+        };
+        self.tell_revoked_users(users).await;
         self.confirm();
         self.inner.loaded.send_replace(true);
-        Ok(n)
+        Ok(self.len())
     }
 
     /// Merges the store's list into ours, and writes back what the store lacks (a Redis that lost
     /// its data, say): a replica never forgets a revocation that has not expired.
     pub async fn resync(&self, now: u64) -> Result<usize, StoreError> {
         let stored = self.inner.store.load(now).await?;
-        let missing: Vec<Entry> = {
+        let (missing, users): (Vec<Entry>, _) = {
             let mut list = self.inner.list.write().expect("revocation lock");
             let known: std::collections::HashSet<String> =
                 stored.iter().map(|e| serde_json::to_string(e).expect("entries serialise")).collect();
-            for entry in stored {
-                list.apply(entry);
-            }
-            list.entries()
+            let users = list.apply_all(stored);
+            let missing = list
+                .entries()
                 .into_iter()
                 .filter(|e| e.until() > now && !known.contains(&serde_json::to_string(e).expect("entries serialise")))
-                .collect()
+                .collect();
+            (missing, users)
         };
+        self.tell_revoked_users(users).await;
         if !missing.is_empty() {
             tracing::warn!(
                 entries = missing.len(),
@@ -237,11 +290,9 @@ impl Revocations {
     }
 
     /// Entries learnt from elsewhere (another replica, through the store).
-    pub fn apply(&self, entries: Vec<Entry>) {
-        let mut list = self.inner.list.write().expect("revocation lock");
-        for entry in entries {
-            list.apply(entry);
-        }
+    pub async fn apply(&self, entries: Vec<Entry>) {
+        let users = self.inner.list.write().expect("revocation lock").apply_all(entries);
+        self.tell_revoked_users(users).await;
     }
 
     /// The store has just confirmed that our copy is current.
@@ -303,7 +354,8 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
-    fn claims(jti: &str, origin: &str, auth_time: u64) -> Claims {
+    /// Claims of alice's token `jti`, from sign-in `origin` at `auth_time`.
+    pub(super) fn claims(jti: &str, origin: &str, auth_time: u64) -> Claims {
         Claims {
             identity: Identity::User { sub: Uuid::from_u128(7), username: "alice".into() },
             client_id: "c".into(),

@@ -4,13 +4,14 @@
 //! published on a channel as it is added. Every replica keeps its own copy: decisions never wait on
 //! Redis. Pub/sub drops messages while a subscription is down, so after every (re)subscribe a
 //! replica reloads the whole set (subscribing first, so nothing falls between the two), merges it
-//! into its copy, and writes back anything Redis lacks (a restarted Redis without persistence). A ping each
-//! second confirms the copy is current; past the staleness bound decisions answer 503.
+//! into its copy, and writes back anything Redis lacks (a restarted Redis without persistence). A ping
+//! each second, sent on the subscription itself, confirms the copy is current; past the staleness
+//! bound decisions answer 503.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
@@ -90,34 +91,54 @@ impl RedisStore {
     }
 
     async fn follow(&self, revocations: &Revocations) -> Result<(), StoreError> {
-        let mut pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| StoreError::Redis("connect timed out".into()))?
             .map_err(redis_error)?;
-        pubsub.subscribe(&self.channel).await.map_err(redis_error)?;
+        let (mut sink, mut messages) = pubsub.split();
+        tokio::time::timeout(self.timeout, sink.subscribe(&self.channel))
+            .await
+            .map_err(|_| StoreError::Redis("subscribe timed out".into()))?
+            .map_err(redis_error)?;
         let n = revocations.resync(unix_now()).await?;
         tracing::info!(entries = n, "revocation list loaded from redis");
-        let mut messages = pubsub.on_message();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 message = messages.next() => {
                     let Some(message) = message else { return Err(StoreError::Redis("subscription closed".into())) };
-                    let payload: String = message.get_payload().map_err(redis_error)?;
-                    match serde_json::from_str::<Entry>(&payload) {
-                        Ok(entry) => revocations.apply(vec![entry]),
-                        Err(_) => tracing::warn!("ignoring an unreadable revocation message"),
+                    apply(revocations, &message).await;
+                }
+                _ = tick.tick() => {
+                    // Only the subscription can vouch for what it hears: a ping on the command
+                    // connection passes while a half-open subscription (a NAT or proxy that
+                    // silently dropped it) misses every publish. So the ping goes on the
+                    // subscription itself, where Redis answers it in order behind every message
+                    // published before it. Simpler than numbering revocations and comparing
+                    // counters: no change to what is written, and the same round trip proves
+                    // the connection alive. No answer in time: start again (resubscribe, resync).
+                    tokio::time::timeout(self.timeout, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| StoreError::Redis("the subscription did not answer a ping".into()))?
+                        .map_err(redis_error)?;
+                    // The messages that came before the answer are already queued: apply them
+                    // before vouching for the copy.
+                    while let Some(Some(message)) = messages.next().now_or_never() {
+                        apply(revocations, &message).await;
                     }
                     revocations.confirm();
                 }
-                _ = tick.tick() => {
-                    let pong: String = self.run(async |mut c| redis::cmd("PING").query_async(&mut c).await).await?;
-                    if pong == "PONG" {
-                        revocations.confirm();
-                    }
-                }
             }
         }
+    }
+}
+
+/// Applies one published entry.
+async fn apply(revocations: &Revocations, message: &redis::Msg) {
+    let entry = message.get_payload::<String>().ok().and_then(|payload| serde_json::from_str::<Entry>(&payload).ok());
+    match entry {
+        Some(entry) => revocations.apply(vec![entry]).await,
+        None => tracing::warn!("ignoring an unreadable revocation message"),
     }
 }
 
