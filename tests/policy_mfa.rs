@@ -3,6 +3,8 @@
 //! against a fake Cognito endpoint that throttles.
 
 mod common;
+/// A user revocation resets MFA state on every replica.
+mod mfa_replicas;
 
 use std::sync::Arc;
 use std::time::Duration;

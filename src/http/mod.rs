@@ -18,12 +18,14 @@ use crate::cognito::CognitoError;
 use crate::error::Denied;
 use crate::keys::KeyStore;
 use crate::oauth::OAuthError;
+use crate::revocation::Revocations;
 
 pub use auth::AuthState;
 
 /// The HTTP listener's routes: the companion module and `GET /healthz`. Every response carries
 /// `Cache-Control: no-store`; CORS is off unless origins are configured.
 pub fn routes(state: AuthState, keys: KeyStore) -> Router {
+    let revocations = state.authorizer.revocations().clone();
     let origins: Vec<HeaderValue> =
         state.settings.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     let mut router = Router::new()
@@ -32,7 +34,7 @@ pub fn routes(state: AuthState, keys: KeyStore) -> Router {
         .route("/auth/me", get(auth::me))
         .route("/auth/logout", get(auth::logout).post(auth::logout))
         .with_state(state)
-        .merge(health_routes(keys));
+        .merge(health_routes(keys, revocations));
     if !origins.is_empty() {
         router = router.layer(
             CorsLayer::new()
@@ -45,13 +47,14 @@ pub fn routes(state: AuthState, keys: KeyStore) -> Router {
     router.layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
 }
 
-/// `GET /healthz`: 200 once signing keys are loaded, 503 before (for HTTP-only probes).
-pub fn health_routes(keys: KeyStore) -> Router {
-    Router::new().route("/healthz", get(healthz)).with_state(keys)
+/// `GET /healthz`: 200 once signing keys and the revocation list are loaded (as gRPC health says
+/// SERVING), 503 before (for HTTP-only probes).
+pub fn health_routes(keys: KeyStore, revocations: Revocations) -> Router {
+    Router::new().route("/healthz", get(healthz)).with_state((keys, revocations))
 }
 
-async fn healthz(State(keys): State<KeyStore>) -> impl IntoResponse {
-    let loaded = *keys.loaded().borrow();
+async fn healthz(State((keys, revocations)): State<(KeyStore, Revocations)>) -> impl IntoResponse {
+    let loaded = *keys.loaded().borrow() && *revocations.loaded().borrow();
     let (status, body) = if loaded {
         (StatusCode::OK, json!({"status": "serving", "keys": keys.key_count()}))
     } else {

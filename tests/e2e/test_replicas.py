@@ -135,6 +135,8 @@ def test_a_replica_with_the_wrong_redis_password_never_serves_and_answers_503(pa
         time.sleep(4)
         for service in ("", "envoy.service.auth.v3.Authorization"):
             assert harness.grpc_health(replica.grpc_port, service) == "NOT_SERVING", service
+        healthz = requests.get(f"http://127.0.0.1:{replica.http_port}/healthz", timeout=5)
+        assert healthz.status_code == 503, "HTTP health says what gRPC health says"
         token = pool.sign_in("alice")["AccessToken"]
         assert decision(replica, token) == "deny 503", "without its revocation list no decision is an allow"
         assert logout(replica, token).status_code == 503, "a logout it cannot store is not acknowledged"

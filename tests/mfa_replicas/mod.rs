@@ -4,10 +4,9 @@
 //! a reload — and asks the MFA source again for her next sign-in instead of answering from cache.
 //! Two replicas in one process over an in-memory store; decisions through `ExtAuthz::decide`.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cognito_authz::cognito::MfaState;
@@ -17,7 +16,6 @@ use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::revocation::{Entry, RevocationStore, Revocations, StoreFuture};
 use cognito_authz::secret::Secret;
 use cognito_authz::server;
-use common::*;
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -62,10 +60,10 @@ struct Replica {
 }
 
 async fn replica(store: Arc<SharedStore>) -> Replica {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let config = common::config(&jwks.url());
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let config = crate::common::config(&jwks.url());
     let mfa = FakeMfa::new();
-    let built = common::parts(&config, mfa.clone()).await;
+    let built = crate::common::parts(&config, mfa.clone()).await;
     let revocations = Revocations::new(store, false, None);
     let parts = server::assemble(&config, built.keys.clone(), mfa.clone(), revocations.clone());
     assert!(parts.keys.refresh().await);
