@@ -233,6 +233,18 @@ pub struct Config {
     pub auth: AuthSettings,
     /// TLS on the gRPC and HTTP listeners, when configured.
     pub tls: Option<TlsFiles>,
+    /// Set when a rule was relaxed for a Cognito emulator on loopback (said in a warning at start-up).
+    pub emulator: Option<Emulator>,
+}
+
+/// Which of AWS's rules were relaxed for an emulator on loopback, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emulator {
+    pub endpoint: String,
+    /// The pool id does not look like `{region}_{id}`.
+    pub pool_id: bool,
+    /// The issuer is plain http (on loopback).
+    pub http_issuer: bool,
 }
 
 /// Where the listeners' TLS material is (PEM files, read at start-up).
@@ -310,6 +322,7 @@ impl Config {
                 refresh_token_lifetime: Duration::from_secs(30 * 86400),
             },
             tls: None,
+            emulator: None,
         }
     }
 }
@@ -386,25 +399,43 @@ impl ServeArgs {
             return Err(bad("region", "COGNITO_AUTHZ_REGION", "is not an AWS region name like eu-west-1"));
         }
         let pool = self.user_pool_id.ok_or_else(|| bad("user-pool-id", "COGNITO_AUTHZ_USER_POOL_ID", "is required"))?;
+        // An emulator on loopback (cognito-local) has its own pool ids and an http issuer on its own
+        // address. Its rules apply only while the Cognito API is on loopback: against anything else
+        // every rule stays as strict as for AWS.
+        let emulator = self.cognito_endpoint.as_deref().and_then(|e| reqwest::Url::parse(e).ok()).filter(is_loopback);
         let valid_pool = pool
             .strip_prefix(&format!("{region}_"))
             .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
-        if !valid_pool {
-            return Err(bad("user-pool-id", "COGNITO_AUTHZ_USER_POOL_ID", "must look like {region}_{id}"));
+        let emulator_pool = !valid_pool && emulator.is_some() && is_emulator_pool_id(&pool);
+        if !valid_pool && !emulator_pool {
+            let problem = if is_emulator_pool_id(&pool) {
+                "must look like {region}_{id} (an emulator's pool id is accepted only with --cognito-endpoint on loopback)"
+            } else {
+                "must look like {region}_{id}"
+            };
+            return Err(bad("user-pool-id", "COGNITO_AUTHZ_USER_POOL_ID", problem));
         }
         let client_ids: Vec<String> =
             self.client_id.iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
         if client_ids.is_empty() {
             return Err(bad("client-id", "COGNITO_AUTHZ_CLIENT_IDS", "at least one app client id is required"));
         }
-        let issuer = match self.issuer {
-            Some(issuer) => issuer,
-            None => default_issuer(&region, &pool),
+        let issuer = match (self.issuer, &emulator) {
+            (Some(issuer), _) => issuer,
+            // cognito-local's issuer: its own address and the pool id.
+            (None, Some(endpoint)) if emulator_pool => format!("{}/{pool}", endpoint.as_str().trim_end_matches('/')),
+            (None, _) => default_issuer(&region, &pool),
         };
         let issuer_url =
             reqwest::Url::parse(&issuer).map_err(|_| bad("issuer", "COGNITO_AUTHZ_ISSUER", "is not a URL"))?;
-        if issuer_url.scheme() != "https" {
-            return Err(bad("issuer", "COGNITO_AUTHZ_ISSUER", "must be an https URL"));
+        let emulator_issuer = issuer_url.scheme() == "http" && emulator.is_some() && is_loopback(&issuer_url);
+        if issuer_url.scheme() != "https" && !emulator_issuer {
+            let problem = if issuer_url.scheme() == "http" && is_loopback(&issuer_url) {
+                "must be an https URL (plain http on loopback only with --cognito-endpoint on loopback: an emulator)"
+            } else {
+                "must be an https URL"
+            };
+            return Err(bad("issuer", "COGNITO_AUTHZ_ISSUER", problem));
         }
         if issuer_url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(DEV_ISSUER_HOST)) {
             return Err(bad("issuer", "COGNITO_AUTHZ_ISSUER", "is the development issuer, which serve never accepts"));
@@ -412,6 +443,18 @@ impl ServeArgs {
         let jwks_url =
             self.jwks_url.unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
         let jwks_url = jwks_url_checked(&jwks_url).map_err(|p| bad("jwks-url", "COGNITO_AUTHZ_JWKS_URL", p))?;
+        if (emulator_pool || emulator_issuer) && !is_loopback(&jwks_url) {
+            return Err(bad(
+                "jwks-url",
+                "COGNITO_AUTHZ_JWKS_URL",
+                "must be on loopback with an emulator's pool id or http issuer (the keys come from the emulator)",
+            ));
+        }
+        let emulator = (emulator_pool || emulator_issuer).then(|| Emulator {
+            endpoint: emulator.map(|e| e.to_string()).unwrap_or_default(),
+            pool_id: emulator_pool,
+            http_issuer: emulator_issuer,
+        });
         if let Some(name) = &self.token_cookie
             && (name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
         {
@@ -543,6 +586,7 @@ impl ServeArgs {
         };
         Ok(Config {
             tls,
+            emulator,
             admin_token,
             token_cache_size: self.token_cache_size.unwrap_or(100_000),
             revocation_store,
@@ -630,6 +674,11 @@ pub fn jwks_url_checked(url: &str) -> Result<reqwest::Url, &'static str> {
     }
 }
 
+/// An emulator's pool id (cognito-local: `local_2GZIdE59`): letters, digits and `_`, no region.
+fn is_emulator_pool_id(pool: &str) -> bool {
+    !pool.is_empty() && pool.len() <= 64 && pool.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -685,6 +734,55 @@ mod tests {
         assert_eq!(err(ServeArgs { jwks_url: Some("http://example.com/jwks".into()), ..args() }), "jwks-url");
         assert_eq!(err(ServeArgs { token_cookie: Some("a b".into()), ..args() }), "token-cookie");
         assert_eq!(err(ServeArgs { mfa_lookups_per_second: Some(0), ..args() }), "mfa-lookups-per-second");
+    }
+
+    #[test]
+    fn an_emulator_on_loopback_may_have_its_own_pool_ids_and_an_http_issuer() {
+        let local = || ServeArgs {
+            region: Some("us-east-1".into()),
+            user_pool_id: Some("local_2GZIdE59".into()),
+            cognito_endpoint: Some("http://127.0.0.1:19229".into()),
+            ..args()
+        };
+        let config = local().into_config().expect("cognito-local's settings");
+        assert_eq!(config.issuer, "http://127.0.0.1:19229/local_2GZIdE59", "its issuer: its address and the pool");
+        assert_eq!(config.jwks_url.as_str(), "http://127.0.0.1:19229/local_2GZIdE59/.well-known/jwks.json");
+        let emulator = config.emulator.expect("said at start-up");
+        assert!(emulator.pool_id && emulator.http_issuer);
+        let explicit = ServeArgs { issuer: Some("http://localhost:19229/local_2GZIdE59".into()), ..local() };
+        assert!(explicit.into_config().is_ok());
+        // The same settings against anything that is not loopback: as strict as for AWS.
+        let err = |a: ServeArgs| a.into_config().expect_err("refused").flag;
+        let remote = |endpoint: &str| ServeArgs { cognito_endpoint: Some(endpoint.into()), ..local() };
+        assert_eq!(err(remote("https://cognito-idp.us-east-1.amazonaws.com")), "user-pool-id");
+        assert_eq!(err(remote("http://10.0.0.5:19229")), "user-pool-id");
+        assert_eq!(err(ServeArgs { cognito_endpoint: None, ..local() }), "user-pool-id");
+        let http_issuer = ServeArgs { issuer: Some("http://127.0.0.1:19229/us-east-1_Abc".into()), ..args() };
+        assert_eq!(
+            err(ServeArgs {
+                user_pool_id: Some("us-east-1_Abc".into()),
+                region: Some("us-east-1".into()),
+                ..http_issuer
+            }),
+            "issuer"
+        );
+        let remote_issuer = ServeArgs { issuer: Some("http://idp.example.com/local_2GZIdE59".into()), ..local() };
+        assert_eq!(err(remote_issuer), "issuer");
+        let remote_keys = ServeArgs { jwks_url: Some("https://keys.example.com/jwks.json".into()), ..local() };
+        assert_eq!(err(remote_keys), "jwks-url");
+        // moto: loopback endpoint, but AWS-shaped ids and issuer: nothing relaxed, nothing said.
+        let moto = ServeArgs {
+            region: Some("us-east-1".into()),
+            user_pool_id: Some("us-east-1_0123abcd".into()),
+            cognito_endpoint: Some("http://127.0.0.1:5000".into()),
+            jwks_url: Some("http://127.0.0.1:5000/us-east-1_0123abcd/.well-known/jwks.json".into()),
+            ..args()
+        };
+        let moto = moto.into_config().unwrap();
+        assert_eq!(
+            (moto.emulator, moto.issuer.as_str()),
+            (None, "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_0123abcd")
+        );
     }
 
     #[test]

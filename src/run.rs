@@ -24,6 +24,10 @@ use crate::server;
 /// `cognito-authz serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.with_file()?.into_config()?;
+    if let Some(emulator) = &config.emulator {
+        tracing::warn!(endpoint = %emulator.endpoint, pool_id = emulator.pool_id, http_issuer = emulator.http_issuer,
+            "a Cognito emulator on loopback: its pool id shape and plain-http issuer are accepted (never against AWS)");
+    }
     let parts = server::build(&config).await?;
     let listeners = server::Listeners {
         grpc: bind(config.grpc_listen, "--grpc-listen").await?,

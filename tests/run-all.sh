@@ -20,8 +20,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 
-# oidc-provider (a certified OpenID provider) for the authorization-code tests.
+# oidc-provider (a certified OpenID provider) for the authorization-code tests, and cognito-local
+# (the Cognito emulator many teams run) for the emulator tests.
 (cd tests/e2e/oidc && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/e2e/cognito-local && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo build --locked
 cargo test --locked

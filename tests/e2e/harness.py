@@ -43,11 +43,12 @@ def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
 class Process:
     """A child process whose output goes to a log file, stopped by PID."""
 
-    def __init__(self, name, argv, logdir, env=None):
+    def __init__(self, name, argv, logdir, env=None, cwd=None):
         self.name = name
         self.log_path = pathlib.Path(logdir) / f"{name}.log"
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                                     cwd=cwd)
 
     def alive(self):
         return self.proc.poll() is None
@@ -262,7 +263,7 @@ def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz
         "--region", REGION,
         "--user-pool-id", pool.id,
         "--client-id", pool.client_id,
-        "--jwks-url", pool.jwks_url,
+        *(["--jwks-url", pool.jwks_url] if pool.jwks_url else []),
         "--grpc-listen", f"127.0.0.1:{grpc_port}",
         "--http-listen", f"127.0.0.1:{http_port}",
         "--admin-listen", f"127.0.0.1:{admin_port}",
@@ -372,6 +373,26 @@ def redis_cli(port, *args, password=None):
     result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10,
                             env=env)
     return result.stdout.strip()
+
+
+COGNITO_LOCAL = ROOT / "tests" / "e2e" / "cognito-local" / "node_modules" / "cognito-local" / "lib" / "bin" / "start.js"
+
+
+def start_cognito_local(logdir, name="cognito-local"):
+    """cognito-local (npm) on a free port, keeping its state in a directory of its own."""
+    port = free_port()
+    workdir = pathlib.Path(logdir) / f"{name}-data"
+    workdir.mkdir(exist_ok=True)
+    env = dict(os.environ, PORT=str(port), HOST="127.0.0.1")
+    proc = Process(name, ["node", str(COGNITO_LOCAL)], logdir, env, cwd=workdir)
+    proc.url = f"http://127.0.0.1:{port}"
+
+    def listening():
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    wait_until(listening, timeout=30, what="cognito-local")
+    return proc
 
 
 OIDC_DIR = ROOT / "tests" / "e2e" / "oidc"
