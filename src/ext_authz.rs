@@ -5,7 +5,7 @@
 //! error sends it down its error path, which a fail-open deployment turns into an allow.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use prost_types::value::Kind;
@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::audit::{AuditLimiter, loggable, loggable_path};
 use crate::authz::{Allowed, Authorizer, Request};
+use crate::clock::unix_now;
 use crate::error::{BadRequest, Denied, code};
 use crate::metrics::Metrics;
 use crate::pb::auth::attribute_context::HttpRequest;
@@ -286,10 +287,6 @@ fn who(allowed: &Allowed) -> String {
             Identity::Machine => "machine".to_owned(),
         },
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

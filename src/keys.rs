@@ -6,8 +6,7 @@
 //! costs Cognito one request per cooldown), and the last good keys kept when a fetch fails.
 //! Fetches run in their own task, so a caller that stops waiting does not cancel one.
 
-use std::future::Future;
-use std::pin::Pin;
+use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use crate::jwks::{Key, KeySet};
 
 /// Where JWK Set documents come from: the network edge, a trait so tests need no network.
 pub trait KeySource: Send + Sync + 'static {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + '_>>;
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -269,7 +268,7 @@ impl HttpKeySource {
 }
 
 impl KeySource for HttpKeySource {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + '_>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
         Box::pin(async move {
             let mut response = self.client.get(self.url.clone()).send().await.map_err(|_| FetchError::Transport)?;
             if !response.status().is_success() {

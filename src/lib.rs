@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authz;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod cognito;
 pub mod config;
 pub mod dev;

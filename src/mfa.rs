@@ -15,10 +15,11 @@ use moka::future::Cache;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::clock::unix_now;
 use crate::cognito::{CognitoError, MfaSource, MfaState, User};
 use crate::error::{Denied, Forbidden, Invalid, Unavailable};
 use crate::metrics::Metrics;
-use crate::revocation::{Entry, Revocations, unix_now};
+use crate::revocation::{Entry, Revocations};
 use crate::verify::{Claims, Identity};
 
 /// The scope `GetUser` needs.

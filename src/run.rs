@@ -1,10 +1,10 @@
 //! What each subcommand does, from parsed arguments to a running server or a printed answer.
 
+use crate::clock::unix_now;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::Json;
@@ -187,8 +187,4 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
 
 async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({flag})"))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

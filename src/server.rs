@@ -12,6 +12,7 @@ use tonic_health::ServingStatus;
 
 use crate::authz::{Authorizer, SharedPolicy};
 use crate::cache::TokenCache;
+use crate::clock::unix_now;
 use crate::cognito::{MfaSource, SdkCognito};
 use crate::config::{Config, StoreSpec};
 use crate::ext_authz::ExtAuthz;
@@ -23,9 +24,9 @@ use crate::mfa::MfaGate;
 use crate::oauth::OAuthClient;
 use crate::pb::auth::authorization_server::AuthorizationServer;
 use crate::policy::Policy;
+use crate::revocation::Revocations;
 use crate::revocation::file::FileStore;
 use crate::revocation::redis::RedisStore;
-use crate::revocation::{Revocations, unix_now};
 use crate::tls::{Tls, TlsListener};
 use crate::verify::{Rules, Verifier};
 
@@ -60,8 +61,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
             config.cognito_endpoint.as_deref(),
             &config.user_pool_id,
             config.mfa_source,
-            attempt,
-            config.cognito_timeout,
+            (attempt, config.cognito_timeout),
+            None,
         )
         .await,
     );

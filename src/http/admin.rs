@@ -18,10 +18,11 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::HttpError;
+use crate::clock::unix_now;
 use crate::cognito::{CognitoError, SdkCognito};
 use crate::metrics::Metrics;
 use crate::mfa::MfaGate;
-use crate::revocation::{Entry, Revocations, unix_now};
+use crate::revocation::{Entry, Revocations};
 use crate::secret::Secret;
 
 /// What the admin routes need.

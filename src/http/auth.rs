@@ -15,11 +15,12 @@ use serde_json::{Map, Value, json};
 
 use super::HttpError;
 use crate::authz::Authorizer;
+use crate::clock::unix_now;
 use crate::cognito::SdkCognito;
 use crate::error::{Denied, Invalid};
 use crate::mfa::ADMIN_SCOPE;
 use crate::oauth::{OAuthClient, OAuthError, Tokens};
-use crate::revocation::{logout_entries, unix_now};
+use crate::revocation::logout_entries;
 use crate::token;
 use crate::verify::{Claims, Identity};
 

@@ -10,7 +10,6 @@ pub mod redis;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -144,7 +143,7 @@ pub enum StoreError {
     Redis(String),
 }
 
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 
 /// Where revocations are kept so that none is lost.
 pub trait RevocationStore: Send + Sync + 'static {
@@ -341,11 +340,6 @@ pub fn logout_entries(claims: &Claims, refresh_token_lifetime: Duration, leeway:
         entries.push(Entry::Origin { id: origin.to_string(), until });
     }
     entries
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
-use super::{Entry, RevocationStore, Revocations, StoreError, StoreFuture, unix_now};
+use super::{Entry, RevocationStore, Revocations, StoreError, StoreFuture};
+use crate::clock::unix_now;
 
 /// Revocations in Redis.
 pub struct RedisStore {
