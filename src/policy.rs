@@ -36,14 +36,6 @@ impl Access {
             _ => Access::Mfa,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Public => "public",
-            Access::Authenticated => "authenticated",
-            Access::Mfa => "mfa",
-        }
-    }
 }
 
 /// A list from the policy file, or a comma-separated one from a context extension.
@@ -210,20 +202,6 @@ impl Policy {
             requirement.access = Access::Mfa;
         }
         Ok(requirement)
-    }
-
-    /// The rules as (methods, path, access) for documentation and tests.
-    pub fn describe(&self) -> Vec<(String, String, Access)> {
-        self.rules
-            .iter()
-            .map(|r| {
-                let path = match &r.path {
-                    PathMatch::Exact(p) => p.clone(),
-                    PathMatch::Prefix(p) => format!("{p}/*"),
-                };
-                (r.methods.join(","), path, r.access)
-            })
-            .collect()
     }
 }
 
