@@ -128,17 +128,13 @@ fn benches(c: &mut Criterion) {
 
     // Cold MFA: the real AWS SDK client over loopback to a fake Cognito answering AdminGetUser.
     let endpoint = rt.block_on(fake_cognito());
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
-    }
     let sdk = rt.block_on(SdkCognito::new(
         "eu-west-1",
         Some(&endpoint),
         "eu-west-1_Bench",
         MfaLookup::AdminGetUser,
-        Duration::from_millis(400),
-        Duration::from_secs(1),
+        (Duration::from_millis(400), Duration::from_secs(1)),
+        Some(cognito_authz::cognito::Credentials::new("bench", "bench", None, None, "bench")),
     ));
     let sub = uuid::Uuid::nil();
     c.bench_function("mfa/cold lookup: AdminGetUser via the AWS SDK over loopback", |b| {

@@ -1,11 +1,11 @@
 //! The Cognito API at the network edge: what the MFA gate asks of it, behind a trait so tests and
 //! dev mode need no network. The real client is the official AWS SDK for Rust.
 
-use std::future::Future;
-use std::pin::Pin;
+use futures_util::future::BoxFuture;
 use std::time::Duration;
 
 use aws_sdk_cognitoidentityprovider as idp;
+pub use idp::config::Credentials;
 use idp::error::{ProvideErrorMetadata, SdkError};
 
 /// What Cognito says about a user's MFA.
@@ -44,7 +44,7 @@ pub struct User<'a> {
     pub access_token: &'a str,
 }
 
-pub type Answer<'a> = Pin<Box<dyn Future<Output = Result<MfaState, CognitoError>> + Send + 'a>>;
+pub type Answer<'a> = BoxFuture<'a, Result<MfaState, CognitoError>>;
 
 /// A source of MFA state.
 pub trait MfaSource: Send + Sync + 'static {
@@ -76,19 +76,24 @@ pub struct SdkCognito {
 
 impl SdkCognito {
     /// Builds the client: credentials from the standard chain (environment, profile, web identity,
-    /// instance metadata), one attempt at most `attempt` long, two attempts within `deadline`.
+    /// container credentials, instance metadata) unless `credentials` are given (an emulator,
+    /// tests: nothing read from the process environment), one attempt at most `attempt` long, two
+    /// attempts within `deadline`.
     pub async fn new(
         region: &str,
         endpoint: Option<&str>,
         user_pool_id: &str,
         lookup: MfaLookup,
-        attempt: Duration,
-        deadline: Duration,
+        (attempt, deadline): (Duration, Duration),
+        credentials: Option<Credentials>,
     ) -> SdkCognito {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::v2026_01_12())
             .region(aws_config::Region::new(region.to_owned()));
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
         }
         let shared = loader.load().await;
         let config = idp::config::Builder::from(&shared)

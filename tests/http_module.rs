@@ -161,10 +161,6 @@ struct Module {
 }
 
 async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) -> Module {
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    }
     let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
     let (endpoint, fake) = fake_cognito().await;
     let endpoint = if cognito_up { endpoint } else { "http://127.0.0.1:9".to_owned() };
@@ -184,8 +180,8 @@ async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) 
             Some(&endpoint),
             POOL,
             MfaLookup::AdminGetUser,
-            Duration::from_millis(400),
-            Duration::from_secs(1),
+            (Duration::from_millis(400), Duration::from_secs(1)),
+            Some(test_credentials()),
         )
         .await,
     );

@@ -348,19 +348,14 @@ async fn throttling_cognito() -> (String, Arc<std::sync::atomic::AtomicU64>) {
 
 #[tokio::test]
 async fn throttling_by_cognito_is_retried_a_bounded_number_of_times_then_503() {
-    // SAFETY of the test: the SDK reads credentials from the environment; these are dummies for the fake.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    }
     let (endpoint, calls) = throttling_cognito().await;
     let sdk = SdkCognito::new(
         "us-east-1",
         Some(&endpoint),
         "us-east-1_Pool",
         MfaLookup::AdminGetUser,
-        Duration::from_millis(400),
-        Duration::from_secs(1),
+        (Duration::from_millis(400), Duration::from_secs(1)),
+        Some(test_credentials()),
     )
     .await;
     let answer = sdk.mfa_state(User { username: "alice", sub: &uuid::Uuid::nil(), access_token: "unused" }).await;
@@ -373,8 +368,8 @@ async fn throttling_by_cognito_is_retried_a_bounded_number_of_times_then_503() {
         Some(&endpoint),
         "us-east-1_Pool",
         MfaLookup::GetUser,
-        Duration::from_millis(400),
-        Duration::from_secs(1),
+        (Duration::from_millis(400), Duration::from_secs(1)),
+        Some(test_credentials()),
     )
     .await;
     assert_eq!(
@@ -393,8 +388,8 @@ async fn an_unreachable_cognito_endpoint_is_unreachable_within_the_deadline() {
         Some(&endpoint),
         "us-east-1_Pool",
         MfaLookup::GetUser,
-        Duration::from_millis(400),
-        Duration::from_secs(1),
+        (Duration::from_millis(400), Duration::from_secs(1)),
+        Some(test_credentials()),
     )
     .await;
     let started = std::time::Instant::now();
@@ -426,10 +421,6 @@ async fn cognito_with_alice(sub_now: &'static str) -> String {
 
 #[tokio::test]
 async fn cognito_answers_for_a_username_now_held_by_another_sub_are_not_the_tokens() {
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    }
     const NOW_SUB: &str = "7d0c8a2e-1111-4f6b-9d55-000000000001";
     let endpoint = cognito_with_alice(NOW_SUB).await;
     for lookup in [MfaLookup::AdminGetUser, MfaLookup::GetUser] {
@@ -438,8 +429,8 @@ async fn cognito_answers_for_a_username_now_held_by_another_sub_are_not_the_toke
             Some(&endpoint),
             "us-east-1_Pool",
             lookup,
-            Duration::from_millis(400),
-            Duration::from_secs(1),
+            (Duration::from_millis(400), Duration::from_secs(1)),
+            Some(test_credentials()),
         )
         .await;
         let same: uuid::Uuid = NOW_SUB.parse().unwrap();

@@ -224,6 +224,12 @@ impl MfaSource for FakeMfa {
     }
 }
 
+/// Dummy AWS credentials for the SDK client against a fake Cognito, given to the client itself so no
+/// test writes the process environment (which other threads read).
+pub fn test_credentials() -> cognito_authz::cognito::Credentials {
+    cognito_authz::cognito::Credentials::new("testing", "testing", None, None, "tests")
+}
+
 /// Builds the service parts for `config` with a fake MFA source.
 pub async fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
     server::build_with(config, mfa, None).await.expect("parts build")
