@@ -188,13 +188,17 @@ async fn shutdown_turns_health_off_and_lets_in_flight_checks_finish() {
     let mut client = server.authz.clone();
     let in_flight = tokio::spawn(async move { client.check(bearer(&token_for("kid-2"))).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
+    // A watch opened before the shutdown sees health turn NOT_SERVING (a new call might instead
+    // meet a server that has stopped taking streams, which would prove nothing).
     let mut health = server.health.clone();
+    let mut watch = health.watch(HealthCheckRequest { service: AUTHZ_SERVICE.into() }).await.unwrap().into_inner();
+    let serving = watch.message().await.unwrap().expect("the current status");
+    assert_eq!(ServingStatus::try_from(serving.status).unwrap(), ServingStatus::Serving);
     server.stop.take().unwrap().send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let status = health.check(HealthCheckRequest { service: AUTHZ_SERVICE.into() }).await;
-    if let Ok(status) = status {
-        assert_eq!(ServingStatus::try_from(status.into_inner().status).unwrap(), ServingStatus::NotServing);
-    }
+    let update = tokio::time::timeout(Duration::from_secs(2), watch.message()).await.expect("an update in time");
+    let update = update.unwrap().expect("the status after the shutdown signal");
+    assert_eq!(ServingStatus::try_from(update.status).unwrap(), ServingStatus::NotServing);
+    drop(watch);
     let answered = in_flight.await.unwrap().expect("the in-flight check completes");
     assert_eq!(answered.into_inner().status.unwrap().code, code::OK);
     tokio::time::timeout(Duration::from_secs(5), server.done).await.expect("server stops").unwrap().unwrap();
