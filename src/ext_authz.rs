@@ -56,7 +56,7 @@ impl ExtAuthz {
         let attributes = check.attributes.as_ref();
         let Some(http) = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref()) else {
             let denied = Denied::BadRequest(BadRequest::NoHttpAttributes);
-            self.metrics.decision(denied.outcome(), denied.reason(), started.elapsed());
+            self.metrics.decision(denied.outcome(), denied.reason(), false, started.elapsed());
             return denied_response(&denied);
         };
         let no_context = HashMap::new();
@@ -67,11 +67,11 @@ impl ExtAuthz {
             Ok(allowed) => {
                 tracing::debug!(outcome = "allow", who = %who(&allowed), path = loggable_path(request.path).0,
                     query = loggable_path(request.path).1, "decision");
-                self.metrics.decision("allow", "none", started.elapsed());
+                self.metrics.decision("allow", "none", false, started.elapsed());
                 allowed_response(&allowed, self.strip_authorization)
             }
             Err(denied) => {
-                self.metrics.decision(denied.outcome(), denied.reason(), started.elapsed());
+                self.metrics.decision(denied.outcome(), denied.reason(), false, started.elapsed());
                 tracing::debug!(outcome = denied.outcome(), reason = %denied, path = loggable_path(request.path).0,
                     query = loggable_path(request.path).1, "decision");
                 if let Some(suppressed) = self.audit.admit(now) {

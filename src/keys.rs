@@ -74,6 +74,8 @@ struct Inner {
     loaded: watch::Sender<bool>,
     fetches: AtomicU64,
     fetch_failures: AtomicU64,
+    /// Unix time of the last successful fetch (0 before the first).
+    last_loaded: AtomicU64,
 }
 
 #[derive(Default)]
@@ -96,6 +98,7 @@ impl KeyStore {
                 loaded: watch::channel(false).0,
                 fetches: AtomicU64::new(0),
                 fetch_failures: AtomicU64::new(0),
+                last_loaded: AtomicU64::new(0),
             }),
         }
     }
@@ -178,6 +181,11 @@ impl KeyStore {
         self.inner.fetch_failures.load(Ordering::Relaxed)
     }
 
+    /// Unix time of the last successful fetch (0 before the first).
+    pub fn last_loaded(&self) -> u64 {
+        self.inner.last_loaded.load(Ordering::Relaxed)
+    }
+
     /// How many keys are in force.
     pub fn key_count(&self) -> usize {
         self.inner.keys.read().expect("keys lock").len()
@@ -214,6 +222,7 @@ impl KeyStore {
                     tracing::debug!(keys = set.len(), "signing keys loaded");
                     *inner.keys.write().expect("keys lock") = Arc::new(set);
                     inner.loaded.send_replace(true);
+                    inner.last_loaded.store(crate::clock::unix_now(), Ordering::Relaxed);
                     state.last_failed = false;
                     state.failed_until = None;
                     if lacks_wanted {

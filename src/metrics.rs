@@ -14,15 +14,40 @@ use prometheus_client::registry::Registry;
 
 use crate::cognito::{CognitoError, MfaState};
 
+mod process;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Decision {
+    outcome: &'static str,
+    reason: &'static str,
+    /// `enforce`, or `shadow` when the decision was only logged and counted.
+    mode: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     outcome: &'static str,
-    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Result_ {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpRequest {
+    route: &'static str,
+    status: u16,
+}
+
+type Histograms = Family<Outcome, Histogram, fn() -> Histogram>;
+
+fn decision_buckets() -> Histogram {
+    Histogram::new([0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0])
+}
+
+fn lookup_buckets() -> Histogram {
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
 }
 
 /// The service's metrics, cheap to clone and share.
@@ -33,12 +58,13 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    decisions: Family<Outcome, Counter>,
+    decisions: Family<Decision, Counter>,
+    decision_duration: Histograms,
     mfa_lookups: Family<Result_, Counter>,
-    mfa_lookup_seconds: Histogram,
+    mfa_lookup_duration: Histograms,
     mfa_enforced: Gauge,
     mfa_lookups_refused: Counter,
-    decision_seconds: Histogram,
+    http_requests: Family<HttpRequest, Counter>,
     readings: Arc<OnceLock<Reader>>,
 }
 
@@ -47,11 +73,15 @@ struct Inner {
 pub struct Readings {
     pub jwks_fetches: u64,
     pub jwks_fetch_failures: u64,
-    pub keys: u64,
+    pub jwks_keys: u64,
+    /// Unix time of the last successful key fetch (0 before the first).
+    pub jwks_last_refresh: u64,
     pub token_cache_hits: u64,
     pub token_cache_misses: u64,
     pub token_cache_entries: u64,
-    pub revocations: u64,
+    pub revocation_entries: u64,
+    /// Seconds since the shared store last confirmed this replica's copy (0 for a local file).
+    pub revocation_sync_age: f64,
 }
 
 type Reader = Box<dyn Fn() -> Readings + Send + Sync>;
@@ -84,14 +114,22 @@ impl Collector for PartsCollector {
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
         let gauges = [
-            ("keys", "Signing keys in force", r.keys),
+            ("jwks_keys", "Signing keys in force", r.jwks_keys),
+            (
+                "jwks_last_refresh_timestamp_seconds",
+                "Unix time of the last successful signing-key fetch (0 before the first)",
+                r.jwks_last_refresh,
+            ),
             ("token_cache_entries", "Verified tokens cached (approximate)", r.token_cache_entries),
-            ("revocations", "Revocation entries in force", r.revocations),
+            ("revocation_entries", "Revocation entries in force", r.revocation_entries),
         ];
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        let age = ConstGauge::new(r.revocation_sync_age);
+        let help = "Seconds since the revocation store last confirmed this replica's copy (0 for a local file)";
+        age.encode(encoder.encode_descriptor("revocation_sync_age_seconds", help, None, age.metric_type())?)?;
         Ok(())
     }
 }
@@ -109,12 +147,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("cognito_authz");
-        let decisions = Family::<Outcome, Counter>::default();
-        registry.register("decisions", "Decisions by outcome and reason", decisions.clone());
-        let decision_seconds =
-            Histogram::new([0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0]);
-        registry.register("decision_seconds", "Time taken to decide a Check", decision_seconds.clone());
+        let mut root = Registry::default();
+        // The standard process metrics keep their standard, unprefixed names.
+        root.register_collector(Box::new(process::ProcessCollector::default()));
+        let registry = root.sub_registry_with_prefix("cognito_authz");
+        let decisions = Family::<Decision, Counter>::default();
+        registry.register("decisions", "Decisions by outcome, reason and mode", decisions.clone());
+        let decision_duration: Histograms = Family::new_with_constructor(decision_buckets);
+        registry.register("decision_duration_seconds", "Time taken to decide a Check", decision_duration.clone());
         let build = Family::<Build, Gauge>::default();
         build.get_or_create(&Build { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "The running version (always 1)", build);
@@ -126,8 +166,12 @@ impl Metrics {
             "MFA state lookups at Cognito by result (throttled counts throttling)",
             mfa_lookups.clone(),
         );
-        let mfa_lookup_seconds = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
-        registry.register("mfa_lookup_seconds", "Time taken by MFA state lookups", mfa_lookup_seconds.clone());
+        let mfa_lookup_duration: Histograms = Family::new_with_constructor(lookup_buckets);
+        registry.register(
+            "mfa_lookup_duration_seconds",
+            "Time taken by MFA state lookups",
+            mfa_lookup_duration.clone(),
+        );
         let mfa_enforced = Gauge::default();
         registry.register(
             "mfa_enforced",
@@ -140,24 +184,34 @@ impl Metrics {
             "MFA lookups not made because the process-wide budget (--mfa-lookups-per-second) was spent",
             mfa_lookups_refused.clone(),
         );
+        let http_requests = Family::<HttpRequest, Counter>::default();
+        registry.register("http_requests", "Requests to the HTTP module by route and status", http_requests.clone());
         Metrics {
             inner: Arc::new(Inner {
-                registry,
-                mfa_lookups_refused,
+                registry: root,
                 decisions,
+                decision_duration,
                 mfa_lookups,
-                mfa_lookup_seconds,
+                mfa_lookup_duration,
                 mfa_enforced,
-                decision_seconds,
+                mfa_lookups_refused,
+                http_requests,
                 readings,
             }),
         }
     }
 
-    /// Counts a decision (`reason` is "none" for an allow) and the time it took.
-    pub fn decision(&self, outcome: &'static str, reason: &'static str, took: Duration) {
-        self.inner.decisions.get_or_create(&Outcome { outcome, reason }).inc();
-        self.inner.decision_seconds.observe(took.as_secs_f64());
+    /// Counts a decision (`reason` is "none" for an allow; `shadow` when it was only observed) and
+    /// the time it took.
+    pub fn decision(&self, outcome: &'static str, reason: &'static str, shadow: bool, took: Duration) {
+        let mode = if shadow { "shadow" } else { "enforce" };
+        self.inner.decisions.get_or_create(&Decision { outcome, reason, mode }).inc();
+        self.inner.decision_duration.get_or_create(&Outcome { outcome }).observe(took.as_secs_f64());
+    }
+
+    /// Counts a request to the HTTP module (`route` from a fixed set).
+    pub fn http_request(&self, route: &'static str, status: u16) {
+        self.inner.http_requests.get_or_create(&HttpRequest { route, status }).inc();
     }
 
     /// Sets how the other parts are read at each scrape (once; later calls are ignored).
@@ -176,7 +230,7 @@ impl Metrics {
             Err(CognitoError::Unexpected | CognitoError::Refused) => "error",
         };
         self.inner.mfa_lookups.get_or_create(&Result_ { result }).inc();
-        self.inner.mfa_lookup_seconds.observe(took.as_secs_f64());
+        self.inner.mfa_lookup_duration.get_or_create(&Outcome { outcome: result }).observe(took.as_secs_f64());
     }
 
     pub fn mfa_lookup_refused(&self) {

@@ -148,11 +148,13 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
         Readings {
             jwks_fetches: keys.fetch_count(),
             jwks_fetch_failures: keys.fetch_failure_count(),
-            keys: keys.key_count() as u64,
+            jwks_keys: keys.key_count() as u64,
+            jwks_last_refresh: keys.last_loaded(),
             token_cache_hits: hits,
             token_cache_misses: misses,
             token_cache_entries: cache.len(),
-            revocations: revocations.len() as u64,
+            revocation_entries: revocations.len() as u64,
+            revocation_sync_age: revocations.sync_age().as_secs_f64(),
         }
     });
     Parts { keys, authorizer, metrics, cognito: None, redis: None }
@@ -211,6 +213,7 @@ pub async fn serve(
         }),
         cognito: parts.cognito.clone(),
         settings: Arc::new(config.auth.clone()),
+        metrics: parts.metrics.clone(),
     };
     let admin_state = AdminState {
         metrics: parts.metrics.clone(),

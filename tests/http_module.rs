@@ -197,6 +197,7 @@ async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) 
         oauth: Some(oauth),
         cognito: Some(cognito.clone()),
         settings: Arc::new(config.auth.clone()),
+        metrics: parts.metrics.clone(),
     };
     let admin_state = AdminState {
         metrics: parts.metrics.clone(),
@@ -217,6 +218,7 @@ struct Reply {
     status: StatusCode,
     headers: HeaderMap,
     body: Value,
+    text: String,
 }
 
 impl Reply {
@@ -234,7 +236,8 @@ async fn call(app: &axum::Router, method: &str, path: &str, headers: &[(&str, &s
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    Reply { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Reply { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), text }
 }
 
 fn bearer(token: &str) -> String {
@@ -568,4 +571,25 @@ async fn metrics_are_on_the_admin_router_only() {
     let m = module().await;
     assert_eq!(call(&m.admin, "GET", "/metrics", &[], "").await.status, StatusCode::OK);
     assert_eq!(call(&m.app, "GET", "/metrics", &[], "").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_module_counts_its_requests_by_route_and_status_and_the_admin_router_answers_livez() {
+    let m = module().await;
+    let token = access_token("openid", "jti-30", "origin-30");
+    assert_eq!(call(&m.app, "GET", "/auth/me", &[("authorization", &bearer(&token))], "").await.status, StatusCode::OK);
+    assert_eq!(call(&m.app, "GET", "/auth/me", &[], "").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&m.app, "POST", "/auth/refresh", &[], "").await.status, StatusCode::FORBIDDEN);
+    let metrics = call(&m.admin, "GET", "/metrics", &[], "").await;
+    let text = metrics.text;
+    for series in [
+        r#"cognito_authz_http_requests_total{route="me",status="200"} 1"#,
+        r#"cognito_authz_http_requests_total{route="me",status="403"} 1"#,
+        r#"cognito_authz_http_requests_total{route="refresh",status="403"} 1"#,
+    ] {
+        assert!(text.contains(series), "{series} in\n{text}");
+    }
+    let livez = call(&m.admin, "GET", "/livez", &[], "").await;
+    assert_eq!(livez.status, StatusCode::OK);
+    assert_eq!(call(&m.app, "GET", "/livez", &[], "").await.status, StatusCode::NOT_FOUND, "admin listener only");
 }

@@ -42,23 +42,40 @@ async fn metrics_count_decisions_by_outcome_and_reason_and_read_the_parts() {
     let text = metrics.render();
     let at = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} missing from\n{text}"));
     let prefix = "cognito_authz_";
-    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"allow\",reason=\"none\"}}")), 2.0);
-    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"expired\"}}")), 1.0);
-    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"missing_token\"}}")), 1.0);
-    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"unknown_key\"}}")), 20.0);
-    assert_eq!(at(&format!("{prefix}decision_seconds_count")), 24.0);
+    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"allow\",reason=\"none\",mode=\"enforce\"}}")), 2.0);
+    assert_eq!(
+        at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"expired\",mode=\"enforce\"}}")),
+        1.0
+    );
+    assert_eq!(
+        at(&format!(
+            "{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"missing_token\",mode=\"enforce\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"unknown_key\",mode=\"enforce\"}}")),
+        20.0
+    );
+    assert_eq!(at(&format!("{prefix}decision_duration_seconds_count{{outcome=\"allow\"}}")), 2.0);
+    assert_eq!(at(&format!("{prefix}decision_duration_seconds_count{{outcome=\"unauthenticated\"}}")), 22.0);
     assert_eq!(at(&format!("{prefix}token_cache_hits_total")), 1.0, "the second allow came from the cache");
     assert_eq!(at(&format!("{prefix}token_cache_misses_total")), 22.0);
     assert_eq!(at(&format!("{prefix}jwks_fetches_total")), 2.0, "start-up, then one for the unknown kids");
     assert_eq!(jwks.hits(), 2);
     assert_eq!(at(&format!("{prefix}jwks_fetch_failures_total")), 0.0);
-    assert_eq!(at(&format!("{prefix}keys")), 1.0);
+    assert_eq!(at(&format!("{prefix}jwks_keys")), 1.0);
+    let refreshed = at(&format!("{prefix}jwks_last_refresh_timestamp_seconds"));
+    assert!((now() as f64 - refreshed).abs() < 60.0, "the last refresh was just now: {refreshed}");
     assert_eq!(at(&format!("{prefix}token_cache_entries")), 1.0);
-    assert_eq!(at(&format!("{prefix}revocations")), 0.0);
+    assert_eq!(at(&format!("{prefix}revocation_entries")), 0.0);
+    assert_eq!(at(&format!("{prefix}revocation_sync_age_seconds")), 0.0, "a local file is always current");
+    assert!(at("process_resident_memory_bytes") > 0.0 && at("process_open_fds") > 0.0, "process metrics");
+    assert!(at("process_cpu_seconds_total") > 0.0 && at("process_start_time_seconds") > 1.6e9);
     assert_eq!(at(&format!("{prefix}build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
     assert!(!text.contains("attacker-kid") && !text.contains("/api/items") && !text.contains(SUB));
     let series = text.lines().filter(|l| !l.starts_with('#')).count();
-    assert!(series < 60, "{series} series: labels must come from fixed sets");
+    assert!(series < 80, "{series} series: labels must come from fixed sets");
 }
 
 /// Log output captured in memory.

@@ -40,6 +40,9 @@ pub struct AdminState {
 pub fn routes(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
+        // Liveness: answers while the process can serve HTTP at all, depending on nothing
+        // external, so a Cognito or JWKS outage never gets pods restarted.
+        .route("/livez", get(|| async { "ok\n" }))
         .route("/admin/revoke-user", post(revoke_user))
         .with_state(state)
 }

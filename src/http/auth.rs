@@ -54,6 +54,8 @@ pub struct AuthState {
     pub oauth: Option<OAuthClient>,
     pub cognito: Option<Arc<SdkCognito>>,
     pub settings: Arc<AuthSettings>,
+    /// Requests are counted by route and status.
+    pub metrics: crate::metrics::Metrics,
 }
 
 #[derive(Deserialize)]

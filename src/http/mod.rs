@@ -26,6 +26,7 @@ pub use auth::AuthState;
 /// `Cache-Control: no-store`; CORS is off unless origins are configured.
 pub fn routes(state: AuthState, keys: KeyStore) -> Router {
     let revocations = state.authorizer.revocations().clone();
+    let metrics = state.metrics.clone();
     let origins: Vec<HeaderValue> =
         state.settings.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     let mut router = Router::new()
@@ -34,6 +35,7 @@ pub fn routes(state: AuthState, keys: KeyStore) -> Router {
         .route("/auth/me", get(auth::me))
         .route("/auth/logout", get(auth::logout).post(auth::logout))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(metrics, count_request))
         .merge(health_routes(keys, revocations));
     if !origins.is_empty() {
         router = router.layer(
@@ -45,6 +47,25 @@ pub fn routes(state: AuthState, keys: KeyStore) -> Router {
         );
     }
     router.layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+}
+
+/// Counts each request to the module by route and status (the route from a fixed set, so a caller
+/// cannot multiply series).
+async fn count_request(
+    State(metrics): State<crate::metrics::Metrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = match request.uri().path() {
+        "/auth/sign-in" => "sign_in",
+        "/auth/refresh" => "refresh",
+        "/auth/me" => "me",
+        "/auth/logout" => "logout",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    metrics.http_request(route, response.status().as_u16());
+    response
 }
 
 /// `GET /healthz`: 200 once signing keys and the revocation list are loaded (as gRPC health says

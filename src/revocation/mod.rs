@@ -300,6 +300,16 @@ impl Revocations {
         self.inner.confirmed_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
+    /// How long since the shared store last confirmed our copy; zero for a store that is always
+    /// current (a local file).
+    pub fn sync_age(&self) -> Duration {
+        if self.inner.max_staleness.is_none() {
+            return Duration::ZERO;
+        }
+        let confirmed = self.inner.confirmed_ms.load(Ordering::Relaxed);
+        Duration::from_millis((self.inner.epoch.elapsed().as_millis() as u64).saturating_sub(confirmed))
+    }
+
     fn is_stale(&self) -> bool {
         let Some(bound) = self.inner.max_staleness else { return false };
         let confirmed = self.inner.confirmed_ms.load(Ordering::Relaxed);

@@ -92,9 +92,9 @@ def scrape(admin_port):
         return None
     finally:
         conn.close()
-    wanted = {"cognito_authz_token_cache_entries": "token_cache_entries", "cognito_authz_revocations": "revocations",
+    wanted = {"cognito_authz_token_cache_entries": "token_cache_entries", "cognito_authz_revocation_entries": "revocations",
               "cognito_authz_jwks_fetches_total": "jwks_fetches", "cognito_authz_token_cache_hits_total": "cache_hits",
-              "cognito_authz_token_cache_misses_total": "cache_misses", "cognito_authz_keys": "keys"}
+              "cognito_authz_token_cache_misses_total": "cache_misses", "cognito_authz_jwks_keys": "keys"}
     out = {}
     for line in text.splitlines():
         if line.startswith("#") or " " not in line:
