@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::error::{BadRequest, Denied, Forbidden, Invalid};
 use crate::mfa::MfaGate;
-use crate::policy::{Access, Policy, RouteContext};
+use crate::policy::{Access, LevelSource, Policy, RouteContext};
 use crate::revocation::Revocations;
 use crate::token;
 use crate::verify::{Claims, Verifier};
@@ -27,6 +27,8 @@ pub struct Request<'a> {
     /// without being it: upstreams that treat the two alike would take it for ours.
     pub spoofed_identity: bool,
     pub method: &'a str,
+    /// The proxy's `x-request-id`, for the decision log.
+    pub request_id: Option<&'a str>,
     /// The path as the proxy forwards it, query string included.
     pub path: &'a str,
     /// Per-route settings from the proxy.
@@ -60,6 +62,25 @@ impl SharedPolicy {
     }
 }
 
+/// A decision and what was learnt on the way, for the answer and the decision log.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub outcome: Result<Allowed, Denied>,
+    /// The route's requirement, once the path was understood.
+    pub route: Option<Route>,
+    /// The caller, when the token verified (also when the route then refused them).
+    pub caller: Option<Arc<Claims>>,
+}
+
+/// What the policy said of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub level: Access,
+    pub source: LevelSource,
+    /// Only observed: the answer is an allow whatever the decision.
+    pub shadow: bool,
+}
+
 /// Decides requests.
 #[derive(Clone)]
 pub struct Authorizer {
@@ -70,6 +91,8 @@ pub struct Authorizer {
     token_cookie: Option<String>,
     /// Origins from which a cookie credential may come on a request that is not a plain GET/HEAD.
     allowed_origins: Arc<[String]>,
+    /// `--shadow`: routes whose sources say nothing of the mode are only observed.
+    shadow: bool,
 }
 
 impl Authorizer {
@@ -84,21 +107,53 @@ impl Authorizer {
         token_cookie: Option<String>,
         allowed_origins: Vec<String>,
     ) -> Authorizer {
-        Authorizer { verifier, revocations, policy, mfa, token_cookie, allowed_origins: allowed_origins.into() }
+        Authorizer {
+            verifier,
+            revocations,
+            policy,
+            mfa,
+            token_cookie,
+            allowed_origins: allowed_origins.into(),
+            shadow: false,
+        }
+    }
+
+    /// With `everywhere` (`--shadow`), routes whose sources say nothing of the mode are only
+    /// observed. Defaults to off.
+    pub fn shadow_by_default(mut self, everywhere: bool) -> Authorizer {
+        self.shadow = everywhere;
+        self
     }
 
     /// The whole decision, at Unix time `now`.
     pub async fn check(&self, req: &Request<'_>, now: u64) -> Result<Allowed, Denied> {
+        self.decide(req, now).await.outcome
+    }
+
+    /// The decision with what was learnt on the way (the route, the caller).
+    pub async fn decide(&self, req: &Request<'_>, now: u64) -> Decision {
+        let mut decision = Decision { outcome: Ok(Allowed::Anonymous), route: None, caller: None };
+        decision.outcome = self.run(req, now, &mut decision).await;
+        decision
+    }
+
+    async fn run(&self, req: &Request<'_>, now: u64, seen: &mut Decision) -> Result<Allowed, Denied> {
         if req.spoofed_identity {
             return Err(BadRequest::SpoofedIdentityHeader.into());
         }
         let policy = self.policy.current();
         let rule = policy.requirement(req.method, req.path, req.route)?;
+        seen.route = Some(Route { level: rule.access, source: rule.source, shadow: rule.shadow(self.shadow) });
         if rule.access == Access::Public {
-            return Ok(self.identify(req, now).await);
+            let allowed = self.identify(req, now).await;
+            if let Allowed::Verified(claims) = &allowed {
+                seen.caller = Some(claims.clone());
+            }
+            return Ok(allowed);
         }
         let token = self.credential(req)?;
         let claims = self.authenticate(token, now).await?;
+        seen.caller = Some(claims.clone());
         rule.permits(&claims)?;
         if rule.access == Access::Mfa {
             self.mfa.require(&claims, token).await?;

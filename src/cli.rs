@@ -8,9 +8,14 @@ use crate::config::ServeArgs;
 #[derive(clap::Parser, Debug)]
 #[command(name = "cognito-authz", version, about = "Envoy ext_authz server for AWS Cognito access tokens")]
 pub struct Cli {
-    /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
+    /// Log format: `text` or `json`.
     #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Log level: `error`, `warn`, `info`, `debug` or `trace`. `RUST_LOG`, when set, wins (it takes
+    /// per-module directives, e.g. `info,cognito_authz=debug`).
+    #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_LEVEL", default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
 }

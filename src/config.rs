@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cognito::MfaLookup;
+use crate::headers::HeaderClaim;
 use crate::http::auth::{AuthSettings, CookieSettings};
 use crate::keys::KeySettings;
 use crate::mfa::MfaSettings;
@@ -61,6 +62,20 @@ pub struct ServeArgs {
     /// Remove the `authorization` header before the upstream on allow. Defaults to `false`.
     #[arg(long, env = "COGNITO_AUTHZ_STRIP_AUTHORIZATION", num_args = 0..=1, default_missing_value = "true")]
     pub strip_authorization: Option<bool>,
+    /// Shadow mode everywhere: decisions are made, logged and counted (`mode="shadow"`), and every
+    /// request goes on with the identity headers a valid token gives. For rolling a policy out; a
+    /// route (`mode` context extension, policy rule `mode`) can say `enforce`. Defaults to `false`.
+    #[arg(long, env = "COGNITO_AUTHZ_SHADOW", num_args = 0..=1, default_missing_value = "true")]
+    pub shadow: Option<bool>,
+    /// Share of allows (0 to 1) written to the decision log at `info`; denials are all written
+    /// (at most 20 a second). Defaults to `0`.
+    #[arg(long, env = "COGNITO_AUTHZ_LOG_ALLOW_SAMPLE_RATE")]
+    pub log_allow_sample_rate: Option<f64>,
+    /// Token claims passed upstream as headers: `[[header]]` tables (`name`, `claim`) in the
+    /// `--config` file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub header: Vec<HeaderClaim>,
     /// Seconds between background key refreshes. Defaults to `3600`.
     #[arg(long, env = "COGNITO_AUTHZ_JWKS_REFRESH_SECONDS")]
     pub jwks_refresh_seconds: Option<u64>,
@@ -211,6 +226,12 @@ pub struct Config {
     pub leeway_seconds: u64,
     pub token_cookie: Option<String>,
     pub strip_authorization: bool,
+    /// `--shadow`: routes that say nothing of the mode are only observed.
+    pub shadow: bool,
+    /// The share of allows the decision log keeps.
+    pub log_allow_sample_rate: f64,
+    /// Claims mapped to upstream headers.
+    pub header_claims: Vec<HeaderClaim>,
     pub keys: KeySettings,
     pub region: String,
     pub user_pool_id: String,
@@ -297,6 +318,9 @@ impl Config {
             leeway_seconds: 0,
             token_cookie: None,
             strip_authorization: false,
+            shadow: false,
+            log_allow_sample_rate: 0.0,
+            header_claims: vec![],
             keys: KeySettings::default(),
             region: "us-east-1".to_owned(),
             user_pool_id: "us-east-1_dev".to_owned(),
@@ -346,6 +370,9 @@ impl ServeArgs {
             leeway_seconds: self.leeway_seconds.or(file.leeway_seconds),
             token_cookie: self.token_cookie.or(file.token_cookie),
             strip_authorization: self.strip_authorization.or(file.strip_authorization),
+            shadow: self.shadow.or(file.shadow),
+            log_allow_sample_rate: self.log_allow_sample_rate.or(file.log_allow_sample_rate),
+            header: file.header,
             jwks_refresh_seconds: self.jwks_refresh_seconds.or(file.jwks_refresh_seconds),
             jwks_cooldown_seconds: self.jwks_cooldown_seconds.or(file.jwks_cooldown_seconds),
             jwks_fetch_wait_ms: self.jwks_fetch_wait_ms.or(file.jwks_fetch_wait_ms),
@@ -488,6 +515,20 @@ impl ServeArgs {
         if cognito_timeout < Duration::from_millis(50) || cognito_timeout > Duration::from_secs(30) {
             return Err(bad("cognito-timeout-ms", "COGNITO_AUTHZ_COGNITO_TIMEOUT_MS", "must be between 50 and 30000"));
         }
+        let log_allow_sample_rate = self.log_allow_sample_rate.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&log_allow_sample_rate) {
+            return Err(bad("log-allow-sample-rate", "COGNITO_AUTHZ_LOG_ALLOW_SAMPLE_RATE", "must be between 0 and 1"));
+        }
+        for (i, mapping) in self.header.iter().enumerate() {
+            let problem = |what: String| bad("config", "COGNITO_AUTHZ_CONFIG", format!("[[header]] {}: {what}", i + 1));
+            crate::headers::check_name(&mapping.name).map_err(|p| problem(format!("name {:?} {p}", mapping.name)))?;
+            if mapping.claim.is_empty() {
+                return Err(problem("claim must name a claim".into()));
+            }
+            if self.header[..i].iter().any(|m| m.name == mapping.name) {
+                return Err(problem(format!("name {:?} is mapped twice", mapping.name)));
+            }
+        }
         let mfa_defaults = MfaSettings::default();
         let mfa = MfaSettings {
             enforce: self.enforce_mfa.unwrap_or(true),
@@ -612,6 +653,9 @@ impl ServeArgs {
             leeway_seconds: self.leeway_seconds.unwrap_or(0),
             token_cookie: self.token_cookie,
             strip_authorization: self.strip_authorization.unwrap_or(false),
+            shadow: self.shadow.unwrap_or(false),
+            log_allow_sample_rate,
+            header_claims: self.header,
             keys: KeySettings {
                 cooldown: self.jwks_cooldown_seconds.map_or(defaults.cooldown, Duration::from_secs),
                 fetch_wait,

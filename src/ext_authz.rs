@@ -5,17 +5,18 @@
 //! error sends it down its error path, which a fail-open deployment turns into an allow.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use prost_types::value::Kind;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::Instrument;
 
 use crate::audit::{AuditLimiter, loggable, loggable_path};
-use crate::authz::{Allowed, Authorizer, Request};
+use crate::authz::{Allowed, Authorizer, Decision, Request};
 use crate::clock::unix_now;
 use crate::error::{BadRequest, Denied, code};
+use crate::headers::{self, IdentityHeaders};
 use crate::metrics::Metrics;
 use crate::pb::auth::attribute_context::HttpRequest;
 use crate::pb::auth::authorization_server::Authorization;
@@ -28,26 +29,43 @@ use crate::pb::types::HttpStatus;
 use crate::policy::RouteContext;
 use crate::verify::{Claims, Identity};
 
-/// Identity headers this service owns. Any of them the allow does not set is removed, so a
-/// client-sent value never reaches the upstream.
-pub const IDENTITY_HEADERS: [&str; 4] = ["x-user-id", "x-username", "x-user-groups", "x-client-id"];
-
-/// Group names may hold anything; everything but RFC 3986 unreserved characters is escaped,
-/// so a `,` inside a name cannot split it.
-const GROUP_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
 /// The Envoy `Authorization` service.
 pub struct ExtAuthz {
     authorizer: Authorizer,
     strip_authorization: bool,
     audit: AuditLimiter,
     metrics: Metrics,
+    identity: IdentityHeaders,
+    /// The share of allows written to the decision log (0 to 1).
+    allow_sample_rate: f64,
+    sampler: AtomicU64,
 }
 
 impl ExtAuthz {
     /// `strip_authorization` removes the `authorization` header before the upstream on allow.
     pub fn new(authorizer: Authorizer, strip_authorization: bool, metrics: Metrics) -> ExtAuthz {
-        ExtAuthz { authorizer, strip_authorization, audit: AuditLimiter::per_second(20), metrics }
+        ExtAuthz {
+            authorizer,
+            strip_authorization,
+            audit: AuditLimiter::per_second(20),
+            metrics,
+            identity: IdentityHeaders::default(),
+            allow_sample_rate: 0.0,
+            sampler: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+        }
+    }
+
+    /// The identity headers, mapped ones included (the fixed four by default).
+    pub fn identity_headers(mut self, identity: IdentityHeaders) -> ExtAuthz {
+        self.identity = identity;
+        self
+    }
+
+    /// Writes this share of allows (0 to 1) to the decision log; every denial is written (within
+    /// the per-second limit). Defaults to 0.
+    pub fn sampling_allows(mut self, rate: f64) -> ExtAuthz {
+        self.allow_sample_rate = rate.clamp(0.0, 1.0);
+        self
     }
 
     /// Decides one `CheckRequest` at Unix time `now`.
@@ -60,30 +78,84 @@ impl ExtAuthz {
             return denied_response(&denied);
         };
         let no_context = HashMap::new();
-        let request = request_from(http, attributes.map_or(&no_context, |a| &a.context_extensions));
-        // Paths are logged without their query string: it carries codes, signatures and keys. (Field
-        // expressions run only when the line is enabled: nothing here costs an undebugged Check.)
-        match self.authorizer.check(&request, now).await {
+        let context = attributes.map_or(&no_context, |a| &a.context_extensions);
+        let request = request_from(http, context, &self.identity);
+        let decision = self.authorizer.decide(&request, now).await;
+        let shadow = decision.route.is_some_and(|r| r.shadow);
+        let took = started.elapsed();
+        match &decision.outcome {
             Ok(allowed) => {
-                tracing::debug!(outcome = "allow", who = %who(&allowed), path = loggable_path(request.path).0,
+                self.metrics.decision("allow", "none", shadow, took);
+                // Field expressions run only when the line is enabled: nothing here costs an
+                // undebugged Check.
+                tracing::debug!(outcome = "allow", who = %who(allowed), path = loggable_path(request.path).0,
                     query = loggable_path(request.path).1, "decision");
-                self.metrics.decision("allow", "none", false, started.elapsed());
-                allowed_response(&allowed, self.strip_authorization)
+                if self.sampled() {
+                    log_decision(&request, &decision, took, None, "request allowed");
+                }
+                allowed_response(allowed, self.strip_authorization, &self.identity)
             }
             Err(denied) => {
-                self.metrics.decision(denied.outcome(), denied.reason(), false, started.elapsed());
+                self.metrics.decision(denied.outcome(), denied.reason(), shadow, took);
                 tracing::debug!(outcome = denied.outcome(), reason = %denied, path = loggable_path(request.path).0,
                     query = loggable_path(request.path).1, "decision");
                 if let Some(suppressed) = self.audit.admit(now) {
-                    let (path, query) = loggable_path(request.path);
-                    let method = loggable(request.method);
-                    tracing::info!(outcome = denied.outcome(), reason = %denied, method, path, query, suppressed,
-                        "request denied");
+                    log_decision(&request, &decision, took, Some(suppressed), "request denied");
                 }
-                denied_response(&denied)
+                if shadow {
+                    // Observed, not enforced: the request goes on with what a valid token gives.
+                    let allowed = decision.caller.clone().map_or(Allowed::Anonymous, Allowed::Verified);
+                    return allowed_response(&allowed, self.strip_authorization, &self.identity);
+                }
+                denied_response(denied)
             }
         }
     }
+
+    /// True for the share of allows the decision log keeps (a cheap shared xorshift; no lock).
+    fn sampled(&self) -> bool {
+        if self.allow_sample_rate <= 0.0 {
+            return false;
+        }
+        let mut x = self.sampler.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.sampler.store(x, Ordering::Relaxed);
+        (x >> 11) as f64 / (1u64 << 53) as f64 <= self.allow_sample_rate
+    }
+}
+
+/// One structured line per logged decision: who asked for what, what the route required and who
+/// set it, and the answer. Never a token, a cookie or a query value.
+fn log_decision(request: &Request<'_>, decision: &Decision, took: Duration, suppressed: Option<u64>, line: &str) {
+    let (path, query) = loggable_path(request.path);
+    let (outcome, reason) = match &decision.outcome {
+        Ok(_) => ("allow", "none"),
+        Err(denied) => (denied.outcome(), denied.reason()),
+    };
+    let route = decision.route;
+    let sub = match decision.caller.as_deref().map(|c| &c.identity) {
+        Some(Identity::User { sub, .. }) => sub.to_string(),
+        Some(Identity::Machine) => "machine".to_owned(),
+        None => "none".to_owned(),
+    };
+    tracing::info!(
+        request_id = request.request_id.map(loggable),
+        method = loggable(request.method),
+        path,
+        query,
+        level = route.map_or("none", |r| r.level.label()),
+        level_source = route.map_or("none", |r| r.source.label()),
+        mode = if route.is_some_and(|r| r.shadow) { "shadow" } else { "enforce" },
+        issuer = "default",
+        sub,
+        outcome,
+        reason,
+        latency_us = took.as_micros() as u64,
+        suppressed,
+        "{line}"
+    );
 }
 
 #[tonic::async_trait]
@@ -140,16 +212,21 @@ pub fn parse_traceparent(value: &str) -> Option<TraceContext<'_>> {
 
 /// Reads what a decision needs from Envoy's HTTP attributes, without copying the header map.
 /// With `encode_raw_headers` Envoy sends `header_map` (values as bytes) instead of `headers`.
-pub fn request_from<'a>(http: &'a HttpRequest, context: &'a HashMap<String, String>) -> Request<'a> {
+pub fn request_from<'a>(
+    http: &'a HttpRequest,
+    context: &'a HashMap<String, String>,
+    identity: &IdentityHeaders,
+) -> Request<'a> {
     let route = RouteContext {
         access: context.get("access").map(String::as_str),
         scopes: context.get("scopes").map(String::as_str),
         groups: context.get("groups").map(String::as_str),
+        mode: context.get("mode").map(String::as_str),
     };
     let mut request = Request { method: &http.method, path: &http.path, route, ..Request::default() };
     if let Some(map) = &http.header_map {
         for header in &map.headers {
-            request.spoofed_identity |= spoofs_identity_header(&header.key);
+            request.spoofed_identity |= identity.spoofed_by(&header.key);
             let value = raw_header_value(header);
             if header.key.eq_ignore_ascii_case("authorization") {
                 request.authorization_repeated |= request.authorization.is_some();
@@ -161,6 +238,8 @@ pub fn request_from<'a>(http: &'a HttpRequest, context: &'a HashMap<String, Stri
                 request.origin = value;
             } else if header.key.eq_ignore_ascii_case("upgrade") {
                 request.websocket = value.is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+            } else if header.key.eq_ignore_ascii_case("x-request-id") {
+                request.request_id = value;
             }
         }
     } else {
@@ -168,36 +247,26 @@ pub fn request_from<'a>(http: &'a HttpRequest, context: &'a HashMap<String, Stri
         request.cookie = http.headers.get("cookie").map(String::as_str);
         request.origin = http.headers.get("origin").map(String::as_str);
         request.websocket = http.headers.get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        request.spoofed_identity = http.headers.keys().any(|key| spoofs_identity_header(key));
+        request.request_id = http.headers.get("x-request-id").map(String::as_str);
+        request.spoofed_identity = http.headers.keys().any(|key| identity.spoofed_by(key));
     }
     request
-}
-
-/// True for a header name that equals one of ours once lower-cased with `_` read as `-`, but is not
-/// exactly it (`x_user_id`, `X-User_Id`): CGI, uWSGI and some Ruby and Python servers would hand it
-/// to the application as `x-user-id`.
-pub fn spoofs_identity_header(name: &str) -> bool {
-    let same = |ours: &str| {
-        name.len() == ours.len()
-            && name.bytes().zip(ours.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
-    };
-    name.contains('_') && IDENTITY_HEADERS.iter().any(|ours| same(ours))
 }
 
 fn raw_header_value(header: &HeaderValue) -> Option<&str> {
     if header.raw_value.is_empty() { Some(&header.value) } else { std::str::from_utf8(&header.raw_value).ok() }
 }
 
-/// The allow: identity headers set with overwrite semantics, every other identity header removed.
-pub fn allowed_response(allowed: &Allowed, strip_authorization: bool) -> CheckResponse {
-    let set: Vec<(&str, String)> = match allowed {
+/// The allow: identity headers set with overwrite semantics, every other identity header (mapped
+/// ones included) removed.
+pub fn allowed_response(allowed: &Allowed, strip_authorization: bool, identity: &IdentityHeaders) -> CheckResponse {
+    let mut set: Vec<(&str, String)> = match allowed {
         Allowed::Anonymous => vec![],
         Allowed::Verified(claims) => match &claims.identity {
             Identity::User { sub, username } => {
                 let mut set = vec![("x-user-id", sub.to_string()), ("x-username", username.clone())];
                 if !claims.groups.is_empty() {
-                    let groups: Vec<String> =
-                        claims.groups.iter().map(|g| utf8_percent_encode(g, GROUP_ESCAPE).to_string()).collect();
+                    let groups: Vec<String> = claims.groups.iter().map(|g| headers::escape_list_item(g)).collect();
                     set.push(("x-user-groups", groups.join(",")));
                 }
                 set
@@ -205,11 +274,12 @@ pub fn allowed_response(allowed: &Allowed, strip_authorization: bool) -> CheckRe
             Identity::Machine => vec![("x-client-id", claims.client_id.to_string())],
         },
     };
-    let mut headers_to_remove: Vec<String> = IDENTITY_HEADERS
-        .iter()
-        .filter(|name| !set.iter().any(|(key, _)| key == *name))
-        .map(|name| name.to_string())
-        .collect();
+    if let Allowed::Verified(claims) = allowed {
+        let values = identity.mapped().iter().zip(claims.mapped.iter());
+        set.extend(values.filter_map(|(name, value)| Some((name.as_str(), value.clone()?))));
+    }
+    let mut headers_to_remove: Vec<String> =
+        identity.names().iter().filter(|name| !set.iter().any(|(key, _)| key == name)).cloned().collect();
     if strip_authorization {
         headers_to_remove.push("authorization".to_owned());
     }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod ext_authz;
+pub mod headers;
 pub mod http;
 pub mod jwks;
 pub mod keys;

@@ -9,10 +9,18 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use cognito_authz::cli::{Cli, Command, LogFormat};
+use cognito_authz::config::ConfigError;
+
+/// Exit statuses: 0 done, 1 a runtime failure, 2 bad command-line usage (clap), 78 a bad setting
+/// (EX_CONFIG, sysexits.h). `check` answers 1 for a denial and 69 (EX_UNAVAILABLE) when it could
+/// get no answer.
+const EX_CONFIG: u8 = 78;
+const EX_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_tracing(cli.log_format);
+    install_tracing(cli.log_format, &cli.log_level);
+    let checking = matches!(cli.command, Command::Check(_));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
@@ -26,13 +34,22 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("cognito-authz: {error:#}");
-            ExitCode::from(2)
+            if error.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EX_CONFIG)
+            } else if checking {
+                ExitCode::from(EX_UNAVAILABLE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn install_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+fn install_tracing(format: LogFormat, level: &str) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => tracing_subscriber::EnvFilter::new(directives),
+        _ => tracing_subscriber::EnvFilter::new(level),
+    };
     // Colours only for a person at a terminal: in a file or a log pipeline they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

@@ -149,7 +149,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut root = Registry::default();
         // The standard process metrics keep their standard, unprefixed names.
-        root.register_collector(Box::new(process::ProcessCollector::default()));
+        root.register_collector(Box::new(process::ProcessCollector));
         let registry = root.sub_registry_with_prefix("cognito_authz");
         let decisions = Family::<Decision, Counter>::default();
         registry.register("decisions", "Decisions by outcome, reason and mode", decisions.clone());

@@ -36,6 +36,64 @@ impl Access {
             _ => Access::Mfa,
         }
     }
+
+    /// The level's name, for the decision log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Authenticated => "authenticated",
+            Access::Mfa => "mfa",
+        }
+    }
+}
+
+/// Whether a route's decisions are enforced, or only made, logged and counted (shadow mode, for
+/// rolling a policy out). Enforcing is the stricter: where two sources disagree, it wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Shadow,
+}
+
+impl Mode {
+    /// Reads a context-extension value; anything unknown enforces (fail closed).
+    pub fn from_context(value: &str) -> Mode {
+        if value == "shadow" { Mode::Shadow } else { Mode::Enforce }
+    }
+
+    /// Two sources' modes: an explicit `enforce` anywhere wins over `shadow`.
+    fn and(a: Option<Mode>, b: Option<Mode>) -> Option<Mode> {
+        match (a, b) {
+            (Some(Mode::Enforce), _) | (_, Some(Mode::Enforce)) => Some(Mode::Enforce),
+            (Some(Mode::Shadow), _) | (_, Some(Mode::Shadow)) => Some(Mode::Shadow),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Which source set a route's level, for the decision log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelSource {
+    /// Envoy's `access` context extension alone.
+    Envoy,
+    /// A rule of the policy file alone.
+    Policy,
+    /// Both: Envoy's floor and a matching rule.
+    EnvoyAndPolicy,
+    /// Neither: the file's default (`mfa`).
+    Default,
+}
+
+impl LevelSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            LevelSource::Envoy => "envoy",
+            LevelSource::Policy => "policy",
+            LevelSource::EnvoyAndPolicy => "envoy+policy",
+            LevelSource::Default => "default",
+        }
+    }
 }
 
 /// A list from the policy file, or a comma-separated one from a context extension.
@@ -74,6 +132,10 @@ pub struct Requirement<'a> {
     /// Group lists; the user must be in at least one group of each non-empty list.
     groups: [Names<'a>; SOURCES],
     sources: usize,
+    /// What the sources said of the mode, if anything.
+    mode: Option<Mode>,
+    /// Which source set the level.
+    pub source: LevelSource,
 }
 
 /// The per-route settings Envoy sent (`check_settings.context_extensions`).
@@ -82,11 +144,29 @@ pub struct RouteContext<'a> {
     pub access: Option<&'a str>,
     pub scopes: Option<&'a str>,
     pub groups: Option<&'a str>,
+    /// `shadow` or `enforce`.
+    pub mode: Option<&'a str>,
 }
 
 impl<'a> Requirement<'a> {
     fn new(access: Access) -> Requirement<'a> {
-        Requirement { access, scopes: [Names::NONE; SOURCES], groups: [Names::NONE; SOURCES], sources: 0 }
+        Requirement {
+            access,
+            scopes: [Names::NONE; SOURCES],
+            groups: [Names::NONE; SOURCES],
+            sources: 0,
+            mode: None,
+            source: LevelSource::Default,
+        }
+    }
+
+    /// True when this route's decisions are only observed: a source said `shadow` and none said
+    /// `enforce`, or none said anything and `everywhere` (`--shadow`) is on.
+    pub fn shadow(&self, everywhere: bool) -> bool {
+        match self.mode {
+            Some(mode) => mode == Mode::Shadow,
+            None => everywhere,
+        }
     }
 
     /// Adds one source: the level can only rise, and its scopes and groups are required too.
@@ -136,6 +216,7 @@ struct Rule {
     access: Access,
     scopes: Vec<String>,
     groups: Vec<String>,
+    mode: Option<Mode>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +260,7 @@ impl Policy {
     ) -> Result<Requirement<'a>, BadRequest> {
         let path = checked_path(path)?;
         let mut requirement = Requirement::new(Access::Public);
+        requirement.mode = route.mode.map(Mode::from_context);
         if let Some(access) = route.access {
             requirement.add(
                 Access::from_context(access),
@@ -194,6 +276,7 @@ impl Policy {
             if found.is_some() && !matched[..i].contains(&found) {
                 let rule = &self.rules[found.unwrap_or_default()];
                 requirement.add(rule.access, Names::Listed(&rule.scopes), Names::Listed(&rule.groups));
+                requirement.mode = Mode::and(requirement.mode, rule.mode);
             }
             matched[i] = found;
         }
@@ -201,6 +284,13 @@ impl Policy {
             // The path as sent matches no rule and Envoy said nothing: the file's default.
             requirement.access = Access::Mfa;
         }
+        let any_rule = matched.iter().any(Option::is_some);
+        requirement.source = match (route.access.is_some(), any_rule) {
+            (true, true) => LevelSource::EnvoyAndPolicy,
+            (true, false) => LevelSource::Envoy,
+            (false, true) => LevelSource::Policy,
+            (false, false) => LevelSource::Default,
+        };
         Ok(requirement)
     }
 }
@@ -272,6 +362,8 @@ struct RuleFile {
     scopes: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
+    /// `shadow` to only observe this rule's decisions, `enforce` to enforce them under `--shadow`.
+    mode: Option<Mode>,
 }
 
 impl RuleFile {
@@ -293,7 +385,14 @@ impl RuleFile {
         if self.access == Access::Public && !(self.scopes.is_empty() && self.groups.is_empty()) {
             return Err(bad("a public rule cannot require scopes or groups"));
         }
-        Ok(Rule { methods: self.methods, path, access: self.access, scopes: self.scopes, groups: self.groups })
+        Ok(Rule {
+            methods: self.methods,
+            path,
+            access: self.access,
+            scopes: self.scopes,
+            groups: self.groups,
+            mode: self.mode,
+        })
     }
 }
 
@@ -400,6 +499,7 @@ mod tests {
             exp: 0,
             iat: None,
             auth_time: None,
+            mapped: Box::default(),
         }
     }
 
@@ -431,7 +531,7 @@ mod tests {
         assert_eq!(rule.permits(&user(&["admin"], "")), Ok(()));
         assert_eq!(rule.permits(&user(&["staff"], "")), Err(Forbidden::InsufficientScope));
         // Envoy's groups and the file's groups are both required; so are both scope lists.
-        let both = RouteContext { access: Some("mfa"), groups: Some("staff"), scopes: Some("extra") };
+        let both = RouteContext { access: Some("mfa"), groups: Some("staff"), scopes: Some("extra"), mode: None };
         let rule = p.requirement("GET", "/api/admin/users", both).unwrap();
         assert_eq!(rule.permits(&user(&["admin", "staff"], "extra")), Ok(()));
         assert_eq!(rule.permits(&user(&["admin"], "extra")), Err(Forbidden::InsufficientScope));

@@ -16,6 +16,7 @@ use crate::clock::unix_now;
 use crate::cognito::{MfaSource, SdkCognito};
 use crate::config::{Config, StoreSpec};
 use crate::ext_authz::ExtAuthz;
+use crate::headers::IdentityHeaders;
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminState};
 use crate::keys::{HttpKeySource, KeyStore};
@@ -130,7 +131,8 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
         async move { gate.forget(&sub).await }
     });
     let policy = SharedPolicy::new(config.policy.clone());
-    let verifier = Verifier::new(keys.clone(), rules, TokenCache::new(config.token_cache_size));
+    let verifier = Verifier::new(keys.clone(), rules, TokenCache::new(config.token_cache_size))
+        .mapping_claims(config.header_claims.iter().map(|h| h.claim.clone()).collect());
     let authorizer = Authorizer::new(
         verifier,
         revocations,
@@ -138,7 +140,8 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
         mfa,
         config.token_cookie.clone(),
         config.auth.allowed_origins.clone(),
-    );
+    )
+    .shadow_by_default(config.shadow);
     // The closure holds the verifier and revocations, not the authorizer (which holds the metrics).
     let (verifier, revocations) = (authorizer.verifier().clone(), authorizer.revocations().clone());
     metrics.read_parts(move || {
@@ -223,8 +226,15 @@ pub async fn serve(
         token: config.admin_token.clone(),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };
-    let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone());
-    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+    let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone())
+        .identity_headers(IdentityHeaders::with_mapped(&config.header_claims))
+        .sampling_allows(config.log_allow_sample_rate);
+    // Unreadable or mismatched files are a bad setting (exit 78), not a runtime failure.
+    let tls = config.tls.as_ref().map(Tls::load).transpose().map_err(|error| crate::config::ConfigError {
+        flag: "tls-cert",
+        env: "COGNITO_AUTHZ_TLS_CERT",
+        problem: format!("{error:#}"),
+    })?;
     let mut grpc_builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         grpc_builder = grpc_builder.tls_config(tls.grpc())?;

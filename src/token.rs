@@ -102,6 +102,11 @@ impl<'a> Jwt<'a> {
         }
     }
 
+    /// The claims as a JSON object (for claims mapped to headers), once the signature holds.
+    pub fn claims_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, Invalid> {
+        serde_json::from_slice(&decode_part(self.payload)?).map_err(|_| Invalid::BadClaims)
+    }
+
     /// The claims, decoded but not yet judged (the caller checks the signature first).
     pub fn claims(&self) -> Result<RawClaims, Invalid> {
         let bytes = decode_part(self.payload)?;

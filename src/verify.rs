@@ -44,6 +44,10 @@ pub struct Claims {
     pub exp: u64,
     pub iat: Option<u64>,
     pub auth_time: Option<u64>,
+    /// Values of the claims mapped to upstream headers (`[[header]]`), in the mapping's order;
+    /// `None` where the token lacks the claim or it has a type no header can carry. Empty when no
+    /// mapping is configured.
+    pub mapped: Box<[Option<String>]>,
 }
 
 /// A token id (`jti`, `origin_jti`). Cognito's are lower-case hyphenated UUIDs, kept as 16 bytes;
@@ -146,8 +150,30 @@ impl Rules {
             exp,
             iat: raw.iat,
             auth_time: raw.auth_time,
+            mapped: Box::default(),
         })
     }
+}
+
+/// The header value of each mapped claim: a string (control and non-ASCII characters
+/// percent-escaped), a number, a boolean, or an array of strings (each escaped as group names are,
+/// comma-joined). Anything else (an object, null, a mixed array) is no value.
+fn header_values(claims: &serde_json::Map<String, serde_json::Value>, names: &[String]) -> Box<[Option<String>]> {
+    use serde_json::Value;
+    names
+        .iter()
+        .map(|name| match claims.get(name)? {
+            Value::String(s) => Some(crate::headers::escape_text(s)),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(crate::headers::escape_list_item))
+                .collect::<Option<Vec<_>>>()
+                .map(|items| items.join(",")),
+            Value::Null | Value::Object(_) => None,
+        })
+        .collect()
 }
 
 /// A verified token, as the cache keeps it: its claims and the key that verified it (which knows
@@ -200,11 +226,26 @@ pub struct Verifier {
     cache: TokenCache<Verified>,
     scopes: Arc<Interner<str>>,
     groups: Arc<Interner<[String]>>,
+    /// Claims to read for upstream headers; their values are cached with the token.
+    mapped_claims: Arc<[String]>,
 }
 
 impl Verifier {
     pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache<Verified>) -> Verifier {
-        Verifier { keys, rules, cache, scopes: Arc::new(Interner::new()), groups: Arc::new(Interner::new()) }
+        Verifier {
+            keys,
+            rules,
+            cache,
+            scopes: Arc::new(Interner::new()),
+            groups: Arc::new(Interner::new()),
+            mapped_claims: Arc::from([]),
+        }
+    }
+
+    /// Reads these claims of each verified token for upstream headers (none by default).
+    pub fn mapping_claims(mut self, claims: Vec<String>) -> Verifier {
+        self.mapped_claims = claims.into();
+        self
     }
 
     /// Verifies a bearer token at Unix time `now`.
@@ -225,6 +266,11 @@ impl Verifier {
         key.verify(jwt.signing_input, jwt.signature)?;
         // Claims are parsed only once the signature holds: no JSON from strangers beyond the header.
         let mut claims = self.rules.check(jwt.claims()?, now)?;
+        if !self.mapped_claims.is_empty() {
+            // A second read of the payload, only when headers are mapped: the typed parse keeps
+            // only the claims decisions need.
+            claims.mapped = header_values(&jwt.claims_json()?, &self.mapped_claims);
+        }
         claims.scope = claims.scope.map(|scope| self.scopes.share(&scope));
         claims.groups = self.groups.share(&claims.groups);
         let claims = Arc::new(claims);

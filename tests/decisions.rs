@@ -381,3 +381,120 @@ async fn a_cached_token_still_expires_at_its_exp() {
     assert_eq!(decode(h.ext.decide(&bearer(&token), n).await).code, code::OK);
     assert_unauthenticated(&decode(h.ext.decide(&bearer(&token), n + 2).await), "Token has expired");
 }
+
+fn mapping(name: &str, claim: &str) -> cognito_authz::headers::HeaderClaim {
+    cognito_authz::headers::HeaderClaim { name: name.into(), claim: claim.into() }
+}
+
+#[tokio::test]
+async fn mapped_claims_become_headers_and_are_removed_when_absent() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let mut config = common::config(&jwks.url());
+    config.header_claims = vec![
+        mapping("x-user-email", "email"),
+        mapping("x-tenant", "custom:tenant"),
+        mapping("x-level", "level"),
+        mapping("x-beta", "beta"),
+        mapping("x-teams", "teams"),
+        mapping("x-profile", "profile"),
+    ];
+    let parts = common::parts(&config, FakeMfa::new()).await;
+    assert!(parts.keys.refresh().await);
+    let identity = cognito_authz::headers::IdentityHeaders::with_mapped(&config.header_claims);
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics).identity_headers(identity);
+    let rich = with(json!({
+        "email": "alice@example.com", "custom:tenant": "acme\r\nx-evil: 1", "level": 3, "beta": true,
+        "teams": ["a,b", "c d"], "profile": {"nested": 1}, "jti": "mapped-1"
+    }));
+    let d = decode(ext.decide(&bearer(&signed(&rich)), now()).await);
+    assert_eq!(d.code, code::OK);
+    assert_eq!(d.header("x-user-email"), Some("alice@example.com"));
+    assert_eq!(d.header("x-tenant"), Some("acme%0D%0Ax-evil: 1"), "control characters cannot break the header");
+    assert_eq!(d.header("x-level"), Some("3"));
+    assert_eq!(d.header("x-beta"), Some("true"));
+    assert_eq!(d.header("x-teams"), Some("a%2Cb,c%20d"), "array items escaped as groups are, comma-joined");
+    assert_eq!(d.header("x-profile"), None, "an object is no header value");
+    assert!(d.removed.contains(&"x-profile".to_owned()), "so a client-sent x-profile is removed");
+    // A token without the claims: every mapped header is removed, none set.
+    let plain = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
+    assert_eq!(plain.code, code::OK);
+    for name in ["x-user-email", "x-tenant", "x-level", "x-beta", "x-teams", "x-profile"] {
+        assert!(plain.header(name).is_none() && plain.removed.contains(&name.to_owned()), "{name}");
+    }
+    // A mapped header under another spelling is refused like the fixed ones.
+    let token = format!("Bearer {}", signed(&rich));
+    let spoof =
+        decode(ext.decide(&check_request("/api/items", &[("authorization", &token), ("x_tenant", "x")]), now()).await);
+    assert_eq!(spoof.http_status, Some(400));
+}
+
+fn in_route(mut request: CheckRequest, route: &[(&str, &str)]) -> CheckRequest {
+    let attributes = request.attributes.as_mut().unwrap();
+    attributes.context_extensions = route.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    request
+}
+
+#[tokio::test]
+async fn shadow_mode_decides_logs_and_counts_but_lets_the_request_through() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let mfa = FakeMfa::new();
+    let parts = common::parts(&common::config(&jwks.url()), mfa).await;
+    assert!(parts.keys.refresh().await);
+    let metrics = parts.metrics.clone();
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let mut bob = access_claims();
+    bob["username"] = json!("bob");
+    let bob = signed(&bob);
+    fn mfa_route(mode: Option<&'static str>) -> Vec<(&'static str, &'static str)> {
+        let mut route = vec![("access", "mfa")];
+        route.extend(mode.map(|m| ("mode", m)));
+        route
+    }
+    // Enforced: bob has not enrolled.
+    let enforced = decode(ext.decide(&in_route(bearer(&bob), &mfa_route(None)), now()).await);
+    assert_eq!(enforced.http_status, Some(403));
+    // Shadow: the same decision, counted as such, and the request goes on with bob's identity.
+    let shadow = decode(ext.decide(&in_route(bearer(&bob), &mfa_route(Some("shadow"))), now()).await);
+    assert_eq!(shadow.code, code::OK);
+    assert_eq!(shadow.header("x-user-id"), Some(SUB));
+    assert_eq!(shadow.header("x-username"), Some("bob"));
+    // An invalid token in shadow: through, but with no identity at all.
+    let invalid = decode(ext.decide(&in_route(bearer("not.a.token"), &mfa_route(Some("shadow"))), now()).await);
+    assert_eq!(invalid.code, code::OK);
+    assert!(invalid.header("x-user-id").is_none() && invalid.removed.contains(&"x-user-id".to_owned()));
+    // Anything but `shadow` enforces.
+    let unknown = decode(ext.decide(&in_route(bearer(&bob), &mfa_route(Some("Shadow"))), now()).await);
+    assert_eq!(unknown.http_status, Some(403));
+    let text = metrics.render();
+    for series in [
+        r#"cognito_authz_decisions_total{outcome="forbidden",reason="mfa_required",mode="enforce"} 2"#,
+        r#"cognito_authz_decisions_total{outcome="forbidden",reason="mfa_required",mode="shadow"} 1"#,
+        r#"cognito_authz_decisions_total{outcome="unauthenticated",reason="malformed",mode="shadow"} 1"#,
+    ] {
+        assert!(text.contains(series), "{series} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn shadow_everywhere_yields_to_a_route_or_rule_that_says_enforce() {
+    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let mut config = common::config(&jwks.url());
+    config.shadow = true;
+    config.policy = cognito_authz::policy::Policy::from_toml(
+        "[[rule]]\nprefix = \"/billing\"\naccess = \"mfa\"\nmode = \"enforce\"\n\n[[rule]]\nprefix = \"/beta\"\naccess = \"mfa\"\n",
+    )
+    .unwrap();
+    let parts = common::parts(&config, FakeMfa::new()).await;
+    assert!(parts.keys.refresh().await);
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let mut bob = access_claims();
+    bob["username"] = json!("bob");
+    let bob = format!("Bearer {}", signed(&bob));
+    let at = |path: &str, route: &[(&str, &str)]| in_route(check_request(path, &[("authorization", &bob)]), route);
+    assert_eq!(decode(ext.decide(&at("/beta/x", &[]), now()).await).code, code::OK, "--shadow: observed");
+    assert_eq!(decode(ext.decide(&at("/billing/x", &[]), now()).await).http_status, Some(403), "the rule enforces");
+    let envoy_enforces = at("/beta/x", &[("access", "mfa"), ("mode", "enforce")]);
+    assert_eq!(decode(ext.decide(&envoy_enforces, now()).await).http_status, Some(403), "the route enforces");
+    let disagree = at("/billing/x", &[("access", "mfa"), ("mode", "shadow")]);
+    assert_eq!(decode(ext.decide(&disagree, now()).await).http_status, Some(403), "enforce, the stricter, wins");
+}

@@ -370,6 +370,7 @@ mod tests {
             exp: NOW + 600,
             iat: Some(auth_time),
             auth_time: Some(auth_time),
+            mapped: Box::default(),
         }
     }
 

@@ -1,0 +1,140 @@
+//! The identity headers this service owns on the way upstream: the fixed four and those mapped
+//! from token claims (`[[header]]`). Each is set on an allow or removed, never passed through from
+//! the client, and no other spelling of it (`x_user_id`) may reach the upstream.
+
+use std::sync::Arc;
+
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// The headers every allow sets or removes.
+pub const FIXED: [&str; 4] = ["x-user-id", "x-username", "x-user-groups", "x-client-id"];
+
+/// List items (group names, array claims) may hold anything; everything but RFC 3986 unreserved
+/// characters is escaped, so a `,` inside an item cannot split it.
+const LIST_ITEM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Text claims keep their look; control characters and `%` are escaped (non-ASCII too, by the
+/// encoder), so a value can neither break a header nor be read two ways.
+const TEXT: &AsciiSet = &CONTROLS.add(b'%');
+
+/// One item of a comma-joined list header.
+pub fn escape_list_item(item: &str) -> String {
+    utf8_percent_encode(item, LIST_ITEM).to_string()
+}
+
+/// A text value for a header.
+pub fn escape_text(text: &str) -> String {
+    utf8_percent_encode(text, TEXT).to_string()
+}
+
+/// A claim mapped to an upstream header.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderClaim {
+    /// The header, lower case (`x-user-email`).
+    pub name: String,
+    /// The claim (`email`, `custom:tenant`).
+    pub claim: String,
+}
+
+/// Why a mapped header name cannot be used.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    const REFUSED: [&str; 11] = [
+        "authorization",
+        "cookie",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    if name.starts_with(':') {
+        return Err("must not be a pseudo-header");
+    }
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err("must be a lower-case header name of letters, digits and -");
+    }
+    if REFUSED.contains(&name) || name == "proxy-connection" {
+        return Err("must not be a hop-by-hop header, authorization, cookie or host");
+    }
+    if FIXED.contains(&name) {
+        return Err("is already one of the identity headers");
+    }
+    Ok(())
+}
+
+/// Every identity header of this service: the fixed four, then the mapped ones.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    names: Arc<[String]>,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders::with_mapped(&[])
+    }
+}
+
+impl IdentityHeaders {
+    pub fn with_mapped(mapped: &[HeaderClaim]) -> IdentityHeaders {
+        let names = FIXED.iter().map(|n| n.to_string()).chain(mapped.iter().map(|m| m.name.clone())).collect();
+        IdentityHeaders { names }
+    }
+
+    /// All of them, the fixed four first.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The mapped ones, in the mapping's order.
+    pub fn mapped(&self) -> &[String] {
+        &self.names[FIXED.len()..]
+    }
+
+    /// True for a header name that equals one of ours once lower-cased with `_` read as `-`, but is
+    /// not exactly it (`x_user_id`, `X-User_Id`): CGI, uWSGI and some Ruby and Python servers would
+    /// hand it to the application as `x-user-id`.
+    pub fn spoofed_by(&self, name: &str) -> bool {
+        let same = |ours: &str| {
+            name.len() == ours.len()
+                && name.bytes().zip(ours.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+        };
+        name.contains('_') && self.names.iter().any(|ours| same(ours))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_names_that_would_break_the_request_are_refused() {
+        for bad in
+            ["authorization", "cookie", "host", "connection", "te", ":path", "X-Email", "x_email", "", "x-user-id"]
+        {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(check_name("x-user-email"), Ok(()));
+    }
+
+    #[test]
+    fn spellings_with_underscores_of_any_identity_header_are_spoofs() {
+        let headers = IdentityHeaders::with_mapped(&[HeaderClaim { name: "x-tenant".into(), claim: "t".into() }]);
+        for spoof in ["x_user_id", "X_User_Id", "x-user_id", "x_tenant"] {
+            assert!(headers.spoofed_by(spoof), "{spoof}");
+        }
+        for fine in ["x-user-id", "x-tenant", "x_trace_id", "x-tenants"] {
+            assert!(!headers.spoofed_by(fine), "{fine}");
+        }
+    }
+
+    #[test]
+    fn header_values_are_escaped_so_they_cannot_break_a_header_or_split_a_list() {
+        assert_eq!(escape_text("a@b.example 100%\r\nx"), "a@b.example 100%25%0D%0Ax");
+        assert_eq!(escape_list_item("team a,b"), "team%20a%2Cb");
+    }
+}
