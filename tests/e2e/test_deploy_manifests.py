@@ -30,6 +30,9 @@ K8S_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 
 APP = "cognito-authz"
 
+# Kinds kustomize's `namespace:` leaves alone.
+CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
+
 
 # --- reading the files ------------------------------------------------------------------------------
 
@@ -84,7 +87,7 @@ def k8s_objects():
     namespace = kust.get("namespace")
     images = {i["name"]: i for i in kust.get("images", [])}
     for obj in objects:
-        if namespace and obj["kind"] != "Namespace":
+        if namespace and obj["kind"] not in CLUSTER_SCOPED:
             obj["metadata"]["namespace"] = namespace
         for container in pod_spec(obj)["containers"] if pod_spec(obj) else []:
             image = images.get(container["image"])
@@ -241,7 +244,7 @@ def test_manifests_match_the_kubernetes_schemas(version):
     objects = k8s_objects()
     kinds = {o["kind"] for o in objects}
     assert {"Namespace", "ServiceAccount", "Deployment", "Service", "PodDisruptionBudget", "StatefulSet",
-            "NetworkPolicy", "ConfigMap"} <= kinds
+            "NetworkPolicy", "ConfigMap", "PriorityClass"} <= kinds
     for obj in objects:
         # strict: additionalProperties false everywhere, so a misspelt or misplaced field fails.
         kubernetes_validate.validate(obj, version, strict=True)
@@ -259,8 +262,8 @@ def test_the_schema_validation_catches_a_misplaced_field():
 
 def test_every_pod_is_hardened():
     """Non-root, read-only root filesystem, no privilege escalation, no capabilities, RuntimeDefault
-    seccomp, no Kubernetes API token, resource requests and limits: what the namespace's `restricted`
-    Pod Security level enforces, and more."""
+    seccomp, no Kubernetes API token, CPU and memory requests, a memory limit: what the namespace's
+    `restricted` Pod Security level enforces, and more. (CPU limits: see the next test.)"""
     objects = k8s_objects()
     namespace = the(objects, "Namespace", APP)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -283,8 +286,37 @@ def test_every_pod_is_hardened():
             assert not sc.get("capabilities", {}).get("add"), (where, c["name"])
             assert not sc.get("privileged"), (where, c["name"])
             assert sc.get("runAsUser", pod_sc["runAsUser"]) > 0, (where, c["name"])
-            for bound in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})), (where, c["name"], bound)
+            resources = c.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), (where, c["name"])
+            assert "memory" in resources.get("limits", {}), (where, c["name"])
+
+
+def mebibytes(quantity):
+    number, unit = re.fullmatch(r"([0-9]+)(Mi|Gi)", quantity).groups()
+    return int(number) * (1024 if unit == "Gi" else 1)
+
+
+def test_cognito_authz_has_no_cpu_limit_and_keeps_its_memory_limit():
+    """A CPU limit throttles the pod for the rest of a CFS period once its quota is spent, and every
+    request Envoy holds waits on a decision: the p99 of all of them would show it. Memory, which
+    cannot be throttled, stays bounded."""
+    resources = container(the(k8s_objects(), "Deployment", APP))["resources"]
+    assert "cpu" not in resources.get("limits", {}), "a CPU limit throttles every decision at p99"
+    assert resources["requests"]["cpu"], "the scheduler must still reserve CPU for it"
+    requested, limit = mebibytes(resources["requests"]["memory"]), mebibytes(resources["limits"]["memory"])
+    assert requested <= limit
+
+
+def test_cognito_authz_runs_at_a_priority_class_the_kustomization_ships():
+    objects = k8s_objects()
+    name = pod_spec(the(objects, "Deployment", APP))["priorityClassName"]
+    assert not name.startswith("system-"), "the system classes belong to what the cluster itself needs"
+    priority = the(objects, "PriorityClass", name)
+    assert "namespace" not in priority["metadata"], "a PriorityClass is cluster-scoped"
+    # Above ordinary pods (0), below the system classes; never the default for every other pod.
+    assert 0 < priority["value"] <= 1_000_000_000
+    assert priority.get("globalDefault", False) is False
+    assert priority.get("preemptionPolicy", "PreemptLowerPriority") == "PreemptLowerPriority"
 
 
 def test_cognito_authz_runs_several_replicas_with_a_disruption_budget():
@@ -305,18 +337,31 @@ def test_cognito_authz_runs_several_replicas_with_a_disruption_budget():
     the(objects, "ServiceAccount", sa)
 
 
-def test_readiness_is_the_grpc_health_check_and_there_is_no_liveness_probe():
+def test_readiness_is_the_grpc_health_check_and_liveness_is_livez_on_the_admin_port():
     """Readiness asks the ext_authz service's gRPC health (NOT_SERVING until Cognito's keys load).
-    A liveness or startup probe would restart pods while Cognito is down: there must be none."""
+    Liveness asks GET /livez on the admin listener, which depends on nothing external, so a Cognito or
+    JWKS outage restarts no pod. No startup probe: one on key readiness kills pods that wait for Cognito."""
     server = (ROOT / "src" / "server.rs").read_text()
     [health_service] = re.findall(r'pub const AUTHZ_SERVICE: &str = "([^"]+)";', server)
-    c = container(the(k8s_objects(), "Deployment", APP))
+    objects = k8s_objects()
+    c = container(the(objects, "Deployment", APP))
+    timings = {"periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold", "initialDelaySeconds"}
     probe = c["readinessProbe"]
-    assert set(probe) - {"periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold",
-                         "initialDelaySeconds"} == {"grpc"}, "the readiness probe must be the native gRPC one"
+    assert set(probe) - timings == {"grpc"}, "the readiness probe must be the native gRPC one"
     assert probe["grpc"]["port"] == container_port(c, "grpc")
     assert probe["grpc"]["service"] == health_service
-    assert "livenessProbe" not in c, "a liveness probe restarts every pod while Cognito is unreachable"
+
+    liveness = c["livenessProbe"]
+    assert set(liveness) - timings == {"httpGet"}, "liveness must not ask the gRPC health, tied to the keys"
+    get = liveness["httpGet"]
+    assert get["path"] == "/livez"
+    assert get.get("scheme", "HTTP") == "HTTP", "the admin listener is plaintext"
+    admin = container_port(c, "admin")
+    assert port_number(get["port"], c) == admin == listen_port(service_env(objects)["COGNITO_AUTHZ_ADMIN_LISTEN"])
+    # Conservative: about 30 s without an answer before a restart, 2 s per answer.
+    assert liveness["periodSeconds"] >= 10 and liveness["failureThreshold"] >= 3
+    assert liveness["timeoutSeconds"] >= 2
+    assert liveness.get("successThreshold", 1) == 1, "Kubernetes requires 1 for liveness"
     assert "startupProbe" not in c, "a startup probe on key readiness kills pods that wait for Cognito"
 
 
