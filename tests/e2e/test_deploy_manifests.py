@@ -22,6 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 ISTIO = ROOT / "deploy" / "istio"
+MONITORING = K8S / "monitoring"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 # The oldest Kubernetes the manifests target (gRPC probes GA in 1.27, the preStop `sleep` action on by
@@ -29,6 +30,9 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 K8S_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 
 APP = "cognito-authz"
+
+# Kinds kustomize's `namespace:` leaves alone.
+CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 
 
 # --- reading the files ------------------------------------------------------------------------------
@@ -84,7 +88,7 @@ def k8s_objects():
     namespace = kust.get("namespace")
     images = {i["name"]: i for i in kust.get("images", [])}
     for obj in objects:
-        if namespace and obj["kind"] != "Namespace":
+        if namespace and obj["kind"] not in CLUSTER_SCOPED:
             obj["metadata"]["namespace"] = namespace
         for container in pod_spec(obj)["containers"] if pod_spec(obj) else []:
             image = images.get(container["image"])
@@ -241,7 +245,7 @@ def test_manifests_match_the_kubernetes_schemas(version):
     objects = k8s_objects()
     kinds = {o["kind"] for o in objects}
     assert {"Namespace", "ServiceAccount", "Deployment", "Service", "PodDisruptionBudget", "StatefulSet",
-            "NetworkPolicy", "ConfigMap"} <= kinds
+            "NetworkPolicy", "ConfigMap", "PriorityClass"} <= kinds
     for obj in objects:
         # strict: additionalProperties false everywhere, so a misspelt or misplaced field fails.
         kubernetes_validate.validate(obj, version, strict=True)
@@ -259,8 +263,8 @@ def test_the_schema_validation_catches_a_misplaced_field():
 
 def test_every_pod_is_hardened():
     """Non-root, read-only root filesystem, no privilege escalation, no capabilities, RuntimeDefault
-    seccomp, no Kubernetes API token, resource requests and limits: what the namespace's `restricted`
-    Pod Security level enforces, and more."""
+    seccomp, no Kubernetes API token, CPU and memory requests, a memory limit: what the namespace's
+    `restricted` Pod Security level enforces, and more. (CPU limits: see the next test.)"""
     objects = k8s_objects()
     namespace = the(objects, "Namespace", APP)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -283,8 +287,37 @@ def test_every_pod_is_hardened():
             assert not sc.get("capabilities", {}).get("add"), (where, c["name"])
             assert not sc.get("privileged"), (where, c["name"])
             assert sc.get("runAsUser", pod_sc["runAsUser"]) > 0, (where, c["name"])
-            for bound in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})), (where, c["name"], bound)
+            resources = c.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), (where, c["name"])
+            assert "memory" in resources.get("limits", {}), (where, c["name"])
+
+
+def mebibytes(quantity):
+    number, unit = re.fullmatch(r"([0-9]+)(Mi|Gi)", quantity).groups()
+    return int(number) * (1024 if unit == "Gi" else 1)
+
+
+def test_cognito_authz_has_no_cpu_limit_and_keeps_its_memory_limit():
+    """A CPU limit throttles the pod for the rest of a CFS period once its quota is spent, and every
+    request Envoy holds waits on a decision: the p99 of all of them would show it. Memory, which
+    cannot be throttled, stays bounded."""
+    resources = container(the(k8s_objects(), "Deployment", APP))["resources"]
+    assert "cpu" not in resources.get("limits", {}), "a CPU limit throttles every decision at p99"
+    assert resources["requests"]["cpu"], "the scheduler must still reserve CPU for it"
+    requested, limit = mebibytes(resources["requests"]["memory"]), mebibytes(resources["limits"]["memory"])
+    assert requested <= limit
+
+
+def test_cognito_authz_runs_at_a_priority_class_the_kustomization_ships():
+    objects = k8s_objects()
+    name = pod_spec(the(objects, "Deployment", APP))["priorityClassName"]
+    assert not name.startswith("system-"), "the system classes belong to what the cluster itself needs"
+    priority = the(objects, "PriorityClass", name)
+    assert "namespace" not in priority["metadata"], "a PriorityClass is cluster-scoped"
+    # Above ordinary pods (0), below the system classes; never the default for every other pod.
+    assert 0 < priority["value"] <= 1_000_000_000
+    assert priority.get("globalDefault", False) is False
+    assert priority.get("preemptionPolicy", "PreemptLowerPriority") == "PreemptLowerPriority"
 
 
 def test_cognito_authz_runs_several_replicas_with_a_disruption_budget():
@@ -305,18 +338,31 @@ def test_cognito_authz_runs_several_replicas_with_a_disruption_budget():
     the(objects, "ServiceAccount", sa)
 
 
-def test_readiness_is_the_grpc_health_check_and_there_is_no_liveness_probe():
+def test_readiness_is_the_grpc_health_check_and_liveness_is_livez_on_the_admin_port():
     """Readiness asks the ext_authz service's gRPC health (NOT_SERVING until Cognito's keys load).
-    A liveness or startup probe would restart pods while Cognito is down: there must be none."""
+    Liveness asks GET /livez on the admin listener, which depends on nothing external, so a Cognito or
+    JWKS outage restarts no pod. No startup probe: one on key readiness kills pods that wait for Cognito."""
     server = (ROOT / "src" / "server.rs").read_text()
     [health_service] = re.findall(r'pub const AUTHZ_SERVICE: &str = "([^"]+)";', server)
-    c = container(the(k8s_objects(), "Deployment", APP))
+    objects = k8s_objects()
+    c = container(the(objects, "Deployment", APP))
+    timings = {"periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold", "initialDelaySeconds"}
     probe = c["readinessProbe"]
-    assert set(probe) - {"periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold",
-                         "initialDelaySeconds"} == {"grpc"}, "the readiness probe must be the native gRPC one"
+    assert set(probe) - timings == {"grpc"}, "the readiness probe must be the native gRPC one"
     assert probe["grpc"]["port"] == container_port(c, "grpc")
     assert probe["grpc"]["service"] == health_service
-    assert "livenessProbe" not in c, "a liveness probe restarts every pod while Cognito is unreachable"
+
+    liveness = c["livenessProbe"]
+    assert set(liveness) - timings == {"httpGet"}, "liveness must not ask the gRPC health, tied to the keys"
+    get = liveness["httpGet"]
+    assert get["path"] == "/livez"
+    assert get.get("scheme", "HTTP") == "HTTP", "the admin listener is plaintext"
+    admin = container_port(c, "admin")
+    assert port_number(get["port"], c) == admin == listen_port(service_env(objects)["COGNITO_AUTHZ_ADMIN_LISTEN"])
+    # Conservative: about 30 s without an answer before a restart, 2 s per answer.
+    assert liveness["periodSeconds"] >= 10 and liveness["failureThreshold"] >= 3
+    assert liveness["timeoutSeconds"] >= 2
+    assert liveness.get("successThreshold", 1) == 1, "Kubernetes requires 1 for liveness"
     assert "startupProbe" not in c, "a startup probe on key readiness kills pods that wait for Cognito"
 
 
@@ -525,6 +571,249 @@ def test_cognito_authz_reaches_out_only_to_dns_redis_https_istiod_and_the_pod_id
     istiod = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
               "podSelector": {"matchLabels": {"app": "istiod"}}}
     assert reach[(15012, "TCP")] == [istiod], "only istiod's xDS port, for a sidecar of cognito-authz's own"
+
+
+# --- Prometheus (deploy/kubernetes/monitoring) ------------------------------------------------------------
+
+# The metrics cognito-authz exports on the admin listener's /metrics: the names the service promises
+# (README, "Metrics"), with their labels. An alert on any other name would never fire.
+EXPORTED_METRICS = {
+    "cognito_authz_decisions_total": {"outcome", "reason", "mode"},
+    "cognito_authz_decision_duration_seconds": {"outcome"},
+    "cognito_authz_jwks_fetches_total": set(),
+    "cognito_authz_jwks_fetch_failures_total": set(),
+    "cognito_authz_jwks_keys": set(),
+    "cognito_authz_jwks_last_refresh_timestamp_seconds": set(),
+    "cognito_authz_token_cache_hits_total": set(),
+    "cognito_authz_token_cache_misses_total": set(),
+    "cognito_authz_token_cache_entries": set(),
+    "cognito_authz_mfa_lookups_total": {"result"},
+    "cognito_authz_mfa_lookup_duration_seconds": {"outcome"},
+    "cognito_authz_mfa_lookups_refused_total": set(),
+    "cognito_authz_mfa_enforced": set(),
+    "cognito_authz_revocation_entries": set(),
+    "cognito_authz_revocation_sync_age_seconds": set(),
+    "cognito_authz_http_requests_total": {"route", "status"},
+    "cognito_authz_build_info": {"version"},
+    "process_cpu_seconds_total": set(),
+    "process_resident_memory_bytes": set(),
+    "process_open_fds": set(),
+    "process_max_fds": set(),
+    "process_start_time_seconds": set(),
+}
+HISTOGRAMS = {"cognito_authz_decision_duration_seconds", "cognito_authz_mfa_lookup_duration_seconds"}
+# Prometheus's own series of every scrape target.
+SCRAPE_METRICS = {"up": set()}
+# Labels Prometheus (through the operator's ServiceMonitor) puts on every series of a target.
+TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "endpoint", "container"}
+LABEL_VALUES = {
+    "outcome": {"allow", "unauthenticated", "forbidden", "bad_request", "unavailable"},
+    "mode": {"enforce", "shadow"},
+}
+PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+                   "bool", "offset", "inf", "nan"}
+
+
+def selectable_metrics():
+    """Every series name an expression may select: the exported metrics, a histogram's series, `up`."""
+    names = {name: labels for name, labels in EXPORTED_METRICS.items() if name not in HISTOGRAMS}
+    for name in HISTOGRAMS:
+        names[f"{name}_bucket"] = EXPORTED_METRICS[name] | {"le"}
+        names[f"{name}_sum"] = names[f"{name}_count"] = EXPORTED_METRICS[name]
+    return names | SCRAPE_METRICS
+
+
+def metric_names(expr):
+    """The metric names a PromQL expression selects: every identifier that is not a function or an
+    aggregation (followed by `(`), a keyword, a label (in `{...}` or a `by (...)` list), a string, a
+    duration or part of a number."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.:])[A-Za-z_:][A-Za-z0-9_:]*", text):
+        if text[match.end():].lstrip().startswith("(") or match.group(0).lower() in PROMQL_KEYWORDS:
+            continue
+        names.add(match.group(0))
+    return names
+
+
+def selectors(expr):
+    """(metric name, {label: (operator, value)}) of each `name{...}` selector of an expression."""
+    out = []
+    for match in re.finditer(r"(?<![\w.:])([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}", expr):
+        matchers = {label: (op, value) for label, op, value in
+                    re.findall(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"', match.group(2))}
+        out.append((match.group(1), matchers))
+    return out
+
+
+def grouping_labels(expr):
+    return {label.strip() for clause in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr)
+            for label in clause.split(",") if label.strip()}
+
+
+def monitoring_kustomization():
+    return yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
+
+
+def monitoring_objects():
+    kust = monitoring_kustomization()
+    objects = [o for resource in kust["resources"] for o in load_yaml_docs(MONITORING / resource)]
+    for obj in objects:
+        obj["metadata"]["namespace"] = kust["namespace"]
+    return objects
+
+
+def service_monitor():
+    [monitor] = [o for o in monitoring_objects() if o["kind"] == "ServiceMonitor"]
+    return monitor
+
+
+def alerts():
+    [rule] = [o for o in monitoring_objects() if o["kind"] == "PrometheusRule"]
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def scraped_job(objects):
+    """The `job` label of the admin Service's targets: the operator uses the Service's name, or the
+    value of its label named by `jobLabel`."""
+    monitor = service_monitor()
+    [service] = [o for o in objects if o["kind"] == "Service"
+                 and selects(monitor["spec"]["selector"]["matchLabels"], o["metadata"].get("labels", {}))]
+    job_label = monitor["spec"].get("jobLabel")
+    return service["metadata"]["labels"][job_label] if job_label else service["metadata"]["name"]
+
+
+def test_monitoring_is_a_kustomization_of_its_own_beside_the_default_one():
+    """The ServiceMonitor and PrometheusRule kinds exist only with the Prometheus Operator's CRDs, so
+    `kubectl apply -k deploy/kubernetes` must not contain them: they are deploy/kubernetes/monitoring."""
+    kust = monitoring_kustomization()
+    on_disk = {p.name for p in MONITORING.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kust["resources"]) == on_disk
+    assert kust["namespace"] == kustomization()["namespace"], "the rules and the monitor live beside the app"
+    assert {o["kind"] for o in monitoring_objects()} == {"ServiceMonitor", "PrometheusRule"}
+    assert not [o for o in k8s_objects() if o["apiVersion"].startswith("monitoring.coreos.com/")]
+
+
+def test_monitoring_resources_match_their_schemas():
+    for obj, name in ((service_monitor(), "prometheus-servicemonitor.json"),
+                      (next(o for o in monitoring_objects() if o["kind"] == "PrometheusRule"),
+                       "prometheus-prometheusrule-alerts.json")):
+        jsonschema.validate(obj, schema(name), cls=jsonschema.Draft202012Validator)
+
+
+@pytest.mark.parametrize("path, value", [
+    (("for",), None),
+    (("labels", "severity"), None),
+    (("labels", "severity"), "page-someone"),
+    (("annotations", "description"), None),
+    (("annotations", "summary"), None),
+    (("for_",), "5m"),
+    (("for",), "5 minutes"),
+])
+def test_the_prometheusrule_schema_refuses_an_alert_that_does_not_say_when_or_what_to_do(path, value):
+    [rule] = [o for o in monitoring_objects() if o["kind"] == "PrometheusRule"]
+    target = rule["spec"]["groups"][0]["rules"][0]
+    for key in path[:-1]:
+        target = target[key]
+    if value is None:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    assert not jsonschema.Draft202012Validator(schema("prometheus-prometheusrule-alerts.json")).is_valid(rule)
+
+
+def test_the_service_monitor_scrapes_the_admin_service_metrics_port():
+    objects = k8s_objects()
+    monitor = service_monitor()
+    c = container(the(objects, "Deployment", APP))
+    services = [o for o in objects if o["kind"] == "Service"]
+    picked = [s for s in services if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
+    assert [s["metadata"]["name"] for s in picked] == ["cognito-authz-admin"], "only the admin Service has /metrics"
+    [service] = picked
+    namespaces = monitor["spec"].get("namespaceSelector", {}).get("matchNames", [monitor["metadata"]["namespace"]])
+    assert service["metadata"]["namespace"] in namespaces
+    [endpoint] = monitor["spec"]["endpoints"]
+    [port] = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    admin = listen_port(service_env(objects)["COGNITO_AUTHZ_ADMIN_LISTEN"])
+    assert port_number(port["targetPort"], c) == container_port(c, "admin") == admin
+    assert endpoint["path"] == "/metrics"
+    assert endpoint.get("scheme", "http") == "http", "the admin listener is plaintext"
+
+
+def test_every_alert_names_only_metrics_the_service_exports():
+    """A renamed or misspelt metric makes an alert that can never fire: every name, label and label
+    value an expression uses is one the service (or Prometheus, for `up`) produces."""
+    known = selectable_metrics()
+    all_labels = set().union(*known.values()) | TARGET_LABELS
+    rules = alerts()
+    assert len(rules) >= 8
+    for rule in rules:
+        expr, where = rule["expr"], rule["alert"]
+        names = metric_names(expr)
+        assert names, f"{where}: no metric found in {expr!r}"
+        assert names <= set(known), f"{where}: not exported: {sorted(names - set(known))}"
+        assert {name for name, _ in selectors(expr)} == names, f"{where}: every metric needs a job selector"
+        for name, matchers in selectors(expr):
+            assert set(matchers) <= known[name] | TARGET_LABELS, (where, name, sorted(matchers))
+            for label, (op, value) in matchers.items():
+                if label in LABEL_VALUES:
+                    values = value.split("|") if op in ("=~", "!~") else [value]
+                    assert set(values) <= LABEL_VALUES[label], (where, label, value)
+        assert grouping_labels(expr) <= all_labels, (where, grouping_labels(expr))
+
+
+@pytest.mark.parametrize("expr, names", [
+    ('sum by (reason) (rate(cognito_authz_decisions_total{outcome="unavailable"}[5m])) > 0',
+     {"cognito_authz_decisions_total"}),
+    ("(time() - a_timestamp_seconds > 7200) and on (namespace, pod) increase(b_total[1h]) > 0",
+     {"a_timestamp_seconds", "b_total"}),
+    ("histogram_quantile(0.99, sum(rate(x_bucket[5m] offset 1h)) by (le)) > 1e3", {"x_bucket"}),
+    ('absent(up{job="a"} == 1)', {"up"}),
+    ("process_resident_memory_bytes > 0.9 * 256 * 1024 * 1024", {"process_resident_memory_bytes"}),
+    ("cognito_authz_keys == 0", {"cognito_authz_keys"}),
+])
+def test_the_metric_name_parser_finds_every_selected_metric(expr, names):
+    # Guards the parsing itself: a regex that silently found nothing would let any alert pass.
+    assert metric_names(expr) == names
+
+
+def test_alerts_select_the_job_the_service_monitor_produces():
+    job = scraped_job(k8s_objects())
+    for rule in alerts():
+        for name, matchers in selectors(rule["expr"]):
+            # `up` and `process_*` are what every target exports: without the job, another's would match.
+            assert matchers.get("job") == ("=", job), (rule["alert"], name)
+
+
+def test_alerts_cover_the_failures_operations_must_hear_of():
+    exprs = {rule["alert"]: rule["expr"] for rule in alerts()}
+
+    def alerting_on(name, **labels):
+        return [alert for alert, expr in exprs.items() for metric, matchers in selectors(expr)
+                if metric == name and all(label in matchers and set(value.split("|")) <= set(matchers[label][1].split("|"))
+                                          for label, value in labels.items())]
+
+    assert alerting_on("cognito_authz_decisions_total", outcome="unavailable")
+    assert alerting_on("cognito_authz_decisions_total", outcome="unauthenticated", reason="signature|unknown_key")
+    assert alerting_on("cognito_authz_jwks_last_refresh_timestamp_seconds")
+    assert alerting_on("cognito_authz_jwks_fetch_failures_total")
+    assert alerting_on("cognito_authz_jwks_keys")
+    assert alerting_on("cognito_authz_revocation_sync_age_seconds")
+    assert alerting_on("cognito_authz_mfa_lookups_refused_total")
+    assert alerting_on("up")
+    assert alerting_on("process_resident_memory_bytes")
+
+
+def test_memory_alerts_follow_the_container_request_and_limit():
+    """The thresholds are written as `N * 1024 * 1024` (N MiB): they must be deployment.yaml's."""
+    resources = container(the(k8s_objects(), "Deployment", APP))["resources"]
+    exprs = {rule["alert"]: rule["expr"] for rule in alerts()}
+    for alert, bound in (("CognitoAuthzMemoryNearLimit", "limits"), ("CognitoAuthzMemoryAboveRequest", "requests")):
+        [mib] = re.findall(r"([0-9]+) \* 1024 \* 1024", exprs[alert])
+        assert int(mib) == mebibytes(resources[bound]["memory"]), (alert, bound)
 
 
 # --- Istio ----------------------------------------------------------------------------------------------
