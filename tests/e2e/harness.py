@@ -273,7 +273,7 @@ def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz
         *extra_args,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(RUST_LOG="info,cognito_authz=debug", AWS_EC2_METADATA_DISABLED="true", **(env_extra or {}))
+    env.update({"RUST_LOG": "info,cognito_authz=debug", "AWS_EC2_METADATA_DISABLED": "true", **(env_extra or {})})
     if credentials:
         env.update(AWS_TEST_CREDENTIALS)
     proc = Process(name, argv, logdir, env)
