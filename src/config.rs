@@ -875,4 +875,32 @@ mod tests {
         let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.with_file().expect_err("unknown key");
         assert_eq!(err.flag, "config");
     }
+
+    #[test]
+    fn claims_mapped_to_headers_come_from_the_file_and_dangerous_names_are_refused() {
+        let dir = std::env::temp_dir().join(format!("cognito-authz-headers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let file = |name: &str| {
+            format!(
+                "[[header]]\nname = \"x-user-email\"\nclaim = \"email\"\n[[header]]\nname = \"{name}\"\nclaim = \"x\"\n"
+            )
+        };
+        let with = |name: &str| {
+            std::fs::write(&path, file(name)).unwrap();
+            ServeArgs { config: Some(path.clone()), ..args() }.with_file().unwrap().into_config()
+        };
+        let config = with("x-tenant").expect("two mappings");
+        assert_eq!(
+            config.header_claims.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["x-user-email", "x-tenant"]
+        );
+        for bad in
+            ["authorization", "cookie", "host", "transfer-encoding", ":path", "x-user-id", "x-user-email", "X-Up"]
+        {
+            let err = with(bad).expect_err(bad);
+            assert_eq!((err.flag, err.env), ("config", "COGNITO_AUTHZ_CONFIG"), "{bad}");
+            assert!(err.problem.contains("[[header]] 2"), "{}", err.problem);
+        }
+    }
 }

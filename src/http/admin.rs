@@ -1,6 +1,6 @@
 //! The admin listener (`--admin-listen`, loopback by default; never routed by Envoy):
-//! `GET /metrics`, and `POST /admin/revoke-user`, protected by a bearer token compared in
-//! constant time.
+//! `GET /metrics`, `GET /livez` (liveness: depends on nothing external), and
+//! `POST /admin/revoke-user`, protected by a bearer token compared in constant time.
 
 use std::sync::Arc;
 use std::time::Duration;
