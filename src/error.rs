@@ -3,6 +3,8 @@
 //! Reasons are fixed strings. Nothing taken from a token (a `kid`, an issuer, a claim) is ever
 //! carried here, so nothing a caller sent can be reflected back into a header or a body.
 
+use axum::http::StatusCode;
+
 /// Why a token (or the lack of one) does not authenticate the caller: HTTP 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
@@ -25,7 +27,7 @@ pub enum Invalid {
     #[error("token names an unknown key")]
     UnknownKey,
     #[error("token signature is invalid")]
-    Signature,
+    BadSignature,
     #[error("token claims are not valid json or have the wrong types")]
     BadClaims,
     #[error("token json has a duplicated key")]
@@ -39,17 +41,17 @@ pub enum Invalid {
     #[error("token was issued in the future")]
     IssuedInFuture,
     #[error("token issuer is not trusted")]
-    Issuer,
+    WrongIssuer,
     #[error("token is not an access token")]
     NotAccessToken,
     #[error("token was issued to a client that is not allowed")]
-    Client,
+    WrongClient,
     #[error("token subject is not a uuid")]
-    Subject,
+    BadSubject,
     #[error("token has no username")]
     MissingUsername,
     #[error("machine tokens are not allowed (--allow-machine-tokens)")]
-    MachineToken,
+    MachineTokensOff,
     #[error("user is disabled or deleted")]
     UserDisabled,
     #[error("the token's username now belongs to another user")]
@@ -65,10 +67,12 @@ pub enum Invalid {
 pub enum Forbidden {
     #[error("user has not enrolled totp mfa")]
     MfaRequired,
-    #[error("token lacks a required scope or group")]
+    #[error("token lacks a required scope")]
     InsufficientScope,
+    #[error("user is in none of the groups the route requires")]
+    MissingGroup,
     #[error("machine token on a route that does not ask for scopes, or on an mfa route")]
-    MachineToken,
+    MachineTokenOnRoute,
     #[error("token lacks the aws.cognito.signin.user.admin scope needed to read mfa state")]
     MfaScopeMissing,
     #[error("a cookie credential on a request that is not same-site (method or websocket from a foreign origin)")]
@@ -137,16 +141,17 @@ macro_rules! labels {
 labels!(Invalid {
     MissingToken => "missing_token", NotBearer => "not_bearer", Oversized => "oversized", Malformed => "malformed",
     BadHeader => "bad_header", Algorithm => "algorithm", MissingKeyId => "missing_key_id",
-    CriticalHeader => "critical_header", UnknownKey => "unknown_key", Signature => "signature",
+    CriticalHeader => "critical_header", UnknownKey => "unknown_key", BadSignature => "signature",
     BadClaims => "bad_claims", DuplicateKey => "duplicate_key", MissingExpiry => "missing_expiry",
     Expired => "expired", NotYetValid => "not_yet_valid", IssuedInFuture => "issued_in_future",
-    Issuer => "issuer", NotAccessToken => "not_access_token", Client => "client", Subject => "subject",
-    MissingUsername => "missing_username", MachineToken => "machine_token", UserDisabled => "user_disabled",
+    WrongIssuer => "issuer", NotAccessToken => "not_access_token", WrongClient => "client", BadSubject => "subject",
+    MissingUsername => "missing_username", MachineTokensOff => "machine_token", UserDisabled => "user_disabled",
     UserReplaced => "user_replaced",
     Revoked => "revoked", Unrevocable => "unrevocable",
 });
 labels!(Forbidden {
-    MfaRequired => "mfa_required", InsufficientScope => "insufficient_scope", MachineToken => "machine_token",
+    MfaRequired => "mfa_required", InsufficientScope => "insufficient_scope", MissingGroup => "missing_group",
+    MachineTokenOnRoute => "machine_token",
     MfaScopeMissing => "mfa_scope_missing", CrossSiteCookie => "cross_site_cookie",
 });
 labels!(BadRequest {
@@ -169,12 +174,12 @@ pub mod code {
 
 impl Denied {
     /// The HTTP status Envoy sends to the client.
-    pub fn http_status(&self) -> u16 {
+    pub fn http_status(&self) -> StatusCode {
         match self {
-            Denied::BadRequest(_) => 400,
-            Denied::Unauthenticated(_) => 401,
-            Denied::Forbidden(_) => 403,
-            Denied::Unavailable(_) => 503,
+            Denied::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Denied::Forbidden(_) => StatusCode::FORBIDDEN,
+            Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -204,8 +209,9 @@ impl Denied {
             Denied::Unauthenticated(Invalid::Revoked) => "Token has been revoked",
             Denied::Unauthenticated(_) => "Could not validate credentials",
             Denied::Forbidden(Forbidden::MfaRequired) => "MFA enrolment required",
-            Denied::Forbidden(Forbidden::InsufficientScope) => "Insufficient scope",
-            Denied::Forbidden(Forbidden::MachineToken) => "Machine tokens are not allowed on this route",
+            // A group is no OAuth scope, but the client's remedy is the same: other credentials.
+            Denied::Forbidden(Forbidden::InsufficientScope | Forbidden::MissingGroup) => "Insufficient scope",
+            Denied::Forbidden(Forbidden::MachineTokenOnRoute) => "Machine tokens are not allowed on this route",
             Denied::Forbidden(Forbidden::CrossSiteCookie) => "Cookie credentials need a request from an allowed origin",
             Denied::Forbidden(Forbidden::MfaScopeMissing) => {
                 "Token lacks the aws.cognito.signin.user.admin scope needed to check MFA"

@@ -307,7 +307,7 @@ pub fn denied_response(denied: &Denied) -> CheckResponse {
     CheckResponse {
         status: Some(rpc::Status { code: denied.grpc_code(), message: denied.outcome().to_owned(), details: vec![] }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus { code: i32::from(denied.http_status()) }),
+            status: Some(HttpStatus { code: i32::from(denied.http_status().as_u16()) }),
             headers,
             body,
         })),

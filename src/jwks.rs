@@ -58,8 +58,8 @@ impl Key {
 
     /// Checks an RS256 (RSASSA-PKCS1-v1_5 with SHA-256) signature over `signing_input`.
     pub fn verify(&self, signing_input: &str, signature: &str) -> Result<(), Invalid> {
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::Signature)?;
-        self.parsed.verify_sig(signing_input.as_bytes(), &signature).map_err(|_| Invalid::Signature)
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::BadSignature)?;
+        self.parsed.verify_sig(signing_input.as_bytes(), &signature).map_err(|_| Invalid::BadSignature)
     }
 }
 

@@ -141,7 +141,7 @@ impl MfaGate {
             return Ok(());
         }
         let Identity::User { sub, username } = &claims.identity else {
-            return Err(Forbidden::MachineToken.into());
+            return Err(Forbidden::MachineTokenOnRoute.into());
         };
         if self.source.needs_admin_scope() && !claims.has_scope(ADMIN_SCOPE) {
             return Err(Forbidden::MfaScopeMissing.into());

@@ -189,7 +189,7 @@ impl<'a> Requirement<'a> {
             && (self.access == Access::Mfa || self.scopes().next().is_none())
         {
             // A machine has no user to enrol MFA, and only a scoped rule says what it may do.
-            return Err(Forbidden::MachineToken);
+            return Err(Forbidden::MachineTokenOnRoute);
         }
         let granted = claims.scope.as_deref().unwrap_or("");
         if !self.scopes().all(|wanted| granted.split(' ').any(|s| s == wanted)) {
@@ -197,7 +197,7 @@ impl<'a> Requirement<'a> {
         }
         let in_one_of = |groups: &Names| groups.iter().any(|g| claims.groups.iter().any(|have| have == g));
         if !self.groups[..self.sources].iter().all(|groups| groups.is_empty() || in_one_of(groups)) {
-            return Err(Forbidden::InsufficientScope);
+            return Err(Forbidden::MissingGroup);
         }
         Ok(())
     }
@@ -529,13 +529,13 @@ mod tests {
         let p = Policy::from_toml(FILE).unwrap();
         let rule = p.requirement("GET", "/api/admin/users", ctx("mfa")).unwrap();
         assert_eq!(rule.permits(&user(&["admin"], "")), Ok(()));
-        assert_eq!(rule.permits(&user(&["staff"], "")), Err(Forbidden::InsufficientScope));
+        assert_eq!(rule.permits(&user(&["staff"], "")), Err(Forbidden::MissingGroup));
         // Envoy's groups and the file's groups are both required; so are both scope lists.
         let both = RouteContext { access: Some("mfa"), groups: Some("staff"), scopes: Some("extra"), mode: None };
         let rule = p.requirement("GET", "/api/admin/users", both).unwrap();
         assert_eq!(rule.permits(&user(&["admin", "staff"], "extra")), Ok(()));
-        assert_eq!(rule.permits(&user(&["admin"], "extra")), Err(Forbidden::InsufficientScope));
-        assert_eq!(rule.permits(&user(&["staff"], "extra")), Err(Forbidden::InsufficientScope));
+        assert_eq!(rule.permits(&user(&["admin"], "extra")), Err(Forbidden::MissingGroup));
+        assert_eq!(rule.permits(&user(&["staff"], "extra")), Err(Forbidden::MissingGroup));
         assert_eq!(rule.permits(&user(&["admin", "staff"], "")), Err(Forbidden::InsufficientScope));
         let scoped = RouteContext { access: Some("authenticated"), scopes: Some("a"), ..RouteContext::default() };
         let rule = p.requirement("GET", "/api/reports/1", scoped).unwrap();
@@ -552,7 +552,7 @@ mod tests {
                 let rule = p.requirement("GET", path, route).unwrap();
                 assert_eq!(rule.access, Access::Mfa, "{path} {route:?}");
                 assert_eq!(rule.permits(&user(&["ops"], "")), Ok(()), "{path}: a listed group passes");
-                assert_eq!(rule.permits(&user(&["x"], "")), Err(Forbidden::InsufficientScope), "{path} {route:?}");
+                assert_eq!(rule.permits(&user(&["x"], "")), Err(Forbidden::MissingGroup), "{path} {route:?}");
             }
         }
         // A public exact rule is not widened to other spellings: those keep the default.

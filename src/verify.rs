@@ -117,24 +117,24 @@ impl Rules {
             return Err(Invalid::IssuedInFuture);
         }
         if raw.iss.as_deref() != Some(self.issuer.as_str()) {
-            return Err(Invalid::Issuer);
+            return Err(Invalid::WrongIssuer);
         }
         if raw.token_use.as_deref() != Some("access") {
             return Err(Invalid::NotAccessToken);
         }
-        let client_id = raw.client_id.ok_or(Invalid::Client)?;
+        let client_id = raw.client_id.ok_or(Invalid::WrongClient)?;
         let Some(client_id) = self.client_ids.iter().find(|c| ***c == *client_id).cloned() else {
-            return Err(Invalid::Client);
+            return Err(Invalid::WrongClient);
         };
         let identity = match raw.username.filter(|u| !u.is_empty()) {
             Some(username) => {
-                let sub = raw.sub.as_deref().and_then(|s| Uuid::try_parse(s).ok()).ok_or(Invalid::Subject)?;
+                let sub = raw.sub.as_deref().and_then(|s| Uuid::try_parse(s).ok()).ok_or(Invalid::BadSubject)?;
                 Identity::User { sub, username }
             }
             // Cognito's client-credentials tokens: no username, and the client itself as `sub`.
             None if raw.sub.as_deref() == Some(&*client_id) => {
                 if !self.allow_machine_tokens {
-                    return Err(Invalid::MachineToken);
+                    return Err(Invalid::MachineTokensOff);
                 }
                 Identity::Machine
             }
@@ -358,9 +358,9 @@ mod tests {
     fn issuer_must_match_exactly() {
         for iss in [format!("{ISS}/"), ISS.to_uppercase(), ISS.replace("https", "http"), String::new()] {
             let raw = RawClaims { iss: Some(iss), ..access() };
-            assert_eq!(rules(0).check(raw, NOW).err(), Some(Invalid::Issuer));
+            assert_eq!(rules(0).check(raw, NOW).err(), Some(Invalid::WrongIssuer));
         }
-        assert_eq!(rules(0).check(RawClaims { iss: None, ..access() }, NOW).err(), Some(Invalid::Issuer));
+        assert_eq!(rules(0).check(RawClaims { iss: None, ..access() }, NOW).err(), Some(Invalid::WrongIssuer));
     }
 
     #[test]
@@ -374,15 +374,15 @@ mod tests {
     #[test]
     fn other_clients_are_refused() {
         let other = RawClaims { client_id: Some("client-c".into()), ..access() };
-        assert_eq!(rules(0).check(other, NOW).err(), Some(Invalid::Client));
+        assert_eq!(rules(0).check(other, NOW).err(), Some(Invalid::WrongClient));
         let none = RawClaims { client_id: None, ..access() };
-        assert_eq!(rules(0).check(none, NOW).err(), Some(Invalid::Client));
+        assert_eq!(rules(0).check(none, NOW).err(), Some(Invalid::WrongClient));
     }
 
     #[test]
     fn subject_must_be_a_uuid_and_username_present() {
         let sub = RawClaims { sub: Some("alice".into()), ..access() };
-        assert_eq!(rules(0).check(sub, NOW).err(), Some(Invalid::Subject));
+        assert_eq!(rules(0).check(sub, NOW).err(), Some(Invalid::BadSubject));
         let user = RawClaims { username: Some(String::new()), ..access() };
         assert_eq!(rules(0).check(user, NOW).err(), Some(Invalid::MissingUsername));
     }
@@ -422,7 +422,7 @@ mod tests {
     fn machine_tokens_pass_only_when_allowed() {
         let machine =
             RawClaims { username: None, sub: Some("client-b".into()), scope: Some("api/read".into()), ..access() };
-        assert_eq!(rules(0).check(machine.clone(), NOW).err(), Some(Invalid::MachineToken));
+        assert_eq!(rules(0).check(machine.clone(), NOW).err(), Some(Invalid::MachineTokensOff));
         let allowed = Rules { allow_machine_tokens: true, ..rules(0) };
         assert_eq!(allowed.check(machine, NOW).expect("machine token").identity, Identity::Machine);
         let other_sub = RawClaims { username: None, sub: Some("client-a".into()), ..access() };

@@ -151,7 +151,7 @@ impl IntoResponse for HttpError {
             HttpError::NotJson => detail(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Request body must be application/json"),
             HttpError::NoCredentials => detail(StatusCode::FORBIDDEN, "Not authenticated"),
             HttpError::Denied(denied) => {
-                let status = StatusCode::from_u16(denied.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                let status = denied.http_status();
                 let mut response = detail(status, denied.client_message());
                 if let Some(challenge) = denied.www_authenticate().and_then(|c| HeaderValue::from_str(&c).ok()) {
                     response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
