@@ -89,7 +89,7 @@ impl<'a> Jwt<'a> {
         let bytes = decode_part(self.header)?;
         ensure_unique_keys_within(&bytes, MAX_HEADER_KEYS)?;
         let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| Invalid::BadHeader)?;
-        if raw.crit.is_some() {
+        if raw.crit.0 {
             return Err(Invalid::CriticalHeader);
         }
         if raw.alg.as_deref() != Some("RS256") {
@@ -125,7 +125,20 @@ pub struct Header {
 struct RawHeader {
     alg: Option<String>,
     kid: Option<String>,
-    crit: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    crit: Present,
+}
+
+/// True when the member is there at all, whatever its value (`"crit": null` included: only a
+/// header without `crit` is one we understand).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Present(true))
+    }
 }
 
 /// Cognito access-token claims as sent, before any rule is applied. Wrong JSON types fail here.
@@ -280,6 +293,7 @@ mod tests {
         assert_eq!(h(r#"{"alg":"RS256","kid":""}"#), Err(Invalid::BadHeader));
         assert_eq!(h(r#"{"alg":"RS256","kid":7}"#), Err(Invalid::BadHeader));
         assert_eq!(h(r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#), Err(Invalid::CriticalHeader));
+        assert_eq!(h(r#"{"alg":"RS256","kid":"k","crit":null}"#), Err(Invalid::CriticalHeader), "present is enough");
         assert_eq!(h(r#"{"alg":"RS256","kid":"k","alg":"RS256"}"#), Err(Invalid::DuplicateKey));
         assert_eq!(h("[1]"), Err(Invalid::BadHeader));
     }

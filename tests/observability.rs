@@ -24,8 +24,13 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The two tests of this binary run one at a time: the log test's subscriber must be in place
+/// before any decision is logged, which a decision on another thread could race.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn metrics_count_decisions_by_outcome_and_reason_and_read_the_parts() {
+    let _serial = SERIAL.lock().await;
     let (ext, metrics, jwks) = service().await;
     let token = key("kid-1").sign(&access_claims());
     let mut expired = access_claims();
@@ -94,11 +99,15 @@ impl Write for Capture {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_checked_requests_traceparent_reaches_the_services_log_lines() {
+    let _serial = SERIAL.lock().await;
     let (ext, _metrics, _jwks) = service().await;
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // A callsite first hit on another thread before this subscriber existed may have cached "no
+    // interest"; recompute it now that the subscriber is registered.
+    tracing::callsite::rebuild_interest_cache();
 
     let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let forged = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\" injected=\"x";

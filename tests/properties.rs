@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cognito_authz::error::{BadRequest, Invalid};
 use cognito_authz::policy::{Access, Policy, RouteContext, checked_path};
-use cognito_authz::token::{Jwt, bearer, checked_token, ensure_unique_keys};
+use cognito_authz::token::{Jwt, MAX_HEADER_BYTES, bearer, checked_token, ensure_unique_keys};
 use common::*;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -66,6 +66,15 @@ fn jose_header() -> impl Strategy<Value = Value> {
         })
 }
 
+/// Object keys at any depth.
+fn keys_in(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => map.len() + map.values().map(keys_in).sum::<usize>(),
+        Value::Array(items) => items.iter().map(keys_in).sum(),
+        _ => 0,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -94,9 +103,13 @@ proptest! {
         let token = format!("{}.{}.c2ln", b64(header.to_string().as_bytes()), b64(payload.to_string().as_bytes()));
         let jwt = Jwt::split(&token).expect("three parts");
         let accepted = jwt.header().is_ok();
+        let encoded = b64(header.to_string().as_bytes());
         let model = header.get("alg") == Some(&json!("RS256"))
             && header.get("kid").and_then(Value::as_str).is_some_and(|k| !k.is_empty() && k.len() <= 256)
-            && header.get("crit").is_none();
+            && header.get("crit").is_none()
+            // Bounded before any key is read: at most 1 KiB encoded and 16 object keys in all.
+            && encoded.len() <= MAX_HEADER_BYTES
+            && keys_in(&header) <= 16;
         prop_assert_eq!(accepted, model, "header {}", header);
         let _ = jwt.claims();
     }
