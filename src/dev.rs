@@ -287,11 +287,7 @@ fn kid_for(pkcs8: &[u8]) -> String {
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).with_context(|| format!("creating data directory {}", dir.display()))
+    crate::private_fs::create_dir(dir).with_context(|| format!("creating data directory {}", dir.display()))
 }
 
 /// Writes `bytes` to a private (0600) file at `path`, which must not exist yet. The bytes go to a
@@ -301,14 +297,11 @@ fn publish_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let staging = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&staging).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_all()
-    });
+    let written =
+        crate::private_fs::options().write(true).create(true).truncate(true).open(&staging).and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        });
     let linked = written.and_then(|()| fs::hard_link(&staging, path));
     let _ = fs::remove_file(&staging);
     linked

@@ -22,6 +22,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod pb;
 pub mod policy;
+pub mod private_fs;
 pub mod revocation;
 pub mod run;
 pub mod secret;

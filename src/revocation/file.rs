@@ -8,7 +8,7 @@
 //! forget a revocation. Compaction writes the live entries to a temporary file, fsyncs it,
 //! renames it over the log, makes it the file appends go to, and only then fsyncs the directory.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,11 +25,7 @@ impl FileStore {
     /// Opens (or creates) the log at `path`, creating its directory with mode 0700.
     pub fn open(path: &Path) -> io::Result<FileStore> {
         let dir = parent(path);
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&dir)?;
+        crate::private_fs::create_dir(&dir)?;
         let existed = path.exists();
         let mut file = open_append(path)?;
         if existed {
@@ -50,11 +46,7 @@ fn parent(path: &Path) -> PathBuf {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    crate::private_fs::options().create(true).append(true).open(path)
 }
 
 /// Leaves the log ending in a newline. A last line without one is what a crash mid-write leaves:
@@ -154,11 +146,7 @@ fn compact_file(
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let mut out = OpenOptions::new();
-    out.create_new(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut out, 0o600);
-    let mut out = out.open(&tmp)?;
+    let mut out = crate::private_fs::options().create_new(true).append(true).open(&tmp)?;
     let mut lines = String::new();
     for entry in &entries {
         lines.push_str(&serde_json::to_string(entry).expect("entries serialise"));
