@@ -105,16 +105,28 @@ async function signIn(page, user, name) {
   return { token, exchange_status: response.status(), status: await page.textContent("#status") };
 }
 
-// fetch(`${envoy_url}/auth/refresh`, POST, credentials: include) run by a page's own script.
-function refreshFrom(page) {
-  return page.evaluate(async (url) => {
+// fetch(`${envoy_url}/auth/refresh`, POST, credentials: include) run by a page's own script: its
+// status (0 for a network or CORS failure), and whether the browser sent the refresh cookie along.
+async function refreshFrom(page) {
+  const url = `${input.envoy_url}/auth/refresh`;
+  const sent = [];
+  const listener = (r) => { if (r.url() === url) sent.push(r); };
+  page.on("request", listener);
+  const outcome = await page.evaluate(async (target) => {
     try {
-      const r = await fetch(url, { method: "POST", credentials: "include" });
-      return { status: r.status, body: await r.text() };
+      const r = await fetch(target, { method: "POST", credentials: "include" });
+      return { status: r.status, body: r.status === 200 ? "(a token)" : await r.text() };
     } catch (e) {
       return { status: 0, error: String(e) };
     }
-  }, `${input.envoy_url}/auth/refresh`);
+  }, url);
+  page.off("request", listener);
+  outcome.sent_refresh_cookie = null;
+  if (sent.length === 1) {
+    const headers = await Promise.race([sent[0].allHeaders(), sleep(5_000).then(() => null)]);
+    if (headers !== null) outcome.sent_refresh_cookie = /(^|;\s*)cognito_refresh=/.test(headers.cookie ?? "");
+  }
+  return outcome;
 }
 
 async function walkAlice(browser) {
@@ -129,9 +141,12 @@ async function walkAlice(browser) {
   alice.cookies = await context.cookies();
   alice.page_document_cookie = await page.evaluate(() => document.cookie);
   // The cookie's path is /auth: ask a page under /auth too, where a non-HttpOnly cookie would show.
+  // The browser answers that page itself (no server route has to serve HTML there).
   const authPage = await context.newPage();
-  watch(authPage, "alice /auth/me");
-  await authPage.goto(`${input.envoy_url}/auth/me`);
+  watch(authPage, "alice /auth/ page");
+  const probe = `${input.envoy_url}/auth/cookie-probe`;
+  await authPage.route(probe, (route) => route.fulfill({ contentType: "text/html", body: "<p>probe</p>" }));
+  await authPage.goto(probe);
   alice.auth_path_document_cookie = await authPage.evaluate(() => document.cookie);
   await authPage.close();
 
@@ -142,14 +157,8 @@ async function walkAlice(browser) {
   // Another site (localhost is not 127.0.0.1) tries to use the cookie; then the page itself.
   const cross = await context.newPage();
   watch(cross, "cross-site");
-  const sent = [];
-  cross.on("request", (r) => { if (r.url().endsWith("/auth/refresh")) sent.push(r); });
   await cross.goto(input.cross_page_url);
   alice.cross_site = await refreshFrom(cross);
-  if (sent.length > 0) {
-    const headers = await Promise.race([sent[0].allHeaders(), sleep(5_000).then(() => null)]);
-    alice.cross_site.request_cookie = headers === null ? null : headers.cookie ?? "";
-  }
   await shot(cross, "cross-site");
   await cross.close();
   alice.same_site = await refreshFrom(page);
