@@ -64,7 +64,10 @@ class Child:
         self.name = name
         self.log_path = pathlib.Path(logdir) / f"{name}.log"
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C in the terminal reaches the demo only, which then stops its
+        # children in order, each by its PID.
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
 
     def alive(self):
         return self.proc.poll() is None
@@ -284,7 +287,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="cognito-authz-demo-") as tmp:
         try:
             demo = Demo(args.workdir or tmp)
-        except (RuntimeError, TimeoutError) as e:
+        except (OSError, RuntimeError, TimeoutError) as e:
             print(f"demo: {e}", file=sys.stderr)
             for log in sorted(pathlib.Path(args.workdir or tmp).glob("*.log")):
                 print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
