@@ -75,6 +75,10 @@ pub struct DevArgs {
     /// says otherwise.
     #[arg(long, env = "COGNITO_AUTHZ_POLICY")]
     pub policy: Option<PathBuf>,
+    /// Origins of browser apps that may use the companion module's cookie routes (refresh,
+    /// cookie-only logout) and CORS, e.g. the origin a demo page is served from.
+    #[arg(long = "allowed-origin", env = "COGNITO_AUTHZ_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -96,8 +100,12 @@ pub enum DevAction {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
-    /// List the dev users.
-    Users,
+    /// List the dev users, with their hosted-UI passwords and authenticator secrets.
+    Users {
+        /// One JSON array instead of a line per user.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]

@@ -88,6 +88,13 @@ pub struct DevUser {
     pub groups: Vec<String>,
     /// True when the user has enrolled a TOTP authenticator.
     pub mfa: bool,
+    /// The hosted UI's password (dev only: kept in clear in the data directory, printed by
+    /// `dev users`).
+    #[serde(default)]
+    pub password: String,
+    /// The enrolled authenticator's secret (base32), for the hosted UI's TOTP step.
+    #[serde(default)]
+    pub totp_secret: Option<String>,
 }
 
 /// The dev pool's state on disk.
@@ -119,11 +126,33 @@ impl DevPool {
         if !pool.users_path().exists() {
             pool.save_users(&default_users())?;
         }
+        // A directory from before the hosted UI: give its users passwords and secrets once.
+        let mut users = pool.users()?;
+        if users.iter().any(|u| u.password.is_empty() || (u.mfa && u.totp_secret.is_none())) {
+            for user in &mut users {
+                complete(user);
+            }
+            pool.save_users(&users)?;
+        }
         Ok(pool)
     }
 
     pub fn key(&self) -> &SigningKey {
         &self.key
+    }
+
+    /// The `sub` of an access token this pool signed that has not expired at `now` (for the hosted
+    /// UI's userInfo; the service itself verifies tokens with its own verifier).
+    pub fn verify_access_token(&self, token: &str, now: u64) -> Option<Uuid> {
+        use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+        let (input, signature) = token.rsplit_once('.')?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        let public = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, self.key.pair.public_key().as_ref());
+        public.verify(input.as_bytes(), &signature).ok()?;
+        let payload = URL_SAFE_NO_PAD.decode(input.split_once('.')?.1).ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+        let live = claims["exp"].as_u64().is_some_and(|exp| exp > now) && claims["token_use"] == "access";
+        live.then(|| claims["sub"].as_str()?.parse().ok())?
     }
 
     /// The JWK Set document served to the verifier.
@@ -146,26 +175,54 @@ impl DevPool {
             .with_context(|| format!("no dev user {username:?} (known: {known})"))
     }
 
-    /// Sets a user's MFA enrolment.
+    /// Sets a user's MFA enrolment (`dev mfa bob on` keeps or makes a secret; the hosted UI's
+    /// enrolment page passes the one the user's authenticator holds).
     pub fn set_mfa(&self, username: &str, enrolled: bool) -> anyhow::Result<()> {
+        self.enrol(username, enrolled, None)
+    }
+
+    /// Enrols (or un-enrols) a user, with the authenticator's secret when one was verified.
+    pub fn enrol(&self, username: &str, enrolled: bool, secret: Option<String>) -> anyhow::Result<()> {
         let mut users = self.users()?;
         let user =
             users.iter_mut().find(|u| u.username == username).with_context(|| format!("no dev user {username:?}"))?;
         user.mfa = enrolled;
+        if secret.is_some() {
+            user.totp_secret = secret;
+        }
+        complete(user);
         self.save_users(&users)
     }
 
-    /// A Cognito-shaped access token for `user`, valid from `now` for `lifetime` seconds.
+    /// A Cognito-shaped access token for `user`, valid from `now` for `lifetime` seconds, from a
+    /// sign-in of its own.
     pub fn access_token(&self, user: &DevUser, now: u64, lifetime: u64) -> String {
-        let origin_jti = Uuid::new_v4();
+        let session = Session { origin_jti: Uuid::new_v4(), auth_time: now, scope: "aws.cognito.signin.user.admin" };
+        self.session_access_token(user, &session, now, lifetime)
+    }
+
+    /// An access token of a sign-in (`origin_jti`, `auth_time` and scope survive refreshes).
+    pub fn session_access_token(&self, user: &DevUser, session: &Session<'_>, now: u64, lifetime: u64) -> String {
         let mut claims = serde_json::json!({
-            "sub": user.sub, "iss": DEV_ISSUER, "client_id": DEV_CLIENT_ID, "origin_jti": origin_jti,
-            "event_id": Uuid::new_v4(), "token_use": "access", "scope": "aws.cognito.signin.user.admin",
-            "auth_time": now, "exp": now + lifetime, "iat": now, "jti": Uuid::new_v4(), "username": user.username,
+            "sub": user.sub, "iss": DEV_ISSUER, "client_id": DEV_CLIENT_ID, "origin_jti": session.origin_jti,
+            "event_id": Uuid::new_v4(), "token_use": "access", "scope": session.scope,
+            "auth_time": session.auth_time, "exp": now + lifetime, "iat": now, "jti": Uuid::new_v4(),
+            "username": user.username,
         });
         if !user.groups.is_empty() {
             claims["cognito:groups"] = serde_json::json!(user.groups);
         }
+        self.key.sign(&claims)
+    }
+
+    /// The ID token of a sign-in, as Cognito shapes it (`aud` is the client, `token_use` `id`).
+    pub fn session_id_token(&self, user: &DevUser, session: &Session<'_>, now: u64, lifetime: u64) -> String {
+        let claims = serde_json::json!({
+            "sub": user.sub, "iss": DEV_ISSUER, "aud": DEV_CLIENT_ID, "origin_jti": session.origin_jti,
+            "event_id": Uuid::new_v4(), "token_use": "id", "auth_time": session.auth_time, "exp": now + lifetime,
+            "iat": now, "jti": Uuid::new_v4(), "cognito:username": user.username,
+            "email": format!("{}@dev.invalid", user.username), "email_verified": true,
+        });
         self.key.sign(&claims)
     }
 
@@ -182,11 +239,45 @@ impl DevPool {
     }
 }
 
+/// One sign-in: what every token minted from it carries.
+#[derive(Debug, Clone)]
+pub struct Session<'a> {
+    pub origin_jti: Uuid,
+    pub auth_time: u64,
+    pub scope: &'a str,
+}
+
 fn default_users() -> Vec<DevUser> {
-    vec![
-        DevUser { username: "alice".into(), sub: Uuid::new_v4(), groups: vec!["admin".into()], mfa: true },
-        DevUser { username: "bob".into(), sub: Uuid::new_v4(), groups: vec![], mfa: false },
-    ]
+    let user = |name: &str, groups: Vec<String>, mfa| {
+        let mut user = DevUser {
+            username: name.into(),
+            sub: Uuid::new_v4(),
+            groups,
+            mfa,
+            password: String::new(),
+            totp_secret: None,
+        };
+        complete(&mut user);
+        user
+    };
+    vec![user("alice", vec!["admin".into()], true), user("bob", vec![], false)]
+}
+
+/// Gives a user what the hosted UI needs: a password, and a secret when they have enrolled.
+fn complete(user: &mut DevUser) {
+    if user.password.is_empty() {
+        user.password = format!("dev-{}", &URL_SAFE_NO_PAD.encode(random_bytes::<12>()));
+    }
+    if user.mfa && user.totp_secret.is_none() {
+        user.totp_secret = Some(crate::totp::new_secret());
+    }
+}
+
+/// Bytes from the system's random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random source");
+    bytes
 }
 
 /// The `kid` of a stored key: derived from it, so it is stable across restarts.

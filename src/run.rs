@@ -53,16 +53,21 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             pool.set_mfa(&username, state == "on")?;
             print(&format!("{username}: mfa {state}\n"))?;
         }
-        Some(DevAction::Users) => {
+        Some(DevAction::Users { json }) => {
             let mut out = String::new();
-            for user in pool.users()? {
+            if json {
+                out = serde_json::to_string_pretty(&pool.users()?)? + "\n";
+            }
+            for user in pool.users()?.iter().filter(|_| !json) {
                 writeln!(
                     out,
-                    "{}\tsub={}\tgroups={}\tmfa={}",
+                    "{}\tsub={}\tgroups={}\tmfa={}\tpassword={}\ttotp-secret={}",
                     user.username,
                     user.sub,
                     user.groups.join(","),
-                    user.mfa
+                    user.mfa,
+                    user.password,
+                    user.totp_secret.as_deref().unwrap_or("-"),
                 )?;
             }
             print(&out)?;
@@ -87,15 +92,26 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         config.policy = Policy::load(&path)?;
         config.policy_path = Some(path);
     }
+    // The companion module signs in through the dev hosted UI on this same listener.
+    let domain: reqwest::Url = format!("http://{}", listeners.http.local_addr()?).parse()?;
+    config.oauth = Some(crate::config::OAuthConfig {
+        endpoints: crate::oauth::Endpoints::under(&domain),
+        client_id: DEV_CLIENT_ID.to_owned(),
+        secret: None,
+    });
+    config.auth.allowed_origins = args.allowed_origin.clone();
+    let pool = Arc::new(pool);
     let jwks = pool.jwks();
-    let routes = axum::Router::new().route("/.well-known/jwks.json", get(move || async move { Json(jwks) }));
+    let routes = axum::Router::new()
+        .route("/.well-known/jwks.json", get(move || async move { Json(jwks) }))
+        .merge(crate::hosted_ui::routes(pool.clone()));
     let data_dir = args.data_dir.display();
     eprintln!(
-        "\n  dev server: gRPC ext_authz on {grpc}, JWKS on {jwks_url}\n  try:  cognito-authz check --addr http://{grpc} --token \"$(cognito-authz dev --data-dir {data_dir} token alice)\"\n",
+        "\n  dev server: gRPC ext_authz on {grpc}, JWKS on {jwks_url}\n  hosted UI (sign-in, TOTP enrolment): {domain}login, {domain}mfa/enrol; users and passwords: cognito-authz dev --data-dir {data_dir} users\n  try:  cognito-authz check --addr http://{grpc} --token \"$(cognito-authz dev --data-dir {data_dir} token alice)\"\n",
         grpc = config.grpc_listen
     );
     config.revocation_store = crate::config::StoreSpec::File(args.data_dir.join("revocations.jsonl"));
-    let parts = server::build_with(&config, Arc::new(pool), None).await?;
+    let parts = server::build_with(&config, pool, None).await?;
     server::serve(&config, parts, listeners, routes, server::termination()).await
 }
 

@@ -345,6 +345,17 @@ def headers_with_underscore(url, path, headers):
     return int(data.split(b" ", 2)[1])
 
 
+def logout(authz, token):
+    """GET /auth/logout on a cognito-authz's own HTTP listener, with the token as bearer."""
+    return requests.get(f"http://127.0.0.1:{authz.http_port}/auth/logout",
+                        headers={"authorization": f"Bearer {token}"}, timeout=10)
+
+
+def authenticated_decision(authz, token):
+    """The decision for `token` on an `authenticated` route, as `check` prints it."""
+    return check_cli(authz.grpc_port, token, "authenticated")
+
+
 def check_cli(port, token, access):
     """The service's own `check` client: one Check with the given `access` context extension."""
     argv = [str(BINARY), "check", "--addr", f"http://127.0.0.1:{port}", "--access", access, "--token", token]

@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 
-import requests
 
 import harness
 
@@ -80,13 +79,7 @@ class Relay:
                 upstream.close()
 
 
-def logout(replica, token):
-    return requests.get(f"http://127.0.0.1:{replica.http_port}/auth/logout",
-                        headers={"authorization": f"Bearer {token}"}, timeout=10)
-
-
-def decision(replica, token):
-    return harness.check_cli(replica.grpc_port, token, "authenticated")
+logout, decision = harness.logout, harness.authenticated_decision
 
 
 def test_a_replica_whose_subscription_went_silent_refuses_or_answers_503_within_the_staleness_bound(logdir, pool):

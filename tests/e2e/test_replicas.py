@@ -24,13 +24,7 @@ def replicas(logdir, pool):
         proc.stop()
 
 
-def logout(replica, token):
-    return requests.get(f"http://127.0.0.1:{replica.http_port}/auth/logout",
-                        headers={"authorization": f"Bearer {token}"}, timeout=10)
-
-
-def decision(replica, token):
-    return harness.check_cli(replica.grpc_port, token, "authenticated")
+logout, decision = harness.logout, harness.authenticated_decision
 
 
 def seconds_until_refused(replica, token, within=5.0):
