@@ -167,6 +167,18 @@ def children_of(pid):
     return found
 
 
+def end(proc):
+    """Stops the demo command the way a user would (it then stops its children); SIGKILL, which
+    would leave them behind, only if it does not answer."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def start_demo_command(workdir):
     proc = subprocess.Popen([sys.executable, str(ROOT / "demo" / "run.py"), "--workdir", str(workdir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -177,7 +189,7 @@ def start_demo_command(workdir):
         lines.append(line)
         if line.startswith("Ctrl-C"):
             return proc, "".join(lines)
-    proc.kill()
+    end(proc)
     raise AssertionError(f"the demo did not start: {''.join(lines)}")
 
 
@@ -192,9 +204,7 @@ def test_demo_command_prints_the_page_and_users_and_stops_everything_on_sigterm(
         assert "demo: stopped" in proc.stdout.read()
         assert not [pid for pid in children if pathlib.Path(f"/proc/{pid}").exists()], "its children are gone"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
 
 
 def test_demo_command_stops_the_rest_when_one_part_dies(tmp_path):
@@ -206,6 +216,4 @@ def test_demo_command_stops_the_rest_when_one_part_dies(tmp_path):
         assert "stopping the rest" in proc.stdout.read()
         assert not [pid for pid in children if pathlib.Path(f"/proc/{pid}").exists()]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
