@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (Python peers into ./.venv),
 # builds, runs the Rust unit and integration tests, then the end-to-end tests against a real
-# Envoy and a real Cognito emulator (moto), one at a time.
+# Envoy and a real Cognito emulator (moto), and the demo in a real browser (Chromium), one at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +20,17 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 
+# Chromium for the browser test (Debian's package: no test tool may download a browser).
+if ! [ -x /usr/bin/chromium ]; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+
 # oidc-provider (a certified OpenID provider) for the authorization-code tests, and cognito-local
 # (the Cognito emulator many teams run) for the emulator tests.
 (cd tests/e2e/oidc && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/e2e/cognito-local && npm ci --no-audit --no-fund --loglevel=error)
+# playwright-core drives that Chromium through the demo; it ships and downloads no browser.
+(cd tests/e2e/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo build --locked
 cargo test --locked
