@@ -13,7 +13,7 @@ use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, SdkCognito,
 use cognito_authz::config::Config;
 use cognito_authz::dev::SigningKey;
 use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::keys::{FetchError, KeySource, KeyStore};
+use cognito_authz::key_store::{FetchError, KeySource, KeyStore};
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
 use cognito_authz::policy::{Policy, RouteContext};

@@ -1,14 +1,15 @@
 //! The decision: request -> route requirement -> bearer token -> verified claims -> policy -> MFA
 //! -> allowed or denied.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use crate::claims::Claims;
 use crate::error::{BadRequest, Denied, Forbidden, Invalid};
 use crate::mfa::MfaGate;
-use crate::policy::{Access, LevelSource, Policy, RouteContext};
+use crate::policy::{Access, LevelSource, RouteContext, SharedPolicy};
 use crate::revocation::Revocations;
 use crate::token;
-use crate::verify::{Claims, Verifier};
+use crate::verify::Verifier;
 
 /// What a decision needs of an HTTP request, borrowed from whatever carried it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,24 +43,6 @@ pub enum Allowed {
     Anonymous,
     /// A verified caller.
     Verified(Arc<Claims>),
-}
-
-/// The policy in force, replaced whole on reload; requests in flight keep the one they started with.
-#[derive(Clone, Default)]
-pub struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
-
-impl SharedPolicy {
-    pub fn new(policy: Policy) -> SharedPolicy {
-        SharedPolicy(Arc::new(RwLock::new(Arc::new(policy))))
-    }
-
-    pub fn current(&self) -> Arc<Policy> {
-        self.0.read().expect("policy lock").clone()
-    }
-
-    pub fn replace(&self, policy: Policy) {
-        *self.0.write().expect("policy lock") = Arc::new(policy);
-    }
 }
 
 /// A decision and what was learnt on the way, for the answer and the decision log.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::cognito::MfaLookup;
 use crate::headers::HeaderClaim;
 use crate::http::auth::{AuthSettings, CookieSettings};
-use crate::keys::KeySettings;
+use crate::key_store::KeySettings;
 use crate::mfa::MfaSettings;
 pub use crate::oauth::Endpoints;
 use crate::policy::Policy;

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::audit::{AuditLimiter, loggable, loggable_path};
 use crate::authz::{Allowed, Authorizer, Decision, Request};
+use crate::claims::{Claims, Identity};
 use crate::clock::unix_now;
 use crate::error::{BadRequest, Denied, code};
 use crate::headers::{self, IdentityHeaders};
@@ -27,7 +28,7 @@ use crate::pb::core::{HeaderValue, HeaderValueOption};
 use crate::pb::rpc;
 use crate::pb::types::HttpStatus;
 use crate::policy::RouteContext;
-use crate::verify::{Claims, Identity};
+use crate::trace_context::{TraceContext, parse_traceparent};
 
 /// The Envoy `Authorization` service.
 pub struct ExtAuthz {
@@ -175,13 +176,6 @@ impl Authorization for ExtAuthz {
     }
 }
 
-/// The W3C trace context (`traceparent`) of the checked request.
-#[derive(Debug, PartialEq, Eq)]
-pub struct TraceContext<'a> {
-    pub trace_id: &'a str,
-    pub parent_id: &'a str,
-}
-
 /// The checked request's `traceparent`, when it is well formed (so only hex reaches a log).
 pub fn trace_context(check: &CheckRequest) -> Option<TraceContext<'_>> {
     let http = check.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
@@ -190,24 +184,6 @@ pub fn trace_context(check: &CheckRequest) -> Option<TraceContext<'_>> {
         None => http.headers.get("traceparent").map(String::as_str),
     }?;
     parse_traceparent(value)
-}
-
-/// `version-traceid-parentid-flags`, lower-case hex; all-zero ids and version `ff` are invalid.
-/// Versions above 00 may append fields, which are ignored.
-pub fn parse_traceparent(value: &str) -> Option<TraceContext<'_>> {
-    let mut parts = value.trim_matches([' ', '\t']).split('-');
-    let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let zero = |s: &str| s.bytes().all(|b| b == b'0');
-    let well_formed = hex(version, 2)
-        && version != "ff"
-        && hex(trace_id, 32)
-        && hex(parent_id, 16)
-        && hex(flags, 2)
-        && !zero(trace_id)
-        && !zero(parent_id)
-        && (version != "00" || parts.next().is_none());
-    well_formed.then_some(TraceContext { trace_id, parent_id })
 }
 
 /// Reads what a decision needs from Envoy's HTTP attributes, without copying the header map.
@@ -356,33 +332,5 @@ fn who(allowed: &Allowed) -> String {
             Identity::User { sub, .. } => sub.to_string(),
             Identity::Machine => "machine".to_owned(),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_is_read_only_when_well_formed() {
-        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(
-            parse_traceparent(good),
-            Some(TraceContext { trace_id: "4bf92f3577b34da6a3ce929d0e0e4736", parent_id: "00f067aa0ba902b7" })
-        );
-        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future").is_some());
-        for bad in [
-            "",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736\n-00f067aa0ba902b7-01",
-        ] {
-            assert_eq!(parse_traceparent(bad), None, "{bad:?}");
-        }
     }
 }

@@ -9,11 +9,12 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
+use crate::claims::{Claims, Identity};
 use crate::error::{BadRequest, Forbidden};
-use crate::verify::{Claims, Identity};
 
 /// How much a route asks of its caller, from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -224,6 +225,24 @@ enum PathMatch {
     Exact(String),
     /// Matches the path itself and anything below it, on whole segments.
     Prefix(String),
+}
+
+/// The policy in force, replaced whole on reload; requests in flight keep the one they started with.
+#[derive(Clone, Default)]
+pub struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
+
+impl SharedPolicy {
+    pub fn new(policy: Policy) -> SharedPolicy {
+        SharedPolicy(Arc::new(RwLock::new(Arc::new(policy))))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.0.read().expect("policy lock").clone()
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        *self.0.write().expect("policy lock") = Arc::new(policy);
+    }
 }
 
 /// Why a policy file cannot be used.

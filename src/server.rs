@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::authz::{Authorizer, SharedPolicy};
+use crate::authz::Authorizer;
 use crate::cache::TokenCache;
 use crate::clock::unix_now;
 use crate::cognito::{MfaSource, SdkCognito};
@@ -19,12 +19,13 @@ use crate::ext_authz::ExtAuthz;
 use crate::headers::IdentityHeaders;
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminState};
-use crate::keys::{HttpKeySource, KeyStore};
+use crate::key_store::{HttpKeySource, KeyStore};
 use crate::metrics::{Metrics, Readings};
 use crate::mfa::MfaGate;
 use crate::oauth::OAuthClient;
 use crate::pb::auth::authorization_server::AuthorizationServer;
 use crate::policy::Policy;
+use crate::policy::SharedPolicy;
 use crate::revocation::Revocations;
 use crate::revocation::file::FileStore;
 use crate::revocation::redis::RedisStore;
@@ -80,7 +81,7 @@ pub async fn build_with(
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
-        .redirect(crate::keys::same_origin_redirects())
+        .redirect(crate::key_store::same_origin_redirects())
         .build()?;
     let keys = KeyStore::new(Arc::new(HttpKeySource::new(client, config.jwks_url.clone())), config.keys.clone());
     let (revocations, redis) = open_revocations(config).await?;

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cognito_authz::dev::SigningKey;
-use cognito_authz::keys::{FetchError, KeySettings, KeySource, KeyStore};
+use cognito_authz::key_store::{FetchError, KeySettings, KeySource, KeyStore};
 use serde_json::json;
 
 pub const ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz";

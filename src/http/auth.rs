@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::HttpError;
 use crate::authz::Authorizer;
+use crate::claims::{Claims, Identity};
 use crate::clock::unix_now;
 use crate::cognito::SdkCognito;
 use crate::error::{Denied, Invalid};
@@ -22,7 +23,6 @@ use crate::mfa::ADMIN_SCOPE;
 use crate::oauth::{OAuthClient, OAuthError, Tokens};
 use crate::revocation::logout_entries;
 use crate::token;
-use crate::verify::{Claims, Identity};
 
 /// The refresh-token cookie.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::cognito::CognitoError;
 use crate::error::Denied;
-use crate::keys::KeyStore;
+use crate::key_store::KeyStore;
 use crate::oauth::OAuthError;
 use crate::revocation::Revocations;
 

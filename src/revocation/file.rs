@@ -221,7 +221,7 @@ mod tests {
         store.append(&[logout("before")]).await.unwrap();
         drop(store);
         // A crash mid-write: half a line, no newline.
-        OpenOptions::new().append(true).open(&path).unwrap().write_all(br#"{"kind":"jti","id":"x","un"#).unwrap();
+        fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(br#"{"kind":"jti","id":"x","un"#).unwrap();
         let store = FileStore::open(&path).unwrap();
         store.append(&[logout("after")]).await.expect("the logout is acknowledged");
         drop(store);

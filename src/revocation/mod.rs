@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::claims::{Claims, Identity, TokenId};
 use crate::error::{Denied, Invalid, Unavailable};
-use crate::verify::{Claims, Identity, TokenId};
 
 /// One revocation. Each lives until `until` (Unix seconds), after which it can match nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{Denied, Invalid, Unavailable};
-use crate::jwks::{Key, KeySet};
+use crate::key_set::{Key, KeySet};
 
 /// Where JWK Set documents come from: the network edge, a trait so tests need no network.
 pub trait KeySource: Send + Sync + 'static {
@@ -31,7 +31,7 @@ pub enum FetchError {
     #[error("jwks document is larger than 1 MiB")]
     TooLarge,
     #[error(transparent)]
-    Document(#[from] crate::jwks::JwksError),
+    Document(#[from] crate::key_set::JwksError),
 }
 
 /// Timings of the key store. Defaults suit Envoy with a 2 s ext_authz timeout.

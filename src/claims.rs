@@ -1,0 +1,78 @@
+//! What a verified access token says: who (`Identity`), for which client, with which scopes and
+//! groups, and its ids (`TokenId`). Plain data, no I/O: policy, MFA, revocation and the answers
+//! read it without depending on how tokens are verified.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A user of the pool: `sub` is their UUID.
+    User { sub: Uuid, username: String },
+    /// An app client itself (client-credentials grant): no user, `sub` is the client id.
+    Machine,
+}
+
+/// What a verified access token tells us. Only what decisions and identity headers need, kept
+/// small: a cache holds 100,000 of these (the client id is shared with the rules, token ids are
+/// 16 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub identity: Identity,
+    pub client_id: Arc<str>,
+    /// `cognito:groups`; a pool has few distinct lists, so cached tokens share them.
+    pub groups: Arc<[String]>,
+    /// Space-separated scopes; shared like the groups.
+    pub scope: Option<Arc<str>>,
+    pub jti: Option<TokenId>,
+    pub origin_jti: Option<TokenId>,
+    pub exp: u64,
+    pub iat: Option<u64>,
+    pub auth_time: Option<u64>,
+    /// Values of the claims mapped to upstream headers (`[[header]]`), in the mapping's order;
+    /// `None` where the token lacks the claim or it has a type no header can carry. Empty when no
+    /// mapping is configured.
+    pub mapped: Box<[Option<String>]>,
+}
+
+/// A token id (`jti`, `origin_jti`). Cognito's are lower-case hyphenated UUIDs, kept as 16 bytes;
+/// any other text is kept as it is. Two ids are equal exactly when their texts are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenId {
+    Uuid(Uuid),
+    Text(Box<str>),
+}
+
+impl From<&str> for TokenId {
+    fn from(text: &str) -> TokenId {
+        match Uuid::try_parse(text) {
+            // Only the canonical spelling: "ABC…" and "{…}" stay text, so equality stays textual.
+            Ok(uuid) if uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()) == text => TokenId::Uuid(uuid),
+            _ => TokenId::Text(text.into()),
+        }
+    }
+}
+
+impl From<String> for TokenId {
+    fn from(text: String) -> TokenId {
+        TokenId::from(text.as_str())
+    }
+}
+
+impl std::fmt::Display for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenId::Uuid(uuid) => uuid.hyphenated().fmt(f),
+            TokenId::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Claims {
+    /// True when the space-separated `scope` claim holds `wanted`.
+    pub fn has_scope(&self, wanted: &str) -> bool {
+        self.scope.as_deref().is_some_and(|s| s.split(' ').any(|have| have == wanted))
+    }
+}
