@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::claims::Claims;
+use crate::credential;
 use crate::error::{BadRequest, Denied, Forbidden, Invalid};
 use crate::mfa::MfaGate;
 use crate::policy::{Access, LevelSource, RouteContext, SharedPolicy};
@@ -192,26 +193,19 @@ impl Authorizer {
 
     /// The token: from the `authorization` header, else from the token cookie.
     fn credential<'r>(&self, req: &Request<'r>) -> Result<&'r str, Denied> {
-        if let Some(value) = req.authorization {
-            // Envoy joins repeated headers with ','; no bearer token can hold one.
-            if req.authorization_repeated || value.contains(',') {
-                return Err(BadRequest::MultipleCredentials.into());
-            }
-            return Ok(token::bearer(value)?);
+        if req.authorization_repeated {
+            return Err(BadRequest::MultipleCredentials.into());
+        }
+        if let Some(token) = credential::bearer(req.authorization.map(Some).into_iter())? {
+            return Ok(token);
         }
         let (Some(name), Some(cookies)) = (self.token_cookie.as_deref(), req.cookie) else {
             return Err(Invalid::MissingToken.into());
         };
-        let mut values = cookies
-            .split(';')
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(key, _)| *key == name)
-            .map(|(_, value)| value.trim_matches('"'));
-        match (values.next(), values.next()) {
-            (Some(_), None) if !self.same_site(req) => Err(Forbidden::CrossSiteCookie.into()),
-            (Some(value), None) => Ok(token::checked_token(value)?),
-            (Some(_), Some(_)) => Err(BadRequest::MultipleCredentials.into()),
-            (None, _) => Err(Invalid::MissingToken.into()),
+        match credential::cookie([cookies], name)? {
+            Some(_) if !self.same_site(req) => Err(Forbidden::CrossSiteCookie.into()),
+            Some(value) => Ok(token::checked_token(value)?),
+            None => Err(Invalid::MissingToken.into()),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod cognito;
 pub mod config;
+pub mod credential;
 pub mod dev;
 pub mod error;
 pub mod ext_authz;

@@ -303,6 +303,17 @@ async fn sign_in_refuses_a_foreign_origin_and_form_bodies() {
 }
 
 #[tokio::test]
+async fn a_refresh_cookie_named_twice_is_refused_as_the_ext_authz_path_refuses_it() {
+    let m = module().await;
+    let once = [("origin", ORIGIN), ("cookie", "cognito_refresh=refresh-1")];
+    assert_eq!(call(&m.app, "POST", "/auth/refresh", &once, "").await.status, StatusCode::OK);
+    let twice = [("origin", ORIGIN), ("cookie", "cognito_refresh=refresh-1; cognito_refresh=refresh-2")];
+    let r = call(&m.app, "POST", "/auth/refresh", &twice, "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body, json!({"detail": "More than one credential was sent"}));
+}
+
+#[tokio::test]
 async fn refresh_needs_the_cookie_and_an_allowed_origin_and_rotates_the_cookie() {
     let m = module().await;
     let ok =

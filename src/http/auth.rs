@@ -18,11 +18,11 @@ use crate::authz::Authorizer;
 use crate::claims::{Claims, Identity};
 use crate::clock::unix_now;
 use crate::cognito::SdkCognito;
+use crate::credential;
 use crate::error::{Denied, Invalid};
 use crate::mfa::ADMIN_SCOPE;
 use crate::oauth::{OAuthClient, OAuthError, Tokens};
 use crate::revocation::logout_entries;
-use crate::token;
 
 /// The refresh-token cookie.
 #[derive(Debug, Clone)]
@@ -99,7 +99,7 @@ pub async fn sign_in(State(state): State<AuthState>, headers: HeaderMap, body: B
 /// `POST /auth/refresh`: a new access token from the refresh-token cookie.
 pub async fn refresh(State(state): State<AuthState>, headers: HeaderMap) -> Result<Response, HttpError> {
     require_origin(&state.settings, &headers)?;
-    let refresh_token = cookie(&headers, &state.settings.cookie.name).ok_or(HttpError::NoRefreshToken)?;
+    let refresh_token = cookie(&headers, &state.settings.cookie.name)?.ok_or(HttpError::NoRefreshToken)?;
     let oauth = state.oauth.as_ref().ok_or(HttpError::NotConfigured)?;
     match oauth.refresh(refresh_token).await {
         Ok(tokens) => Ok(token_response(&state.settings, tokens)),
@@ -140,7 +140,7 @@ pub async fn me(State(state): State<AuthState>, headers: HeaderMap) -> Result<Re
 /// whose logout failed still holds the token to try again with.
 pub async fn logout(State(state): State<AuthState>, headers: HeaderMap) -> Result<Response, HttpError> {
     let settings = &state.settings;
-    let refresh_token = cookie(&headers, &settings.cookie.name);
+    let refresh_token = cookie(&headers, &settings.cookie.name)?;
     let bearer = bearer_token(&headers);
     if refresh_token.is_some() && matches!(bearer, Ok(None)) {
         // Cookie alone: a cross-site form could send it. A request with an `authorization` header
@@ -246,26 +246,14 @@ pub(super) fn clear_cookie(c: &CookieSettings) -> HeaderValue {
 
 /// The bearer token, if an `authorization` header was sent; a malformed one is an error.
 fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return match headers.get_all(header::AUTHORIZATION).iter().count() {
-            0 => Ok(None),
-            _ => Err(HttpError::Denied(crate::error::BadRequest::MultipleCredentials.into())),
-        };
-    };
-    let value = value.to_str().map_err(|_| HttpError::Denied(Invalid::Malformed.into()))?;
-    token::bearer(value).map(Some).map_err(|e| HttpError::Denied(e.into()))
+    let values = headers.get_all(header::AUTHORIZATION).iter().map(|v| v.to_str().ok());
+    credential::bearer(values).map_err(HttpError::Denied)
 }
 
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, value)| *key == name && !value.is_empty())
-        .map(|(_, value)| value)
+/// The refresh cookie; named twice, it is refused as the ext_authz path refuses it.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, HttpError> {
+    let values = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    credential::cookie(values, name).map_err(|e| HttpError::Denied(e.into()))
 }
 
 /// Cookie-only requests need an `Origin` from the configured list (CSRF defence beside SameSite).
