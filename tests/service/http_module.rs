@@ -2,12 +2,11 @@
 //! answers on Cognito's exact paths and shapes: `/oauth2/token`, `/oauth2/userInfo`,
 //! `/oauth2/revoke`, and the JSON API's `GetUser`, `GlobalSignOut`, `AdminUserGlobalSignOut`.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, Request, StatusCode, header};
@@ -20,7 +19,6 @@ use cognito_authz::http::{self as module, AuthState};
 use cognito_authz::oauth::OAuthClient;
 use cognito_authz::revocation::{Entry, RevocationStore, Revocations, StoreError, StoreFuture};
 use cognito_authz::server;
-use common::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -161,14 +159,14 @@ struct Module {
 }
 
 async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) -> Module {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let (endpoint, fake) = fake_cognito().await;
     let endpoint = if cognito_up { endpoint } else { "http://127.0.0.1:9".to_owned() };
-    let mut config = common::config(&jwks.url());
+    let mut config = crate::common::config(&jwks.url());
     config.auth.allowed_origins = vec![ORIGIN.into()];
     config.auth.redirect_uri = Some("https://app.example.com/callback".into());
     config.auth.logout_redirect_uri = Some("https://app.example.com/bye".into());
-    let mut parts = common::parts(&config, FakeMfa::new()).await;
+    let mut parts = crate::common::parts(&config, FakeMfa::new()).await;
     if let Some(store) = store {
         let revocations = Revocations::new(store, false, None);
         parts = server::assemble(&config, parts.keys.clone(), FakeMfa::new(), revocations);

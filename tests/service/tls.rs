@@ -1,15 +1,13 @@
 //! TLS on the listeners, with certificates made here: the gRPC listener with a client CA admits
 //! only clients holding a certificate that CA signed (mTLS); the HTTP listener speaks HTTPS.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::*;
 use cognito_authz::config::{Config, TlsFiles};
 use cognito_authz::pb::auth::authorization_client::AuthorizationClient;
 use cognito_authz::server;
-use common::*;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
@@ -83,7 +81,7 @@ async fn start(config: Config) -> Result<Running, String> {
     };
     let grpc = format!("https://localhost:{}", listeners.grpc.local_addr().unwrap().port());
     let http = format!("https://localhost:{}", listeners.http.local_addr().unwrap().port());
-    let parts = common::parts(&config, FakeMfa::new()).await;
+    let parts = crate::common::parts(&config, FakeMfa::new()).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
         server::serve(&config, parts, listeners, axum::Router::new(), async {
@@ -112,9 +110,9 @@ async fn check(running: &Running, ca_pem: &str, identity: Option<(String, String
 }
 
 async fn serving_with_tls() -> (Pki, Running, JwksServer) {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let pki = pki();
-    let mut config = common::config(&jwks.url());
+    let mut config = crate::common::config(&jwks.url());
     config.tls = Some(pki.files.clone());
     let running = start(config).await.expect("serves with TLS");
     (pki, running, jwks)
@@ -152,9 +150,9 @@ async fn grpc_with_a_client_ca_answers_only_clients_that_ca_signed() {
 
 #[tokio::test]
 async fn without_a_client_ca_any_tls_client_gets_decisions() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let pki = pki();
-    let mut config = common::config(&jwks.url());
+    let mut config = crate::common::config(&jwks.url());
     config.tls = Some(TlsFiles { client_ca: None, ..pki.files.clone() });
     let running = start(config).await.expect("serves with TLS");
     let mut answer = Err(String::new());
@@ -190,14 +188,14 @@ async fn http_listener_speaks_https_only() {
 
 #[tokio::test]
 async fn unreadable_or_mismatched_tls_files_stop_start_up_with_their_name() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let pki = pki();
     let missing = TlsFiles { cert: pki.dir.join("absent.pem"), ..pki.files.clone() };
     let other_key = write(&pki.dir, "other.key", &KeyPair::generate().unwrap().serialize_pem());
     let mismatched = TlsFiles { key: other_key, ..pki.files.clone() };
     let not_pem = TlsFiles { client_ca: Some(write(&pki.dir, "junk.pem", "not a certificate")), ..pki.files.clone() };
     for (files, expect) in [(missing, "absent.pem"), (mismatched, "does not match"), (not_pem, "junk.pem")] {
-        let mut config = common::config(&jwks.url());
+        let mut config = crate::common::config(&jwks.url());
         config.tls = Some(files);
         let error = start(config).await.err().expect("start-up fails");
         assert!(error.contains(expect), "{error}");

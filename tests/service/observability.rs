@@ -1,19 +1,17 @@
 //! What an operator sees: the Prometheus exposition after real decisions (labels from fixed sets
 //! only), and the W3C trace context of a checked request carried into the service's log lines.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use cognito_authz::ext_authz::ExtAuthz;
 use cognito_authz::pb::auth::authorization_server::Authorization;
-use common::*;
 use serde_json::json;
 
 async fn service() -> (ExtAuthz, cognito_authz::metrics::Metrics, JwksServer) {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let metrics = parts.metrics.clone();
     (ExtAuthz::new(parts.authorizer, false, parts.metrics), metrics, jwks)

@@ -2,10 +2,9 @@
 //! itself is malformed), none panics, none is slow, and no header makes the service fetch a key
 //! from anywhere but its configured JWKS.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use cognito_authz::error::code;
@@ -13,7 +12,6 @@ use cognito_authz::ext_authz::ExtAuthz;
 use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
 use cognito_authz::pb::core::{HeaderMap, HeaderValue};
-use common::*;
 use serde_json::json;
 
 fn b64(s: &str) -> String {
@@ -139,9 +137,10 @@ fn status(response: &cognito_authz::pb::auth::CheckResponse) -> (i32, Option<i32
 
 #[tokio::test]
 async fn every_hostile_token_is_refused_quickly_and_no_foreign_key_is_fetched() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let evil = JwksServer::start(common::jwks(&[&cognito_authz::dev::SigningKey::generate("attacker").unwrap()])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let evil =
+        JwksServer::start(crate::common::jwks(&[&cognito_authz::dev::SigningKey::generate("attacker").unwrap()])).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let cases = corpus(&evil.url());
@@ -173,8 +172,8 @@ fn with_header_map(headers: Vec<HeaderValue>) -> CheckRequest {
 
 #[tokio::test]
 async fn malformed_requests_are_refused() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let good = key("kid-1").sign(&access_claims());
@@ -229,8 +228,8 @@ async fn mean_check(ext: &ExtAuthz, token: &str, rounds: u32) -> Duration {
 
 #[tokio::test]
 async fn a_header_stuffed_with_keys_costs_no_more_than_a_plain_refusal_of_its_size() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let payload = access_claims().to_string();
@@ -256,8 +255,8 @@ async fn a_header_stuffed_with_keys_costs_no_more_than_a_plain_refusal_of_its_si
 
 #[tokio::test]
 async fn identity_headers_spelled_with_underscores_are_refused_on_every_route() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let bearer_good = format!("Bearer {}", key("kid-1").sign(&access_claims()));

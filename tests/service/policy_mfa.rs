@@ -2,13 +2,13 @@
 //! in-process through `ExtAuthz::decide` with a fake MFA source; and the real AWS SDK client
 //! against a fake Cognito endpoint that throttles.
 
-mod common;
 /// A user revocation resets MFA state on every replica.
 mod mfa_replicas;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use cognito_authz::cognito::{CognitoError, MfaLookup, MfaSource, MfaState, SdkCognito, User};
 use cognito_authz::config::Config;
 use cognito_authz::error::code;
@@ -17,7 +17,6 @@ use cognito_authz::pb::auth::CheckRequest;
 use cognito_authz::pb::auth::CheckResponse;
 use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::policy::Policy;
-use common::*;
 use serde_json::{Value, json};
 
 struct Gate {
@@ -27,10 +26,10 @@ struct Gate {
 }
 
 async fn gate_with(mut configure: impl FnMut(&mut Config), mfa: Arc<FakeMfa>) -> Gate {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let mut config = common::config(&jwks.url());
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let mut config = crate::common::config(&jwks.url());
     configure(&mut config);
-    let parts = common::parts(&config, mfa.clone()).await;
+    let parts = crate::common::parts(&config, mfa.clone()).await;
     assert!(parts.keys.refresh().await);
     Gate { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics.clone()), mfa, metrics: parts.metrics }
 }

@@ -1,15 +1,13 @@
 //! The real server on 127.0.0.1:0, driven by a tonic client: health, key rotation, the unknown-`kid`
 //! cooldown, failing and slow key fetches, and graceful shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use cognito_authz::error::code;
 use cognito_authz::pb::auth::CheckRequest;
 use cognito_authz::pb::auth::authorization_client::AuthorizationClient;
 use cognito_authz::server::{self, AUTHZ_SERVICE};
-use common::*;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -31,7 +29,7 @@ async fn start(config: cognito_authz::config::Config) -> Running {
         admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
-    let parts = common::parts(&config, FakeMfa::new()).await;
+    let parts = crate::common::parts(&config, FakeMfa::new()).await;
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         server::serve(&config, parts, listeners, axum::Router::new(), async {
@@ -78,8 +76,8 @@ fn token_for(kid: &str) -> String {
 
 #[tokio::test]
 async fn health_is_serving_once_keys_load_and_a_valid_token_passes() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let server = start(common::config(&jwks.url())).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let server = start(crate::common::config(&jwks.url())).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await, "SERVING after the first load");
     assert_eq!(server.health("").await, ServingStatus::Serving);
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
@@ -88,11 +86,11 @@ async fn health_is_serving_once_keys_load_and_a_valid_token_passes() {
 
 #[tokio::test]
 async fn a_rotated_key_is_accepted_at_once() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let server = start(common::config(&jwks.url())).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let server = start(crate::common::config(&jwks.url())).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     let before = jwks.hits();
-    jwks.set_document(common::jwks(&[&key("kid-1"), &key("kid-2")]));
+    jwks.set_document(crate::common::jwks(&[&key("kid-1"), &key("kid-2")]));
     assert_eq!(server.code(bearer(&token_for("kid-2"))).await, code::OK, "new kid accepted on first sight");
     assert_eq!(jwks.hits(), before + 1, "exactly one fetch for the rotation");
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
@@ -100,8 +98,8 @@ async fn a_rotated_key_is_accepted_at_once() {
 
 #[tokio::test]
 async fn random_kids_cost_one_fetch_per_cooldown() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let server = start(common::config(&jwks.url())).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let server = start(crate::common::config(&jwks.url())).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     let before = jwks.hits();
     let signer = key("kid-1");
@@ -128,8 +126,8 @@ async fn random_kids_cost_one_fetch_per_cooldown() {
 
 #[tokio::test]
 async fn a_failing_fetch_gives_503_for_unknown_kids_while_known_keys_work() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let server = start(common::config(&jwks.url())).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let server = start(crate::common::config(&jwks.url())).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     jwks.set_mode(Mode::Fail);
     assert_eq!(server.code(bearer(&token_for("kid-2"))).await, code::UNAVAILABLE);
@@ -139,9 +137,9 @@ async fn a_failing_fetch_gives_503_for_unknown_kids_while_known_keys_work() {
 
 #[tokio::test]
 async fn jwks_down_at_start_means_not_serving_and_503_until_it_returns() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     jwks.set_mode(Mode::Fail);
-    let server = start(common::config(&jwks.url())).await;
+    let server = start(crate::common::config(&jwks.url())).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.health(AUTHZ_SERVICE).await, ServingStatus::NotServing);
     assert_eq!(server.health("").await, ServingStatus::NotServing);
@@ -153,8 +151,8 @@ async fn jwks_down_at_start_means_not_serving_and_503_until_it_returns() {
 
 #[tokio::test]
 async fn a_slow_fetch_times_out_with_503_and_requests_share_it() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let mut config = common::config(&jwks.url());
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let mut config = crate::common::config(&jwks.url());
     config.keys.fetch_wait = Duration::from_millis(300);
     let server = start(config).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
@@ -179,11 +177,11 @@ async fn a_slow_fetch_times_out_with_503_and_requests_share_it() {
 
 #[tokio::test]
 async fn shutdown_turns_health_off_and_lets_in_flight_checks_finish() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let mut server = start(common::config(&jwks.url())).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let mut server = start(crate::common::config(&jwks.url())).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     // A check held up by a slow key fetch is in flight when the shutdown begins.
-    jwks.set_document(common::jwks(&[&key("kid-1"), &key("kid-2")]));
+    jwks.set_document(crate::common::jwks(&[&key("kid-1"), &key("kid-2")]));
     jwks.set_mode(Mode::Slow(Duration::from_millis(600)));
     let mut client = server.authz.clone();
     let in_flight = tokio::spawn(async move { client.check(bearer(&token_for("kid-2"))).await });
@@ -206,11 +204,13 @@ async fn shutdown_turns_health_off_and_lets_in_flight_checks_finish() {
 
 #[tokio::test]
 async fn a_key_fetch_follows_redirects_only_within_its_origin() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let within = common::parts(&common::config(&format!("http://{}/moved-here", jwks.addr)), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let within =
+        crate::common::parts(&crate::common::config(&format!("http://{}/moved-here", jwks.addr)), FakeMfa::new()).await;
     assert!(within.keys.refresh().await, "a redirect on the same origin is followed");
     let before = jwks.hits();
-    let away = common::parts(&common::config(&format!("http://{}/moved-away", jwks.addr)), FakeMfa::new()).await;
+    let away =
+        crate::common::parts(&crate::common::config(&format!("http://{}/moved-away", jwks.addr)), FakeMfa::new()).await;
     assert!(!away.keys.refresh().await, "a redirect to another host is not followed");
     assert_eq!(jwks.hits(), before, "the document was never fetched from the other host");
 }

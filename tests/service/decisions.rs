@@ -1,13 +1,11 @@
 //! Every token rule, decided in-process through `ExtAuthz::decide` and read back from the encoded
 //! `CheckResponse` exactly as Envoy would receive it. The keys come from a JWKS on loopback.
 
-mod common;
-
+use crate::common::*;
 use cognito_authz::error::code;
 use cognito_authz::ext_authz::ExtAuthz;
 use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
-use common::*;
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -70,8 +68,8 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await, "the test JWKS loads");
     Harness { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics), jwks }
 }
@@ -269,9 +267,9 @@ async fn check_request_without_http_attributes_is_a_bad_request() {
 
 #[tokio::test]
 async fn unreachable_keys_give_503_not_401() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     jwks.set_mode(Mode::Fail);
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!((d.code, d.http_status), (code::UNAVAILABLE, Some(503)));
@@ -281,8 +279,8 @@ async fn unreachable_keys_give_503_not_401() {
 
 #[tokio::test]
 async fn strip_authorization_removes_the_header_on_allow() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, true, parts.metrics);
     let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
@@ -292,10 +290,10 @@ async fn strip_authorization_removes_the_header_on_allow() {
 
 #[tokio::test]
 async fn token_cookie_is_read_when_no_header_is_sent() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let mut config = common::config(&jwks.url());
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let mut config = crate::common::config(&jwks.url());
     config.token_cookie = Some("access_token".into());
-    let parts = common::parts(&config, FakeMfa::new()).await;
+    let parts = crate::common::parts(&config, FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let t = signed(&access_claims());
@@ -314,11 +312,11 @@ fn with_method(mut request: CheckRequest, method: &str) -> CheckRequest {
 
 #[tokio::test]
 async fn a_cookie_credential_needs_a_same_site_request() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let mut config = common::config(&jwks.url());
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let mut config = crate::common::config(&jwks.url());
     config.token_cookie = Some("access_token".into());
     config.auth.allowed_origins = vec!["https://app.example.com".into()];
-    let parts = common::parts(&config, FakeMfa::new()).await;
+    let parts = crate::common::parts(&config, FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let cookie = format!("access_token={}", signed(&access_claims()));
@@ -353,8 +351,8 @@ async fn a_cookie_credential_needs_a_same_site_request() {
 
 #[tokio::test]
 async fn a_cached_token_is_dropped_when_its_key_leaves_the_jwks() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1"), &key("kid-2")])).await;
-    let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1"), &key("kid-2")])).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let cache = parts.authorizer.verifier().cache().clone();
     let keys = parts.keys.clone();
@@ -368,7 +366,7 @@ async fn a_cached_token_is_dropped_when_its_key_leaves_the_jwks() {
     assert!(keys.refresh().await);
     assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::OK);
     // kid-2 is rotated out: the cached verification no longer counts.
-    jwks.set_document(common::jwks(&[&key("kid-1")]));
+    jwks.set_document(crate::common::jwks(&[&key("kid-1")]));
     assert!(keys.refresh().await);
     assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::UNAUTHENTICATED);
 }
@@ -388,8 +386,8 @@ fn mapping(name: &str, claim: &str) -> cognito_authz::headers::HeaderClaim {
 
 #[tokio::test]
 async fn mapped_claims_become_headers_and_are_removed_when_absent() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let mut config = common::config(&jwks.url());
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let mut config = crate::common::config(&jwks.url());
     config.header_claims = vec![
         mapping("x-user-email", "email"),
         mapping("x-tenant", "custom:tenant"),
@@ -398,7 +396,7 @@ async fn mapped_claims_become_headers_and_are_removed_when_absent() {
         mapping("x-teams", "teams"),
         mapping("x-profile", "profile"),
     ];
-    let parts = common::parts(&config, FakeMfa::new()).await;
+    let parts = crate::common::parts(&config, FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let identity = cognito_authz::headers::IdentityHeaders::with_mapped(&config.header_claims);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics).identity_headers(identity);
@@ -436,9 +434,9 @@ fn in_route(mut request: CheckRequest, route: &[(&str, &str)]) -> CheckRequest {
 
 #[tokio::test]
 async fn shadow_mode_decides_logs_and_counts_but_lets_the_request_through() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let mfa = FakeMfa::new();
-    let parts = common::parts(&common::config(&jwks.url()), mfa).await;
+    let parts = crate::common::parts(&crate::common::config(&jwks.url()), mfa).await;
     assert!(parts.keys.refresh().await);
     let metrics = parts.metrics.clone();
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
@@ -477,14 +475,14 @@ async fn shadow_mode_decides_logs_and_counts_but_lets_the_request_through() {
 
 #[tokio::test]
 async fn shadow_everywhere_yields_to_a_route_or_rule_that_says_enforce() {
-    let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-    let mut config = common::config(&jwks.url());
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let mut config = crate::common::config(&jwks.url());
     config.shadow = true;
     config.policy = cognito_authz::policy::Policy::from_toml(
         "[[rule]]\nprefix = \"/billing\"\naccess = \"mfa\"\nmode = \"enforce\"\n\n[[rule]]\nprefix = \"/beta\"\naccess = \"mfa\"\n",
     )
     .unwrap();
-    let parts = common::parts(&config, FakeMfa::new()).await;
+    let parts = crate::common::parts(&config, FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let mut bob = access_claims();

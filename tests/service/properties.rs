@@ -1,14 +1,12 @@
 //! Property tests on the token parser, the verifier and the policy matcher: for inputs proptest
 //! makes up, nothing panics, and each answer agrees with a simple model of the rule.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cognito_authz::error::{BadRequest, Invalid};
 use cognito_authz::policy::{Access, Policy, RouteContext, checked_path};
 use cognito_authz::token::{Jwt, MAX_HEADER_BYTES, bearer, checked_token, ensure_unique_keys};
-use common::*;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -228,8 +226,8 @@ type Fixture = (tokio::runtime::Runtime, cognito_authz::authz::Authorizer, Strin
 static VERIFIER: std::sync::LazyLock<Fixture> = std::sync::LazyLock::new(|| {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let authorizer = runtime.block_on(async {
-        let jwks = JwksServer::start(common::jwks(&[&key("kid-1")])).await;
-        let parts = common::parts(&common::config(&jwks.url()), FakeMfa::new()).await;
+        let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+        let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
         assert!(parts.keys.refresh().await);
         std::mem::forget(jwks);
         parts.authorizer

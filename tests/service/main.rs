@@ -1,0 +1,13 @@
+//! The service's integration tests, in one binary: one link after a change instead of eight, and
+//! one copy of the shared helpers (`common`).
+
+mod common;
+
+mod decisions;
+mod hostile;
+mod http_module;
+mod observability;
+mod policy_mfa;
+mod properties;
+mod server;
+mod tls;
