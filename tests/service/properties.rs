@@ -236,3 +236,81 @@ static VERIFIER: std::sync::LazyLock<Fixture> = std::sync::LazyLock::new(|| {
     assert!(runtime.block_on(authorizer.authenticate(&token, now())).is_ok(), "the unchanged token passes");
     (runtime, authorizer, token)
 });
+
+/// What `jsonwebtoken` (the design card's JWT crate, here a second opinion only) says of a token,
+/// with Cognito's settings: RS256 only, no `aud`, `exp` required, `nbf` checked, no leeway.
+fn jsonwebtoken_verdict(token: &str) -> Result<(), jsonwebtoken::errors::ErrorKind> {
+    let jwk = key("kid-1").jwk();
+    let decoding =
+        jsonwebtoken::DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.leeway = 0;
+    validation.validate_aud = false;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    jsonwebtoken::decode::<Value>(token, &decoding, &validation).map(|_| ()).map_err(|e| e.into_kind())
+}
+
+/// A token with the header's `alg` as given, signed the way that `alg` would be by someone holding
+/// only the public key (HS256 keyed with it, `none` unsigned) or by our RS256 key otherwise.
+fn forged(alg: &str, claims: &Value, tamper: bool) -> String {
+    let header = json!({"alg": alg, "kid": "kid-1", "typ": "JWT"}).to_string();
+    let mut token = match alg {
+        "none" => format!("{}.{}.", b64(header.as_bytes()), b64(claims.to_string().as_bytes())),
+        "HS256" => {
+            let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.to_string().as_bytes()));
+            let secret = key("kid-1").jwk()["n"].as_str().unwrap().to_owned();
+            let mac = aws_lc_rs::hmac::sign(
+                &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes()),
+                input.as_bytes(),
+            );
+            format!("{input}.{}", b64(mac.as_ref()))
+        }
+        _ => key("kid-1").sign_raw(&header, &claims.to_string()),
+    };
+    if tamper {
+        let last = token.pop().unwrap();
+        token.push(if last == 'A' { 'B' } else { 'A' });
+    }
+    token
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Cross-check against `jsonwebtoken`: whatever it refuses for signature, algorithm or time
+    /// reasons, we refuse too; and a token it accepts (these claims are a valid Cognito access
+    /// token) we accept. Offsets keep clear of the current second, so the two clocks agree.
+    /// Known difference, not exercised here: we also refuse `crit`, oversized or crowded headers,
+    /// duplicate JSON keys and padded base64, which it accepts.
+    #[test]
+    fn we_refuse_whatever_jsonwebtoken_refuses_for_signature_algorithm_or_time(
+        alg in prop_oneof![Just("RS256"), Just("RS384"), Just("RS512"), Just("PS256"), Just("HS256"), Just("none")],
+        exp in prop::option::of(prop_oneof![Just(-3600i64), Just(-30), Just(30), Just(3600)]),
+        nbf in prop::option::of(prop_oneof![Just(-60i64), Just(60)]),
+        tamper in any::<bool>(),
+    ) {
+        let (runtime, verifier, _) = &*VERIFIER;
+        let at = now() as i64;
+        let mut claims = access_claims();
+        match exp {
+            Some(offset) => claims["exp"] = json!(at + offset),
+            None => { claims.as_object_mut().unwrap().remove("exp"); }
+        }
+        if let Some(offset) = nbf {
+            claims["nbf"] = json!(at + offset);
+        }
+        let token = forged(alg, &claims, tamper);
+        let theirs = jsonwebtoken_verdict(&token);
+        let ours = runtime.block_on(verifier.authenticate(&token, now()));
+        use jsonwebtoken::errors::ErrorKind::*;
+        match &theirs {
+            Err(InvalidSignature | InvalidAlgorithm | InvalidAlgorithmName | ExpiredSignature | ImmatureSignature
+                | MissingRequiredClaim(_) | InvalidToken | Base64(_)) => {
+                prop_assert!(ours.is_err(), "jsonwebtoken refused ({:?}), we allowed: {}", theirs, token);
+            }
+            Err(other) => prop_assert!(ours.is_err(), "jsonwebtoken refused ({:?}), we allowed", other),
+            Ok(()) => prop_assert!(ours.is_ok(), "jsonwebtoken accepted, we refused: {:?}", ours.err()),
+        }
+    }
+}
