@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import pathlib
+import random
 import signal
 import socket
 import subprocess
@@ -32,9 +33,30 @@ IDENTITY_PREFIXES = ("x-user-", "x-username", "x-client-id")
 
 
 def free_port():
+    """A free loopback port below the kernel's ephemeral range, so no outgoing connection can be
+    given it between now and the server's bind (a port from bind(0) can be, and a server then dies
+    with "Address already in use"), and not handed out before in this process."""
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(500):
+        port = random.randint(10000, max(10001, low - 1))
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_HANDED_OUT = set()
 
 
 def wait_until(predicate, timeout=30.0, what="condition", alive=None):
