@@ -208,6 +208,9 @@ impl<'a> Requirement<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     rules: Vec<Rule>,
+    /// True when a rule's path holds an upper-case letter: then even an all-lower-case request path
+    /// can match it once case is ignored.
+    upper_case_rules: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +228,14 @@ enum PathMatch {
     Exact(String),
     /// Matches the path itself and anything below it, on whole segments.
     Prefix(String),
+}
+
+impl PathMatch {
+    fn text(&self) -> &str {
+        match self {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+        }
+    }
 }
 
 /// The policy in force, replaced whole on reload; requests in flight keep the one they started with.
@@ -264,8 +275,10 @@ impl Policy {
 
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Invalid(e.message().to_owned()))?;
-        let rules = file.rule.into_iter().enumerate().map(|(i, r)| r.validate(i + 1)).collect::<Result<_, _>>()?;
-        Ok(Policy { rules })
+        let rules: Vec<Rule> =
+            file.rule.into_iter().enumerate().map(|(i, r)| r.validate(i + 1)).collect::<Result<_, _>>()?;
+        let upper_case_rules = rules.iter().any(|r| r.path.text().bytes().any(|b| b.is_ascii_uppercase()));
+        Ok(Policy { rules, upper_case_rules })
     }
 
     /// The requirement for a request: Envoy's settings as the floor, raised by the first matching
@@ -289,8 +302,15 @@ impl Policy {
         }
         let decoded = decoded(path);
         let spellings: [&[u8]; 2] = [path.as_bytes(), &decoded];
+        // Only the spellings that can differ from the path as sent are matched again (the common
+        // lower-case path without `%` is matched once).
+        let may_decode = path.contains('%');
+        let may_fold = self.upper_case_rules || decoded.iter().any(u8::is_ascii_uppercase);
         let mut matched = [None::<usize>; 4];
         for (i, (spelling, fold_case)) in spellings.iter().flat_map(|s| [(s, false), (s, true)]).enumerate() {
+            if (i >= 2 && !may_decode) || (fold_case && !may_fold) {
+                continue;
+            }
             let found = self.rules.iter().position(|r| r.matches(method, spelling, fold_case));
             if found.is_some() && !matched[..i].contains(&found) {
                 let rule = &self.rules[found.unwrap_or_default()];
@@ -574,6 +594,10 @@ mod tests {
                 assert_eq!(rule.permits(&user(&["x"], "")), Err(Forbidden::MissingGroup), "{path} {route:?}");
             }
         }
+        // A rule written in upper case still reaches a lower-case path.
+        let upper = Policy::from_toml("[[rule]]\nprefix = \"/API\"\naccess = \"mfa\"\ngroups = [\"ops\"]\n").unwrap();
+        let rule = upper.requirement("GET", "/api/x", ctx("authenticated")).unwrap();
+        assert_eq!((rule.access, rule.permits(&user(&["x"], ""))), (Access::Mfa, Err(Forbidden::MissingGroup)));
         // A public exact rule is not widened to other spellings: those keep the default.
         assert_eq!(access(&p, "GET", "/healthz"), Ok(Access::Public));
         assert_eq!(access(&p, "GET", "/HEALTHZ"), Ok(Access::Mfa));

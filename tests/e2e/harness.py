@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import pathlib
-import random
 import re
 import signal
 import socket
@@ -23,31 +22,19 @@ BINARY = pathlib.Path(os.environ.get("COGNITO_AUTHZ_BIN", ROOT / "target" / "deb
 REGION = "us-east-1"
 
 
-def free_port():
-    """A free loopback port below the kernel's ephemeral range, so no outgoing connection can be
-    given it between now and the server's bind (a port from bind(0) can be, and a server then dies
-    with "Address already in use"), and not handed out before in this process."""
-    try:
-        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(500):
-        port = random.randint(10000, max(10001, low - 1))
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _load_demo():
+    """demo/run.py, the browser demo: standard library only, so the tests can share its pieces."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_run", ROOT / "demo" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-_HANDED_OUT = set()
+demo = _load_demo()
+# One source of ports for the tests and the demo they start, so neither hands out the other's.
+free_port = demo.free_port
 
 
 def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):

@@ -3,7 +3,6 @@ playwright-core (tests/e2e/browser/walk.mjs), through Envoy, the dev server's ho
 companion module. The demo's parts are started by demo/run.py's own `Demo`, so the demo and this
 test cannot drift. Screenshots of each step go to the run's log directory (`browser-shots/`)."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -22,14 +21,7 @@ BROWSER_DIR = ROOT / "tests" / "e2e" / "browser"
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 
 
-def load_demo():
-    spec = importlib.util.spec_from_file_location("demo_run", ROOT / "demo" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo_run = load_demo()
+demo_run = harness.demo
 
 
 @pytest.fixture(scope="module")

@@ -345,32 +345,22 @@ async fn throttling_cognito() -> (String, Arc<std::sync::atomic::AtomicU64>) {
     (format!("http://{addr}"), calls)
 }
 
+/// The real AWS SDK client against a fake Cognito endpoint, with the deadlines the service uses.
+async fn sdk_against(endpoint: &str, lookup: MfaLookup) -> SdkCognito {
+    let deadlines = (Duration::from_millis(400), Duration::from_secs(1));
+    SdkCognito::new("us-east-1", Some(endpoint), "us-east-1_Pool", lookup, deadlines, Some(test_credentials())).await
+}
+
 #[tokio::test]
 async fn throttling_by_cognito_is_retried_a_bounded_number_of_times_then_503() {
     let (endpoint, calls) = throttling_cognito().await;
-    let sdk = SdkCognito::new(
-        "us-east-1",
-        Some(&endpoint),
-        "us-east-1_Pool",
-        MfaLookup::AdminGetUser,
-        (Duration::from_millis(400), Duration::from_secs(1)),
-        Some(test_credentials()),
-    )
-    .await;
+    let sdk = sdk_against(&endpoint, MfaLookup::AdminGetUser).await;
     let answer = sdk.mfa_state(User { username: "alice", sub: &uuid::Uuid::nil(), access_token: "unused" }).await;
     assert_eq!(answer, Err(CognitoError::Throttled));
     let n = calls.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=2).contains(&n), "bounded retries, saw {n} calls");
 
-    let get_user = SdkCognito::new(
-        "us-east-1",
-        Some(&endpoint),
-        "us-east-1_Pool",
-        MfaLookup::GetUser,
-        (Duration::from_millis(400), Duration::from_secs(1)),
-        Some(test_credentials()),
-    )
-    .await;
+    let get_user = sdk_against(&endpoint, MfaLookup::GetUser).await;
     assert_eq!(
         get_user.mfa_state(User { username: "alice", sub: &uuid::Uuid::nil(), access_token: "t" }).await,
         Err(CognitoError::Throttled)
@@ -382,15 +372,7 @@ async fn an_unreachable_cognito_endpoint_is_unreachable_within_the_deadline() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let sdk = SdkCognito::new(
-        "us-east-1",
-        Some(&endpoint),
-        "us-east-1_Pool",
-        MfaLookup::GetUser,
-        (Duration::from_millis(400), Duration::from_secs(1)),
-        Some(test_credentials()),
-    )
-    .await;
+    let sdk = sdk_against(&endpoint, MfaLookup::GetUser).await;
     let started = std::time::Instant::now();
     assert_eq!(
         sdk.mfa_state(User { username: "alice", sub: &uuid::Uuid::nil(), access_token: "t" }).await,
@@ -423,15 +405,7 @@ async fn cognito_answers_for_a_username_now_held_by_another_sub_are_not_the_toke
     const NOW_SUB: &str = "7d0c8a2e-1111-4f6b-9d55-000000000001";
     let endpoint = cognito_with_alice(NOW_SUB).await;
     for lookup in [MfaLookup::AdminGetUser, MfaLookup::GetUser] {
-        let sdk = SdkCognito::new(
-            "us-east-1",
-            Some(&endpoint),
-            "us-east-1_Pool",
-            lookup,
-            (Duration::from_millis(400), Duration::from_secs(1)),
-            Some(test_credentials()),
-        )
-        .await;
+        let sdk = sdk_against(&endpoint, lookup).await;
         let same: uuid::Uuid = NOW_SUB.parse().unwrap();
         let user = |sub| User { username: "alice", sub, access_token: "t" };
         assert_eq!(sdk.mfa_state(user(&same)).await, Ok(MfaState::Enrolled), "{lookup:?}: the same user");
