@@ -3,33 +3,27 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::ServeArgs;
+pub use crate::settings::{LogFormat, LogLevel, ServeArgs};
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "cognito-authz", version, about = "Envoy ext_authz server for AWS Cognito access tokens")]
 pub struct Cli {
-    /// Log format: `text` or `json`.
-    #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
-    /// Log level: `error`, `warn`, `info`, `debug` or `trace`. `RUST_LOG`, when set, wins (it takes
-    /// per-module directives, e.g. `info,cognito_authz=debug`).
-    #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_LEVEL", default_value = "info",
-          value_parser = ["error", "warn", "info", "debug", "trace"])]
-    pub log_level: String,
+    /// Log format: `text` (the default) or `json`; `serve` also reads `log-format` from its file.
+    #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level: `error`, `warn`, `info` (the default), `debug` or `trace`; `serve` also reads
+    /// `log-level` from its file. `RUST_LOG`, when set, wins (it takes per-module directives, e.g.
+    /// `info,cognito_authz=debug`).
+    #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_LEVEL")]
+    pub log_level: Option<LogLevel>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Run the ext_authz server against a Cognito user pool.
-    Serve(Box<ServeArgs>),
+    Serve(ServeArgs),
     /// Run the server against a built-in development issuer (no AWS needed), or manage it.
     Dev(DevArgs),
     /// Send one Check to a running server and print the decision (exit 0 allow, 1 deny).
@@ -60,7 +54,7 @@ pub struct DevArgs {
     #[command(subcommand)]
     pub action: Option<DevAction>,
     /// Where the dev signing key and user directory are kept.
-    #[arg(long, env = "COGNITO_AUTHZ_DATA_DIR", default_value = ".cognito-authz", global = true)]
+    #[arg(long, env = "COGNITO_AUTHZ_DATA_DIR", default_value = crate::settings::DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
     /// Address of the gRPC ext_authz and health server.
     #[arg(long, env = "COGNITO_AUTHZ_GRPC_LISTEN", default_value = "127.0.0.1:9001")]

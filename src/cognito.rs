@@ -57,7 +57,7 @@ pub trait MfaSource: Send + Sync + 'static {
 }
 
 /// How MFA state is read from Cognito.
-#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, serde::Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum MfaLookup {
     /// `AdminGetUser`, signed with the service's AWS credentials (the standard chain).

@@ -28,7 +28,7 @@ pub fn escape_text(text: &str) -> String {
 }
 
 /// A claim mapped to an upstream header.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderClaim {
     /// The header, lower case (`x-user-email`).

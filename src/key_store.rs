@@ -47,17 +47,6 @@ pub struct KeySettings {
     pub failure_backoff: Duration,
 }
 
-impl Default for KeySettings {
-    fn default() -> Self {
-        KeySettings {
-            cooldown: Duration::from_secs(10),
-            fetch_wait: Duration::from_secs(1),
-            refresh_every: Duration::from_secs(3600),
-            failure_backoff: Duration::from_secs(1),
-        }
-    }
-}
-
 /// The keys in force, shared by every request.
 #[derive(Clone)]
 pub struct KeyStore {

@@ -29,6 +29,7 @@ pub mod revocation;
 pub mod run;
 pub mod secret;
 pub mod server;
+pub mod settings;
 pub mod tls;
 pub mod token;
 pub mod totp;

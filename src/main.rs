@@ -8,8 +8,8 @@ use clap::Parser;
 /// it is faster than glibc's malloc and keeps the resident set tighter (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use cognito_authz::cli::{Cli, Command, LogFormat};
-use cognito_authz::config::ConfigError;
+use cognito_authz::cli::{Cli, Command, LogFormat, LogLevel};
+use cognito_authz::config::{ConfigError, Settings};
 
 /// Exit statuses: 0 done, 1 a runtime failure, 2 bad command-line usage (clap), 78 a bad setting
 /// (EX_CONFIG, sysexits.h). `check` answers 1 for a denial and 69 (EX_UNAVAILABLE) when it could
@@ -19,15 +19,29 @@ const EX_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_tracing(cli.log_format, &cli.log_level);
+    // `serve` reads its settings (file included) before logging starts, so the file's log-format
+    // and log-level apply; a flag or environment variable still wins over them.
+    let settings = match &cli.command {
+        Command::Serve(args) => Some(args.settings()),
+        _ => None,
+    };
+    let (format, level) = match &settings {
+        Some(Ok(s)) => (s.log_format, s.log_level),
+        _ => (Settings::default().log_format, Settings::default().log_level),
+    };
+    install_tracing(cli.log_format.unwrap_or(format), cli.log_level.unwrap_or(level));
     let checking = matches!(cli.command, Command::Check(_));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => cognito_authz::run::serve(*args).await,
-            Command::Dev(args) => cognito_authz::run::dev(args).await,
-            Command::Check(args) => cognito_authz::run::check(args).await,
-            Command::Revoke(args) => cognito_authz::run::revoke(args).await,
+        match (cli.command, settings) {
+            (_, Some(settings)) => match settings {
+                Ok(settings) => cognito_authz::run::serve(settings).await,
+                Err(error) => Err(error.into()),
+            },
+            (Command::Dev(args), None) => cognito_authz::run::dev(args).await,
+            (Command::Check(args), None) => cognito_authz::run::check(args).await,
+            (Command::Revoke(args), None) => cognito_authz::run::revoke(args).await,
+            (Command::Serve(_), None) => unreachable!("serve's settings are read above"),
         }
     });
     match result {
@@ -45,10 +59,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn install_tracing(format: LogFormat, level: &str) {
+fn install_tracing(format: LogFormat, level: LogLevel) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => tracing_subscriber::EnvFilter::new(directives),
-        _ => tracing_subscriber::EnvFilter::new(level),
+        _ => tracing_subscriber::EnvFilter::new(level.directive()),
     };
     // Colours only for a person at a terminal: in a file or a log pipeline they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -47,19 +47,6 @@ pub struct MfaSettings {
     pub revoke_sessions_on_enrolment: bool,
 }
 
-impl Default for MfaSettings {
-    fn default() -> Self {
-        MfaSettings {
-            enforce: true,
-            ttl: Duration::from_secs(60),
-            negative_ttl: Duration::from_secs(2),
-            capacity: 100_000,
-            lookups_per_second: 50,
-            revoke_sessions_on_enrolment: false,
-        }
-    }
-}
-
 /// A cached answer and how long it is good for.
 #[derive(Debug, Clone, Copy)]
 struct Cached {

@@ -12,7 +12,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::cli::{CheckArgs, DevAction, DevArgs, RevokeArgs};
-use crate::config::{Config, ServeArgs};
+use crate::config::{Config, Settings};
 use crate::dev::{DEV_CLIENT_ID, DEV_ISSUER, DevPool};
 use crate::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use crate::pb::auth::authorization_client::AuthorizationClient;
@@ -22,8 +22,8 @@ use crate::policy::Policy;
 use crate::server;
 
 /// `cognito-authz serve`.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.with_file()?.into_config()?;
+pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let config = settings.into_config()?;
     if let Some(emulator) = &config.emulator {
         tracing::warn!(endpoint = %emulator.endpoint, pool_id = emulator.pool_id, http_issuer = emulator.http_issuer,
             "a Cognito emulator on loopback: its pool id shape and plain-http issuer are accepted (never against AWS)");

@@ -231,11 +231,12 @@ pub async fn serve(
         .identity_headers(IdentityHeaders::with_mapped(&config.header_claims))
         .sampling_allows(config.log_allow_sample_rate);
     // Unreadable or mismatched files are a bad setting (exit 78), not a runtime failure.
-    let tls = config.tls.as_ref().map(Tls::load).transpose().map_err(|error| crate::config::ConfigError {
-        flag: "tls-cert",
-        env: "COGNITO_AUTHZ_TLS_CERT",
-        problem: format!("{error:#}"),
-    })?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(Tls::load)
+        .transpose()
+        .map_err(|error| crate::config::ConfigError::new("tls-cert", format!("{error:#}")))?;
     let mut grpc_builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         grpc_builder = grpc_builder.tls_config(tls.grpc())?;

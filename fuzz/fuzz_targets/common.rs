@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cognito_authz::dev::SigningKey;
-use cognito_authz::key_store::{FetchError, KeySettings, KeySource, KeyStore};
+use cognito_authz::config::Settings;
+use cognito_authz::key_store::{FetchError, KeySource, KeyStore};
 use serde_json::json;
 
 pub const ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz";
@@ -34,7 +35,7 @@ pub fn key() -> SigningKey {
 /// A key store holding `key`'s public half, loaded.
 pub fn keys(rt: &tokio::runtime::Runtime, key: &SigningKey) -> KeyStore {
     let document = json!({ "keys": [key.jwk()] }).to_string().into_bytes();
-    let store = KeyStore::new(Arc::new(InMemory(document)), KeySettings::default());
+    let store = KeyStore::new(Arc::new(InMemory(document)), Settings::default().key_settings().expect("the defaults"));
     assert!(rt.block_on(store.refresh()), "keys load");
     store
 }
