@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use cognito_authz::config::*;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cognito-authz");
 
 /// Runs `serve` with `file` as its `--config`, `env` in its environment and `flags`; it must stop
@@ -62,4 +64,196 @@ fn the_file_takes_every_key_a_flag_takes_and_names_an_unknown_one() {
     assert!(line.contains("--admin-token"), "the file was read to its end: {line}");
     let line = refused_setting(&format!("{POOL}log-formt = \"json\"\n"), &[], &[]);
     assert!(line.contains("--config (COGNITO_AUTHZ_CONFIG)") && line.contains("log-formt"), "{line}");
+}
+
+// Validation, through the library.
+fn args() -> Settings {
+    Settings {
+        region: Some("eu-west-1".into()),
+        user_pool_id: Some("eu-west-1_AbC123".into()),
+        client_id: vec!["abc".into(), " def ".into()],
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn issuer_and_jwks_url_are_derived_from_region_and_pool() {
+    let config = args().into_config().expect("valid configuration");
+    assert_eq!(config.issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123");
+    assert_eq!(
+        config.jwks_url.as_str(),
+        "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123/.well-known/jwks.json"
+    );
+    assert_eq!(config.client_ids, ["abc", "def"]);
+    assert_eq!(config.leeway_seconds, 0);
+    assert_eq!(config.grpc_listen.to_string(), "0.0.0.0:9001");
+}
+
+#[test]
+fn china_regions_use_the_cn_domain() {
+    assert_eq!(
+        default_issuer("cn-north-1", "cn-north-1_X"),
+        "https://cognito-idp.cn-north-1.amazonaws.com.cn/cn-north-1_X"
+    );
+}
+
+#[test]
+fn bad_settings_name_the_flag() {
+    let err = |a: Settings| a.into_config().expect_err("refused").flag;
+    assert_eq!(err(Settings { region: None, ..args() }), "region");
+    assert_eq!(err(Settings { region: Some("Europe".into()), ..args() }), "region");
+    assert_eq!(err(Settings { user_pool_id: Some("us-east-1_AbC".into()), ..args() }), "user-pool-id");
+    assert_eq!(err(Settings { client_id: vec![" ".into()], ..args() }), "client-id");
+    assert_eq!(err(Settings { issuer: Some("http://x/y".into()), ..args() }), "issuer");
+    assert_eq!(err(Settings { issuer: Some(format!("https://{DEV_ISSUER_HOST}/dev")), ..args() }), "issuer");
+    assert_eq!(err(Settings { jwks_url: Some("http://example.com/jwks".into()), ..args() }), "jwks-url");
+    assert_eq!(err(Settings { token_cookie: Some("a b".into()), ..args() }), "token-cookie");
+    assert_eq!(err(Settings { mfa_lookups_per_second: 0, ..args() }), "mfa-lookups-per-second");
+}
+
+#[test]
+fn an_emulator_on_loopback_may_have_its_own_pool_ids_and_an_http_issuer() {
+    let local = || Settings {
+        region: Some("us-east-1".into()),
+        user_pool_id: Some("local_2GZIdE59".into()),
+        cognito_endpoint: Some("http://127.0.0.1:19229".into()),
+        ..args()
+    };
+    let config = local().into_config().expect("cognito-local's settings");
+    assert_eq!(config.issuer, "http://127.0.0.1:19229/local_2GZIdE59", "its issuer: its address and the pool");
+    assert_eq!(config.jwks_url.as_str(), "http://127.0.0.1:19229/local_2GZIdE59/.well-known/jwks.json");
+    let emulator = config.emulator.expect("said at start-up");
+    assert!(emulator.pool_id && emulator.http_issuer);
+    let explicit = Settings { issuer: Some("http://localhost:19229/local_2GZIdE59".into()), ..local() };
+    assert!(explicit.into_config().is_ok());
+    // The same settings against anything that is not loopback: as strict as for AWS.
+    let err = |a: Settings| a.into_config().expect_err("refused").flag;
+    let remote = |endpoint: &str| Settings { cognito_endpoint: Some(endpoint.into()), ..local() };
+    assert_eq!(err(remote("https://cognito-idp.us-east-1.amazonaws.com")), "user-pool-id");
+    assert_eq!(err(remote("http://10.0.0.5:19229")), "user-pool-id");
+    assert_eq!(err(Settings { cognito_endpoint: None, ..local() }), "user-pool-id");
+    let http_issuer = Settings { issuer: Some("http://127.0.0.1:19229/us-east-1_Abc".into()), ..args() };
+    assert_eq!(
+        err(Settings { user_pool_id: Some("us-east-1_Abc".into()), region: Some("us-east-1".into()), ..http_issuer }),
+        "issuer"
+    );
+    let remote_issuer = Settings { issuer: Some("http://idp.example.com/local_2GZIdE59".into()), ..local() };
+    assert_eq!(err(remote_issuer), "issuer");
+    let remote_keys = Settings { jwks_url: Some("https://keys.example.com/jwks.json".into()), ..local() };
+    assert_eq!(err(remote_keys), "jwks-url");
+    // moto: loopback endpoint, but AWS-shaped ids and issuer: nothing relaxed, nothing said.
+    let moto = Settings {
+        region: Some("us-east-1".into()),
+        user_pool_id: Some("us-east-1_0123abcd".into()),
+        cognito_endpoint: Some("http://127.0.0.1:5000".into()),
+        jwks_url: Some("http://127.0.0.1:5000/us-east-1_0123abcd/.well-known/jwks.json".into()),
+        ..args()
+    };
+    let moto = moto.into_config().unwrap();
+    assert_eq!(
+        (moto.emulator, moto.issuer.as_str()),
+        (None, "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_0123abcd")
+    );
+}
+
+#[test]
+fn oauth_urls_carry_secrets_only_over_tls_or_loopback() {
+    let err = |a: Settings| a.into_config().expect_err("refused").flag;
+    let http = || Some("http://auth.example.com/oauth2/token".to_owned());
+    assert_eq!(err(Settings { oauth_domain: Some("http://auth.example.com".into()), ..args() }), "oauth-domain");
+    assert_eq!(err(Settings { token_url: http(), ..args() }), "token-url");
+    assert_eq!(err(Settings { userinfo_url: http(), ..args() }), "userinfo-url");
+    assert_eq!(err(Settings { revoke_url: http(), ..args() }), "revoke-url");
+    assert_eq!(err(Settings { logout_url: http(), ..args() }), "logout-url");
+    assert_eq!(err(Settings { token_url: Some("ftp://127.0.0.1/t".into()), ..args() }), "token-url");
+    // Positive controls: https anywhere, plain http on loopback (an emulator, oidc-provider).
+    let ok = Settings {
+        oauth_domain: Some("https://auth.example.com".into()),
+        token_url: Some("http://127.0.0.1:4000/token".into()),
+        logout_url: Some("http://localhost:4000/logout".into()),
+        ..args()
+    };
+    assert!(ok.into_config().is_ok());
+}
+
+#[test]
+fn plain_http_jwks_is_allowed_only_on_loopback() {
+    assert!(jwks_url_checked("http://127.0.0.1:5000/p/.well-known/jwks.json").is_ok());
+    assert!(jwks_url_checked("http://localhost/jwks").is_ok());
+    assert!(jwks_url_checked("http://[::1]/jwks").is_ok());
+    assert!(jwks_url_checked("http://10.0.0.1/jwks").is_err());
+}
+
+#[test]
+fn the_file_fills_what_flags_and_environment_leave_unset() {
+    let dir = std::env::temp_dir().join(format!("cognito-authz-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        "region = \"us-east-1\"\nuser-pool-id = \"us-east-1_Q\"\nclient-id = [\"x\"]\nleeway-seconds = 3\n\
+         jwks-cooldown-seconds = 7\nlog-format = \"json\"\nshadow = true\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let settings = ServeArgs::parse(["--config", file, "--leeway-seconds", "1", "--shadow=false"]).unwrap();
+    assert_eq!(settings.log_format, cognito_authz::settings::LogFormat::Json, "every key, log-format too");
+    let config = settings.into_config().expect("file completes the flags");
+    assert_eq!(config.leeway_seconds, 1, "a flag wins over the file");
+    assert!(!config.shadow, "a flag wins over the file, also to say false");
+    assert_eq!(config.keys.cooldown, std::time::Duration::from_secs(7), "the file wins over the default");
+    assert_eq!(config.client_ids, ["x"]);
+    assert_eq!(config.token_cache_size, Settings::default().token_cache_size, "the default, where nobody says");
+    std::fs::write(&path, "regoin = \"us-east-1\"\n").unwrap();
+    let err = ServeArgs::parse(["--config", file]).expect_err("unknown key");
+    assert_eq!(err.flag, "config");
+    assert!(err.problem.contains("regoin"), "{}", err.problem);
+}
+
+#[test]
+fn errors_name_the_flag_and_its_environment_variable_from_the_cli_definition() {
+    let err = ConfigError::new("jwks-fetch-wait-ms", "must be between 1 and 30000");
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: --jwks-fetch-wait-ms (COGNITO_AUTHZ_JWKS_FETCH_WAIT_MS): must be between 1 and 30000"
+    );
+    let err = Settings { jwks_fetch_wait_ms: 0, ..args() }.into_config().expect_err("refused");
+    assert_eq!((err.flag.as_str(), err.env.as_str()), ("jwks-fetch-wait-ms", "COGNITO_AUTHZ_JWKS_FETCH_WAIT_MS"));
+}
+
+#[test]
+fn the_defaults_are_valid_and_shown_in_help() {
+    let _ = Config::with_defaults(
+        "https://issuer.example.com/p",
+        "https://issuer.example.com/jwks".parse().unwrap(),
+        vec!["c".into()],
+    );
+    let mut cli = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+    let help = cli.render_long_help().to_string();
+    assert!(help.contains("[default: 100000]"), "{help}");
+    assert!(help.contains("[default: 0.0.0.0:9001]"), "{help}");
+    assert!(!help.contains("[default: <redacted>]"), "no secret has a default");
+}
+
+#[test]
+fn claims_mapped_to_headers_come_from_the_file_and_dangerous_names_are_refused() {
+    let dir = std::env::temp_dir().join(format!("cognito-authz-headers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    let file = |name: &str| {
+        format!(
+            "[[header]]\nname = \"x-user-email\"\nclaim = \"email\"\n[[header]]\nname = \"{name}\"\nclaim = \"x\"\n"
+        )
+    };
+    let with = |name: &str| {
+        std::fs::write(&path, file(name)).unwrap();
+        Settings { header: Settings::from_file(&path).unwrap().header, ..args() }.into_config()
+    };
+    let config = with("x-tenant").expect("two mappings");
+    assert_eq!(config.header_claims.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["x-user-email", "x-tenant"]);
+    for bad in ["authorization", "cookie", "host", "transfer-encoding", ":path", "x-user-id", "x-user-email", "X-Up"] {
+        let err = with(bad).expect_err(bad);
+        assert_eq!((err.flag.as_str(), err.env.as_str()), ("config", "COGNITO_AUTHZ_CONFIG"), "{bad}");
+        assert!(err.problem.contains("[[header]] 2"), "{}", err.problem);
+    }
 }
