@@ -4,8 +4,6 @@
 //!
 //! Run: `cargo bench --bench decision` (add `-- --quick` for a short run).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,24 +11,17 @@ use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, SdkCognito,
 use cognito_authz::config::Config;
 use cognito_authz::dev::SigningKey;
 use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::key_store::{FetchError, KeySource, KeyStore};
+use cognito_authz::key_store::KeyStore;
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
 use cognito_authz::policy::{Policy, RouteContext};
+use cognito_authz::scripted_keys::ScriptedKeys;
 use cognito_authz::server;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
 const ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Bench";
 const CLIENT: &str = "bench-client";
-
-struct StaticKeys(Vec<u8>);
-
-impl KeySource for StaticKeys {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + '_>> {
-        Box::pin(async move { Ok(self.0.clone()) })
-    }
-}
 
 /// Every user is enrolled; answers at once.
 struct Enrolled;
@@ -83,10 +74,9 @@ fn service(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<dyn MfaSourc
 }
 
 fn service_with_cache(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<dyn MfaSource>, cache: u64) -> ExtAuthz {
-    let jwks = serde_json::to_vec(&json!({ "keys": [key.jwk()] })).unwrap();
     let mut config = Config::with_defaults(ISSUER, "https://unused.invalid/jwks".parse().unwrap(), vec![CLIENT.into()]);
     config.token_cache_size = cache;
-    let keys = KeyStore::new(Arc::new(StaticKeys(jwks)), config.keys.clone());
+    let keys = KeyStore::new(Arc::new(ScriptedKeys::serving(&[key])), config.keys.clone());
     assert!(rt.block_on(keys.refresh()), "static keys load");
     let dir = std::env::temp_dir().join(format!("cognito-authz-bench-{}", std::process::id()));
     let store = cognito_authz::revocation::file::FileStore::open(&dir.join("revocations.jsonl")).unwrap();

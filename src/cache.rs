@@ -7,9 +7,8 @@
 //! applied on every request, cached or not.
 //!
 //! quick_cache (S3-FIFO, scan-resistant): an entry costs little beyond its key and value, which
-//! matters at 100,000 entries (with moka, whose per-entry queue and timer nodes these are not,
-//! a cached token took 734 bytes; with quick_cache 526–549: `examples/cache_memory`, BENCHMARKS.md). It has no per-entry expiry, so
-//! expiry is ours: a hit past `exp` is removed on the spot and never served, and `purge_expired`
+//! matters at 100,000 entries (moka adds per-entry queue and timer nodes; the figures are in
+//! BENCHMARKS.md, from `examples/cache_memory`). It has no per-entry expiry, so expiry is ours: a hit past `exp` is removed on the spot and never served, and `purge_expired`
 //! (every minute, from the server) drops the rest.
 
 use std::sync::Arc;

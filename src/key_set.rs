@@ -24,8 +24,8 @@ pub enum JwksError {
 }
 
 /// One verification key, parsed once (aws-lc-rs, the backend jsonwebtoken itself uses): verifying
-/// through `jsonwebtoken::crypto::verify` rebuilt the RSA key from `n` and `e` on every call, which
-/// cost about a fifth of a cold check (see BENCHMARKS.md).
+/// through `jsonwebtoken::crypto::verify` rebuilt the RSA key from `n` and `e` on every call, a
+/// large share of a cold check (see BENCHMARKS.md).
 pub struct Key {
     /// Its `kid`: a cache entry keeps only the key, and finds its `kid` here.
     kid: Box<str>,

@@ -287,6 +287,109 @@ impl KeySource for HttpKeySource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dev::SigningKey;
+    use crate::scripted_keys::{Answer, ScriptedKeys};
+
+    fn settings() -> KeySettings {
+        crate::config::Settings::default().key_settings().expect("the defaults")
+    }
+
+    fn key(kid: &str) -> SigningKey {
+        SigningKey::generate(kid).expect("rsa key")
+    }
+
+    async fn loaded(source: &Arc<ScriptedKeys>) -> KeyStore {
+        let store = KeyStore::new(source.clone(), settings());
+        assert!(store.refresh().await, "the first load");
+        store
+    }
+
+    fn is_unknown_key(result: Result<Arc<Key>, Denied>) -> bool {
+        matches!(result, Err(Denied::Unauthenticated(Invalid::UnknownKey)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_kid_costs_one_fetch_per_cooldown_and_a_rotation_is_seen_after_it() {
+        let source = Arc::new(ScriptedKeys::serving(&[&key("a")]));
+        let store = loaded(&source).await;
+        assert!(store.key("a").await.is_ok(), "positive control: a known kid");
+        assert!(is_unknown_key(store.key("b").await));
+        assert_eq!(source.fetches(), 2, "the unknown kid fetched once");
+        source.rotate(&[&key("a"), &key("b")]);
+        for _ in 0..100 {
+            assert!(is_unknown_key(store.key("b").await), "refused without fetching during the cooldown");
+        }
+        assert_eq!(source.fetches(), 2);
+        tokio::time::advance(settings().cooldown - Duration::from_millis(1)).await;
+        assert!(is_unknown_key(store.key("b").await), "still within the cooldown");
+        assert_eq!(source.fetches(), 2);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(store.key("b").await.is_ok(), "after the cooldown the rotated key is fetched");
+        assert_eq!(source.fetches(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_fetch_answers_503_at_the_wait_deadline_and_waiters_share_it() {
+        let source = Arc::new(ScriptedKeys::serving(&[&key("a")]));
+        let store = loaded(&source).await;
+        source.answer(Answer::Hang);
+        let started = Instant::now();
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                tokio::spawn({
+                    let store = store.clone();
+                    async move { store.key("b").await }
+                })
+            })
+            .collect();
+        for waiter in waiters {
+            let answer = waiter.await.unwrap();
+            assert!(matches!(answer, Err(Denied::Unavailable(Unavailable::KeyFetchTimeout))), "{:?}", answer.err());
+        }
+        assert_eq!(started.elapsed(), settings().fetch_wait, "answered at the deadline, on the paused clock");
+        assert_eq!(source.fetches(), 2, "twenty waiters, one fetch");
+        assert!(store.key("a").await.is_ok(), "known keys keep working while a fetch hangs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failed_fetch_unknown_kids_get_503_without_fetching_for_the_backoff() {
+        let source = Arc::new(ScriptedKeys::serving(&[&key("a")]));
+        let store = loaded(&source).await;
+        source.answer(Answer::Fail(FetchError::Status(500)));
+        let failed = |r: Result<Arc<Key>, Denied>| matches!(r, Err(Denied::Unavailable(Unavailable::KeyFetchFailed)));
+        assert!(failed(store.key("b").await));
+        assert_eq!(source.fetches(), 2);
+        assert!(failed(store.key("c").await), "within the backoff: 503 at once");
+        assert_eq!(source.fetches(), 2, "and no fetch");
+        assert!(store.key("a").await.is_ok(), "the last good keys are kept");
+        tokio::time::advance(settings().failure_backoff).await;
+        source.rotate(&[&key("a"), &key("c")]);
+        assert!(store.key("c").await.is_ok(), "after the backoff a fetch is tried again");
+        assert_eq!(source.fetches(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_refreshed_on_schedule_and_a_failing_start_is_retried_with_backoff() {
+        let source = Arc::new(ScriptedKeys::serving(&[&key("a")]));
+        source.answer(Answer::Fail(FetchError::Transport));
+        let store = KeyStore::new(source.clone(), settings());
+        let mut loaded = store.loaded();
+        tokio::spawn(store.clone().run_refresh());
+        // Failures at 0, then 250 ms, 500 ms, 1 s later: four fetches by 1.75 s, none loaded.
+        tokio::time::sleep(Duration::from_millis(1750) + Duration::from_millis(1)).await;
+        assert_eq!(source.fetches(), 4);
+        assert!(!*loaded.borrow(), "not loaded while every fetch fails");
+        source.rotate(&[&key("a")]);
+        // The next try is 2 s after the fourth.
+        loaded.changed().await.unwrap();
+        assert_eq!(source.fetches(), 5);
+        assert!(store.key("a").await.is_ok());
+        // Then once per refresh interval.
+        tokio::time::sleep(settings().refresh_every - Duration::from_secs(1)).await;
+        assert_eq!(source.fetches(), 5, "nothing before the interval");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(source.fetches(), 6, "one refresh at the interval");
+    }
 
     #[test]
     fn retry_backs_off_to_thirty_seconds() {

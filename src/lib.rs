@@ -27,6 +27,7 @@ pub mod policy;
 pub mod private_fs;
 pub mod revocation;
 pub mod run;
+pub mod scripted_keys;
 pub mod secret;
 pub mod server;
 pub mod settings;

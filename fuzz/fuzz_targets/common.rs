@@ -1,28 +1,18 @@
 //! What both fuzz targets share: a signing key, a key store that serves its JWKS from memory, and
 //! a fixed clock.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use cognito_authz::dev::SigningKey;
 use cognito_authz::config::Settings;
-use cognito_authz::key_store::{FetchError, KeySource, KeyStore};
-use serde_json::json;
+use cognito_authz::key_store::KeyStore;
+use cognito_authz::scripted_keys::ScriptedKeys;
 
 pub const ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz";
 pub const CLIENT: &str = "fuzz-client";
 pub const KID: &str = "fuzz-kid";
 /// The clock the targets decide at (2027-01-15): fixed, so a finding replays the same way.
 pub const NOW: u64 = 1_800_000_000;
-
-struct InMemory(Vec<u8>);
-
-impl KeySource for InMemory {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + '_>> {
-        Box::pin(async move { Ok(self.0.clone()) })
-    }
-}
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
@@ -34,8 +24,7 @@ pub fn key() -> SigningKey {
 
 /// A key store holding `key`'s public half, loaded.
 pub fn keys(rt: &tokio::runtime::Runtime, key: &SigningKey) -> KeyStore {
-    let document = json!({ "keys": [key.jwk()] }).to_string().into_bytes();
-    let store = KeyStore::new(Arc::new(InMemory(document)), Settings::default().key_settings().expect("the defaults"));
+    let store = KeyStore::new(Arc::new(ScriptedKeys::serving(&[key])), Settings::default().key_settings().expect("the defaults"));
     assert!(rt.block_on(store.refresh()), "keys load");
     store
 }

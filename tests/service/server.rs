@@ -158,7 +158,6 @@ async fn a_slow_fetch_times_out_with_503_and_requests_share_it() {
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     jwks.set_mode(Mode::Slow(Duration::from_secs(2)));
     let before = jwks.hits();
-    let started = Instant::now();
     let mut calls = Vec::new();
     for _ in 0..20 {
         let mut client = server.authz.clone();
@@ -170,7 +169,8 @@ async fn a_slow_fetch_times_out_with_503_and_requests_share_it() {
     for call in calls {
         assert_eq!(call.await.unwrap(), code::UNAVAILABLE);
     }
-    assert!(started.elapsed() < Duration::from_millis(1500), "answered at the wait deadline, not the fetch's");
+    // When it answers (at the wait deadline, not the fetch's) is asserted on the paused clock:
+    // key_store::tests::a_hanging_fetch_answers_503_at_the_wait_deadline_and_waiters_share_it.
     assert_eq!(jwks.hits() - before, 1, "waiting requests share one fetch");
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
 }
