@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, SdkCognito, User};
 use cognito_authz::config::Config;
-use cognito_authz::dev::SigningKey;
 use cognito_authz::ext_authz::ExtAuthz;
 use cognito_authz::key_store::KeyStore;
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
@@ -17,6 +16,7 @@ use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
 use cognito_authz::policy::{Policy, RouteContext};
 use cognito_authz::scripted_keys::ScriptedKeys;
 use cognito_authz::server;
+use cognito_authz::signing_key::SigningKey;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 

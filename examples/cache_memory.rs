@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use cognito_authz::cache::TokenCache;
-use cognito_authz::dev::SigningKey;
 use cognito_authz::key_set::KeySet;
 use cognito_authz::revocation::{Entry, RevocationList};
+use cognito_authz::signing_key::SigningKey;
 use cognito_authz::token::RawClaims;
 use cognito_authz::verify::{Rules, Verified};
 

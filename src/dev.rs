@@ -9,15 +9,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::DEV_ISSUER_HOST;
+pub use crate::signing_key::SigningKey;
 
 /// The issuer of dev tokens.
 pub const DEV_ISSUER: &str = "https://cognito-authz.invalid/dev-pool";
@@ -26,59 +24,6 @@ pub const DEV_CLIENT_ID: &str = "cognito-authz-dev-client";
 
 const KEY_FILE: &str = "dev-signing-key.pk8";
 const USERS_FILE: &str = "dev-users.json";
-
-/// An RSA signing key and its `kid`.
-pub struct SigningKey {
-    pair: KeyPair,
-    kid: String,
-}
-
-impl SigningKey {
-    /// A fresh 2048-bit key.
-    pub fn generate(kid: &str) -> anyhow::Result<SigningKey> {
-        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| anyhow::anyhow!("rsa key generation failed"))?;
-        Ok(SigningKey { pair, kid: kid.to_owned() })
-    }
-
-    pub fn from_pkcs8(der: &[u8], kid: &str) -> anyhow::Result<SigningKey> {
-        let pair = KeyPair::from_pkcs8(der).map_err(|e| anyhow::anyhow!("stored dev key is unusable: {e}"))?;
-        Ok(SigningKey { pair, kid: kid.to_owned() })
-    }
-
-    pub fn pkcs8(&self) -> anyhow::Result<Vec<u8>> {
-        let der = self.pair.as_der().map_err(|_| anyhow::anyhow!("rsa key encoding failed"))?;
-        Ok(der.as_ref().to_vec())
-    }
-
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// The public key as one JWK (`kty` RSA, `use` sig, `alg` RS256).
-    pub fn jwk(&self) -> serde_json::Value {
-        let public = PublicKeyComponents::<Vec<u8>>::from(self.pair.public_key());
-        serde_json::json!({
-            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
-            "n": URL_SAFE_NO_PAD.encode(&public.n), "e": URL_SAFE_NO_PAD.encode(&public.e),
-        })
-    }
-
-    /// Signs raw JSON header and payload with RS256, whatever they say (tests forge odd headers).
-    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header_json), URL_SAFE_NO_PAD.encode(payload_json));
-        let mut signature = vec![0; self.pair.public_modulus_len()];
-        self.pair
-            .sign(&RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), input.as_bytes(), &mut signature)
-            .expect("rsa signing with a valid key");
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
-    }
-
-    /// Signs `claims` with a standard RS256 header naming this key.
-    pub fn sign(&self, claims: &serde_json::Value) -> String {
-        let header = serde_json::json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"});
-        self.sign_raw(&header.to_string(), &claims.to_string())
-    }
-}
 
 /// A user of the dev directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,11 +89,9 @@ impl DevPool {
     /// The `sub` of an access token this pool signed that has not expired at `now` (for the hosted
     /// UI's userInfo; the service itself verifies tokens with its own verifier).
     pub fn verify_access_token(&self, token: &str, now: u64) -> Option<Uuid> {
-        use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
         let (input, signature) = token.rsplit_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
-        let public = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, self.key.pair.public_key().as_ref());
-        public.verify(input.as_bytes(), &signature).ok()?;
+        self.key.verifies(input.as_bytes(), &signature).then_some(())?;
         let payload = URL_SAFE_NO_PAD.decode(input.split_once('.')?.1).ok()?;
         let claims: serde_json::Value = serde_json::from_slice(&payload).ok()?;
         let live = claims["exp"].as_u64().is_some_and(|exp| exp > now) && claims["token_use"] == "access";

@@ -287,8 +287,8 @@ impl KeySource for HttpKeySource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::SigningKey;
     use crate::scripted_keys::{Answer, ScriptedKeys};
+    use crate::signing_key::SigningKey;
 
     fn settings() -> KeySettings {
         crate::config::Settings::default().key_settings().expect("the defaults")

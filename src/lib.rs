@@ -31,6 +31,7 @@ pub mod scripted_keys;
 pub mod secret;
 pub mod server;
 pub mod settings;
+pub mod signing_key;
 pub mod tls;
 pub mod token;
 pub mod totp;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::dev::SigningKey;
 use crate::key_store::{FetchError, KeySource};
+use crate::signing_key::SigningKey;
 
 /// What the next fetches get.
 #[derive(Debug, Clone)]

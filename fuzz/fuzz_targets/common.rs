@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cognito_authz::dev::SigningKey;
+use cognito_authz::signing_key::SigningKey;
 use cognito_authz::config::Settings;
 use cognito_authz::key_store::KeyStore;
 use cognito_authz::scripted_keys::ScriptedKeys;
@@ -12,6 +12,7 @@ pub const ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_
 pub const CLIENT: &str = "fuzz-client";
 pub const KID: &str = "fuzz-kid";
 /// The clock the targets decide at (2027-01-15): fixed, so a finding replays the same way.
+#[allow(dead_code)] // not every target decides at a fixed clock
 pub const NOW: u64 = 1_800_000_000;
 
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -189,7 +189,7 @@ async fn tampered_payload_or_signature_is_refused() {
 #[tokio::test]
 async fn another_key_with_the_same_kid_is_refused() {
     let h = harness().await;
-    let impostor = cognito_authz::dev::SigningKey::generate("kid-1").unwrap();
+    let impostor = cognito_authz::signing_key::SigningKey::generate("kid-1").unwrap();
     assert_unauthenticated(&h.token(&impostor.sign(&access_claims())).await, "Could not validate credentials");
 }
 

@@ -45,7 +45,7 @@ fn corpus(evil: &str) -> Vec<(&'static str, String)> {
         );
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()))
     };
-    let attacker = cognito_authz::dev::SigningKey::generate("attacker").unwrap();
+    let attacker = cognito_authz::signing_key::SigningKey::generate("attacker").unwrap();
     let embedded_jwk = format!(r#"{{"alg":"RS256","kid":"attacker","jwk":{}}}"#, attacker.jwk());
     let nested = format!("{{\"deep\":{}{}}}", "[".repeat(200), "]".repeat(200));
     vec![
@@ -138,8 +138,10 @@ fn status(response: &cognito_authz::pb::auth::CheckResponse) -> (i32, Option<i32
 #[tokio::test]
 async fn every_hostile_token_is_refused_quickly_and_no_foreign_key_is_fetched() {
     let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let evil =
-        JwksServer::start(crate::common::jwks(&[&cognito_authz::dev::SigningKey::generate("attacker").unwrap()])).await;
+    let evil = JwksServer::start(crate::common::jwks(&[
+        &cognito_authz::signing_key::SigningKey::generate("attacker").unwrap()
+    ]))
+    .await;
     let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);

@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cognito_authz::cognito::{Answer, CognitoError, MfaSource, MfaState, User};
 use cognito_authz::config::{Config, StoreSpec};
-use cognito_authz::dev::SigningKey;
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
 use cognito_authz::server;
+use cognito_authz::signing_key::SigningKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
