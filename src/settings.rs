@@ -219,6 +219,11 @@ pub struct Settings {
     /// Log level (`--log-level`, a global flag).
     #[arg(skip)]
     pub log_level: LogLevel,
+    /// The keys the operator gave (by flag, environment or file), for rules about settings that
+    /// must not be given together; everything else is a default.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub given: std::collections::BTreeSet<String>,
 }
 
 impl Default for Settings {
@@ -279,6 +284,7 @@ impl Default for Settings {
             allowed_origin: vec![],
             log_format: LogFormat::Text,
             log_level: LogLevel::Info,
+            given: Default::default(),
         }
     }
 }
@@ -372,6 +378,16 @@ impl ServeArgs {
             None => Settings::default(),
         };
         settings.update_from_arg_matches(&self.0).map_err(|e| ConfigError::new("config", e.to_string()))?;
+        let cli = ServeArgs::augment_args(clap::Command::new("serve"));
+        for arg in cli.get_arguments() {
+            let by_operator = matches!(
+                self.0.value_source(arg.get_id().as_str()),
+                Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+            );
+            if let (true, Some(long)) = (by_operator, arg.get_long()) {
+                settings.given.insert(long.to_owned());
+            }
+        }
         Ok(settings)
     }
 
@@ -388,12 +404,20 @@ impl ServeArgs {
 }
 
 impl Settings {
+    /// True when the operator gave `key` (a flag's name without `--`), by any layer.
+    pub fn is_given(&self, key: &str) -> bool {
+        self.given.contains(key)
+    }
+
     /// The file's keys over the defaults.
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let problem = |what: String| ConfigError::new("config", format!("{}: {what}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| problem(format!("cannot be read: {e}")))?;
-        let mut settings: Settings = toml::from_str(&text).map_err(|e| problem(e.message().to_owned()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| problem(e.message().to_owned()))?;
+        let given = table.keys().cloned().collect();
+        let mut settings: Settings = table.try_into().map_err(|e: toml::de::Error| problem(e.message().to_owned()))?;
         settings.config = Some(path.to_owned());
+        settings.given = given;
         Ok(settings)
     }
 }

@@ -197,6 +197,10 @@ fn the_file_fills_what_flags_and_environment_leave_unset() {
     .unwrap();
     let file = path.to_str().unwrap();
     let settings = ServeArgs::parse(["--config", file, "--leeway-seconds", "1", "--shadow=false"]).unwrap();
+    for given in ["region", "client-id", "jwks-cooldown-seconds", "leeway-seconds", "shadow"] {
+        assert!(settings.is_given(given), "{given}: given in the file or by a flag");
+    }
+    assert!(!settings.is_given("token-cache-size") && !settings.is_given("mfa-source"), "defaults are not given");
     assert_eq!(settings.log_format, cognito_authz::settings::LogFormat::Json, "every key, log-format too");
     let config = settings.into_config().expect("file completes the flags");
     assert_eq!(config.leeway_seconds, 1, "a flag wins over the file");
