@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 pub use crate::settings::{LogFormat, LogLevel, ServeArgs};
 
+/// Envoy ext_authz server for AWS Cognito access tokens
 #[derive(clap::Parser, Debug)]
-#[command(name = "cognito-authz", version, about = "Envoy ext_authz server for AWS Cognito access tokens")]
+#[command(name = "cognito-authz", version)]
 pub struct Cli {
     /// Log format: `text` (the default) or `json`; `serve` also reads `log-format` from its file.
     #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_FORMAT")]
@@ -16,10 +17,12 @@ pub struct Cli {
     /// `info,cognito_authz=debug`).
     #[arg(long, global = true, env = "COGNITO_AUTHZ_LOG_LEVEL")]
     pub log_level: Option<LogLevel>,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Run the ext_authz server against a Cognito user pool.
@@ -33,6 +36,7 @@ pub enum Command {
     Revoke(RevokeArgs),
 }
 
+/// `revoke`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct RevokeArgs {
     /// The user's `sub`.
@@ -49,8 +53,10 @@ pub struct RevokeArgs {
     pub admin_token: String,
 }
 
+/// `dev`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
+    /// Without one, run the dev server.
     #[command(subcommand)]
     pub action: Option<DevAction>,
     /// Where the dev signing key and user directory are kept.
@@ -75,6 +81,7 @@ pub struct DevArgs {
     pub allowed_origin: Vec<String>,
 }
 
+/// What `dev` can do besides running the server.
 #[derive(clap::Subcommand, Debug)]
 pub enum DevAction {
     /// Print an access token for a dev user (reads the stored key; the server need not run).
@@ -90,7 +97,9 @@ pub enum DevAction {
     },
     /// Set whether a dev user has enrolled TOTP MFA.
     Mfa {
+        /// A user of the dev directory.
         username: String,
+        /// Enrolled (`on`) or not (`off`).
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
@@ -102,6 +111,7 @@ pub enum DevAction {
     },
 }
 
+/// `check`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
     /// The ext_authz server.
@@ -110,8 +120,10 @@ pub struct CheckArgs {
     /// Bearer token to send (omit to send none).
     #[arg(long, env = "COGNITO_AUTHZ_TOKEN")]
     pub token: Option<String>,
+    /// The request's method.
     #[arg(long, default_value = "GET")]
     pub method: String,
+    /// The request's path (query string included, as Envoy sends it).
     #[arg(long, default_value = "/")]
     pub path: String,
     /// The route's access level, sent as Envoy's `access` context extension

@@ -30,13 +30,21 @@ const MFA_CACHE_CAPACITY: u64 = 100_000;
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The `iss` tokens must carry, compared exactly.
     pub issuer: String,
+    /// Where the pool's signing keys are fetched.
     pub jwks_url: reqwest::Url,
+    /// The app clients whose access tokens are accepted.
     pub client_ids: Vec<String>,
+    /// The gRPC ext_authz and health listener.
     pub grpc_listen: SocketAddr,
+    /// The HTTP module's listener.
     pub http_listen: SocketAddr,
+    /// Clock tolerance on `exp`, `nbf` and `iat`.
     pub leeway_seconds: u64,
+    /// A cookie that may carry the access token.
     pub token_cookie: Option<String>,
+    /// Remove `authorization` before the upstream on allow.
     pub strip_authorization: bool,
     /// `--shadow`: routes that say nothing of the mode are only observed.
     pub shadow: bool,
@@ -44,25 +52,41 @@ pub struct Config {
     pub log_allow_sample_rate: f64,
     /// Claims mapped to upstream headers.
     pub header_claims: Vec<HeaderClaim>,
+    /// The key store's timings.
     pub keys: KeySettings,
+    /// The user pool's AWS region.
     pub region: String,
+    /// The user pool.
     pub user_pool_id: String,
     /// The policy read at start-up, and where to read it again on SIGHUP.
     pub policy: Policy,
+    /// The policy file, read again on SIGHUP.
     pub policy_path: Option<PathBuf>,
+    /// The MFA gate's settings.
     pub mfa: MfaSettings,
+    /// How MFA state is read from Cognito.
     pub mfa_source: MfaLookup,
+    /// The Cognito API, when not the regional endpoint.
     pub cognito_endpoint: Option<String>,
+    /// How long a Cognito call may take in all.
     pub cognito_timeout: Duration,
+    /// Client-credentials tokens are accepted on routes that ask for scopes.
     pub allow_machine_tokens: bool,
+    /// The admin listener (`/metrics`, `/livez`, admin routes).
     pub admin_listen: SocketAddr,
+    /// The bearer token of the admin routes; off without one.
     pub admin_token: Option<Secret>,
+    /// How many verified tokens are cached.
     pub token_cache_size: u64,
+    /// Where revocations are kept.
     pub revocation_store: StoreSpec,
+    /// With Redis: how old the copy may be before decisions answer 503.
     pub revocation_max_staleness: Duration,
+    /// Tokens without `jti`/`origin_jti` are accepted.
     pub allow_unrevocable_tokens: bool,
     /// The OAuth endpoints and the confidential client, when sign-in is configured.
     pub oauth: Option<OAuthConfig>,
+    /// The HTTP module's settings.
     pub auth: AuthSettings,
     /// TLS on the gRPC and HTTP listeners, when configured.
     pub tls: Option<TlsFiles>,
@@ -73,17 +97,24 @@ pub struct Config {
 /// The user pool whose tokens are accepted.
 #[derive(Debug, Clone)]
 pub struct Pool {
+    /// The `iss` its tokens carry.
     pub issuer: String,
+    /// Where its keys are.
     pub jwks_url: reqwest::Url,
+    /// The app clients accepted.
     pub client_ids: Vec<String>,
+    /// Its AWS region.
     pub region: String,
+    /// Its id.
     pub user_pool_id: String,
+    /// Set when it is an emulator's, on loopback.
     pub emulator: Option<Emulator>,
 }
 
 /// Which of AWS's rules were relaxed for an emulator on loopback, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emulator {
+    /// The emulator's Cognito API.
     pub endpoint: String,
     /// The pool id does not look like `{region}_{id}`.
     pub pool_id: bool,
@@ -94,7 +125,9 @@ pub struct Emulator {
 /// Where the listeners' TLS material is (PEM files, read at start-up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// The certificate chain.
     pub cert: PathBuf,
+    /// Its private key.
     pub key: PathBuf,
     /// With it, gRPC clients must present a certificate this CA signed.
     pub client_ca: Option<PathBuf>,
@@ -103,15 +136,20 @@ pub struct TlsFiles {
 /// Where revocations are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
+    /// An append-only file (one replica).
     File(PathBuf),
+    /// A Redis URL (shared by replicas).
     Redis(String),
 }
 
 /// The confidential client of the HTTP module.
 #[derive(Debug, Clone)]
 pub struct OAuthConfig {
+    /// Cognito's OAuth endpoints.
     pub endpoints: Endpoints,
+    /// The app client that exchanges codes.
     pub client_id: String,
+    /// Its secret, for a confidential client.
     pub secret: Option<Secret>,
 }
 
@@ -119,8 +157,11 @@ pub struct OAuthConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: --{flag} ({env}): {problem}")]
 pub struct ConfigError {
+    /// The flag, without `--`.
     pub flag: String,
+    /// Its environment variable.
     pub env: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 

@@ -28,8 +28,11 @@ const USERS_FILE: &str = "dev-users.json";
 /// A user of the dev directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevUser {
+    /// The name it signs in with.
     pub username: String,
+    /// Its `sub`.
     pub sub: Uuid,
+    /// Its `cognito:groups`.
     pub groups: Vec<String>,
     /// True when the user has enrolled a TOTP authenticator.
     pub mfa: bool,
@@ -43,6 +46,7 @@ pub struct DevUser {
 }
 
 /// The dev pool's state on disk.
+#[derive(Debug)]
 pub struct DevPool {
     dir: PathBuf,
     key: SigningKey,
@@ -82,6 +86,7 @@ impl DevPool {
         Ok(pool)
     }
 
+    /// The pool's signing key.
     pub fn key(&self) -> &SigningKey {
         &self.key
     }

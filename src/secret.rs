@@ -6,10 +6,12 @@
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: String) -> Secret {
         Secret(value)
     }
 
+    /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -21,16 +21,19 @@ impl SigningKey {
         Ok(SigningKey { pair, kid: kid.to_owned() })
     }
 
+    /// The key stored as PKCS#8 DER.
     pub fn from_pkcs8(der: &[u8], kid: &str) -> anyhow::Result<SigningKey> {
         let pair = KeyPair::from_pkcs8(der).map_err(|e| anyhow::anyhow!("stored dev key is unusable: {e}"))?;
         Ok(SigningKey { pair, kid: kid.to_owned() })
     }
 
+    /// The key as PKCS#8 DER, for storing.
     pub fn pkcs8(&self) -> anyhow::Result<Vec<u8>> {
         let der = self.pair.as_der().map_err(|_| anyhow::anyhow!("rsa key encoding failed"))?;
         Ok(der.as_ref().to_vec())
     }
 
+    /// Its `kid`.
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -65,5 +68,12 @@ impl SigningKey {
     pub fn sign(&self, claims: &serde_json::Value) -> String {
         let header = serde_json::json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"});
         self.sign_raw(&header.to_string(), &claims.to_string())
+    }
+}
+
+/// The `kid` only: the key itself is never printed.
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
