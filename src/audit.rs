@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Admits at most `limit` lines per second of Unix time; tells the first admitted line of each
 /// second how many were suppressed in the seconds before it.
+#[derive(Debug)]
 pub struct AuditLimiter {
     limit: u64,
     /// Second (high 40 bits) and count within it (low 24 bits), updated together.
@@ -13,6 +14,7 @@ pub struct AuditLimiter {
 }
 
 impl AuditLimiter {
+    /// At most `limit` lines a second.
     pub fn per_second(limit: u64) -> AuditLimiter {
         AuditLimiter { limit: limit.min(0xFF_FFFF), slot: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
     }

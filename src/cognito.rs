@@ -13,6 +13,7 @@ use idp::error::{ProvideErrorMetadata, SdkError};
 pub enum MfaState {
     /// `SOFTWARE_TOKEN_MFA` is in the user's `UserMFASettingList`.
     Enrolled,
+    /// No TOTP authenticator is enrolled.
     NotEnrolled,
     /// Disabled or deleted (or, for `GetUser`, the token was refused).
     Gone,
@@ -24,12 +25,16 @@ pub enum MfaState {
 /// Why Cognito gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CognitoError {
+    /// The user or token is not valid there.
     #[error("cognito refused: the user or token is not valid there")]
     Refused,
+    /// Over the account's quota.
     #[error("cognito throttled the request")]
     Throttled,
+    /// No answer within the deadline.
     #[error("cognito could not be reached in time")]
     Unreachable,
+    /// An error we have no meaning for.
     #[error("cognito answered with an unexpected error")]
     Unexpected,
 }
@@ -37,6 +42,7 @@ pub enum CognitoError {
 /// Who to ask about.
 #[derive(Debug, Clone, Copy)]
 pub struct User<'a> {
+    /// The token's `username`.
     pub username: &'a str,
     /// The token's `sub`: the user Cognito finds by `username` must be this one.
     pub sub: &'a uuid::Uuid,
@@ -44,10 +50,12 @@ pub struct User<'a> {
     pub access_token: &'a str,
 }
 
+/// What a source answers, later.
 pub type Answer<'a> = BoxFuture<'a, Result<MfaState, CognitoError>>;
 
 /// A source of MFA state.
 pub trait MfaSource: Send + Sync + 'static {
+    /// Whether `user` has enrolled TOTP MFA, as Cognito says now.
     fn mfa_state<'a>(&'a self, user: User<'a>) -> Answer<'a>;
     /// True when the lookup uses the caller's token, which then needs the
     /// `aws.cognito.signin.user.admin` scope.
@@ -68,6 +76,7 @@ pub enum MfaLookup {
 
 /// The Cognito API through the AWS SDK: MFA lookups (`AdminGetUser` or `GetUser`), user
 /// attributes, and sign-outs.
+#[derive(Debug)]
 pub struct SdkCognito {
     client: idp::Client,
     user_pool_id: String,

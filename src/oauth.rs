@@ -10,8 +10,11 @@ pub use crate::secret::Secret;
 /// Where the endpoints are.
 #[derive(Debug, Clone, Default)]
 pub struct Endpoints {
+    /// `/oauth2/token`: code and refresh grants.
     pub token: Option<reqwest::Url>,
+    /// `/oauth2/userInfo`.
     pub userinfo: Option<reqwest::Url>,
+    /// `/oauth2/revoke`: refresh-token revocation.
     pub revoke: Option<reqwest::Url>,
     /// The hosted UI's `/logout`, which the browser visits to end the Cognito session.
     pub logout: Option<reqwest::Url>,
@@ -33,9 +36,12 @@ impl Endpoints {
 /// What the token endpoint gives.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Tokens {
+    /// The access token.
     pub access_token: String,
+    /// A refresh token (not on every refresh grant).
     #[serde(default)]
     pub refresh_token: Option<String>,
+    /// The access token's lifetime in seconds.
     #[serde(default)]
     pub expires_in: Option<u64>,
 }
@@ -49,14 +55,16 @@ pub enum OAuthError {
     /// The server answered another error (`invalid_client`, `unsupported_token_type`, 5xx).
     #[error("the authorization server answered an error")]
     Upstream,
+    /// No answer within the deadline.
     #[error("the authorization server could not be reached")]
     Unreachable,
+    /// The endpoint was not configured.
     #[error("this endpoint is not configured")]
     NotConfigured,
 }
 
 /// A confidential OAuth client.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OAuthClient {
     http: reqwest::Client,
     endpoints: Endpoints,
@@ -70,6 +78,7 @@ struct ErrorBody {
 }
 
 impl OAuthClient {
+    /// A client of `endpoints`; each call takes at most `timeout`; redirects are not followed.
     pub fn new(endpoints: Endpoints, client_id: String, secret: Option<Secret>, timeout: Duration) -> OAuthClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -80,10 +89,12 @@ impl OAuthClient {
         OAuthClient { http, endpoints, client_id, secret }
     }
 
+    /// Where it calls.
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
     }
 
+    /// Its app client.
     pub fn client_id(&self) -> &str {
         &self.client_id
     }

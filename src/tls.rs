@@ -30,12 +30,14 @@ fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
 
 /// The listeners' TLS material, read and checked once at start-up: a bad or mismatched file stops
 /// start-up with its name rather than with a handshake error later.
+#[allow(missing_debug_implementations)] // rustls' acceptor has no Debug
 pub struct Tls {
     http: TlsAcceptor,
     grpc: ServerTlsConfig,
 }
 
 impl Tls {
+    /// Reads and checks `files`.
     pub fn load(files: &TlsFiles) -> anyhow::Result<Tls> {
         let cert_pem = read(&files.cert, "certificate")?;
         let key_pem = read(&files.key, "key")?;
@@ -85,6 +87,7 @@ impl Tls {
 
 /// A TCP listener whose connections come out with their TLS handshake done. Handshakes run in
 /// their own tasks, so one slow client does not hold up the others.
+#[derive(Debug)]
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
@@ -92,6 +95,7 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
+    /// Accepts on `listener`, handshaking with `acceptor`.
     pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);

@@ -27,16 +27,23 @@ use crate::secret::Secret;
 
 /// What the admin routes need.
 #[derive(Clone)]
+#[allow(missing_debug_implementations)] // holds the gate and stores, which print nothing useful
 pub struct AdminState {
+    /// Rendered at `/metrics`.
     pub metrics: Metrics,
+    /// Where `revoke-user` writes.
     pub revocations: Revocations,
+    /// Whose cached answer `revoke-user` drops.
     pub mfa: MfaGate,
+    /// Where `revoke-user` signs the user out, when configured.
     pub cognito: Option<Arc<SdkCognito>>,
     /// Without a token the revoke route is off.
     pub token: Option<Secret>,
+    /// How long a user revocation is kept.
     pub refresh_token_lifetime: Duration,
 }
 
+/// `/metrics`, `/livez` and the admin routes.
 pub fn routes(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))

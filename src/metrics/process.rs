@@ -14,21 +14,21 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Reads `/proc/self` when scraped.
 #[derive(Debug, Default)]
-pub struct ProcessCollector;
+pub(crate) struct ProcessCollector;
 
 /// One reading of the process.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Reading {
-    pub cpu_seconds: f64,
-    pub resident_bytes: f64,
-    pub open_fds: f64,
-    pub max_fds: f64,
-    pub start_time: f64,
+pub(crate) struct Reading {
+    pub(crate) cpu_seconds: f64,
+    pub(crate) resident_bytes: f64,
+    pub(crate) open_fds: f64,
+    pub(crate) max_fds: f64,
+    pub(crate) start_time: f64,
 }
 
 impl Reading {
     /// The process now, or `None` where `/proc` cannot be read.
-    pub fn now() -> Option<Reading> {
+    pub(crate) fn now() -> Option<Reading> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let boot = std::fs::read_to_string("/proc/stat").ok()?;
@@ -38,7 +38,7 @@ impl Reading {
     }
 
     /// Pure: the texts of `/proc/self/stat`, `/proc/self/status`, `/proc/stat`, `/proc/self/limits`.
-    pub fn parse(stat: &str, status: &str, boot: &str, limits: &str, open_fds: usize) -> Option<Reading> {
+    pub(crate) fn parse(stat: &str, status: &str, boot: &str, limits: &str, open_fds: usize) -> Option<Reading> {
         // The command name is in parentheses and may hold spaces: fields count from after it.
         let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
         let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());

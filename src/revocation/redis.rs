@@ -20,6 +20,7 @@ use super::{Entry, RevocationStore, Revocations, StoreError, StoreFuture};
 use crate::clock::unix_now;
 
 /// Revocations in Redis.
+#[allow(missing_debug_implementations)] // a client and a connection: nothing useful to print
 pub struct RedisStore {
     client: redis::Client,
     connection: Mutex<Option<MultiplexedConnection>>,
