@@ -6,12 +6,16 @@
 //! user who has just enrolled is let in soon while one who keeps asking cannot keep Cognito busy.
 //! One lookup per user is in flight however many requests arrive, and the whole process makes at
 //! most `lookups_per_second` lookups: a few hundred self-registered accounts cannot spend the
-//! account's Cognito quota, which the operator's own admin calls share. Errors are not cached.
+//! account's Cognito quota, which the operator's own admin calls share. Errors are not cached:
+//! the requests that waited on a failed lookup get its error, and the next one looks up again.
+//!
+//! The caches are quick_cache (the crate of the token cache), with expiry ours on tokio's clock:
+//! a known answer is read without awaiting anything, and tests run the TTLs on a paused clock.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use moka::future::Cache;
+use quick_cache::sync::Cache;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -47,11 +51,13 @@ pub struct MfaSettings {
     pub revoke_sessions_on_enrolment: bool,
 }
 
-/// A cached answer and how long it is good for.
+/// A lookup's outcome and until when it is good: an answer for its TTL; a failure only for the
+/// requests that waited on that lookup (it is stored already expired, so the next request looks
+/// up again).
 #[derive(Debug, Clone, Copy)]
 struct Cached {
-    state: MfaState,
-    ttl: Duration,
+    outcome: Result<MfaState, NoAnswer>,
+    until: Instant,
 }
 
 /// What the gate remembers of a user found not enrolled.
@@ -61,6 +67,8 @@ struct NotEnrolled {
     strikes: u32,
     /// Unix time of the last of those lookups: a session that began by then began before enrolment.
     last_seen: u64,
+    /// Forgotten after this (`HISTORY_IDLE` after the last lookup).
+    until: Instant,
 }
 
 /// Why a lookup gives no answer to cache.
@@ -81,8 +89,8 @@ enum NoAnswer {
 #[derive(Clone)]
 pub struct MfaGate {
     source: Arc<dyn MfaSource>,
-    cache: Cache<Uuid, Cached>,
-    history: Cache<Uuid, NotEnrolled>,
+    cache: Arc<Cache<Uuid, Cached>>,
+    history: Arc<Cache<Uuid, NotEnrolled>>,
     budget: Arc<Budget>,
     settings: Arc<MfaSettings>,
     /// Where the sessions before an enrolment are revoked, with how long such an entry lives.
@@ -90,18 +98,10 @@ pub struct MfaGate {
     metrics: Metrics,
 }
 
-struct ByAnswer;
-
-impl moka::Expiry<Uuid, Cached> for ByAnswer {
-    fn expire_after_create(&self, _: &Uuid, cached: &Cached, _: std::time::Instant) -> Option<Duration> {
-        Some(cached.ttl)
-    }
-}
-
 impl MfaGate {
     pub fn new(source: Arc<dyn MfaSource>, settings: MfaSettings, metrics: Metrics) -> MfaGate {
-        let cache = Cache::builder().max_capacity(settings.capacity).expire_after(ByAnswer).build();
-        let history = Cache::builder().max_capacity(settings.capacity).time_to_idle(HISTORY_IDLE).build();
+        let capacity = usize::try_from(settings.capacity).unwrap_or(usize::MAX).max(1);
+        let (cache, history) = (Arc::new(Cache::new(capacity)), Arc::new(Cache::new(capacity)));
         metrics.set_mfa_enforced(settings.enforce);
         MfaGate {
             source,
@@ -133,25 +133,41 @@ impl MfaGate {
         if self.source.needs_admin_scope() && !claims.has_scope(ADMIN_SCOPE) {
             return Err(Forbidden::MfaScopeMissing.into());
         }
-        // Fast path: a cached answer, without building the lookup future.
-        if let Some(cached) = self.cache.get(sub).await {
-            return answer(cached.state);
+        // Warm path: a known answer, read without awaiting anything.
+        let now = Instant::now();
+        match self.cache.get(sub) {
+            Some(cached) if now < cached.until => return answer(cached.outcome),
+            Some(_) => {
+                self.cache.remove(sub);
+            }
+            None => {}
         }
-        let lookup = self.look_up(User { username, sub, access_token: token }, claims);
-        match self.cache.try_get_with(*sub, lookup).await {
-            Ok(cached) => answer(cached.state),
-            Err(no_answer) => Err(match *no_answer {
-                NoAnswer::Cognito(CognitoError::Throttled) => Unavailable::CognitoThrottled.into(),
-                NoAnswer::Cognito(_) | NoAnswer::RevocationFailed => Unavailable::Cognito.into(),
-                NoAnswer::Budget => Unavailable::MfaLookupBudget.into(),
-                NoAnswer::Replaced => Invalid::UserReplaced.into(),
-                NoAnswer::SessionRevoked => Invalid::Revoked.into(),
-            }),
+        // One lookup per user: the first request holds the guard, the others wait for what it
+        // stores (an answer, or the failure they then share).
+        match self.cache.get_value_or_guard_async(sub).await {
+            Ok(cached) => answer(cached.outcome),
+            Err(guard) => {
+                let outcome = self.look_up(User { username, sub, access_token: token }, claims).await;
+                let until = match outcome {
+                    Ok(MfaState::Enrolled) => Instant::now() + self.settings.ttl,
+                    Ok(_) => Instant::now() + self.negative_ttl(sub),
+                    Err(_) => now,
+                };
+                let _ = guard.insert(Cached { outcome, until });
+                answer(outcome)
+            }
         }
     }
 
+    /// How long "not enrolled" is cached for a user found so `strikes` times in a row.
+    fn negative_ttl(&self, sub: &Uuid) -> Duration {
+        let strikes = self.history.get(sub).map_or(0, |h| h.strikes);
+        let ttl = self.settings.negative_ttl.saturating_mul(1 << strikes.min(16)).min(self.settings.ttl);
+        ttl.max(self.settings.negative_ttl)
+    }
+
     /// One lookup at Cognito, within the budget; decides how long its answer is cached.
-    async fn look_up(&self, user: User<'_>, claims: &Claims) -> Result<Cached, NoAnswer> {
+    async fn look_up(&self, user: User<'_>, claims: &Claims) -> Result<MfaState, NoAnswer> {
         if !self.budget.take(Instant::now()) {
             self.metrics.mfa_lookup_refused();
             return Err(NoAnswer::Budget);
@@ -166,16 +182,17 @@ impl MfaGate {
                 Err(NoAnswer::Replaced)
             }
             MfaState::Enrolled => {
-                if let Some(before) = self.history.remove(&sub).await.map(|h| h.last_seen) {
-                    self.revoke_sessions_before(sub, before, claims).await?;
+                if let Some((_, seen)) = self.history.remove(&sub).filter(|(_, h)| Instant::now() < h.until) {
+                    self.revoke_sessions_before(sub, seen.last_seen, claims).await?;
                 }
-                Ok(Cached { state: MfaState::Enrolled, ttl: self.settings.ttl })
+                Ok(MfaState::Enrolled)
             }
             state => {
-                let strikes = self.history.get(&sub).await.map_or(0, |h| h.strikes.saturating_add(1));
-                self.history.insert(sub, NotEnrolled { strikes, last_seen: unix_now() }).await;
-                let ttl = self.settings.negative_ttl.saturating_mul(1 << strikes.min(16)).min(self.settings.ttl);
-                Ok(Cached { state, ttl: ttl.max(self.settings.negative_ttl) })
+                let now = Instant::now();
+                let strikes =
+                    self.history.get(&sub).filter(|h| now < h.until).map_or(0, |h| h.strikes.saturating_add(1));
+                self.history.insert(sub, NotEnrolled { strikes, last_seen: unix_now(), until: now + HISTORY_IDLE });
+                Ok(state)
             }
         }
     }
@@ -192,7 +209,8 @@ impl MfaGate {
         if let Err(error) = revocations.revoke(vec![entry]).await {
             tracing::warn!(%error, "could not revoke the sessions before an mfa enrolment");
             // Seen again at the next lookup: the enrolment is not forgotten.
-            self.history.insert(sub, NotEnrolled { strikes: 0, last_seen: before }).await;
+            self.history
+                .insert(sub, NotEnrolled { strikes: 0, last_seen: before, until: Instant::now() + HISTORY_IDLE });
             return Err(NoAnswer::RevocationFailed);
         }
         tracing::info!(%sub, "user enrolled mfa; sessions that began before were revoked");
@@ -204,16 +222,20 @@ impl MfaGate {
 
     /// Drops a user's cached answer (after an admin action on them).
     pub async fn forget(&self, sub: &Uuid) {
-        self.cache.invalidate(sub).await;
+        self.cache.remove(sub);
     }
 }
 
-fn answer(state: MfaState) -> Result<(), Denied> {
-    match state {
-        MfaState::Enrolled => Ok(()),
-        MfaState::NotEnrolled => Err(Forbidden::MfaRequired.into()),
-        MfaState::Gone => Err(Invalid::UserDisabled.into()),
-        MfaState::Replaced => Err(Invalid::UserReplaced.into()),
+fn answer(outcome: Result<MfaState, NoAnswer>) -> Result<(), Denied> {
+    match outcome {
+        Ok(MfaState::Enrolled) => Ok(()),
+        Ok(MfaState::NotEnrolled) => Err(Forbidden::MfaRequired.into()),
+        Ok(MfaState::Gone) => Err(Invalid::UserDisabled.into()),
+        Ok(MfaState::Replaced) | Err(NoAnswer::Replaced) => Err(Invalid::UserReplaced.into()),
+        Err(NoAnswer::Cognito(CognitoError::Throttled)) => Err(Unavailable::CognitoThrottled.into()),
+        Err(NoAnswer::Cognito(_) | NoAnswer::RevocationFailed) => Err(Unavailable::Cognito.into()),
+        Err(NoAnswer::Budget) => Err(Unavailable::MfaLookupBudget.into()),
+        Err(NoAnswer::SessionRevoked) => Err(Invalid::Revoked.into()),
     }
 }
 

@@ -25,12 +25,11 @@ struct Gate {
     metrics: cognito_authz::metrics::Metrics,
 }
 
+/// The decision path in-process, keys from a script: the tests may pause the clock.
 async fn gate_with(mut configure: impl FnMut(&mut Config), mfa: Arc<FakeMfa>) -> Gate {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config("https://keys.invalid/jwks.json");
     configure(&mut config);
-    let parts = crate::common::parts(&config, mfa.clone()).await;
-    assert!(parts.keys.refresh().await);
+    let parts = crate::common::scripted_parts(&config, mfa.clone(), &[&key("kid-1")]).await;
     Gate { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics.clone()), mfa, metrics: parts.metrics }
 }
 
@@ -252,7 +251,7 @@ async fn enrolled_answers_are_cached_and_concurrent_requests_share_one_lookup() 
     assert_eq!(mfa.lookups(), 1, "enrolled is cached");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn not_enrolled_is_cached_briefly_so_a_new_enrolment_is_seen_soon() {
     let mfa = FakeMfa::new();
     let g = gate_with(|c| c.mfa.negative_ttl = Duration::from_millis(300), mfa.clone()).await;
@@ -261,18 +260,22 @@ async fn not_enrolled_is_cached_briefly_so_a_new_enrolment_is_seen_soon() {
     mfa.set("bob", Ok(MfaState::Enrolled));
     assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403), "still cached");
     assert_eq!(mfa.lookups(), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::advance(Duration::from_millis(299)).await;
+    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403), "1 ms before the TTL ends");
+    tokio::time::advance(Duration::from_millis(1)).await;
     assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.code, code::OK, "enrolment seen after the short TTL");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_admin_reset_is_seen_after_the_positive_ttl() {
     let mfa = FakeMfa::new();
     let g = gate_with(|c| c.mfa.ttl = Duration::from_millis(300), mfa.clone()).await;
     let alice = token_for("alice", json!({}));
     assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.code, code::OK);
     mfa.set("alice", Ok(MfaState::NotEnrolled));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::advance(Duration::from_millis(299)).await;
+    assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.code, code::OK, "1 ms before the TTL ends");
+    tokio::time::advance(Duration::from_millis(1)).await;
     assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.status, Some(403));
 }
 
@@ -456,7 +459,7 @@ async fn the_process_spends_at_most_its_budget_of_lookups_and_cached_answers_sti
     assert!(metrics.contains(r#"reason="mfa_lookup_budget""#));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_user_who_keeps_asking_is_looked_up_less_and_less_often() {
     let mfa = FakeMfa::new();
     let g = gate_with(
@@ -468,21 +471,19 @@ async fn a_user_who_keeps_asking_is_looked_up_less_and_less_often() {
     )
     .await;
     let bob = token_for("bob", json!({}));
-    // Ask every 60 ms for 1.5 s: lookups at about 0, 100+, 300+, 700+ ms (the cache doubling).
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_millis(1500) {
+    // Ask every 50 ms for 1.5 s: lookups at 0, 100, 300, 700 and 1500 ms (the cache doubling).
+    for _ in 0..30 {
         assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403));
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        tokio::time::advance(Duration::from_millis(50)).await;
     }
-    let lookups = mfa.lookups();
-    assert!((3..=5).contains(&lookups), "{lookups} lookups in 1.5 s; a fixed 100 ms cache would make about 13");
+    assert_eq!(mfa.lookups(), 4, "four lookups in 1.5 s; a fixed 100 ms cache would make 15");
     // Once enrolled, the streak ends: the next answer is the long positive one.
     mfa.set("bob", Ok(MfaState::Enrolled));
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    tokio::time::advance(Duration::from_millis(1700)).await;
     assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.code, code::OK);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sessions_before_an_observed_enrolment_are_revoked_when_asked_to() {
     for revoke in [false, true] {
         let mfa = FakeMfa::new();
@@ -497,7 +498,7 @@ async fn sessions_before_an_observed_enrolment_are_revoked_when_asked_to() {
         let password_only = token_for("bob", json!({"auth_time": now() - 100, "iat": now() - 100}));
         assert_eq!(g.ask(request("/x", Some(&password_only), MFA, &[])).await.status, Some(403));
         mfa.set("bob", Ok(MfaState::Enrolled));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::advance(Duration::from_millis(100)).await;
         let after = g.ask(request("/x", Some(&password_only), MFA, &[])).await;
         if revoke {
             assert_eq!((after.status, after.body), (Some(401), json!({"detail": "Token has been revoked"})));

@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cognito_authz::cognito::{Answer, CognitoError, MfaSource, MfaState, User};
 use cognito_authz::config::{Config, StoreSpec};
+use cognito_authz::key_store::KeyStore;
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::scripted_keys::ScriptedKeys;
 use cognito_authz::server;
 use cognito_authz::signing_key::SigningKey;
 use serde_json::{Value, json};
@@ -233,6 +235,15 @@ pub fn test_credentials() -> cognito_authz::cognito::Credentials {
 /// Builds the service parts for `config` with a fake MFA source.
 pub async fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
     server::build_with(config, mfa, None).await.expect("parts build")
+}
+
+/// The service parts with keys from a script instead of the network (so a test may pause the
+/// clock: nothing waits on a socket), loaded with `keys`.
+pub async fn scripted_parts(config: &Config, mfa: Arc<FakeMfa>, keys: &[&SigningKey]) -> server::Parts {
+    let store = KeyStore::new(Arc::new(ScriptedKeys::serving(keys)), config.keys.clone());
+    assert!(store.refresh().await, "scripted keys load");
+    let (revocations, _) = server::open_revocations(config).await.expect("revocations open");
+    server::assemble(config, store, mfa, revocations)
 }
 
 /// A fresh directory for one test's state.
