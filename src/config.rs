@@ -213,6 +213,14 @@ pub struct ServeArgs {
     #[arg(long = "allowed-origin", env = "COGNITO_AUTHZ_ALLOWED_ORIGINS", value_delimiter = ',')]
     #[serde(default)]
     pub allowed_origin: Vec<String>,
+    /// With `[[issuer]]` tables: the Cognito issuer whose app client the HTTP module serves.
+    /// Defaults to the only Cognito issuer.
+    #[arg(long, env = "COGNITO_AUTHZ_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// `[[issuer]]` tables (the `--config` file only), instead of the single-pool flags.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub issuers: Vec<crate::issuer::IssuerTable>,
 }
 
 /// The validated configuration.
@@ -256,6 +264,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Set when a rule was relaxed for a Cognito emulator on loopback (said in a warning at start-up).
     pub emulator: Option<Emulator>,
+    /// The `[[issuer]]` tables, checked; empty with the single-pool flags (see `issuer::issuers_of`).
+    pub issuers: Vec<crate::issuer::IssuerConfig>,
 }
 
 /// Which of AWS's rules were relaxed for an emulator on loopback, and where it is.
@@ -347,6 +357,7 @@ impl Config {
             },
             tls: None,
             emulator: None,
+            issuers: vec![],
         }
     }
 }
@@ -416,11 +427,16 @@ impl ServeArgs {
             refresh_cookie_path: self.refresh_cookie_path.or(file.refresh_cookie_path),
             refresh_cookie_domain: self.refresh_cookie_domain.or(file.refresh_cookie_domain),
             allowed_origin: if self.allowed_origin.is_empty() { file.allowed_origin } else { self.allowed_origin },
+            oauth_issuer: self.oauth_issuer.or(file.oauth_issuer),
+            issuers: file.issuers,
         })
     }
 
     /// Validates and derives the configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        if !self.issuers.is_empty() {
+            return crate::issuer::config_from_tables(self);
+        }
         let region = self.region.ok_or_else(|| bad("region", "COGNITO_AUTHZ_REGION", "is required"))?;
         if !valid_region(&region) {
             return Err(bad("region", "COGNITO_AUTHZ_REGION", "is not an AWS region name like eu-west-1"));
@@ -626,6 +642,7 @@ impl ServeArgs {
             refresh_token_lifetime: Duration::from_secs(self.refresh_token_lifetime.unwrap_or(30 * 86400)),
         };
         Ok(Config {
+            issuers: vec![],
             tls,
             emulator,
             admin_token,
@@ -688,10 +705,25 @@ fn secret(
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad("config", "COGNITO_AUTHZ_CONFIG", format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
+    let invalid = |e: toml::de::Error| {
         let problem = format!("{}: {}", path.display(), e.message());
         bad("config", "COGNITO_AUTHZ_CONFIG", problem)
-    })
+    };
+    // `issuer` is a string (the single-pool flag) or an array of `[[issuer]]` tables.
+    let mut table: toml::Table = toml::from_str(&text).map_err(invalid)?;
+    let tables = match table.remove("issuer") {
+        Some(toml::Value::Array(tables)) => Some(toml::Value::Array(tables)),
+        Some(single) => {
+            table.insert("issuer".to_owned(), single);
+            None
+        }
+        None => None,
+    };
+    let mut args: ServeArgs = toml::Value::Table(table).try_into().map_err(invalid)?;
+    if let Some(tables) = tables {
+        args.issuers = tables.try_into().map_err(invalid)?;
+    }
+    Ok(args)
 }
 
 /// Cognito's issuer for a pool.

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{Denied, Invalid, Unavailable};
-use crate::key_set::{Key, KeySet};
+use crate::key_set::{Algorithm, Key, KeySet};
 
 /// Where JWK Set documents come from: the network edge, a trait so tests need no network.
 pub trait KeySource: Send + Sync + 'static {
@@ -32,6 +32,8 @@ pub enum FetchError {
     TooLarge,
     #[error(transparent)]
     Document(#[from] crate::key_set::JwksError),
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
 }
 
 /// Timings of the key store. Defaults suit Envoy with a 2 s ext_authz timeout.
@@ -67,6 +69,8 @@ pub struct KeyStore {
 struct Inner {
     source: Arc<dyn KeySource>,
     settings: KeySettings,
+    /// The algorithms the issuer signs with; keys usable for none of them are skipped.
+    algorithms: Vec<Algorithm>,
     keys: RwLock<Arc<KeySet>>,
     state: Mutex<FetchState>,
     /// Counts finished fetches; waiters watch it.
@@ -88,10 +92,16 @@ struct FetchState {
 
 impl KeyStore {
     pub fn new(source: Arc<dyn KeySource>, settings: KeySettings) -> KeyStore {
+        KeyStore::for_algorithms(source, settings, vec![Algorithm::RS256])
+    }
+
+    /// A store keeping the keys usable for `algorithms` (an OIDC issuer's list).
+    pub fn for_algorithms(source: Arc<dyn KeySource>, settings: KeySettings, algorithms: Vec<Algorithm>) -> KeyStore {
         KeyStore {
             inner: Arc::new(Inner {
                 source,
                 settings,
+                algorithms,
                 keys: RwLock::new(Arc::new(KeySet::default())),
                 state: Mutex::new(FetchState::default()),
                 finished: watch::channel(0).0,
@@ -210,7 +220,7 @@ impl KeyStore {
         inner.fetches.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let result = match inner.source.fetch().await {
-                Ok(bytes) => KeySet::from_jwks(&bytes).map_err(FetchError::from),
+                Ok(bytes) => KeySet::from_jwks_for(&bytes, &inner.algorithms).map_err(FetchError::from),
                 Err(e) => Err(e),
             };
             let now = Instant::now();
