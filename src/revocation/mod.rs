@@ -371,6 +371,9 @@ mod tests {
             iat: Some(auth_time),
             auth_time: Some(auth_time),
             mapped: Box::default(),
+            issuer: 0,
+            issuer_name: "default".into(),
+            second_factor: None,
         }
     }
 
