@@ -162,12 +162,9 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
-    /// Parses a JWK Set document for an issuer accepting `algs` (an OIDC provider): as
-    /// [`KeySet::from_jwks`] for RS256 alone, and `use` may be absent (many providers omit it).
+    /// Parses a JWK Set document for an OIDC issuer accepting `algs`: as [`KeySet::from_jwks`],
+    /// with the keys `algs` need, and `use` may be absent (it is optional in RFC 7517).
     pub fn from_jwks_for(document: &[u8], algs: &[Algorithm]) -> Result<KeySet, JwksError> {
-        if algs == [Algorithm::RS256] {
-            return KeySet::from_jwks(document);
-        }
         let doc: JwkSet = serde_json::from_slice(document).map_err(|_| JwksError::NotJson)?;
         let mut keys = HashMap::new();
         for jwk in doc.keys {

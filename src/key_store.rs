@@ -69,8 +69,9 @@ pub struct KeyStore {
 struct Inner {
     source: Arc<dyn KeySource>,
     settings: KeySettings,
-    /// The algorithms the issuer signs with; keys usable for none of them are skipped.
-    algorithms: Vec<Algorithm>,
+    /// An OIDC issuer's algorithms (keys usable for none of them are skipped); `None` for Cognito,
+    /// whose keys are RS256 with `use` sig.
+    algorithms: Option<Vec<Algorithm>>,
     keys: RwLock<Arc<KeySet>>,
     state: Mutex<FetchState>,
     /// Counts finished fetches; waiters watch it.
@@ -92,11 +93,15 @@ struct FetchState {
 
 impl KeyStore {
     pub fn new(source: Arc<dyn KeySource>, settings: KeySettings) -> KeyStore {
-        KeyStore::for_algorithms(source, settings, vec![Algorithm::RS256])
+        KeyStore::with(source, settings, None)
     }
 
     /// A store keeping the keys usable for `algorithms` (an OIDC issuer's list).
     pub fn for_algorithms(source: Arc<dyn KeySource>, settings: KeySettings, algorithms: Vec<Algorithm>) -> KeyStore {
+        KeyStore::with(source, settings, Some(algorithms))
+    }
+
+    fn with(source: Arc<dyn KeySource>, settings: KeySettings, algorithms: Option<Vec<Algorithm>>) -> KeyStore {
         KeyStore {
             inner: Arc::new(Inner {
                 source,
@@ -220,7 +225,11 @@ impl KeyStore {
         inner.fetches.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let result = match inner.source.fetch().await {
-                Ok(bytes) => KeySet::from_jwks_for(&bytes, &inner.algorithms).map_err(FetchError::from),
+                Ok(bytes) => match &inner.algorithms {
+                    None => KeySet::from_jwks(&bytes),
+                    Some(algs) => KeySet::from_jwks_for(&bytes, algs),
+                }
+                .map_err(FetchError::from),
                 Err(e) => Err(e),
             };
             let now = Instant::now();
