@@ -84,6 +84,10 @@ impl ExtAuthz {
         let decision = self.authorizer.decide(&request, now).await;
         let shadow = decision.route.is_some_and(|r| r.shadow);
         let took = started.elapsed();
+        if let Some(caller) = &decision.caller {
+            let outcome = decision.outcome.as_ref().map_or_else(Denied::outcome, |_| "allow");
+            self.metrics.issuer_decision(caller.issuer, outcome);
+        }
         match &decision.outcome {
             Ok(allowed) => {
                 self.metrics.decision("allow", "none", shadow, took);

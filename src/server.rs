@@ -24,7 +24,7 @@ use crate::http::admin::{self, AdminState};
 use crate::issuer::{IssuerConfig, KeysAt, Kind, issuers_of};
 use crate::key_store::{HttpKeySource, KeyStore};
 use crate::key_store::{KeySettings, KeySource};
-use crate::metrics::{Metrics, Readings};
+use crate::metrics::{IssuerReadings, Metrics, Readings};
 use crate::mfa::MfaGate;
 use crate::oauth::OAuthClient;
 use crate::oidc::OidcRules;
@@ -273,6 +273,19 @@ pub fn assemble_issuers(
             revocation_entries: revocations.len() as u64,
             revocation_sync_age: revocations.sync_age().as_secs_f64(),
         }
+    });
+    // Issuer names become label values: leaked once each at start-up, from configuration only.
+    let names = issuers.iter().map(|i| &*Box::leak(i.name.clone().into_boxed_str())).collect();
+    let readable = stores.clone();
+    metrics.name_issuers(names, move || {
+        readable
+            .iter()
+            .map(|k| IssuerReadings {
+                jwks_fetch_failures: k.fetch_failure_count(),
+                jwks_keys: k.key_count() as u64,
+                jwks_last_refresh: k.last_loaded(),
+            })
+            .collect()
     });
     Parts { keys, issuer_keys: stores, authorizer, metrics, cognito: None, redis: None }
 }

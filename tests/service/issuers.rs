@@ -31,6 +31,7 @@ struct World {
     partners: JwksServer,
     staff_mfa: Arc<FakeMfa>,
     customers_mfa: Arc<FakeMfa>,
+    metrics: cognito_authz::metrics::Metrics,
 }
 
 fn tables(staff: &JwksServer, customers: &JwksServer, partners: &JwksServer) -> Vec<IssuerTable> {
@@ -80,6 +81,7 @@ async fn world_with(configure: impl FnOnce(&mut Config)) -> World {
         vec![staff_mfa.clone(), customers_mfa.clone(), partners_mfa];
     let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
     assert_eq!(parts.issuer_keys.len(), 3);
+    let metrics = parts.metrics.clone();
     World {
         ext: ExtAuthz::new(parts.authorizer, false, parts.metrics),
         staff,
@@ -87,6 +89,7 @@ async fn world_with(configure: impl FnOnce(&mut Config)) -> World {
         partners,
         staff_mfa,
         customers_mfa,
+        metrics,
     }
 }
 
@@ -362,4 +365,24 @@ mfa-acr = ["urn:acme:loa:2"]
     std::fs::write(&path, "region = \"us-east-1\"\nuser-pool-id = \"us-east-1_Q\"\nclient-id = [\"x\"]\nissuer = \"https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Q\"\n").unwrap();
     let single = args().with_file().unwrap().into_config().expect("single pool");
     assert!(single.issuers.is_empty() && single.issuer.ends_with("us-east-1_Q"));
+}
+
+#[tokio::test]
+async fn metrics_carry_the_configured_issuer_name() {
+    let w = world().await;
+    assert_eq!(w.authenticated(&staff_token()).await.code, code::OK);
+    assert_eq!(w.ask("/api/items", &customers_token(), &[("access", "mfa")]).await.code, code::PERMISSION_DENIED);
+    let mut stranger = access_claims();
+    stranger["iss"] = json!("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Stranger");
+    assert_eq!(w.authenticated(&key("stranger").sign(&stranger)).await.code, code::UNAUTHENTICATED);
+    let text = w.metrics.render();
+    for line in [
+        r#"cognito_authz_issuer_decisions_total{issuer="staff",outcome="allow"} 1"#,
+        r#"cognito_authz_issuer_decisions_total{issuer="customers",outcome="forbidden"} 1"#,
+        r#"cognito_authz_issuer_jwks_keys{issuer="staff"} 1"#,
+        r#"cognito_authz_issuer_jwks_keys{issuer="partners"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(!text.contains("Stranger"), "an iss no issuer has never becomes a label");
 }
