@@ -386,3 +386,56 @@ async fn metrics_carry_the_configured_issuer_name() {
     }
     assert!(!text.contains("Stranger"), "an iss no issuer has never becomes a label");
 }
+
+#[tokio::test]
+async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
+    use cognito_authz::server::{self, AUTHZ_SERVICE};
+    use std::time::Duration;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let staff = JwksServer::start(jwks(&[&key("staff-key")])).await;
+    let customers = JwksServer::start(jwks(&[&key("customers-key")])).await;
+    let partners = JwksServer::start(jwks(&[&key("partners-key")])).await;
+    partners.set_mode(Mode::Fail);
+    let mut config = config(&staff.url());
+    config.issuers = validate(&tables(&staff, &customers, &partners)).expect("valid tables");
+    let listeners = server::Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
+    let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new(), FakeMfa::new(), FakeMfa::new()];
+    let parts = server::build_for_issuers(&config, sources, None).await.expect("parts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        server::serve(&config, parts, listeners, axum::Router::new(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.expect("connects");
+    let health = || {
+        let mut client = HealthClient::new(channel.clone());
+        async move {
+            let request = HealthCheckRequest { service: AUTHZ_SERVICE.to_owned() };
+            ServingStatus::try_from(client.check(request).await.expect("health answers").into_inner().status).unwrap()
+        }
+    };
+    let waited = tokio::time::Instant::now();
+    while partners.hits() < 2 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(staff.hits() >= 1 && customers.hits() >= 1 && partners.hits() >= 2, "the failing issuer is retried");
+    assert_eq!(health().await, ServingStatus::NotServing, "two of three issuers loaded is not ready");
+    partners.set_mode(Mode::Serve);
+    let waited = tokio::time::Instant::now();
+    while health().await != ServingStatus::Serving {
+        assert!(waited.elapsed() < Duration::from_secs(10), "serving once the last issuer loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    done.await.unwrap().expect("clean shutdown");
+}
