@@ -12,6 +12,7 @@ pub mod cognito;
 pub mod config;
 pub mod credential;
 pub mod dev;
+pub mod dev_oidc;
 pub mod discovery;
 pub mod error;
 pub mod ext_authz;
