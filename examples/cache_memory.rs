@@ -79,9 +79,9 @@ fn main() {
     for i in 0..revocations {
         let until = NOW + 30 * 86400;
         list.apply(if i % 2 == 0 {
-            Entry::Jti { id: uuid(i, 4), until }
+            Entry::Jti { id: uuid(i, 4), until, issuer: None }
         } else {
-            Entry::Origin { id: uuid(i, 5), until }
+            Entry::Origin { id: uuid(i, 5), until, issuer: None }
         });
     }
     let after_revocations = rss_kib();

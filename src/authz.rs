@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use crate::claims::Claims;
 use crate::credential;
-use crate::error::{BadRequest, Denied, Forbidden, Invalid};
+use crate::error::{BadRequest, Denied, Forbidden, Invalid, StepUp};
 use crate::mfa::MfaGate;
 use crate::policy::{Access, LevelSource, RouteContext, SharedPolicy};
 use crate::revocation::Revocations;
 use crate::token;
-use crate::verify::Verifier;
+use crate::verify::{IssuerRules, Verifier};
 
 /// What a decision needs of an HTTP request, borrowed from whatever carried it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -72,6 +72,9 @@ pub struct Authorizer {
     revocations: Revocations,
     policy: SharedPolicy,
     mfa: MfaGate,
+    /// Each Cognito issuer's own gate (its pool, its endpoint), by issuer position; empty with
+    /// one issuer, whose gate is `mfa`.
+    issuer_gates: Arc<[MfaGate]>,
     token_cookie: Option<String>,
     /// Origins from which a cookie credential may come on a request that is not a plain GET/HEAD.
     allowed_origins: Arc<[String]>,
@@ -96,6 +99,7 @@ impl Authorizer {
             revocations,
             policy,
             mfa,
+            issuer_gates: Arc::from([]),
             token_cookie,
             allowed_origins: allowed_origins.into(),
             shadow: false,
@@ -106,6 +110,12 @@ impl Authorizer {
     /// observed. Defaults to off.
     pub fn shadow_by_default(mut self, everywhere: bool) -> Authorizer {
         self.shadow = everywhere;
+        self
+    }
+
+    /// One MFA gate per issuer, in the verifier's issuer order (an OIDC issuer's is never asked).
+    pub fn with_issuer_gates(mut self, gates: Vec<MfaGate>) -> Authorizer {
+        self.issuer_gates = gates.into();
         self
     }
 
@@ -140,9 +150,27 @@ impl Authorizer {
         seen.caller = Some(claims.clone());
         rule.permits(&claims)?;
         if rule.access == Access::Mfa {
-            self.mfa.require(&claims, token).await?;
+            self.require_mfa(&claims, token).await?;
         }
         Ok(Allowed::Verified(claims))
+    }
+
+    /// The second factor, as the token's issuer knows it: a Cognito pool is asked whether the
+    /// user enrolled TOTP (403 if not: enrol first); an OIDC token must itself show one (401 with
+    /// the RFC 9470 challenge: sign in again with a second factor). No Cognito call for OIDC.
+    async fn require_mfa(&self, claims: &Arc<Claims>, token: &str) -> Result<(), Denied> {
+        match claims.second_factor {
+            None => self.issuer_gates.get(claims.issuer).unwrap_or(&self.mfa).require(claims, token).await,
+            Some(_) if !self.mfa.enforced() => Ok(()),
+            Some(true) => Ok(()),
+            Some(false) => {
+                let step_up = match self.verifier.issuers().get(claims.issuer).map(|i| &i.rules) {
+                    Some(IssuerRules::Oidc { step_up, .. }) => *step_up,
+                    _ => StepUp { acr_values: None },
+                };
+                Err(step_up.into())
+            }
+        }
     }
 
     /// A verified token that has not been revoked.

@@ -13,6 +13,9 @@ pub enum Identity {
     User { sub: Uuid, username: String },
     /// An app client itself (client-credentials grant): no user, `sub` is the client id.
     Machine,
+    /// A user of an OIDC issuer: `sub` is whatever non-empty string it chose; `username` is its
+    /// `username-claim` (the `sub` when the token has none).
+    Subject { sub: Box<str>, username: String },
 }
 
 /// What a verified access token tells us. Only what decisions and identity headers need, kept
@@ -35,6 +38,13 @@ pub struct Claims {
     /// `None` where the token lacks the claim or it has a type no header can carry. Empty when no
     /// mapping is configured.
     pub mapped: Box<[Option<String>]>,
+    /// Which configured issuer verified the token (its position in the configuration).
+    pub issuer: usize,
+    /// That issuer's `name` (`default` for the single-pool flags).
+    pub issuer_name: Arc<str>,
+    /// For OIDC issuers, whether the token itself shows a second factor (`amr`/`acr` against the
+    /// issuer's `mfa-amr`/`mfa-acr`); `None` for Cognito, whose MFA state is asked of the pool.
+    pub second_factor: Option<bool>,
 }
 
 /// A token id (`jti`, `origin_jti`). Cognito's are lower-case hyphenated UUIDs, kept as 16 bytes;

@@ -94,6 +94,13 @@ pub enum DevAction {
         /// How many tokens to print, one a line, each from its own sign-in (for load tests).
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// The issuer: the dev pool (default) or `dev-oidc`, the OIDC-style dev issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// With `--issuer dev-oidc`: the session's authentication methods (`amr`), e.g. `pwd,otp`.
+        /// Defaults to `pwd`.
+        #[arg(long, value_delimiter = ',')]
+        amr: Vec<String>,
     },
     /// Set whether a dev user has enrolled TOTP MFA.
     Mfa {

@@ -92,6 +92,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Set when a rule was relaxed for a Cognito emulator on loopback (said in a warning at start-up).
     pub emulator: Option<Emulator>,
+    /// The `[[issuer]]` tables, checked; empty with the single-pool flags (see `issuer::issuers_of`).
+    pub issuers: Vec<crate::issuer::IssuerConfig>,
 }
 
 /// The user pool whose tokens are accepted.
@@ -200,6 +202,9 @@ impl Config {
 impl Settings {
     /// Validates the settings into the configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        if !self.issuers.is_empty() {
+            return crate::issuer::config_from_tables(self);
+        }
         let pool = self.pool()?;
         self.with_pool(pool)
     }
@@ -335,6 +340,7 @@ impl Settings {
             (None, Some(_), _) => return Err(bad("tls-cert", "is needed with --tls-key")),
         };
         Ok(Config {
+            issuers: vec![],
             keys,
             mfa,
             auth: AuthSettings {

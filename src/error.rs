@@ -50,6 +50,10 @@ pub enum Invalid {
     BadSubject,
     #[error("token has no username")]
     MissingUsername,
+    #[error("token audience is not this api")]
+    WrongAudience,
+    #[error("token has no subject")]
+    MissingSubject,
     #[error("machine tokens are not allowed (--allow-machine-tokens)")]
     MachineTokensOff,
     #[error("user is disabled or deleted")]
@@ -77,6 +81,17 @@ pub enum Forbidden {
     MfaScopeMissing,
     #[error("a cookie credential on a request that is not same-site (method or websocket from a foreign origin)")]
     CrossSiteCookie,
+    #[error("token issuer is not one the route accepts")]
+    IssuerNotAccepted,
+}
+
+/// An OIDC token whose session shows no second factor on an `mfa` route: HTTP 401 with the
+/// RFC 9470 step-up challenge (the client signs in again with a second factor). `acr_values` come
+/// from the issuer's configuration (`mfa-acr`), never from a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("token shows no second factor (amr/acr) on an mfa route")]
+pub struct StepUp {
+    pub acr_values: Option<&'static str>,
 }
 
 /// Why the request itself cannot be judged: HTTP 400.
@@ -122,6 +137,8 @@ pub enum Denied {
     Forbidden(#[from] Forbidden),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+    #[error(transparent)]
+    StepUp(#[from] StepUp),
 }
 
 /// Gives each reason a short fixed label (snake case of its name) for metrics: a fixed set, so a
@@ -145,7 +162,7 @@ labels!(Invalid {
     BadClaims => "bad_claims", DuplicateKey => "duplicate_key", MissingExpiry => "missing_expiry",
     Expired => "expired", NotYetValid => "not_yet_valid", IssuedInFuture => "issued_in_future",
     WrongIssuer => "issuer", NotAccessToken => "not_access_token", WrongClient => "client", BadSubject => "subject",
-    MissingUsername => "missing_username", MachineTokensOff => "machine_token", UserDisabled => "user_disabled",
+    MissingUsername => "missing_username", WrongAudience => "audience", MissingSubject => "missing_subject", MachineTokensOff => "machine_token", UserDisabled => "user_disabled",
     UserReplaced => "user_replaced",
     Revoked => "revoked", Unrevocable => "unrevocable",
 });
@@ -153,6 +170,7 @@ labels!(Forbidden {
     MfaRequired => "mfa_required", InsufficientScope => "insufficient_scope", MissingGroup => "missing_group",
     MachineTokenOnRoute => "machine_token",
     MfaScopeMissing => "mfa_scope_missing", CrossSiteCookie => "cross_site_cookie",
+    IssuerNotAccepted => "issuer_not_accepted",
 });
 labels!(BadRequest {
     MultipleCredentials => "multiple_credentials", NoHttpAttributes => "no_http_attributes",
@@ -177,7 +195,7 @@ impl Denied {
     pub fn http_status(&self) -> StatusCode {
         match self {
             Denied::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Denied::Unauthenticated(_) | Denied::StepUp(_) => StatusCode::UNAUTHORIZED,
             Denied::Forbidden(_) => StatusCode::FORBIDDEN,
             Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -187,7 +205,7 @@ impl Denied {
     pub fn grpc_code(&self) -> i32 {
         match self {
             Denied::BadRequest(_) => code::INVALID_ARGUMENT,
-            Denied::Unauthenticated(_) => code::UNAUTHENTICATED,
+            Denied::Unauthenticated(_) | Denied::StepUp(_) => code::UNAUTHENTICATED,
             Denied::Forbidden(_) => code::PERMISSION_DENIED,
             Denied::Unavailable(_) => code::UNAVAILABLE,
         }
@@ -211,6 +229,8 @@ impl Denied {
             Denied::Forbidden(Forbidden::MfaRequired) => "MFA enrolment required",
             // A group is no OAuth scope, but the client's remedy is the same: other credentials.
             Denied::Forbidden(Forbidden::InsufficientScope | Forbidden::MissingGroup) => "Insufficient scope",
+            Denied::Forbidden(Forbidden::IssuerNotAccepted) => "Token issuer is not accepted on this route",
+            Denied::StepUp(_) => "Multi-factor authentication required",
             Denied::Forbidden(Forbidden::MachineTokenOnRoute) => "Machine tokens are not allowed on this route",
             Denied::Forbidden(Forbidden::CrossSiteCookie) => "Cookie credentials need a request from an allowed origin",
             Denied::Forbidden(Forbidden::MfaScopeMissing) => {
@@ -242,6 +262,13 @@ impl Denied {
             Denied::Forbidden(_) => {
                 Some(format!("Bearer error=\"insufficient_scope\", error_description=\"{}\"", self.client_message()))
             }
+            Denied::StepUp(StepUp { acr_values }) => {
+                let acr = acr_values.map(|v| format!(", acr_values=\"{v}\"")).unwrap_or_default();
+                Some(format!(
+                    "Bearer error=\"insufficient_user_authentication\", error_description=\"{}\"{acr}",
+                    self.client_message()
+                ))
+            }
             Denied::Unavailable(_) => None,
         }
     }
@@ -250,7 +277,7 @@ impl Denied {
     pub fn outcome(&self) -> &'static str {
         match self {
             Denied::BadRequest(_) => "bad_request",
-            Denied::Unauthenticated(_) => "unauthenticated",
+            Denied::Unauthenticated(_) | Denied::StepUp(_) => "unauthenticated",
             Denied::Forbidden(_) => "forbidden",
             Denied::Unavailable(_) => "unavailable",
         }
@@ -263,6 +290,7 @@ impl Denied {
             Denied::Unauthenticated(r) => r.label(),
             Denied::Forbidden(r) => r.label(),
             Denied::Unavailable(r) => r.label(),
+            Denied::StepUp(_) => "mfa_step_up",
         }
     }
 }

@@ -84,6 +84,10 @@ impl ExtAuthz {
         let decision = self.authorizer.decide(&request, now).await;
         let shadow = decision.route.is_some_and(|r| r.shadow);
         let took = started.elapsed();
+        if let Some(caller) = &decision.caller {
+            let outcome = decision.outcome.as_ref().map_or_else(Denied::outcome, |_| "allow");
+            self.metrics.issuer_decision(caller.issuer, outcome);
+        }
         match &decision.outcome {
             Ok(allowed) => {
                 self.metrics.decision("allow", "none", shadow, took);
@@ -138,9 +142,11 @@ fn log_decision(request: &Request<'_>, decision: &Decision, took: Duration, supp
     let route = decision.route;
     let sub = match decision.caller.as_deref().map(|c| &c.identity) {
         Some(Identity::User { sub, .. }) => sub.to_string(),
+        Some(Identity::Subject { sub, .. }) => loggable(sub).to_string(),
         Some(Identity::Machine) => "machine".to_owned(),
         None => "none".to_owned(),
     };
+    let issuer = decision.caller.as_deref().map_or("none", |c| &*c.issuer_name);
     tracing::info!(
         request_id = request.request_id.map(loggable),
         method = loggable(request.method),
@@ -149,7 +155,7 @@ fn log_decision(request: &Request<'_>, decision: &Decision, took: Duration, supp
         level = route.map_or("none", |r| r.level.label()),
         level_source = route.map_or("none", |r| r.source.label()),
         mode = if route.is_some_and(|r| r.shadow) { "shadow" } else { "enforce" },
-        issuer = "default",
+        issuer,
         sub,
         outcome,
         reason,
@@ -197,6 +203,7 @@ pub fn request_from<'a>(
         access: context.get("access").map(String::as_str),
         scopes: context.get("scopes").map(String::as_str),
         groups: context.get("groups").map(String::as_str),
+        issuers: context.get("issuers").map(String::as_str),
         mode: context.get("mode").map(String::as_str),
     };
     let mut request = Request { method: &http.method, path: &http.path, route, ..Request::default() };
@@ -247,10 +254,20 @@ pub fn allowed_response(allowed: &Allowed, strip_authorization: bool, identity: 
                 }
                 set
             }
+            Identity::Subject { sub, username } => {
+                let mut set =
+                    vec![("x-user-id", headers::escape_text(sub)), ("x-username", headers::escape_text(username))];
+                if !claims.groups.is_empty() {
+                    let groups: Vec<String> = claims.groups.iter().map(|g| headers::escape_list_item(g)).collect();
+                    set.push(("x-user-groups", groups.join(",")));
+                }
+                set
+            }
             Identity::Machine => vec![("x-client-id", claims.client_id.to_string())],
         },
     };
     if let Allowed::Verified(claims) = allowed {
+        set.push(("x-user-issuer", claims.issuer_name.to_string()));
         let values = identity.mapped().iter().zip(claims.mapped.iter());
         set.extend(values.filter_map(|(name, value)| Some((name.as_str(), value.clone()?))));
     }
@@ -321,6 +338,11 @@ fn claims_metadata(c: &Claims) -> prost_types::Struct {
         fields.insert("sub".to_owned(), s(&sub.to_string()));
         fields.insert("username".to_owned(), s(username.as_str()));
     }
+    if let Identity::Subject { sub, username } = &c.identity {
+        fields.insert("sub".to_owned(), s(sub));
+        fields.insert("username".to_owned(), s(username.as_str()));
+    }
+    fields.insert("issuer".to_owned(), s(&c.issuer_name));
     prost_types::Struct { fields }
 }
 
@@ -330,6 +352,7 @@ fn who(allowed: &Allowed) -> String {
         Allowed::Anonymous => "anonymous".to_owned(),
         Allowed::Verified(claims) => match &claims.identity {
             Identity::User { sub, .. } => sub.to_string(),
+            Identity::Subject { sub, .. } => loggable(sub).to_string(),
             Identity::Machine => "machine".to_owned(),
         },
     }

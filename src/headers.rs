@@ -1,4 +1,4 @@
-//! The identity headers this service owns on the way upstream: the fixed four and those mapped
+//! The identity headers this service owns on the way upstream: the fixed five and those mapped
 //! from token claims (`[[header]]`). Each is set on an allow or removed, never passed through from
 //! the client, and no other spelling of it (`x_user_id`) may reach the upstream.
 
@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 
-/// The headers every allow sets or removes.
-pub const FIXED: [&str; 4] = ["x-user-id", "x-username", "x-user-groups", "x-client-id"];
+/// The headers every allow sets or removes (`x-user-issuer`: the name of the issuer that verified
+/// the token).
+pub const FIXED: [&str; 5] = ["x-user-id", "x-username", "x-user-groups", "x-client-id", "x-user-issuer"];
 
 /// List items (group names, array claims) may hold anything; everything but RFC 3986 unreserved
 /// characters is escaped, so a `,` inside an item cannot split it.
@@ -67,7 +68,7 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Every identity header of this service: the fixed four, then the mapped ones.
+/// Every identity header of this service: the fixed five, then the mapped ones.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     names: Arc<[String]>,
@@ -85,7 +86,7 @@ impl IdentityHeaders {
         IdentityHeaders { names }
     }
 
-    /// All of them, the fixed four first.
+    /// All of them, the fixed five first.
     pub fn names(&self) -> &[String] {
         &self.names
     }

@@ -2,12 +2,17 @@
 //!
 //! Only keys this service can use are kept: `kty` RSA, `use` sig, `alg` RS256 or absent, a `kid`,
 //! and a modulus of 2048 to 8192 bits. Anything else in the document is skipped, not an error,
-//! so a provider adding an EC key does not take the service down.
+//! so a provider adding an EC key does not take the service down. An OIDC issuer that lists more
+//! algorithms (`PS256`, `ES256`) also keeps the RSA and P-256 keys those need, each key usable only
+//! for the algorithms its JWK allows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+    RsaPublicKeyComponents,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -23,14 +28,41 @@ pub enum JwksError {
     NoUsableKey,
 }
 
+/// A JWS signature algorithm this service verifies. Never `none`, never HMAC: a shared secret
+/// cannot come from a public key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+pub enum Algorithm {
+    RS256,
+    PS256,
+    ES256,
+}
+
+impl Algorithm {
+    /// The `alg` header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::PS256 => "PS256",
+            Algorithm::ES256 => "ES256",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256].into_iter().find(|a| a.name() == name)
+    }
+}
+
 /// One verification key, parsed once (aws-lc-rs, the backend jsonwebtoken itself uses): verifying
 /// through `jsonwebtoken::crypto::verify` rebuilt the RSA key from `n` and `e` on every call, a
 /// large share of a cold check (see BENCHMARKS.md).
 pub struct Key {
     /// Its `kid`: a cache entry keeps only the key, and finds its `kid` here.
     kid: Box<str>,
-    parsed: ParsedPublicKey,
-    /// `n` and `e`, to tell a re-fetched key from a changed one.
+    /// RS256 (PKCS#1 v1.5), the only algorithm of Cognito keys.
+    parsed: Option<ParsedPublicKey>,
+    /// The same RSA key for PS256, or a P-256 key for ES256, when the issuer accepts those.
+    other: Option<(Algorithm, ParsedPublicKey)>,
+    /// `n` and `e` (or `x` and `y`), to tell a re-fetched key from a changed one.
     components: (Vec<u8>, Vec<u8>),
 }
 
@@ -49,7 +81,33 @@ impl Key {
         let parsed = RsaPublicKeyComponents { n: &n_bytes, e: &e_bytes }
             .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
             .ok()?;
-        Some(Key { kid: kid.into(), parsed, components: (n_bytes, e_bytes) })
+        Some(Key { kid: kid.into(), parsed: Some(parsed), other: None, components: (n_bytes, e_bytes) })
+    }
+
+    /// An RSA key for the algorithms in `algs` that its JWK `alg` (if any) allows.
+    fn rsa(kid: &str, n: &str, e: &str, jwk_alg: Option<Algorithm>, algs: &[Algorithm]) -> Option<Key> {
+        let allowed = |a: Algorithm| algs.contains(&a) && jwk_alg.is_none_or(|j| j == a);
+        let mut key = Key::from_components(kid, n, e)?;
+        if allowed(Algorithm::PS256) {
+            let (n, e) = &key.components;
+            let pss = RsaPublicKeyComponents { n, e }.to_parsed_public_key(&RSA_PSS_2048_8192_SHA256).ok()?;
+            key.other = Some((Algorithm::PS256, pss));
+        }
+        if !allowed(Algorithm::RS256) {
+            key.parsed = None;
+        }
+        (key.parsed.is_some() || key.other.is_some()).then_some(key)
+    }
+
+    /// A P-256 key (ES256) from base64url `x` and `y`.
+    fn p256(kid: &str, x: &str, y: &str) -> Option<Key> {
+        let (x, y) = (URL_SAFE_NO_PAD.decode(x).ok()?, URL_SAFE_NO_PAD.decode(y).ok()?);
+        if x.len() != 32 || y.len() != 32 {
+            return None;
+        }
+        let point = [&[4u8][..], &x, &y].concat();
+        let parsed = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).ok()?;
+        Some(Key { kid: kid.into(), parsed: None, other: Some((Algorithm::ES256, parsed)), components: (x, y) })
     }
 
     pub fn kid(&self) -> &str {
@@ -58,8 +116,18 @@ impl Key {
 
     /// Checks an RS256 (RSASSA-PKCS1-v1_5 with SHA-256) signature over `signing_input`.
     pub fn verify(&self, signing_input: &str, signature: &str) -> Result<(), Invalid> {
+        self.verify_with(Algorithm::RS256, signing_input, signature)
+    }
+
+    /// Checks a signature made with `alg`; a key not usable for `alg` refuses it.
+    pub fn verify_with(&self, alg: Algorithm, signing_input: &str, signature: &str) -> Result<(), Invalid> {
+        let parsed = match (alg, &self.parsed, &self.other) {
+            (Algorithm::RS256, Some(parsed), _) => parsed,
+            (_, _, Some((other, parsed))) if *other == alg => parsed,
+            _ => return Err(Invalid::Algorithm),
+        };
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::BadSignature)?;
-        self.parsed.verify_sig(signing_input.as_bytes(), &signature).map_err(|_| Invalid::BadSignature)
+        parsed.verify_sig(signing_input.as_bytes(), &signature).map_err(|_| Invalid::BadSignature)
     }
 }
 
@@ -85,6 +153,40 @@ impl KeySet {
                 continue;
             }
             if let Some(key) = Key::from_components(&kid, &n, &e) {
+                keys.insert(kid, Arc::new(key));
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKey);
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// Parses a JWK Set document for an OIDC issuer accepting `algs`: as [`KeySet::from_jwks`],
+    /// with the keys `algs` need, and `use` may be absent (it is optional in RFC 7517).
+    pub fn from_jwks_for(document: &[u8], algs: &[Algorithm]) -> Result<KeySet, JwksError> {
+        let doc: JwkSet = serde_json::from_slice(document).map_err(|_| JwksError::NotJson)?;
+        let mut keys = HashMap::new();
+        for jwk in doc.keys {
+            let Some(kid) = jwk.kid.filter(|k| !k.is_empty()) else { continue };
+            if !matches!(jwk.use_.as_deref(), None | Some("sig")) {
+                continue;
+            }
+            let jwk_alg = match jwk.alg.as_deref() {
+                None => None,
+                Some(name) => match Algorithm::from_name(name) {
+                    Some(alg) if algs.contains(&alg) => Some(alg),
+                    _ => continue,
+                },
+            };
+            let key = match (jwk.kty.as_deref(), jwk.crv.as_deref()) {
+                (Some("RSA"), _) => jwk.n.zip(jwk.e).and_then(|(n, e)| Key::rsa(&kid, &n, &e, jwk_alg, algs)),
+                (Some("EC"), Some("P-256")) if algs.contains(&Algorithm::ES256) => {
+                    jwk.x.zip(jwk.y).and_then(|(x, y)| Key::p256(&kid, &x, &y))
+                }
+                _ => None,
+            };
+            if let Some(key) = key {
                 keys.insert(kid, Arc::new(key));
             }
         }
@@ -134,6 +236,9 @@ struct Jwk {
     kid: Option<String>,
     n: Option<String>,
     e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
 }
 
 #[cfg(test)]

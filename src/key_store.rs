@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{Denied, Invalid, Unavailable};
-use crate::key_set::{Key, KeySet};
+use crate::key_set::{Algorithm, Key, KeySet};
 
 /// Where JWK Set documents come from: the network edge, a trait so tests need no network.
 pub trait KeySource: Send + Sync + 'static {
@@ -32,6 +32,8 @@ pub enum FetchError {
     TooLarge,
     #[error(transparent)]
     Document(#[from] crate::key_set::JwksError),
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
 }
 
 /// Timings of the key store. Defaults suit Envoy with a 2 s ext_authz timeout.
@@ -56,6 +58,9 @@ pub struct KeyStore {
 struct Inner {
     source: Arc<dyn KeySource>,
     settings: KeySettings,
+    /// An OIDC issuer's algorithms (keys usable for none of them are skipped); `None` for Cognito,
+    /// whose keys are RS256 with `use` sig.
+    algorithms: Option<Vec<Algorithm>>,
     keys: RwLock<Arc<KeySet>>,
     state: Mutex<FetchState>,
     /// Counts finished fetches; waiters watch it.
@@ -77,10 +82,20 @@ struct FetchState {
 
 impl KeyStore {
     pub fn new(source: Arc<dyn KeySource>, settings: KeySettings) -> KeyStore {
+        KeyStore::with(source, settings, None)
+    }
+
+    /// A store keeping the keys usable for `algorithms` (an OIDC issuer's list).
+    pub fn for_algorithms(source: Arc<dyn KeySource>, settings: KeySettings, algorithms: Vec<Algorithm>) -> KeyStore {
+        KeyStore::with(source, settings, Some(algorithms))
+    }
+
+    fn with(source: Arc<dyn KeySource>, settings: KeySettings, algorithms: Option<Vec<Algorithm>>) -> KeyStore {
         KeyStore {
             inner: Arc::new(Inner {
                 source,
                 settings,
+                algorithms,
                 keys: RwLock::new(Arc::new(KeySet::default())),
                 state: Mutex::new(FetchState::default()),
                 finished: watch::channel(0).0,
@@ -199,7 +214,11 @@ impl KeyStore {
         inner.fetches.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let result = match inner.source.fetch().await {
-                Ok(bytes) => KeySet::from_jwks(&bytes).map_err(FetchError::from),
+                Ok(bytes) => match &inner.algorithms {
+                    None => KeySet::from_jwks(&bytes),
+                    Some(algs) => KeySet::from_jwks_for(&bytes, algs),
+                }
+                .map_err(FetchError::from),
                 Err(e) => Err(e),
             };
             let now = Instant::now();

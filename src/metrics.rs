@@ -24,6 +24,13 @@ struct Decision {
     mode: &'static str,
 }
 
+/// A decision on a verified token, by its issuer (a configured name, never a token's `iss`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerDecision {
+    issuer: &'static str,
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     outcome: &'static str,
@@ -66,6 +73,67 @@ struct Inner {
     mfa_lookups_refused: Counter,
     http_requests: Family<HttpRequest, Counter>,
     readings: Arc<OnceLock<Reader>>,
+    issuer_decisions: Family<IssuerDecision, Counter>,
+    /// The configured issuers' names, by position (set once at start-up).
+    issuer_names: Arc<OnceLock<Vec<&'static str>>>,
+    issuer_readings: Arc<OnceLock<IssuerReader>>,
+}
+
+/// One issuer's keys, read at each scrape.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IssuerReadings {
+    pub jwks_fetch_failures: u64,
+    pub jwks_keys: u64,
+    pub jwks_last_refresh: u64,
+}
+
+type IssuerReader = Box<dyn Fn() -> Vec<IssuerReadings> + Send + Sync>;
+
+/// Each issuer's key readings, labelled with its configured name.
+struct IssuersCollector {
+    names: Arc<OnceLock<Vec<&'static str>>>,
+    read: Arc<OnceLock<IssuerReader>>,
+}
+
+impl std::fmt::Debug for IssuersCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuersCollector")
+    }
+}
+
+impl Collector for IssuersCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (Some(names), Some(read)) = (self.names.get(), self.read.get()) else { return Ok(()) };
+        let readings = read();
+        let series: [(&str, &str, fn(&IssuerReadings) -> u64, bool); 3] = [
+            ("issuer_jwks_fetch_failures", "JWKS fetches that failed, by issuer", |r| r.jwks_fetch_failures, true),
+            ("issuer_jwks_keys", "Signing keys in force, by issuer", |r| r.jwks_keys, false),
+            (
+                "issuer_jwks_last_refresh_timestamp_seconds",
+                "Unix time of the issuer's last successful signing-key fetch (0 before the first)",
+                |r| r.jwks_last_refresh,
+                false,
+            ),
+        ];
+        for (name, help, value, counter) in series {
+            let kind = if counter {
+                prometheus_client::metrics::MetricType::Counter
+            } else {
+                prometheus_client::metrics::MetricType::Gauge
+            };
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (issuer, reading) in names.iter().zip(&readings) {
+                let labels = [("issuer", *issuer)];
+                let v = value(reading);
+                if counter {
+                    ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+                } else {
+                    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the other parts report at each scrape (counters they keep themselves, sizes they know).
@@ -186,6 +254,18 @@ impl Metrics {
         );
         let http_requests = Family::<HttpRequest, Counter>::default();
         registry.register("http_requests", "Requests to the HTTP module by route and status", http_requests.clone());
+        let issuer_decisions = Family::<IssuerDecision, Counter>::default();
+        registry.register(
+            "issuer_decisions",
+            "Decisions on verified tokens by issuer (configured name) and outcome",
+            issuer_decisions.clone(),
+        );
+        let issuer_names = Arc::new(OnceLock::new());
+        let issuer_readings = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(IssuersCollector {
+            names: issuer_names.clone(),
+            read: issuer_readings.clone(),
+        }));
         Metrics {
             inner: Arc::new(Inner {
                 registry: root,
@@ -197,6 +277,9 @@ impl Metrics {
                 mfa_lookups_refused,
                 http_requests,
                 readings,
+                issuer_decisions,
+                issuer_names,
+                issuer_readings,
             }),
         }
     }
@@ -207,6 +290,24 @@ impl Metrics {
         let mode = if shadow { "shadow" } else { "enforce" };
         self.inner.decisions.get_or_create(&Decision { outcome, reason, mode }).inc();
         self.inner.decision_duration.get_or_create(&Outcome { outcome }).observe(took.as_secs_f64());
+    }
+
+    /// Names the configured issuers (once; their names become label values, so they come from
+    /// configuration only), and how their keys are read at each scrape.
+    pub fn name_issuers(
+        &self,
+        names: Vec<&'static str>,
+        read: impl Fn() -> Vec<IssuerReadings> + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.issuer_names.set(names);
+        let _ = self.inner.issuer_readings.set(Box::new(read));
+    }
+
+    /// Counts a decision on a token the issuer at `issuer` (its position) verified.
+    pub fn issuer_decision(&self, issuer: usize, outcome: &'static str) {
+        if let Some(name) = self.inner.issuer_names.get().and_then(|names| names.get(issuer)) {
+            self.inner.issuer_decisions.get_or_create(&IssuerDecision { issuer: name, outcome }).inc();
+        }
     }
 
     /// Counts a request to the HTTP module (`route` from a fixed set).

@@ -121,6 +121,11 @@ impl MfaGate {
         self
     }
 
+    /// False when `--enforce-mfa=false` lets every `mfa` route through (development only).
+    pub fn enforced(&self) -> bool {
+        self.settings.enforce
+    }
+
     /// Passes users who have enrolled TOTP. `token` is the caller's access token (for `GetUser`).
     pub async fn require(&self, claims: &Claims, token: &str) -> Result<(), Denied> {
         if !self.settings.enforce {

@@ -132,6 +132,8 @@ pub struct Requirement<'a> {
     scopes: [Names<'a>; SOURCES],
     /// Group lists; the user must be in at least one group of each non-empty list.
     groups: [Names<'a>; SOURCES],
+    /// Issuer lists; the token's issuer must be in each non-empty list (their intersection).
+    issuers: [Names<'a>; SOURCES],
     sources: usize,
     /// What the sources said of the mode, if anything.
     mode: Option<Mode>,
@@ -145,6 +147,8 @@ pub struct RouteContext<'a> {
     pub access: Option<&'a str>,
     pub scopes: Option<&'a str>,
     pub groups: Option<&'a str>,
+    /// Issuer names, comma-separated: only tokens of these issuers pass.
+    pub issuers: Option<&'a str>,
     /// `shadow` or `enforce`.
     pub mode: Option<&'a str>,
 }
@@ -155,6 +159,7 @@ impl<'a> Requirement<'a> {
             access,
             scopes: [Names::NONE; SOURCES],
             groups: [Names::NONE; SOURCES],
+            issuers: [Names::NONE; SOURCES],
             sources: 0,
             mode: None,
             source: LevelSource::Default,
@@ -170,12 +175,14 @@ impl<'a> Requirement<'a> {
         }
     }
 
-    /// Adds one source: the level can only rise, and its scopes and groups are required too.
-    fn add(&mut self, access: Access, scopes: Names<'a>, groups: Names<'a>) {
+    /// Adds one source: the level can only rise, and its scopes, groups and issuers are required
+    /// too.
+    fn add(&mut self, access: Access, scopes: Names<'a>, groups: Names<'a>, issuers: Names<'a>) {
         self.access = self.access.max(access);
         if self.sources < SOURCES {
             self.scopes[self.sources] = scopes;
             self.groups[self.sources] = groups;
+            self.issuers[self.sources] = issuers;
             self.sources += 1;
         }
     }
@@ -186,6 +193,10 @@ impl<'a> Requirement<'a> {
 
     /// Checks scopes, groups and the machine-token rules against verified claims.
     pub fn permits(&self, claims: &Claims) -> Result<(), Forbidden> {
+        let issuer = &*claims.issuer_name;
+        if !self.issuers[..self.sources].iter().all(|names| names.is_empty() || names.iter().any(|i| i == issuer)) {
+            return Err(Forbidden::IssuerNotAccepted);
+        }
         if matches!(claims.identity, Identity::Machine)
             && (self.access == Access::Mfa || self.scopes().next().is_none())
         {
@@ -220,6 +231,7 @@ struct Rule {
     access: Access,
     scopes: Vec<String>,
     groups: Vec<String>,
+    issuers: Vec<String>,
     mode: Option<Mode>,
 }
 
@@ -298,7 +310,11 @@ impl Policy {
                 Access::from_context(access),
                 Names::Joined(route.scopes.unwrap_or("")),
                 Names::Joined(route.groups.unwrap_or("")),
+                Names::Joined(route.issuers.unwrap_or("")),
             );
+        } else if let Some(issuers) = route.issuers {
+            // Issuers without a level: a restriction all the same (the level stays the policy's).
+            requirement.add(Access::Public, Names::NONE, Names::NONE, Names::Joined(issuers));
         }
         let decoded = decoded(path);
         let spellings: [&[u8]; 2] = [path.as_bytes(), &decoded];
@@ -314,7 +330,12 @@ impl Policy {
             let found = self.rules.iter().position(|r| r.matches(method, spelling, fold_case));
             if found.is_some() && !matched[..i].contains(&found) {
                 let rule = &self.rules[found.unwrap_or_default()];
-                requirement.add(rule.access, Names::Listed(&rule.scopes), Names::Listed(&rule.groups));
+                requirement.add(
+                    rule.access,
+                    Names::Listed(&rule.scopes),
+                    Names::Listed(&rule.groups),
+                    Names::Listed(&rule.issuers),
+                );
                 requirement.mode = Mode::and(requirement.mode, rule.mode);
             }
             matched[i] = found;
@@ -401,6 +422,9 @@ struct RuleFile {
     scopes: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
+    /// Issuer names (`[[issuer]]` `name`, or `default`); only their tokens pass.
+    #[serde(default)]
+    issuers: Vec<String>,
     /// `shadow` to only observe this rule's decisions, `enforce` to enforce them under `--shadow`.
     mode: Option<Mode>,
 }
@@ -424,12 +448,19 @@ impl RuleFile {
         if self.access == Access::Public && !(self.scopes.is_empty() && self.groups.is_empty()) {
             return Err(bad("a public rule cannot require scopes or groups"));
         }
+        if self.access == Access::Public && !self.issuers.is_empty() {
+            return Err(bad("a public rule cannot require issuers"));
+        }
+        if let Some(name) = self.issuers.iter().find(|i| !crate::issuer::valid_name(i)) {
+            return Err(bad(&format!("issuers: {name:?} is not an issuer name")));
+        }
         Ok(Rule {
             methods: self.methods,
             path,
             access: self.access,
             scopes: self.scopes,
             groups: self.groups,
+            issuers: self.issuers,
             mode: self.mode,
         })
     }
@@ -539,6 +570,9 @@ mod tests {
             iat: None,
             auth_time: None,
             mapped: Box::default(),
+            issuer: 0,
+            issuer_name: "staff".into(),
+            second_factor: None,
         }
     }
 
@@ -570,7 +604,12 @@ mod tests {
         assert_eq!(rule.permits(&user(&["admin"], "")), Ok(()));
         assert_eq!(rule.permits(&user(&["staff"], "")), Err(Forbidden::MissingGroup));
         // Envoy's groups and the file's groups are both required; so are both scope lists.
-        let both = RouteContext { access: Some("mfa"), groups: Some("staff"), scopes: Some("extra"), mode: None };
+        let both = RouteContext {
+            access: Some("mfa"),
+            groups: Some("staff"),
+            scopes: Some("extra"),
+            ..RouteContext::default()
+        };
         let rule = p.requirement("GET", "/api/admin/users", both).unwrap();
         assert_eq!(rule.permits(&user(&["admin", "staff"], "extra")), Ok(()));
         assert_eq!(rule.permits(&user(&["admin"], "extra")), Err(Forbidden::MissingGroup));

@@ -42,11 +42,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let pool = DevPool::open(&args.data_dir)?;
     match args.action {
-        Some(DevAction::Token { username, expires_in, count }) => {
+        Some(DevAction::Token { username, expires_in, count, issuer, amr }) => {
             let user = pool.user(&username)?;
             let now = unix_now();
+            let oidc = match issuer.as_deref() {
+                None | Some("default") if amr.is_empty() => None,
+                None | Some("default") => anyhow::bail!("--amr is for --issuer {}", crate::dev_oidc::DEV_OIDC_NAME),
+                Some(crate::dev_oidc::DEV_OIDC_NAME) => Some(crate::dev_oidc::key(&pool)?),
+                Some(other) => {
+                    anyhow::bail!("unknown dev issuer {other:?}: default or {}", crate::dev_oidc::DEV_OIDC_NAME)
+                }
+            };
+            let amr = if amr.is_empty() { vec!["pwd".to_owned()] } else { amr };
+            let token = |now| match &oidc {
+                Some(key) => crate::dev_oidc::access_token(key, &user, &amr, now, expires_in),
+                None => pool.access_token(&user, now, expires_in),
+            };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let written = (0..count).try_for_each(|_| writeln!(out, "{}", pool.access_token(&user, now, expires_in)));
+            let written = (0..count).try_for_each(|_| writeln!(out, "{}", token(now)));
             reader_may_stop(written.and_then(|()| out.flush()))?;
         }
         Some(DevAction::Mfa { username, state }) => {
@@ -100,14 +113,23 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         secret: None,
     });
     config.auth.allowed_origins = args.allowed_origin.clone();
+    // The second, OIDC-style issuer beside the dev pool (named `default`, as the flags' pool is).
+    let oidc_key = crate::dev_oidc::key(&pool)?;
+    let oidc_jwks_url = format!("http://{}{}", listeners.http.local_addr()?, crate::dev_oidc::DEV_OIDC_JWKS_PATH);
+    let oidc_jwks_url =
+        crate::config::jwks_url_checked(&oidc_jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
+    config.issuers =
+        vec![crate::issuer::IssuerConfig::single_pool(&config), crate::dev_oidc::issuer(oidc_jwks_url.clone())];
+    let oidc_jwks = serde_json::json!({ "keys": [oidc_key.jwk()] });
     let pool = Arc::new(pool);
     let jwks = pool.jwks();
     let routes = axum::Router::new()
         .route("/.well-known/jwks.json", get(move || async move { Json(jwks) }))
+        .route(crate::dev_oidc::DEV_OIDC_JWKS_PATH, get(move || async move { Json(oidc_jwks) }))
         .merge(crate::hosted_ui::routes(pool.clone()));
     let data_dir = args.data_dir.display();
     eprintln!(
-        "\n  dev server: gRPC ext_authz on {grpc}, JWKS on {jwks_url}\n  hosted UI (sign-in, TOTP enrolment): {domain}login, {domain}mfa/enrol; users and passwords: cognito-authz dev --data-dir {data_dir} users\n  try:  cognito-authz check --addr http://{grpc} --token \"$(cognito-authz dev --data-dir {data_dir} token alice)\"\n",
+        "\n  dev server: gRPC ext_authz on {grpc}, JWKS on {jwks_url}\n  hosted UI (sign-in, TOTP enrolment): {domain}login, {domain}mfa/enrol; users and passwords: cognito-authz dev --data-dir {data_dir} users\n  try:  cognito-authz check --addr http://{grpc} --token \"$(cognito-authz dev --data-dir {data_dir} token alice)\"\n  the OIDC-style issuer dev-oidc (keys on {oidc_jwks_url}):  cognito-authz dev --data-dir {data_dir} token --issuer dev-oidc alice --amr pwd,otp\n",
         grpc = config.grpc_listen
     );
     config.revocation_store = crate::config::StoreSpec::File(args.data_dir.join("revocations.jsonl"));

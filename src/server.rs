@@ -15,14 +15,19 @@ use crate::cache::TokenCache;
 use crate::clock::unix_now;
 use crate::cognito::{MfaSource, SdkCognito};
 use crate::config::{Config, StoreSpec};
+use crate::discovery::DiscoveredKeySource;
+use crate::error::StepUp;
 use crate::ext_authz::ExtAuthz;
 use crate::headers::IdentityHeaders;
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminState};
+use crate::issuer::{IssuerConfig, KeysAt, Kind, issuers_of};
 use crate::key_store::{HttpKeySource, KeyStore};
-use crate::metrics::{Metrics, Readings};
+use crate::key_store::{KeySettings, KeySource};
+use crate::metrics::{IssuerReadings, Metrics, Readings};
 use crate::mfa::MfaGate;
 use crate::oauth::OAuthClient;
+use crate::oidc::OidcRules;
 use crate::pb::auth::authorization_server::AuthorizationServer;
 use crate::policy::Policy;
 use crate::policy::SharedPolicy;
@@ -30,14 +35,17 @@ use crate::revocation::Revocations;
 use crate::revocation::file::FileStore;
 use crate::revocation::redis::RedisStore;
 use crate::tls::{Tls, TlsListener};
-use crate::verify::{Rules, Verifier};
+use crate::verify::{IssuerRules, Rules, TrustedIssuer, Verifier};
 
 /// The service name Envoy and Kubernetes ask the health service about.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
 /// The running parts, for callers that add routes (dev mode) or inspect them (tests).
 pub struct Parts {
+    /// The first issuer's keys (the only issuer's, with the single-pool flags).
     pub keys: KeyStore,
+    /// Every issuer's keys, in configuration order.
+    pub issuer_keys: Vec<KeyStore>,
     pub authorizer: Authorizer,
     pub metrics: Metrics,
     /// The Cognito API, for the HTTP module (absent in dev mode).
@@ -68,7 +76,27 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
         )
         .await,
     );
-    build_with(config, cognito.clone(), Some(cognito)).await
+    // Each Cognito issuer of the tables asks its own pool, at its own endpoint.
+    let mut sources: Vec<Arc<dyn MfaSource>> = Vec::new();
+    for issuer in issuers_of(config) {
+        match &issuer.kind {
+            Kind::Cognito(pool) if !config.issuers.is_empty() => {
+                let own = SdkCognito::new(
+                    &pool.region,
+                    pool.cognito_endpoint.as_deref(),
+                    &pool.user_pool_id,
+                    pool.mfa_source,
+                    (attempt, config.cognito_timeout),
+                    None,
+                )
+                .await;
+                sources.push(Arc::new(own));
+            }
+            // The single pool's, or an OIDC issuer's (never asked: its tokens show their factors).
+            _ => sources.push(cognito.clone()),
+        }
+    }
+    build_for_issuers(config, sources, Some(cognito)).await
 }
 
 /// Builds the parts around a given MFA source, fetching keys over HTTP(S).
@@ -77,15 +105,26 @@ pub async fn build_with(
     mfa_source: Arc<dyn MfaSource>,
     cognito: Option<Arc<SdkCognito>>,
 ) -> anyhow::Result<Parts> {
+    let sources = issuers_of(config).iter().map(|_| mfa_source.clone()).collect();
+    build_for_issuers(config, sources, cognito).await
+}
+
+/// Builds the parts with one MFA source per issuer (in configuration order), fetching keys over
+/// HTTP(S).
+pub async fn build_for_issuers(
+    config: &Config,
+    mfa_sources: Vec<Arc<dyn MfaSource>>,
+    cognito: Option<Arc<SdkCognito>>,
+) -> anyhow::Result<Parts> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
         .redirect(crate::key_store::same_origin_redirects())
         .build()?;
-    let keys = KeyStore::new(Arc::new(HttpKeySource::new(client, config.jwks_url.clone())), config.keys.clone());
+    let stores = issuers_of(config).iter().map(|i| key_store(i, &client, &config.keys)).collect();
     let (revocations, redis) = open_revocations(config).await?;
-    let mut parts = assemble(config, keys, mfa_source, revocations);
+    let mut parts = assemble_issuers(config, stores, mfa_sources, revocations);
     parts.cognito = cognito;
     parts.redis = redis;
     Ok(parts)
@@ -111,49 +150,123 @@ pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, O
     }
 }
 
+/// One issuer's key store: its JWKS, or the one its discovery document names.
+fn key_store(issuer: &IssuerConfig, client: &reqwest::Client, settings: &KeySettings) -> KeyStore {
+    let source: Arc<dyn KeySource> = match &issuer.keys {
+        KeysAt::Jwks(url) => Arc::new(HttpKeySource::new(client.clone(), url.clone())),
+        KeysAt::Discovery(url) => Arc::new(DiscoveredKeySource::new(client.clone(), issuer.iss.clone(), url.clone())),
+    };
+    match &issuer.kind {
+        Kind::Cognito(_) => KeyStore::new(source, settings.clone()),
+        Kind::Oidc(oidc) => KeyStore::for_algorithms(source, settings.clone(), oidc.algorithms.clone()),
+    }
+}
+
+/// One issuer's rules.
+fn rules(issuer: &IssuerConfig, leeway: u64) -> IssuerRules {
+    match &issuer.kind {
+        Kind::Cognito(pool) => IssuerRules::Cognito(Rules {
+            issuer: issuer.iss.clone(),
+            client_ids: pool.client_ids.iter().map(|c| Arc::from(c.as_str())).collect(),
+            leeway,
+            allow_machine_tokens: pool.allow_machine_tokens,
+        }),
+        Kind::Oidc(oidc) => IssuerRules::Oidc {
+            rules: OidcRules {
+                issuer: issuer.iss.clone(),
+                audience: oidc.audience.clone(),
+                leeway,
+                username_claim: oidc.username_claim.clone(),
+                groups_claim: oidc.groups_claim.clone(),
+                mfa_amr: oidc.mfa_amr.clone(),
+                mfa_acr: oidc.mfa_acr.clone(),
+            },
+            algorithms: oidc.algorithms.clone(),
+            // Leaked once per issuer at start-up, so a denial stays a small `Copy` value that
+            // carries nothing from a token.
+            step_up: StepUp {
+                acr_values: (!oidc.mfa_acr.is_empty()).then(|| &*Box::leak(oidc.mfa_acr.join(" ").into_boxed_str())),
+            },
+        },
+    }
+}
+
 /// Builds the MFA gate and the authorizer around a key store, an MFA source and revocations.
 pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>, revocations: Revocations) -> Parts {
-    let rules = Rules {
-        issuer: config.issuer.clone(),
-        client_ids: config.client_ids.iter().map(|c| Arc::from(c.as_str())).collect(),
-        leeway: config.leeway_seconds,
-        allow_machine_tokens: config.allow_machine_tokens,
-    };
+    assemble_issuers(config, vec![keys], vec![mfa_source], revocations)
+}
+
+/// Builds the MFA gates and the authorizer around each issuer's key store and MFA source (in
+/// configuration order) and revocations.
+pub fn assemble_issuers(
+    config: &Config,
+    stores: Vec<KeyStore>,
+    mfa_sources: Vec<Arc<dyn MfaSource>>,
+    revocations: Revocations,
+) -> Parts {
+    let issuers = issuers_of(config);
+    assert!(
+        stores.len() == issuers.len() && mfa_sources.len() == issuers.len(),
+        "one key store and mfa source per issuer"
+    );
     let metrics = Metrics::new();
     if !config.mfa.enforce {
         tracing::warn!("MFA is NOT enforced (--enforce-mfa=false): mfa routes admit any valid token; development only");
     }
-    let mfa = MfaGate::new(mfa_source, config.mfa.clone(), metrics.clone())
-        .revoking_through(revocations.clone(), config.auth.refresh_token_lifetime);
+    let gates: Vec<MfaGate> = mfa_sources
+        .into_iter()
+        .map(|source| {
+            MfaGate::new(source, config.mfa.clone(), metrics.clone())
+                .revoking_through(revocations.clone(), config.auth.refresh_token_lifetime)
+        })
+        .collect();
     // A user revoked on any replica has their cached MFA answer dropped here too.
-    let gate = mfa.clone();
+    let forget = gates.clone();
     revocations.on_user_revoked(move |sub| {
-        let gate = gate.clone();
-        async move { gate.forget(&sub).await }
+        let gates = forget.clone();
+        async move {
+            for gate in &gates {
+                gate.forget(&sub).await;
+            }
+        }
     });
     let policy = SharedPolicy::new(config.policy.clone());
-    let verifier = Verifier::new(keys.clone(), rules, TokenCache::new(config.token_cache_size))
+    let trusted: Vec<TrustedIssuer> = issuers
+        .iter()
+        .zip(&stores)
+        .map(|(issuer, keys)| TrustedIssuer {
+            name: Arc::from(issuer.name.as_str()),
+            keys: keys.clone(),
+            rules: rules(issuer, config.leeway_seconds),
+        })
+        .collect();
+    let keys = stores[0].clone();
+    let verifier = Verifier::for_issuers(trusted, TokenCache::new(config.token_cache_size))
         .mapping_claims(config.header_claims.iter().map(|h| h.claim.clone()).collect());
-    let authorizer = Authorizer::new(
+    let mut authorizer = Authorizer::new(
         verifier,
         revocations,
         policy,
-        mfa,
+        gates[0].clone(),
         config.token_cookie.clone(),
         config.auth.allowed_origins.clone(),
     )
     .shadow_by_default(config.shadow);
+    if gates.len() > 1 {
+        authorizer = authorizer.with_issuer_gates(gates);
+    }
     // The closure holds the verifier and revocations, not the authorizer (which holds the metrics).
     let (verifier, revocations) = (authorizer.verifier().clone(), authorizer.revocations().clone());
     metrics.read_parts(move || {
-        let keys = verifier.keys();
+        // Summed over the issuers; the last refresh is the stalest issuer's.
+        let stores = verifier.issuers().iter().map(|i| &i.keys);
         let cache = verifier.cache();
         let (hits, misses) = cache.hits_and_misses();
         Readings {
-            jwks_fetches: keys.fetch_count(),
-            jwks_fetch_failures: keys.fetch_failure_count(),
-            jwks_keys: keys.key_count() as u64,
-            jwks_last_refresh: keys.last_loaded(),
+            jwks_fetches: stores.clone().map(KeyStore::fetch_count).sum(),
+            jwks_fetch_failures: stores.clone().map(KeyStore::fetch_failure_count).sum(),
+            jwks_keys: stores.clone().map(|k| k.key_count() as u64).sum(),
+            jwks_last_refresh: stores.map(KeyStore::last_loaded).min().unwrap_or(0),
             token_cache_hits: hits,
             token_cache_misses: misses,
             token_cache_entries: cache.len(),
@@ -161,7 +274,20 @@ pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>,
             revocation_sync_age: revocations.sync_age().as_secs_f64(),
         }
     });
-    Parts { keys, authorizer, metrics, cognito: None, redis: None }
+    // Issuer names become label values: leaked once each at start-up, from configuration only.
+    let names = issuers.iter().map(|i| &*Box::leak(i.name.clone().into_boxed_str())).collect();
+    let readable = stores.clone();
+    metrics.name_issuers(names, move || {
+        readable
+            .iter()
+            .map(|k| IssuerReadings {
+                jwks_fetch_failures: k.fetch_failure_count(),
+                jwks_keys: k.key_count() as u64,
+                jwks_last_refresh: k.last_loaded(),
+            })
+            .collect()
+    });
+    Parts { keys, issuer_keys: stores, authorizer, metrics, cognito: None, redis: None }
 }
 
 /// Serves until `shutdown` resolves: gRPC (ext_authz + health), HTTP, and admin (`/metrics`).
@@ -178,17 +304,23 @@ pub async fn serve(
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing).await;
 
-    let refresh = tokio::spawn(parts.keys.clone().run_refresh());
+    let refresh: Vec<_> = parts.issuer_keys.iter().map(|keys| tokio::spawn(keys.clone().run_refresh())).collect();
     let revocations = parts.authorizer.revocations().clone();
     let follow = parts.redis.clone().map(|redis| tokio::spawn(redis.sync(revocations.clone())));
     let purge = tokio::spawn(purge_expired(revocations.clone(), parts.authorizer.verifier().clone()));
     let reload =
         config.policy_path.clone().map(|path| tokio::spawn(reload_on_hangup(path, parts.authorizer.policy().clone())));
-    let mut keys_loaded = parts.keys.loaded();
+    // Serving once every issuer has loaded its keys once: later, an issuer whose keys are
+    // unavailable answers 503 for its own tokens only.
+    let keys_loaded: Vec<_> = parts.issuer_keys.iter().map(KeyStore::loaded).collect();
     let mut revocations_loaded = revocations.loaded();
     let ready = reporter.clone();
     let health_task = tokio::spawn(async move {
-        if keys_loaded.wait_for(|l| *l).await.is_ok() && revocations_loaded.wait_for(|l| *l).await.is_ok() {
+        let mut all_loaded = true;
+        for mut loaded in keys_loaded {
+            all_loaded &= loaded.wait_for(|l| *l).await.is_ok();
+        }
+        if all_loaded && revocations_loaded.wait_for(|l| *l).await.is_ok() {
             tracing::info!("signing keys and revocations loaded; serving");
             ready.set_service_status("", ServingStatus::Serving).await;
             ready.set_service_status(AUTHZ_SERVICE, ServingStatus::Serving).await;
@@ -209,7 +341,7 @@ pub async fn serve(
 
     let Listeners { grpc, http, admin } = listeners;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, admin = %admin.local_addr()?,
-        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuer = %config.issuer, jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
+        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuers = parts.issuer_keys.len(), issuer = %config.issuer, jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
     let auth_state = AuthState {
         authorizer: parts.authorizer.clone(),
         oauth: config.oauth.as_ref().map(|o| {
@@ -257,7 +389,7 @@ pub async fn serve(
     };
     let admin_server = axum::serve(admin, admin::routes(admin_state)).with_graceful_shutdown(stopped(stop_rx));
     let (grpc_result, http_result, admin_result) = tokio::join!(grpc_server, http_server, admin_server);
-    refresh.abort();
+    refresh.iter().for_each(|task| task.abort());
     purge.abort();
     for task in [reload, follow].into_iter().flatten() {
         task.abort();

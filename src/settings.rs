@@ -213,6 +213,14 @@ pub struct Settings {
     /// Defaults to none: CORS off, cookie-only refresh and logout refused.
     #[arg(long = "allowed-origin", env = "COGNITO_AUTHZ_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
+    /// With `[[issuer]]` tables: the Cognito issuer whose app client the HTTP module serves.
+    /// Defaults to the only Cognito issuer.
+    #[arg(long, env = "COGNITO_AUTHZ_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// `[[issuer]]` tables (the `--config` file only), instead of the single-pool flags.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub issuers: Vec<crate::issuer::IssuerTable>,
     /// Log format (`--log-format`, a global flag).
     #[arg(skip)]
     pub log_format: LogFormat,
@@ -282,6 +290,8 @@ impl Default for Settings {
             refresh_cookie_path: "/auth".into(),
             refresh_cookie_domain: None,
             allowed_origin: vec![],
+            oauth_issuer: None,
+            issuers: vec![],
             log_format: LogFormat::Text,
             log_level: LogLevel::Info,
             given: Default::default(),
@@ -413,9 +423,22 @@ impl Settings {
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let problem = |what: String| ConfigError::new("config", format!("{}: {what}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| problem(format!("cannot be read: {e}")))?;
-        let table: toml::Table = toml::from_str(&text).map_err(|e| problem(e.message().to_owned()))?;
+        let invalid = |e: toml::de::Error| problem(e.message().to_owned());
+        let mut table: toml::Table = toml::from_str(&text).map_err(invalid)?;
+        // `issuer` is a string (the single-pool flag) or the array of `[[issuer]]` tables.
+        let tables = match table.remove("issuer") {
+            Some(toml::Value::Array(tables)) => Some(tables),
+            Some(single) => {
+                table.insert("issuer".to_owned(), single);
+                None
+            }
+            None => None,
+        };
         let given = table.keys().cloned().collect();
-        let mut settings: Settings = table.try_into().map_err(|e: toml::de::Error| problem(e.message().to_owned()))?;
+        let mut settings: Settings = table.try_into().map_err(invalid)?;
+        if let Some(tables) = tables {
+            settings.issuers = toml::Value::Array(tables).try_into().map_err(invalid)?;
+        }
         settings.config = Some(path.to_owned());
         settings.given = given;
         Ok(settings)

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use crate::error::Invalid;
+use crate::key_set::Algorithm;
 
 /// Tokens longer than this are refused before any parsing (Cognito's are about 1 KB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -83,6 +84,12 @@ impl<'a> Jwt<'a> {
     /// The JOSE header, checked for what this service accepts: RS256, a `kid`, no `crit`.
     /// `jku`, `x5u`, `jwk` and `x5c` are ignored on purpose: keys come only from the configured JWKS.
     pub fn header(&self) -> Result<Header, Invalid> {
+        self.header_for(&[Algorithm::RS256]).map(|h| Header { kid: h.kid })
+    }
+
+    /// The JOSE header, for an issuer signing with `algs`: as [`Jwt::header`], and the `alg` and
+    /// `typ` it names.
+    pub fn header_for(&self, algs: &[Algorithm]) -> Result<JoseHeader, Invalid> {
         if self.header.len() > MAX_HEADER_BYTES {
             return Err(Invalid::BadHeader);
         }
@@ -92,19 +99,48 @@ impl<'a> Jwt<'a> {
         if raw.crit.0 {
             return Err(Invalid::CriticalHeader);
         }
-        if raw.alg.as_deref() != Some("RS256") {
+        let alg = raw.alg.as_deref().and_then(Algorithm::from_name).filter(|a| algs.contains(a));
+        let Some(alg) = alg else {
             return Err(Invalid::Algorithm);
-        }
+        };
         match raw.kid {
-            Some(kid) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => Ok(Header { kid }),
+            Some(kid) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => {
+                let typ = match raw.typ {
+                    Some(serde_json::Value::String(t)) => Some(t),
+                    _ => None,
+                };
+                Ok(JoseHeader { kid, alg, typ })
+            }
             Some(_) => Err(Invalid::BadHeader),
             None => Err(Invalid::MissingKeyId),
         }
     }
 
+    /// The `iss` claim, read before the signature is checked, only to pick the issuer whose keys
+    /// and rules then judge the token (a wrong choice fails their exact `iss` comparison). A
+    /// repeated key is refused here, so this read and the later one cannot disagree.
+    pub fn unverified_issuer(&self) -> Result<String, Invalid> {
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: Option<String>,
+        }
+        let bytes = decode_part(self.payload)?;
+        ensure_unique_keys(&bytes)?;
+        let iss: Iss = serde_json::from_slice(&bytes).map_err(|_| Invalid::BadClaims)?;
+        iss.iss.ok_or(Invalid::WrongIssuer)
+    }
+
     /// The claims as a JSON object (for claims mapped to headers), once the signature holds.
     pub fn claims_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, Invalid> {
         serde_json::from_slice(&decode_part(self.payload)?).map_err(|_| Invalid::BadClaims)
+    }
+
+    /// The claims as a JSON object, refused when a key repeats (an OIDC issuer's claims, judged by
+    /// name), once the signature holds.
+    pub fn unique_claims_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, Invalid> {
+        let bytes = decode_part(self.payload)?;
+        ensure_unique_keys(&bytes)?;
+        serde_json::from_slice(&bytes).map_err(|_| Invalid::BadClaims)
     }
 
     /// The claims, decoded but not yet judged (the caller checks the signature first).
@@ -121,10 +157,21 @@ pub struct Header {
     pub kid: String,
 }
 
+/// The header fields an issuer with several algorithms acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoseHeader {
+    pub kid: String,
+    pub alg: Algorithm,
+    /// RFC 9068 access tokens say `at+jwt`.
+    pub typ: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct RawHeader {
     alg: Option<String>,
     kid: Option<String>,
+    /// Any JSON type: a Cognito issuer ignores it, as it always has; an OIDC issuer wants a string.
+    typ: Option<serde_json::Value>,
     #[serde(default)]
     crit: Present,
 }

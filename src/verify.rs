@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use crate::cache::{self, Expires, TokenCache};
 pub use crate::claims::{Claims, Identity, TokenId};
-use crate::error::{Denied, Invalid};
-use crate::key_set::Key;
+use crate::error::{Denied, Invalid, StepUp};
+use crate::key_set::{Algorithm, Key};
 use crate::key_store::KeyStore;
+use crate::oidc::OidcRules;
 use crate::token::{Jwt, RawClaims};
 
 /// A future `iat` is tolerated this far beyond the leeway, for clock drift between us and Cognito.
@@ -81,6 +82,9 @@ impl Rules {
             iat: raw.iat,
             auth_time: raw.auth_time,
             mapped: Box::default(),
+            issuer: 0,
+            issuer_name: Arc::from(crate::issuer::DEFAULT_NAME),
+            second_factor: None,
         })
     }
 }
@@ -148,11 +152,42 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
     }
 }
 
+/// How one issuer's tokens are judged.
+#[derive(Debug, Clone)]
+pub enum IssuerRules {
+    /// A Cognito user pool: RS256 and Cognito's claim rules.
+    Cognito(Rules),
+    /// An OIDC provider: RFC 9068 rules, the algorithms it signs with, and the step-up challenge
+    /// its tokens get on an `mfa` route without a second factor.
+    Oidc { rules: OidcRules, algorithms: Vec<Algorithm>, step_up: StepUp },
+}
+
+impl IssuerRules {
+    /// The `iss` its tokens carry.
+    pub fn iss(&self) -> &str {
+        match self {
+            IssuerRules::Cognito(rules) => &rules.issuer,
+            IssuerRules::Oidc { rules, .. } => &rules.issuer,
+        }
+    }
+}
+
+/// One configured issuer: its name, its own keys (a `kid` of one issuer never finds another's
+/// key) and its rules.
+#[derive(Clone)]
+pub struct TrustedIssuer {
+    pub name: Arc<str>,
+    pub keys: KeyStore,
+    pub rules: IssuerRules,
+}
+
 /// Verifies tokens against the key store and the rules, remembering those that passed.
 #[derive(Clone)]
 pub struct Verifier {
+    /// Never empty; with one issuer (the single-pool flags) no claim is read before the signature.
+    issuers: Arc<[TrustedIssuer]>,
     keys: KeyStore,
-    rules: Rules,
+    leeway: u64,
     cache: TokenCache<Verified>,
     scopes: Arc<Interner<str>>,
     groups: Arc<Interner<[String]>>,
@@ -162,9 +197,22 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache<Verified>) -> Verifier {
+        let default =
+            TrustedIssuer { name: Arc::from(crate::issuer::DEFAULT_NAME), keys, rules: IssuerRules::Cognito(rules) };
+        Verifier::for_issuers(vec![default], cache)
+    }
+
+    /// A verifier for several issuers (at least one); all share one leeway, the first's.
+    pub fn for_issuers(issuers: Vec<TrustedIssuer>, cache: TokenCache<Verified>) -> Verifier {
+        let first = issuers.first().expect("at least one issuer");
+        let leeway = match &first.rules {
+            IssuerRules::Cognito(rules) => rules.leeway,
+            IssuerRules::Oidc { rules, .. } => rules.leeway,
+        };
         Verifier {
-            keys,
-            rules,
+            keys: first.keys.clone(),
+            leeway,
+            issuers: issuers.into(),
             cache,
             scopes: Arc::new(Interner::new()),
             groups: Arc::new(Interner::new()),
@@ -183,24 +231,45 @@ impl Verifier {
         let digest = cache::digest(token);
         // Only `exp` can change its verdict with time (`nbf` and `iat` only ever start to pass),
         // and only a change of key can change the signature's.
-        if let Some(hit) = self.cache.get(&digest, now.saturating_sub(self.rules.leeway))
-            && self.keys.is_current(&hit.key)
+        if let Some(hit) = self.cache.get(&digest, now.saturating_sub(self.leeway))
+            && self.issuers.get(hit.claims.issuer).is_some_and(|i| i.keys.is_current(&hit.key))
         {
             self.cache.record(true);
             return Ok(hit.claims.clone());
         }
         self.cache.record(false);
         let jwt = Jwt::split(token)?;
-        let header = jwt.header()?;
-        let key = self.keys.key(&header.kid).await?;
-        key.verify(jwt.signing_input, jwt.signature)?;
-        // Claims are parsed only once the signature holds: no JSON from strangers beyond the header.
-        let mut claims = self.rules.check(jwt.claims()?, now)?;
-        if !self.mapped_claims.is_empty() {
-            // A second read of the payload, only when headers are mapped: the typed parse keeps
-            // only the claims decisions need.
-            claims.mapped = header_values(&jwt.claims_json()?, &self.mapped_claims);
-        }
+        let index = self.issuer_of(&jwt)?;
+        let issuer = &self.issuers[index];
+        let (mut claims, key) = match &issuer.rules {
+            IssuerRules::Cognito(rules) => {
+                let header = jwt.header()?;
+                let key = issuer.keys.key(&header.kid).await?;
+                key.verify(jwt.signing_input, jwt.signature)?;
+                // Claims are parsed only once the signature holds: no JSON from strangers beyond
+                // the header (and, with several issuers, `iss`).
+                let mut claims = rules.check(jwt.claims()?, now)?;
+                if !self.mapped_claims.is_empty() {
+                    // A second read of the payload, only when headers are mapped: the typed parse
+                    // keeps only the claims decisions need.
+                    claims.mapped = header_values(&jwt.claims_json()?, &self.mapped_claims);
+                }
+                (claims, key)
+            }
+            IssuerRules::Oidc { rules, algorithms, .. } => {
+                let header = jwt.header_for(algorithms)?;
+                let key = issuer.keys.key(&header.kid).await?;
+                key.verify_with(header.alg, jwt.signing_input, jwt.signature)?;
+                let json = jwt.unique_claims_json()?;
+                let mut claims = rules.check(header.typ.as_deref(), &json, now)?;
+                if !self.mapped_claims.is_empty() {
+                    claims.mapped = header_values(&json, &self.mapped_claims);
+                }
+                (claims, key)
+            }
+        };
+        claims.issuer = index;
+        claims.issuer_name = issuer.name.clone();
         claims.scope = claims.scope.map(|scope| self.scopes.share(&scope));
         claims.groups = self.groups.share(&claims.groups);
         let claims = Arc::new(claims);
@@ -211,7 +280,23 @@ impl Verifier {
     /// Drops cached tokens that have expired at Unix time `now` (hits past `exp` are never served
     /// anyway; this frees their memory).
     pub fn purge_expired(&self, now: u64) {
-        self.cache.purge_expired(now.saturating_sub(self.rules.leeway));
+        self.cache.purge_expired(now.saturating_sub(self.leeway));
+    }
+
+    /// The issuer whose keys and rules judge this token: the only one, or the one whose `iss` the
+    /// (not yet verified) payload names, compared exactly. An `iss` no issuer has is refused
+    /// before any key is looked up, so it cannot make us fetch.
+    fn issuer_of(&self, jwt: &Jwt<'_>) -> Result<usize, Invalid> {
+        if self.issuers.len() == 1 {
+            return Ok(0);
+        }
+        let iss = jwt.unverified_issuer()?;
+        self.issuers.iter().position(|i| i.rules.iss() == iss).ok_or(Invalid::WrongIssuer)
+    }
+
+    /// The configured issuers, in configuration order (a claim's `issuer` indexes it).
+    pub fn issuers(&self) -> &[TrustedIssuer] {
+        &self.issuers
     }
 
     pub fn cache(&self) -> &TokenCache<Verified> {
@@ -224,7 +309,7 @@ impl Verifier {
 
     /// Seconds past `exp` (and before `nbf`) a token is still accepted.
     pub fn leeway(&self) -> u64 {
-        self.rules.leeway
+        self.leeway
     }
 }
 

@@ -272,6 +272,10 @@ fn claims_view(claims: &Claims) -> Map<String, Value> {
             user.insert("sub".into(), json!(sub));
             user.insert("username".into(), json!(username));
         }
+        Identity::Subject { sub, username } => {
+            user.insert("sub".into(), json!(&**sub));
+            user.insert("username".into(), json!(username));
+        }
         Identity::Machine => {
             user.insert("client_id".into(), json!(&*claims.client_id));
         }

@@ -176,15 +176,17 @@ mod tests {
     async fn entries_survive_reopening_and_compaction_drops_expired_ones() {
         let path = dir("file-store").join("revocations.jsonl");
         let store = FileStore::open(&path).unwrap();
-        let entries =
-            vec![Entry::Jti { id: "a".into(), until: NOW + 10 }, Entry::Origin { id: "b".into(), until: NOW + 1000 }];
+        let entries = vec![
+            Entry::Jti { id: "a".into(), until: NOW + 10, issuer: None },
+            Entry::Origin { id: "b".into(), until: NOW + 1000, issuer: None },
+        ];
         store.append(&entries).await.unwrap();
         drop(store);
         let store = FileStore::open(&path).unwrap();
         assert_eq!(store.load(NOW).await.unwrap(), entries);
         store.compact(NOW + 100).await.unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1);
-        store.append(&[Entry::Jti { id: "c".into(), until: NOW + 500 }]).await.unwrap();
+        store.append(&[Entry::Jti { id: "c".into(), until: NOW + 500, issuer: None }]).await.unwrap();
         assert_eq!(store.load(NOW + 100).await.unwrap().len(), 2, "appends go to the compacted file");
         #[cfg(unix)]
         {
@@ -205,7 +207,7 @@ mod tests {
     }
 
     fn logout(jti: &str) -> Entry {
-        Entry::Jti { id: jti.into(), until: NOW + 600 }
+        Entry::Jti { id: jti.into(), until: NOW + 600, issuer: None }
     }
 
     /// Both logged-out tokens refused; the positive control, a token never logged out, passes.

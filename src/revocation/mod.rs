@@ -27,10 +27,21 @@ use crate::error::{Denied, Invalid, Unavailable};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
     /// One access token, by its `jti`; lives until that token's `exp`.
-    Jti { id: String, until: u64 },
+    Jti {
+        id: String,
+        until: u64,
+        /// The issuer's name; absent for `default` (the single pool), as before issuers existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        issuer: Option<String>,
+    },
     /// Every access token minted from one sign-in, by `origin_jti`; lives until the refresh token
     /// of that sign-in could have expired.
-    Origin { id: String, until: u64 },
+    Origin {
+        id: String,
+        until: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        issuer: Option<String>,
+    },
     /// Every token of a user whose `auth_time` is at or before `before`.
     User { sub: Uuid, before: u64, until: u64 },
 }
@@ -43,19 +54,35 @@ impl Entry {
     }
 }
 
-/// The entries in force, in memory. Pure: time is passed in.
+/// Token ids by issuer name: the same `jti` text from two issuers is two entries.
+type ByIssuer = HashMap<Box<str>, HashMap<TokenId, u64>>;
+
+/// The entries in force, in memory. Pure: time is passed in. User entries are not scoped: they
+/// name a Cognito `sub`, a UUID no two pools share.
 #[derive(Debug, Default)]
 pub struct RevocationList {
-    jti: HashMap<TokenId, u64>,
-    origin: HashMap<TokenId, u64>,
+    jti: ByIssuer,
+    origin: ByIssuer,
     users: HashMap<Uuid, (u64, u64)>,
+}
+
+fn slot<'a>(ids: &'a mut ByIssuer, issuer: Option<String>, id: String) -> &'a mut u64 {
+    let issuer = issuer.unwrap_or_else(|| crate::issuer::DEFAULT_NAME.to_owned());
+    ids.entry(issuer.into()).or_default().entry(id.into()).or_default()
+}
+
+fn flatten(ids: &ByIssuer) -> impl Iterator<Item = (Option<String>, String, u64)> + '_ {
+    ids.iter().flat_map(|(issuer, ids)| {
+        let issuer = (&**issuer != crate::issuer::DEFAULT_NAME).then(|| issuer.to_string());
+        ids.iter().map(move |(id, until)| (issuer.clone(), id.to_string(), *until))
+    })
 }
 
 impl RevocationList {
     pub fn apply(&mut self, entry: Entry) {
         match entry {
-            Entry::Jti { id, until } => keep_latest(self.jti.entry(id.into()).or_default(), until),
-            Entry::Origin { id, until } => keep_latest(self.origin.entry(id.into()).or_default(), until),
+            Entry::Jti { id, until, issuer } => keep_latest(slot(&mut self.jti, issuer, id), until),
+            Entry::Origin { id, until, issuer } => keep_latest(slot(&mut self.origin, issuer, id), until),
             Entry::User { sub, before, until } => {
                 let slot = self.users.entry(sub).or_default();
                 *slot = (slot.0.max(before), slot.1.max(until));
@@ -86,10 +113,12 @@ impl RevocationList {
     /// True when a token with these claims has been revoked, at Unix time `now`.
     pub fn revokes(&self, claims: &Claims, now: u64) -> bool {
         let live = |until: Option<&u64>| until.is_some_and(|u| *u > now);
-        if claims.jti.as_ref().is_some_and(|j| live(self.jti.get(j))) {
+        let issuer = &*claims.issuer_name;
+        let (jti, origin) = (self.jti.get(issuer), self.origin.get(issuer));
+        if claims.jti.as_ref().is_some_and(|j| live(jti.and_then(|ids| ids.get(j)))) {
             return true;
         }
-        if claims.origin_jti.as_ref().is_some_and(|o| live(self.origin.get(o))) {
+        if claims.origin_jti.as_ref().is_some_and(|o| live(origin.and_then(|ids| ids.get(o)))) {
             return true;
         }
         if let Identity::User { sub, .. } = &claims.identity
@@ -107,19 +136,22 @@ impl RevocationList {
 
     /// Drops entries that can no longer match anything.
     pub fn purge(&mut self, now: u64) {
-        self.jti.retain(|_, until| *until > now);
-        self.origin.retain(|_, until| *until > now);
+        for ids in [&mut self.jti, &mut self.origin] {
+            ids.values_mut().for_each(|ids| ids.retain(|_, until| *until > now));
+            ids.retain(|_, ids| !ids.is_empty());
+        }
         self.users.retain(|_, (_, until)| *until > now);
     }
 
     pub fn len(&self) -> usize {
-        self.jti.len() + self.origin.len() + self.users.len()
+        let count = |ids: &ByIssuer| ids.values().map(HashMap::len).sum::<usize>();
+        count(&self.jti) + count(&self.origin) + self.users.len()
     }
 
     /// Every entry, as the store would hold it.
     pub fn entries(&self) -> Vec<Entry> {
-        let jti = self.jti.iter().map(|(id, until)| Entry::Jti { id: id.to_string(), until: *until });
-        let origin = self.origin.iter().map(|(id, until)| Entry::Origin { id: id.to_string(), until: *until });
+        let jti = flatten(&self.jti).map(|(issuer, id, until)| Entry::Jti { id, until, issuer });
+        let origin = flatten(&self.origin).map(|(issuer, id, until)| Entry::Origin { id, until, issuer });
         let users =
             self.users.iter().map(|(sub, (before, until))| Entry::User { sub: *sub, before: *before, until: *until });
         jti.chain(origin).chain(users).collect()
@@ -341,13 +373,15 @@ impl Revocations {
 /// entry lives as long as the token is accepted: `exp` plus the verifier's `leeway`.
 pub fn logout_entries(claims: &Claims, refresh_token_lifetime: Duration, leeway: u64, now: u64) -> Vec<Entry> {
     let mut entries = Vec::with_capacity(2);
+    // Entries of the single pool keep the format they had before issuers existed.
+    let issuer = || (&*claims.issuer_name != crate::issuer::DEFAULT_NAME).then(|| claims.issuer_name.to_string());
     if let Some(jti) = &claims.jti {
-        entries.push(Entry::Jti { id: jti.to_string(), until: claims.exp.saturating_add(leeway) });
+        entries.push(Entry::Jti { id: jti.to_string(), until: claims.exp.saturating_add(leeway), issuer: issuer() });
     }
     if let Some(origin) = &claims.origin_jti {
         let signed_in = claims.auth_time.or(claims.iat).unwrap_or(now);
         let until = signed_in.max(now).saturating_add(refresh_token_lifetime.as_secs());
-        entries.push(Entry::Origin { id: origin.to_string(), until });
+        entries.push(Entry::Origin { id: origin.to_string(), until, issuer: issuer() });
     }
     entries
 }
@@ -371,14 +405,17 @@ mod tests {
             iat: Some(auth_time),
             auth_time: Some(auth_time),
             mapped: Box::default(),
+            issuer: 0,
+            issuer_name: "default".into(),
+            second_factor: None,
         }
     }
 
     #[test]
     fn a_revoked_jti_or_origin_jti_matches_until_it_expires() {
         let mut list = RevocationList::default();
-        list.apply(Entry::Jti { id: "j1".into(), until: NOW + 10 });
-        list.apply(Entry::Origin { id: "o1".into(), until: NOW + 100 });
+        list.apply(Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None });
+        list.apply(Entry::Origin { id: "o1".into(), until: NOW + 100, issuer: None });
         assert!(list.revokes(&claims("j1", "o9", NOW), NOW));
         assert!(list.revokes(&claims("j2", "o1", NOW), NOW), "a sibling from the same sign-in");
         assert!(!list.revokes(&claims("j2", "o2", NOW), NOW));
@@ -403,8 +440,8 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                Entry::Jti { id: "j1".into(), until: NOW + 600 },
-                Entry::Origin { id: "o1".into(), until: NOW + 30 * 86400 }
+                Entry::Jti { id: "j1".into(), until: NOW + 600, issuer: None },
+                Entry::Origin { id: "o1".into(), until: NOW + 30 * 86400, issuer: None }
             ]
         );
     }
@@ -420,6 +457,34 @@ mod tests {
         assert!(list.revokes(&c, c.exp - 1), "before exp");
         assert!(list.revokes(&c, c.exp + 29), "past exp, still inside the 30 s leeway the verifier grants");
         assert!(!list.revokes(&c, c.exp + 30), "gone once the verifier itself refuses the token");
+    }
+
+    #[test]
+    fn the_same_jti_from_two_issuers_never_collides_and_old_entries_mean_default() {
+        // A line written before issuers existed: no `issuer`, so the single pool's (`default`).
+        let old: Entry = serde_json::from_str(&format!(r#"{{"kind":"jti","id":"j1","until":{}}}"#, NOW + 10)).unwrap();
+        assert_eq!(old, Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None });
+        let mut list = RevocationList::default();
+        list.apply(old);
+        let staff = |jti: &str| Claims { issuer: 1, issuer_name: "staff".into(), ..claims(jti, "o9", NOW) };
+        assert!(list.revokes(&claims("j1", "o9", NOW), NOW), "the default issuer's j1 is revoked");
+        assert!(!list.revokes(&staff("j1"), NOW), "staff's j1 is another token");
+        let logout = logout_entries(&staff("j2"), Duration::from_secs(60), 0, NOW);
+        assert_eq!(logout[0], Entry::Jti { id: "j2".into(), until: NOW + 600, issuer: Some("staff".into()) });
+        let line = serde_json::to_string(&logout[0]).unwrap();
+        assert!(line.contains(r#""issuer":"staff""#), "{line}");
+        logout.into_iter().for_each(|e| list.apply(e));
+        assert!(list.revokes(&staff("j2"), NOW));
+        assert!(!list.revokes(&claims("j2", "o8", NOW), NOW), "the default issuer's j2 is untouched");
+        assert!(list.entries().contains(&Entry::Jti {
+            id: "j2".into(),
+            until: NOW + 600,
+            issuer: Some("staff".into())
+        }));
+        assert!(list.entries().contains(&Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None }));
+        // And a default entry written now is spelled as before: no `issuer` key.
+        let default = logout_entries(&claims("j3", "o3", NOW), Duration::from_secs(60), 0, NOW);
+        assert!(!serde_json::to_string(&default[0]).unwrap().contains("issuer"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod common;
 mod decisions;
 mod hostile;
 mod http_module;
+mod issuers;
 mod observability;
 mod policy_mfa;
 mod properties;

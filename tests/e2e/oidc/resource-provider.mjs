@@ -1,0 +1,46 @@
+// A certified OpenID provider issuing JWT access tokens (RFC 9068, `typ: at+jwt`) for resource
+// indicators (RFC 8707), on 127.0.0.1:$PORT: the peer for cognito-authz's OIDC issuers.
+// Two resources: $RESOURCE (the API cognito-authz guards) and $OTHER_RESOURCE (someone else's).
+// `amr` (RFC 8176): dev interactions take any password and record no factors, so the account name
+// says how the user signed in: a login ending in `-otp` used a second factor (`["pwd","otp"]`),
+// any other a password alone (`["pwd"]`).
+import Provider, { errors } from 'oidc-provider';
+
+const port = Number(process.env.PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const resources = [process.env.RESOURCE, process.env.OTHER_RESOURCE];
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: process.env.CLIENT_ID,
+    client_secret: process.env.CLIENT_SECRET,
+    redirect_uris: [process.env.REDIRECT_URI],
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+  }],
+  features: {
+    devInteractions: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async () => process.env.RESOURCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resourceIndicator) => {
+        if (!resources.includes(resourceIndicator)) throw new errors.InvalidTarget();
+        return { scope: 'api:read', audience: resourceIndicator, accessTokenFormat: 'jwt', accessTokenTTL: 600 };
+      },
+    },
+  },
+  scopes: ['openid', 'email'],
+  extraTokenClaims: async (ctx, token) => (
+    token.kind === 'AccessToken'
+      ? { amr: token.accountId.endsWith('-otp') ? ['pwd', 'otp'] : ['pwd'], preferred_username: token.accountId }
+      : undefined
+  ),
+  findAccount: async (ctx, id) => ({
+    accountId: id,
+    claims: async () => ({ sub: id, email: `${id}@example.com`, email_verified: true }),
+  }),
+});
+provider.proxy = false;
+provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider (jwt access tokens) listening on ${issuer}`));

@@ -1,0 +1,311 @@
+"""Several issuers in one server (issue 13), end to end through the shipped Envoy: two moto user
+pools, a Cognito-shaped pool with a key of its own (served here), and a certified OpenID provider
+(oidc-provider) issuing JWT access tokens for a resource, all in one cognito-authz configured with
+`[[issuer]]` tables.
+
+What moto can and cannot show: moto signs every pool's tokens with one key (`kid: dummy`). So a
+token "signed with pool A's key naming pool B" is, with moto, signed with pool B's key too, and no
+verifier could refuse it for its signature; it is refused for its `client_id` (pool A's app
+client is not pool B's). That per-issuer keys keep one issuer's key from verifying another's
+tokens is shown with the `keyed` pool, whose own key is not moto's (and, in-process, in
+tests/service/issuers.rs)."""
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urljoin, urlparse
+
+import pytest
+import requests
+
+import harness
+
+KEYED_POOL = f"{harness.REGION}_Keyed"
+KEYED_CLIENT = "keyed-client"
+API = "https://api.example.com"
+OTHER_API = "https://other.example.com"
+CLIENT_ID = "partner-app"
+CLIENT_SECRET = "a-test-secret-made-for-this-run"
+REDIRECT_URI = "https://app.example.com/callback"
+
+STAFF_ONLY_ROUTE = """                        - name: staff-only
+                          match: { prefix: /staff/ }
+                          route: { cluster: app }
+                          typed_per_filter_config:
+                            envoy.filters.http.ext_authz:
+                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                              check_settings:
+                                context_extensions: { access: authenticated, issuers: "staff" }
+"""
+
+
+class KeyedJwks:
+    """A JWKS endpoint for the `keyed` pool, with a key of its own; it can go down, and rotate."""
+
+    def __init__(self):
+        from joserfc.jwk import RSAKey
+
+        self.keys = {"keyed-1": RSAKey.generate_key(2048, parameters={"kid": "keyed-1"}, private=True)}
+        self.serving = ["keyed-1"]
+        self.down = False
+        jwks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if jwks.down:
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                doc = {"keys": [{**jwks.keys[k].as_dict(private=False), "use": "sig", "alg": "RS256"}
+                                for k in jwks.serving]}
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add_key(self, kid):
+        from joserfc.jwk import RSAKey
+
+        self.keys[kid] = RSAKey.generate_key(2048, parameters={"kid": kid}, private=True)
+
+    def sign(self, claims, kid="keyed-1"):
+        from joserfc import jwt
+
+        return jwt.encode({"alg": "RS256", "kid": kid}, claims, self.keys[kid])
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def keyed_claims(iss=None):
+    now = int(time.time())
+    return {"sub": str(uuid.uuid4()), "iss": iss or f"https://cognito-idp.{harness.REGION}.amazonaws.com/{KEYED_POOL}",
+            "client_id": KEYED_CLIENT, "token_use": "access", "scope": "aws.cognito.signin.user.admin",
+            "username": "kim", "auth_time": now, "iat": now, "exp": now + 600, "jti": str(uuid.uuid4()),
+            "origin_jti": str(uuid.uuid4())}
+
+
+def start_provider(logdir):
+    port = harness.free_port()
+    env = {"PORT": str(port), "CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": CLIENT_SECRET, "REDIRECT_URI": REDIRECT_URI,
+           "RESOURCE": API, "OTHER_RESOURCE": OTHER_API}
+    import os
+
+    proc = harness.Process("oidc-resource-provider", ["node", str(harness.OIDC_DIR / "resource-provider.mjs")], logdir,
+                           dict(os.environ, **env))
+    proc.url = f"http://127.0.0.1:{port}"
+    harness.wait_until(lambda: requests.get(f"{proc.url}/.well-known/openid-configuration", timeout=1).ok,
+                       what="oidc-provider")
+    return proc
+
+
+def oidc_access_token(provider_url, user, resource=API):
+    """The code flow with PKCE and a resource indicator, scripted as harness.scripted_login does."""
+    verifier, challenge = harness.pkce_pair()
+    session = requests.Session()
+    query = urlencode({"client_id": CLIENT_ID, "response_type": "code", "redirect_uri": REDIRECT_URI,
+                       "scope": "openid api:read", "prompt": "consent", "state": "s-1", "resource": resource,
+                       "code_challenge": challenge, "code_challenge_method": "S256"})
+    url = f"{provider_url}/auth?{query}"
+    response = session.get(url, allow_redirects=False, timeout=10)
+    forms = [{"prompt": "login", "login": user, "password": "any"}, {"prompt": "consent"}]
+    code = None
+    for _ in range(20):
+        location = response.headers.get("location")
+        if location is None:
+            response = session.post(url, data=forms.pop(0), allow_redirects=False, timeout=10)
+            continue
+        url = urljoin(url, location)
+        if url.startswith(REDIRECT_URI):
+            code = parse_qs(urlparse(url).query)["code"][0]
+            break
+        response = session.get(url, allow_redirects=False, timeout=10)
+    assert code, "the scripted login reached the redirect_uri"
+    token = requests.post(f"{provider_url}/token", auth=(CLIENT_ID, CLIENT_SECRET), timeout=10, data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier,
+        "resource": resource})
+    assert token.ok, token.text
+    return token.json()["access_token"]
+
+
+def write_config(path, staff, customers, keyed_jwks, provider_url):
+    tables = f"""
+[[issuer]]
+name = "staff"
+region = "{harness.REGION}"
+user-pool-id = "{staff.id}"
+client-id = ["{staff.client_id}"]
+jwks-url = "{staff.jwks_url}"
+cognito-endpoint = "{staff.moto_url}"
+
+[[issuer]]
+name = "customers"
+kind = "cognito"
+region = "{harness.REGION}"
+user-pool-id = "{customers.id}"
+client-id = ["{customers.client_id}"]
+jwks-url = "{customers.jwks_url}"
+cognito-endpoint = "{customers.moto_url}"
+
+[[issuer]]
+name = "keyed"
+region = "{harness.REGION}"
+user-pool-id = "{KEYED_POOL}"
+client-id = ["{KEYED_CLIENT}"]
+jwks-url = "{keyed_jwks.url}"
+
+[[issuer]]
+name = "partners"
+kind = "oidc"
+issuer = "{provider_url}"
+audience = ["{API}"]
+mfa-amr = ["mfa", "otp"]
+"""
+    path.write_text(tables)
+
+
+def with_staff_only_route(text):
+    app_route = "                        - name: app\n"
+    assert text.count(app_route) == 1, "the shipped envoy.yaml still ends with the `app` route"
+    return text.replace(app_route, STAFF_ONLY_ROUTE + app_route)
+
+
+@pytest.fixture(scope="module")
+def world(logdir, moto, pool, upstream):
+    customers = harness.Pool(moto)
+    # The same username in both pools; only in the staff pool has alice enrolled TOTP.
+    customers.admin_reset_mfa("alice")
+    keyed = KeyedJwks()
+    provider = start_provider(logdir)
+    config = logdir / "issuers.toml"
+    write_config(config, pool, customers, keyed, provider.url)
+    ports = (harness.free_port(), harness.free_port(), harness.free_port())
+    argv = [str(harness.BINARY), "serve", "--config", str(config),
+            "--grpc-listen", f"127.0.0.1:{ports[0]}", "--http-listen", f"127.0.0.1:{ports[1]}",
+            "--admin-listen", f"127.0.0.1:{ports[2]}", "--mfa-cache-ttl", "1",
+            "--jwks-fetch-wait-ms", "1000", "--jwks-cooldown-seconds", "1", "--data-dir", str(logdir / "authz-issuers-data")]
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"RUST_LOG": "info,cognito_authz=debug", "AWS_EC2_METADATA_DISABLED": "true",
+                **harness.AWS_TEST_CREDENTIALS})
+    authz = harness.Process("authz-issuers", argv, logdir, env)
+    authz.grpc_port, authz.http_port = ports[0], ports[1]
+    # SERVING only once every issuer has loaded its keys (the OIDC one through discovery).
+    harness.wait_until(lambda: harness.grpc_health(ports[0], "") == "SERVING", timeout=30, what="every issuer's keys")
+    envoy = harness.start_envoy(logdir, ports[0], ports[1], upstream.port, name="envoy-issuers",
+                                transform=with_staff_only_route)
+    yield {"staff": pool, "customers": customers, "keyed": keyed, "provider": provider, "authz": authz,
+           "envoy": envoy}
+    envoy.stop()
+    authz.stop()
+    provider.stop()
+    keyed.stop()
+    assert "eyJ" not in authz.output(), "a token (or a piece of one) reached the log"
+
+
+def get(world, path, token):
+    return requests.get(world["envoy"].url + path, headers={"authorization": f"Bearer {token}"}, timeout=10)
+
+
+def seen(response):
+    assert response.status_code == 200, response.text
+    return response.json()["headers"]
+
+
+def test_every_issuers_tokens_pass_through_envoy_naming_their_issuer(world):
+    staff = seen(get(world, "/api/mfa/status", world["staff"].sign_in("alice")["AccessToken"]))
+    assert staff["x-user-issuer"] == ["staff"] and staff["x-user-id"] == [world["staff"].subs["alice"]]
+    customers = seen(get(world, "/api/mfa/status", world["customers"].sign_in("alice")["AccessToken"]))
+    assert customers["x-user-issuer"] == ["customers"]
+    assert customers["x-user-id"] == [world["customers"].subs["alice"]], "the same username, the other pool's user"
+    assert seen(get(world, "/api/mfa/status", world["keyed"].sign(keyed_claims())))["x-user-issuer"] == ["keyed"]
+    partner = seen(get(world, "/api/mfa/status", oidc_access_token(world["provider"].url, "pat")))
+    assert partner["x-user-issuer"] == ["partners"]
+    assert partner["x-user-id"] == ["pat"] and partner["x-username"] == ["pat"]
+
+
+def test_a_token_is_refused_unless_the_issuer_it_names_signed_it(world):
+    keyed_claims_ = keyed_claims()
+    assert get(world, "/api/mfa/status", world["keyed"].sign(keyed_claims_)).status_code == 200, "its own key"
+    # The same claims signed with moto's key (the staff pool's): the keyed pool does not know it.
+    forged = harness.resign(world["staff"].sign_in("alice")["AccessToken"], **keyed_claims_)
+    refused = get(world, "/api/mfa/status", forged)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    # moto's pools share one key, so a staff token renamed to the customers pool is refused for
+    # its app client, not its signature; with the customers' client it would pass (moto's limit).
+    staff_token = world["staff"].sign_in("alice")["AccessToken"]
+    renamed = harness.resign(staff_token, iss=world["customers"].issuer)
+    assert get(world, "/api/mfa/status", renamed).status_code == 401
+    both = harness.resign(staff_token, iss=world["customers"].issuer, client_id=world["customers"].client_id)
+    assert get(world, "/api/mfa/status", both).status_code == 200
+
+
+def test_a_route_restricted_to_one_issuer_through_envoy(world):
+    staff = world["staff"].sign_in("alice")["AccessToken"]
+    assert seen(get(world, "/staff/reports", staff))["x-user-issuer"] == ["staff"]
+    for token in (world["customers"].sign_in("alice")["AccessToken"],
+                  oidc_access_token(world["provider"].url, "pat")):
+        refused = get(world, "/staff/reports", token)
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["www-authenticate"] == (
+            'Bearer error="insufficient_scope", error_description="Token issuer is not accepted on this route"')
+        assert refused.json() == {"detail": "Token issuer is not accepted on this route"}
+
+
+def test_mfa_is_asked_of_the_tokens_own_pool(world):
+    # alice enrolled TOTP in the staff pool only: asking the wrong pool would let both in, or neither.
+    assert get(world, "/reports", world["staff"].sign_in("alice")["AccessToken"]).status_code == 200
+    refused = get(world, "/reports", world["customers"].sign_in("alice")["AccessToken"])
+    assert refused.status_code == 403, refused.text
+    assert refused.json() == {"detail": "MFA enrolment required"}
+
+
+def test_oidc_jwt_access_tokens_with_audience_and_step_up(world):
+    url = world["provider"].url
+    one_factor = oidc_access_token(url, "pat")
+    assert get(world, "/api/mfa/status", one_factor).status_code == 200, "authenticated route: one factor is enough"
+    step_up = get(world, "/reports", one_factor)
+    assert step_up.status_code == 401, step_up.text
+    assert step_up.headers["www-authenticate"] == (
+        'Bearer error="insufficient_user_authentication", error_description="Multi-factor authentication required"')
+    assert step_up.json() == {"detail": "Multi-factor authentication required"}
+    assert seen(get(world, "/reports", oidc_access_token(url, "pat-otp")))["x-user-issuer"] == ["partners"]
+    other_audience = get(world, "/api/mfa/status", oidc_access_token(url, "pat", resource=OTHER_API))
+    assert other_audience.status_code == 401, other_audience.text
+    assert other_audience.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+
+
+def test_one_issuers_keys_down_makes_only_its_tokens_503(world):
+    keyed = world["keyed"]
+    keyed.add_key("keyed-2")
+    keyed.serving = ["keyed-1", "keyed-2"]
+    keyed.down = True
+    # Past the unknown-kid cooldown (1 s here) an earlier test's forged `kid` may have started: a
+    # new `kid` is then fetched for, not refused as unknown.
+    time.sleep(1.2)
+    rotated = keyed.sign(keyed_claims(), kid="keyed-2")
+    down = get(world, "/api/mfa/status", rotated)
+    assert down.status_code == 503, down.text
+    # Every other issuer's tokens are decided as before, fresh sign-ins included.
+    # (bob: he has no TOTP to answer, so his sign-ins need no fresh code.)
+    assert get(world, "/api/mfa/status", world["staff"].sign_in("bob")["AccessToken"]).status_code == 200
+    assert get(world, "/api/mfa/status", world["customers"].sign_in("bob")["AccessToken"]).status_code == 200
+    assert get(world, "/api/mfa/status", oidc_access_token(world["provider"].url, "pat")).status_code == 200
+    # And the keyed pool's own token passes once its keys can be fetched again.
+    keyed.down = False
+    harness.wait_until(lambda: get(world, "/api/mfa/status", rotated).status_code == 200, timeout=15,
+                       what="the keyed pool's keys back")

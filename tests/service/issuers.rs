@@ -1,0 +1,441 @@
+//! Several issuers in one server (issue 13): two Cognito pools and one OIDC provider, each with
+//! its own signing key on its own JWKS endpoint, decided in-process through `ExtAuthz::decide`.
+//! Every refusal is shown next to the allow it would otherwise have been.
+
+use std::sync::Arc;
+
+use crate::common::*;
+use cognito_authz::cognito::MfaState;
+use cognito_authz::config::{Config, ServeArgs};
+use cognito_authz::error::code;
+use cognito_authz::ext_authz::ExtAuthz;
+use cognito_authz::issuer::{IssuerKind, IssuerTable, validate};
+use cognito_authz::pb::auth::check_response::HttpResponse;
+use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
+use cognito_authz::policy::Policy;
+use serde_json::{Value, json};
+
+const CUSTOMERS_POOL: &str = "eu-west-1_Customers";
+const CUSTOMERS_CLIENT: &str = "client-c";
+const PARTNERS_ISS: &str = "https://idp.example.com/realms/acme";
+const API: &str = "https://api.example.com";
+
+fn customers_iss() -> String {
+    format!("https://cognito-idp.{REGION}.amazonaws.com/{CUSTOMERS_POOL}")
+}
+
+struct World {
+    ext: ExtAuthz,
+    staff: JwksServer,
+    customers: JwksServer,
+    partners: JwksServer,
+    staff_mfa: Arc<FakeMfa>,
+    customers_mfa: Arc<FakeMfa>,
+    metrics: cognito_authz::metrics::Metrics,
+}
+
+fn tables(staff: &JwksServer, customers: &JwksServer, partners: &JwksServer) -> Vec<IssuerTable> {
+    vec![
+        IssuerTable {
+            name: "staff".into(),
+            region: Some(REGION.into()),
+            user_pool_id: Some(POOL.into()),
+            client_id: vec![CLIENT.into()],
+            jwks_url: Some(staff.url()),
+            ..IssuerTable::default()
+        },
+        IssuerTable {
+            name: "customers".into(),
+            region: Some(REGION.into()),
+            user_pool_id: Some(CUSTOMERS_POOL.into()),
+            client_id: vec![CUSTOMERS_CLIENT.into()],
+            jwks_url: Some(customers.url()),
+            ..IssuerTable::default()
+        },
+        IssuerTable {
+            name: "partners".into(),
+            kind: IssuerKind::Oidc,
+            issuer: Some(PARTNERS_ISS.into()),
+            jwks_url: Some(partners.url()),
+            audience: vec![API.into()],
+            mfa_amr: Some(vec!["mfa".into(), "otp".into()]),
+            mfa_acr: vec!["urn:acme:loa:2".into()],
+            ..IssuerTable::default()
+        },
+    ]
+}
+
+async fn world_with(configure: impl FnOnce(&mut Config)) -> World {
+    let staff = JwksServer::start(jwks(&[&key("staff-key")])).await;
+    let customers = JwksServer::start(jwks(&[&key("customers-key")])).await;
+    let partners = JwksServer::start(jwks(&[&key("partners-key")])).await;
+    let mut config = config(&staff.url());
+    config.issuers = validate(&tables(&staff, &customers, &partners)).expect("valid tables");
+    configure(&mut config);
+    let staff_mfa = FakeMfa::new();
+    let customers_mfa = FakeMfa::new();
+    // The same username in the two pools: only the customers pool says alice has no TOTP.
+    customers_mfa.set("alice", Ok(MfaState::NotEnrolled));
+    let partners_mfa = FakeMfa::new();
+    let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> =
+        vec![staff_mfa.clone(), customers_mfa.clone(), partners_mfa];
+    let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
+    assert_eq!(parts.issuer_keys.len(), 3);
+    let metrics = parts.metrics.clone();
+    World {
+        ext: ExtAuthz::new(parts.authorizer, false, parts.metrics),
+        staff,
+        customers,
+        partners,
+        staff_mfa,
+        customers_mfa,
+        metrics,
+    }
+}
+
+async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+fn staff_token() -> String {
+    key("staff-key").sign(&access_claims())
+}
+
+fn customers_claims() -> Value {
+    let mut claims = access_claims();
+    claims["iss"] = json!(customers_iss());
+    claims["client_id"] = json!(CUSTOMERS_CLIENT);
+    claims
+}
+
+fn customers_token() -> String {
+    key("customers-key").sign(&customers_claims())
+}
+
+fn partners_claims(changes: Value) -> Value {
+    let now = now();
+    let mut claims = json!({
+        "iss": PARTNERS_ISS, "sub": "00u1partner", "aud": API, "exp": now + 600, "iat": now - 5,
+        "jti": "p-1", "client_id": "partner-app", "scope": "openid", "amr": ["pwd"],
+        "preferred_username": "pat@partner.example", "groups": ["partner"]
+    });
+    for (k, v) in changes.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    claims
+}
+
+fn partners_token(changes: Value) -> String {
+    let header = json!({"alg": "RS256", "kid": "partners-key", "typ": "at+jwt"});
+    key("partners-key").sign_raw(&header.to_string(), &partners_claims(changes).to_string())
+}
+
+fn request(path: &str, token: &str, route: &[(&str, &str)]) -> CheckRequest {
+    let mut req = check_request(path, &[("authorization", &format!("Bearer {token}"))]);
+    let attrs = req.attributes.as_mut().unwrap();
+    attrs.context_extensions = route.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    req
+}
+
+#[derive(Debug)]
+struct Answer {
+    code: i32,
+    status: Option<i32>,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn read(response: CheckResponse) -> Answer {
+    let code = response.status.map(|s| s.code).expect("a status");
+    let pairs = |h: &[cognito_authz::pb::core::HeaderValueOption]| {
+        h.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()
+    };
+    match response.http_response.expect("an http response") {
+        HttpResponse::OkResponse(ok) => Answer { code, status: None, headers: pairs(&ok.headers), body: String::new() },
+        HttpResponse::DeniedResponse(d) => {
+            Answer { code, status: d.status.map(|s| s.code), headers: pairs(&d.headers), body: d.body }
+        }
+        HttpResponse::ErrorResponse(_) => panic!("never used"),
+    }
+}
+
+impl World {
+    async fn ask(&self, path: &str, token: &str, route: &[(&str, &str)]) -> Answer {
+        read(self.ext.decide(&request(path, token, route), now()).await)
+    }
+
+    /// On an `authenticated` route, so MFA stays out of it.
+    async fn authenticated(&self, token: &str) -> Answer {
+        self.ask("/api/items", token, &[("access", "authenticated")]).await
+    }
+}
+
+#[tokio::test]
+async fn each_issuers_tokens_pass_and_name_their_issuer() {
+    let w = world().await;
+    let staff = w.authenticated(&staff_token()).await;
+    assert_eq!((staff.code, staff.header("x-user-issuer")), (code::OK, Some("staff")), "{staff:?}");
+    assert_eq!(staff.header("x-user-id"), Some(SUB));
+    let customers = w.authenticated(&customers_token()).await;
+    assert_eq!((customers.code, customers.header("x-user-issuer")), (code::OK, Some("customers")), "{customers:?}");
+    let partners = w.authenticated(&partners_token(json!({}))).await;
+    assert_eq!((partners.code, partners.header("x-user-issuer")), (code::OK, Some("partners")), "{partners:?}");
+    assert_eq!(partners.header("x-user-id"), Some("00u1partner"), "an OIDC sub is any string");
+    assert_eq!(partners.header("x-username"), Some("pat@partner.example"), "from username-claim");
+    assert_eq!(partners.header("x-user-groups"), Some("partner"), "from groups-claim");
+}
+
+#[tokio::test]
+async fn a_token_naming_one_pool_but_signed_with_another_pools_key_is_refused() {
+    let w = world().await;
+    // Positive control: the customers pool's own token passes.
+    assert_eq!(w.authenticated(&customers_token()).await.code, code::OK);
+    // Signed with the staff key, naming the customers pool: the staff key's kid is unknown there.
+    let forged = key("staff-key").sign(&customers_claims());
+    let answer = w.authenticated(&forged).await;
+    assert_eq!((answer.code, answer.status), (code::UNAUTHENTICATED, Some(401)), "{answer:?}");
+    // Even under the customers key's own kid, the staff key's signature does not verify.
+    let header = json!({"alg": "RS256", "kid": "customers-key", "typ": "JWT"});
+    let same_kid = key("staff-key").sign_raw(&header.to_string(), &customers_claims().to_string());
+    assert_eq!(w.authenticated(&same_kid).await.code, code::UNAUTHENTICATED);
+    // And the staff pool's own token still passes: the staff key is good, only not for customers.
+    assert_eq!(w.authenticated(&staff_token()).await.code, code::OK);
+}
+
+#[tokio::test]
+async fn an_iss_no_issuer_has_is_refused_without_fetching_any_keys() {
+    let w = world().await;
+    let mut stranger = access_claims();
+    stranger["iss"] = json!("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Stranger");
+    let hits = || w.staff.hits() + w.customers.hits() + w.partners.hits();
+    let answer = w.authenticated(&key("stranger").sign(&stranger)).await;
+    assert_eq!((answer.code, answer.status), (code::UNAUTHENTICATED, Some(401)));
+    assert_eq!(hits(), 0, "no issuer's keys were fetched");
+    // Positive control: a known iss does make its own issuer fetch, and only its own.
+    assert_eq!(w.authenticated(&staff_token()).await.code, code::OK);
+    assert_eq!((w.staff.hits(), w.customers.hits(), w.partners.hits()), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn a_route_restricted_to_some_issuers_refuses_the_others_with_403() {
+    let w = world().await;
+    let route = [("access", "authenticated"), ("issuers", "staff, customers")];
+    assert_eq!(w.ask("/api/items", &staff_token(), &route).await.code, code::OK);
+    assert_eq!(w.ask("/api/items", &customers_token(), &route).await.code, code::OK);
+    let partner = w.ask("/api/items", &partners_token(json!({})), &route).await;
+    assert_eq!((partner.code, partner.status), (code::PERMISSION_DENIED, Some(403)), "{partner:?}");
+    assert_eq!(
+        partner.header("www-authenticate"),
+        Some("Bearer error=\"insufficient_scope\", error_description=\"Token issuer is not accepted on this route\"")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&partner.body).unwrap()["detail"],
+        "Token issuer is not accepted on this route"
+    );
+}
+
+#[tokio::test]
+async fn envoys_issuers_and_a_policy_rules_issuers_are_intersected() {
+    let policy = Policy::from_toml(
+        r#"
+        [[rule]]
+        prefix = "/partners"
+        access = "authenticated"
+        issuers = ["partners", "customers"]
+        "#,
+    )
+    .expect("policy");
+    let w = world_with(|c| c.policy = policy).await;
+    let route = [("access", "authenticated"), ("issuers", "staff,customers")];
+    // Envoy allows staff and customers, the rule partners and customers: only customers pass.
+    assert_eq!(w.ask("/partners/x", &customers_token(), &route).await.code, code::OK);
+    assert_eq!(w.ask("/partners/x", &staff_token(), &route).await.code, code::PERMISSION_DENIED);
+    assert_eq!(w.ask("/partners/x", &partners_token(json!({})), &route).await.code, code::PERMISSION_DENIED);
+    // Outside the rule, Envoy's list alone applies.
+    assert_eq!(w.ask("/other", &staff_token(), &route).await.code, code::OK);
+}
+
+#[tokio::test]
+async fn mfa_is_asked_of_the_tokens_own_pool() {
+    let w = world().await;
+    let mfa = [("access", "mfa")];
+    let staff = w.ask("/api/items", &staff_token(), &mfa).await;
+    assert_eq!(staff.code, code::OK, "alice enrolled TOTP in the staff pool: {staff:?}");
+    assert_eq!((w.staff_mfa.lookups(), w.customers_mfa.lookups()), (1, 0), "only the staff pool was asked");
+    let customers = w.ask("/api/items", &customers_token(), &mfa).await;
+    assert_eq!((customers.code, customers.status), (code::PERMISSION_DENIED, Some(403)), "{customers:?}");
+    assert_eq!((w.staff_mfa.lookups(), w.customers_mfa.lookups()), (1, 1), "only the customers pool was asked");
+}
+
+#[tokio::test]
+async fn an_oidc_token_without_a_second_factor_gets_the_step_up_challenge_and_no_cognito_call() {
+    let w = world().await;
+    let mfa = [("access", "mfa")];
+    let one_factor = w.ask("/api/items", &partners_token(json!({"amr": ["pwd"]})), &mfa).await;
+    assert_eq!((one_factor.code, one_factor.status), (code::UNAUTHENTICATED, Some(401)), "{one_factor:?}");
+    assert_eq!(
+        one_factor.header("www-authenticate"),
+        Some(
+            "Bearer error=\"insufficient_user_authentication\", error_description=\"Multi-factor authentication required\", acr_values=\"urn:acme:loa:2\""
+        )
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&one_factor.body).unwrap(),
+        json!({"detail": "Multi-factor authentication required"})
+    );
+    // The same user with a second factor, by amr or by acr, passes.
+    assert_eq!(w.ask("/api/items", &partners_token(json!({"amr": ["pwd", "otp"]})), &mfa).await.code, code::OK);
+    assert_eq!(w.ask("/api/items", &partners_token(json!({"acr": "urn:acme:loa:2"})), &mfa).await.code, code::OK);
+    assert_eq!(w.staff_mfa.lookups() + w.customers_mfa.lookups(), 0, "no Cognito call for OIDC tokens");
+}
+
+#[tokio::test]
+async fn an_oidc_token_for_another_audience_or_of_another_type_is_refused() {
+    let w = world().await;
+    assert_eq!(w.authenticated(&partners_token(json!({}))).await.code, code::OK, "positive control");
+    let other_aud = w.authenticated(&partners_token(json!({"aud": "https://other.example.com"}))).await;
+    assert_eq!((other_aud.code, other_aud.status), (code::UNAUTHENTICATED, Some(401)));
+    let id_token_header = json!({"alg": "RS256", "kid": "partners-key", "typ": "id+jwt"});
+    let id_token = key("partners-key").sign_raw(&id_token_header.to_string(), &partners_claims(json!({})).to_string());
+    assert_eq!(w.authenticated(&id_token).await.code, code::UNAUTHENTICATED);
+    let hs = json!({"alg": "HS256", "kid": "partners-key", "typ": "at+jwt"});
+    let hmac = key("partners-key").sign_raw(&hs.to_string(), &partners_claims(json!({})).to_string());
+    assert_eq!(w.authenticated(&hmac).await.code, code::UNAUTHENTICATED, "never HMAC");
+}
+
+#[tokio::test]
+async fn one_issuers_keys_down_makes_only_its_own_tokens_503() {
+    let w = world().await;
+    assert_eq!(w.authenticated(&partners_token(json!({}))).await.code, code::OK, "partners' keys loaded once");
+    assert_eq!(w.authenticated(&staff_token()).await.code, code::OK);
+    // The partners rotate to a key we have not seen, and their JWKS goes down.
+    w.partners.set_document(jwks(&[&key("partners-key-2")]));
+    w.partners.set_mode(Mode::Fail);
+    let header = json!({"alg": "RS256", "kid": "partners-key-2", "typ": "at+jwt"});
+    let rotated = key("partners-key-2").sign_raw(&header.to_string(), &partners_claims(json!({})).to_string());
+    let down = w.authenticated(&rotated).await;
+    assert_eq!((down.code, down.status), (code::UNAVAILABLE, Some(503)), "{down:?}");
+    // Every other issuer's tokens, new ones included, are decided as before.
+    assert_eq!(w.authenticated(&customers_token()).await.code, code::OK);
+    let mut fresh = access_claims();
+    fresh["jti"] = json!("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9");
+    assert_eq!(w.authenticated(&key("staff-key").sign(&fresh)).await.code, code::OK);
+}
+
+#[tokio::test]
+async fn the_issue_toml_is_read_and_flags_with_tables_are_refused_in_one_line() {
+    let dir = temp_dir("issuers-toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    let toml = r#"
+[[issuer]]
+name = "staff"
+kind = "cognito"
+region = "eu-west-2"
+user-pool-id = "eu-west-2_AbC123"
+client-id = ["4f2", "7k9"]
+
+[[issuer]]
+name = "partners"
+kind = "oidc"
+issuer = "https://idp.example.com/realms/acme"
+audience = ["https://api.example.com"]
+mfa-amr = ["mfa", "otp", "hwk", "swk"]
+algorithms = ["RS256", "PS256", "ES256"]
+username-claim = "email"
+groups-claim = "roles"
+mfa-acr = ["urn:acme:loa:2"]
+"#;
+    std::fs::write(&path, toml).unwrap();
+    let file = path.to_str().unwrap();
+    let config = ServeArgs::parse(["--config", file]).expect("file read").into_config().expect("valid");
+    let names: Vec<&str> = config.issuers.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["staff", "partners"]);
+    assert_eq!(config.user_pool_id, "eu-west-2_AbC123", "the only Cognito issuer is the one the HTTP module serves");
+    let both = ServeArgs::parse(["--config", file, "--user-pool-id", "eu-west-1_X"]).unwrap().into_config();
+    let line = both.expect_err("refused").to_string();
+    assert!(!line.contains('\n') && line.contains("user-pool-id and [[issuer]] tables"), "{line}");
+    // The single-pool `issuer` key is still a string in the same file format.
+    std::fs::write(&path, "region = \"us-east-1\"\nuser-pool-id = \"us-east-1_Q\"\nclient-id = [\"x\"]\nissuer = \"https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Q\"\n").unwrap();
+    let single = ServeArgs::parse(["--config", file]).unwrap().into_config().expect("single pool");
+    assert!(single.issuers.is_empty() && single.issuer.ends_with("us-east-1_Q"));
+}
+
+#[tokio::test]
+async fn metrics_carry_the_configured_issuer_name() {
+    let w = world().await;
+    assert_eq!(w.authenticated(&staff_token()).await.code, code::OK);
+    assert_eq!(w.ask("/api/items", &customers_token(), &[("access", "mfa")]).await.code, code::PERMISSION_DENIED);
+    let mut stranger = access_claims();
+    stranger["iss"] = json!("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Stranger");
+    assert_eq!(w.authenticated(&key("stranger").sign(&stranger)).await.code, code::UNAUTHENTICATED);
+    let text = w.metrics.render();
+    for line in [
+        r#"cognito_authz_issuer_decisions_total{issuer="staff",outcome="allow"} 1"#,
+        r#"cognito_authz_issuer_decisions_total{issuer="customers",outcome="forbidden"} 1"#,
+        r#"cognito_authz_issuer_jwks_keys{issuer="staff"} 1"#,
+        r#"cognito_authz_issuer_jwks_keys{issuer="partners"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(!text.contains("Stranger"), "an iss no issuer has never becomes a label");
+}
+
+#[tokio::test]
+async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
+    use cognito_authz::server::{self, AUTHZ_SERVICE};
+    use std::time::Duration;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let staff = JwksServer::start(jwks(&[&key("staff-key")])).await;
+    let customers = JwksServer::start(jwks(&[&key("customers-key")])).await;
+    let partners = JwksServer::start(jwks(&[&key("partners-key")])).await;
+    partners.set_mode(Mode::Fail);
+    let mut config = config(&staff.url());
+    config.issuers = validate(&tables(&staff, &customers, &partners)).expect("valid tables");
+    let listeners = server::Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
+    let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new(), FakeMfa::new(), FakeMfa::new()];
+    let parts = server::build_for_issuers(&config, sources, None).await.expect("parts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        server::serve(&config, parts, listeners, axum::Router::new(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.expect("connects");
+    let health = || {
+        let mut client = HealthClient::new(channel.clone());
+        async move {
+            let request = HealthCheckRequest { service: AUTHZ_SERVICE.to_owned() };
+            ServingStatus::try_from(client.check(request).await.expect("health answers").into_inner().status).unwrap()
+        }
+    };
+    let waited = tokio::time::Instant::now();
+    while partners.hits() < 2 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(staff.hits() >= 1 && customers.hits() >= 1 && partners.hits() >= 2, "the failing issuer is retried");
+    assert_eq!(health().await, ServingStatus::NotServing, "two of three issuers loaded is not ready");
+    partners.set_mode(Mode::Serve);
+    let waited = tokio::time::Instant::now();
+    while health().await != ServingStatus::Serving {
+        assert!(waited.elapsed() < Duration::from_secs(10), "serving once the last issuer loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    done.await.unwrap().expect("clean shutdown");
+}
