@@ -376,7 +376,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(AuthorizationServer::new(ext_authz))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone()));
-    let http_app = http_routes.merge(crate::http::routes(auth_state, parts.keys));
+    let http_app = http_routes.merge(crate::http::routes_for_issuers(auth_state, parts.issuer_keys));
     let http_stopped = stopped(stop_rx.clone());
     let http_server = async move {
         match tls.map(|tls| tls.http()) {

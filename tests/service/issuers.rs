@@ -407,6 +407,11 @@ async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
+    let healthz = format!("http://{}/healthz", listeners.http.local_addr().unwrap());
+    let http_status = || {
+        let healthz = healthz.clone();
+        async move { reqwest::get(healthz).await.expect("healthz answers").status().as_u16() }
+    };
     let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new(), FakeMfa::new(), FakeMfa::new()];
     let parts = server::build_for_issuers(&config, sources, None).await.expect("parts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -430,12 +435,14 @@ async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
     }
     assert!(staff.hits() >= 1 && customers.hits() >= 1 && partners.hits() >= 2, "the failing issuer is retried");
     assert_eq!(health().await, ServingStatus::NotServing, "two of three issuers loaded is not ready");
+    assert_eq!(http_status().await, 503, "nor for HTTP-only probes");
     partners.set_mode(Mode::Serve);
     let waited = tokio::time::Instant::now();
     while health().await != ServingStatus::Serving {
         assert!(waited.elapsed() < Duration::from_secs(10), "serving once the last issuer loaded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(http_status().await, 200);
     let _ = stop.send(());
     done.await.unwrap().expect("clean shutdown");
 }
