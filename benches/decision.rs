@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the decision path, in-process (no sockets except where named):
 //! token verification, the whole `Check` handler for allow / 401 / 403, the MFA gate warm and cold,
-//! and policy matching.
+//! policy matching, and a decision with five issuers configured against one.
 //!
 //! Run: `cargo bench --bench decision` (add `-- --quick` for a short run).
 
@@ -85,6 +85,65 @@ fn service_with_cache(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<d
     ExtAuthz::new(parts.authorizer, false, parts.metrics)
 }
 
+/// The same service with five Cognito issuers configured, the token's own last (the issuer is
+/// found by comparing `iss` with each in turn), each with its own static key set.
+fn five_issuers(rt: &tokio::runtime::Runtime, key: &SigningKey, cache: u64) -> ExtAuthz {
+    use cognito_authz::issuer::{IssuerTable, validate};
+    let jwks = serde_json::to_vec(&json!({ "keys": [key.jwk()] })).unwrap();
+    let mut config = Config::with_defaults(ISSUER, "https://unused.invalid/jwks".parse().unwrap(), vec![CLIENT.into()]);
+    config.token_cache_size = cache;
+    let pools = ["eu-west-1_One", "eu-west-1_Two", "eu-west-1_Three", "eu-west-1_Four", "eu-west-1_Bench"];
+    let tables: Vec<IssuerTable> = pools
+        .iter()
+        .enumerate()
+        .map(|(n, pool)| IssuerTable {
+            name: format!("pool-{n}"),
+            region: Some("eu-west-1".into()),
+            user_pool_id: Some((*pool).into()),
+            client_id: vec![CLIENT.into()],
+            ..IssuerTable::default()
+        })
+        .collect();
+    config.issuers = validate(&tables).expect("five valid issuers");
+    let stores: Vec<KeyStore> = pools
+        .iter()
+        .map(|_| {
+            let keys = KeyStore::new(Arc::new(StaticKeys(jwks.clone())), config.keys.clone());
+            assert!(rt.block_on(keys.refresh()), "static keys load");
+            keys
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("cognito-authz-bench-5-{}", std::process::id()));
+    let store = cognito_authz::revocation::file::FileStore::open(&dir.join("revocations.jsonl")).unwrap();
+    let revocations = cognito_authz::revocation::Revocations::new(Arc::new(store), false, None);
+    let sources: Vec<Arc<dyn MfaSource>> = pools.iter().map(|_| Arc::new(Enrolled) as Arc<dyn MfaSource>).collect();
+    let parts = server::assemble_issuers(&config, stores, sources, revocations);
+    ExtAuthz::new(parts.authorizer, false, parts.metrics)
+}
+
+fn issuers(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let key = SigningKey::generate("bench-kid").unwrap();
+    let valid = token(&key, "3f1c7a52-7d7c-4f0e-9a3f-2c5e8b1d9e01");
+    let t = now();
+    let allow = check(&valid, "authenticated");
+    let (one, five) = (service(&rt, &key, Arc::new(Enrolled)), five_issuers(&rt, &key, 100_000));
+    for (name, ext) in [("one", &one), ("five", &five)] {
+        assert_eq!(rt.block_on(ext.decide(&allow, t)).status.unwrap().code, 0, "{name}: an allow");
+    }
+    c.bench_function("issuers/allow, token cache hit: one issuer", |b| b.to_async(&rt).iter(|| one.decide(&allow, t)));
+    c.bench_function("issuers/allow, token cache hit: five issuers", |b| {
+        b.to_async(&rt).iter(|| five.decide(&allow, t))
+    });
+    let (one, five) = (service_with_cache(&rt, &key, Arc::new(Enrolled), 0), five_issuers(&rt, &key, 0));
+    c.bench_function("issuers/allow, cold (RS256 every time): one issuer", |b| {
+        b.to_async(&rt).iter(|| one.decide(&allow, t))
+    });
+    c.bench_function("issuers/allow, cold (RS256 every time): five issuers", |b| {
+        b.to_async(&rt).iter(|| five.decide(&allow, t))
+    });
+}
+
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let key = SigningKey::generate("bench-kid").unwrap();
@@ -148,5 +207,5 @@ async fn fake_cognito() -> String {
     format!("http://{addr}")
 }
 
-criterion_group!(decision, benches);
+criterion_group!(decision, benches, issuers);
 criterion_main!(decision);

@@ -286,6 +286,46 @@ mod tests {
     }
 
     #[test]
+    fn an_oidc_issuer_keeps_the_keys_its_algorithms_need_and_each_verifies_only_its_own() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PSS_SHA256, RsaKeyPair,
+        };
+        let rng = SystemRandom::new();
+        let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = ec.public_key().as_ref();
+        let (x, y) = (URL_SAFE_NO_PAD.encode(&point[1..33]), URL_SAFE_NO_PAD.encode(&point[33..]));
+        let rsa = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let public = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+        let (n, e) = (URL_SAFE_NO_PAD.encode(&public.n), URL_SAFE_NO_PAD.encode(&public.e));
+        let document = doc(&format!(
+            r#"{{"kty":"EC","crv":"P-256","kid":"ec","x":"{x}","y":"{y}"}},
+               {{"kty":"RSA","kid":"rsa","n":"{n}","e":"{e}"}},
+               {{"kty":"oct","kid":"hmac","k":"c2VjcmV0"}}"#
+        ));
+        let input = "header.payload";
+        let es256 = URL_SAFE_NO_PAD.encode(ec.sign(&rng, input.as_bytes()).unwrap().as_ref());
+        let mut pss = vec![0; rsa.public_modulus_len()];
+        rsa.sign(&RSA_PSS_SHA256, &rng, input.as_bytes(), &mut pss).unwrap();
+        let ps256 = URL_SAFE_NO_PAD.encode(&pss);
+
+        let set = KeySet::from_jwks_for(&document, &[Algorithm::ES256, Algorithm::PS256]).expect("two usable keys");
+        assert_eq!(set.len(), 2, "no HMAC key, ever");
+        let (ec_key, rsa_key) = (set.get("ec").unwrap(), set.get("rsa").unwrap());
+        assert_eq!(ec_key.verify_with(Algorithm::ES256, input, &es256), Ok(()));
+        assert_eq!(rsa_key.verify_with(Algorithm::PS256, input, &ps256), Ok(()));
+        assert_eq!(ec_key.verify_with(Algorithm::ES256, "header.other", &es256), Err(Invalid::BadSignature));
+        assert_eq!(rsa_key.verify_with(Algorithm::ES256, input, &es256), Err(Invalid::Algorithm));
+        assert_eq!(ec_key.verify_with(Algorithm::PS256, input, &ps256), Err(Invalid::Algorithm));
+        assert_eq!(rsa_key.verify_with(Algorithm::RS256, input, &ps256), Err(Invalid::Algorithm), "RS256 not listed");
+        // RS256 alone (the default): the EC key is skipped, the RSA key kept without `use`.
+        let rs = KeySet::from_jwks_for(&document, &[Algorithm::RS256]).expect("the RSA key");
+        assert!(rs.get("ec").is_none() && rs.get("rsa").is_some());
+        // A Cognito issuer (`from_jwks`) still wants `use: sig`.
+        assert_eq!(KeySet::from_jwks(&document).err(), Some(JwksError::NoUsableKey));
+    }
+
+    #[test]
     fn a_document_without_usable_keys_is_an_error() {
         assert_eq!(KeySet::from_jwks(b"not json").err(), Some(JwksError::NotJson));
         assert_eq!(KeySet::from_jwks(b"{}").err(), Some(JwksError::NotJson));

@@ -105,7 +105,9 @@ impl Collector for IssuersCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (Some(names), Some(read)) = (self.names.get(), self.read.get()) else { return Ok(()) };
         let readings = read();
-        let series: [(&str, &str, fn(&IssuerReadings) -> u64, bool); 3] = [
+        // (name, help, value, is a counter)
+        type Series = (&'static str, &'static str, fn(&IssuerReadings) -> u64, bool);
+        let series: [Series; 3] = [
             ("issuer_jwks_fetch_failures", "JWKS fetches that failed, by issuer", |r| r.jwks_fetch_failures, true),
             ("issuer_jwks_keys", "Signing keys in force, by issuer", |r| r.jwks_keys, false),
             (

@@ -241,8 +241,16 @@ pub fn assemble_issuers(
         })
         .collect();
     let keys = stores[0].clone();
+    // The HTTP module's issuer: the single pool, or the table whose pool fills the single-pool
+    // fields (`oauth-issuer`, or the only Cognito one); none with only OIDC issuers.
+    let served = if config.issuers.is_empty() {
+        Some(0)
+    } else {
+        issuers.iter().position(|i| matches!(i.kind, Kind::Cognito(_)) && i.iss == config.issuer)
+    };
     let verifier = Verifier::for_issuers(trusted, TokenCache::new(config.token_cache_size))
-        .mapping_claims(config.header_claims.iter().map(|h| h.claim.clone()).collect());
+        .mapping_claims(config.header_claims.iter().map(|h| h.claim.clone()).collect())
+        .serving(served);
     let mut authorizer = Authorizer::new(
         verifier,
         revocations,
@@ -377,7 +385,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(AuthorizationServer::new(ext_authz))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone()));
-    let http_app = http_routes.merge(crate::http::routes(auth_state, parts.keys));
+    let http_app = http_routes.merge(crate::http::routes_for_issuers(auth_state, parts.issuer_keys));
     let http_stopped = stopped(stop_rx.clone());
     let http_server = async move {
         match tls.map(|tls| tls.http()) {

@@ -193,6 +193,8 @@ pub struct Verifier {
     groups: Arc<Interner<[String]>>,
     /// Claims to read for upstream headers; their values are cached with the token.
     mapped_claims: Arc<[String]>,
+    /// The issuer whose app client the HTTP module serves (its position), if any.
+    served: Option<usize>,
 }
 
 impl Verifier {
@@ -213,6 +215,7 @@ impl Verifier {
             keys: first.keys.clone(),
             leeway,
             issuers: issuers.into(),
+            served: Some(0),
             cache,
             scopes: Arc::new(Interner::new()),
             groups: Arc::new(Interner::new()),
@@ -292,6 +295,19 @@ impl Verifier {
         }
         let iss = jwt.unverified_issuer()?;
         self.issuers.iter().position(|i| i.rules.iss() == iss).ok_or(Invalid::WrongIssuer)
+    }
+
+    /// Names the issuer whose app client the HTTP module serves (`None`: none). Defaults to the
+    /// first.
+    pub fn serving(mut self, issuer: Option<usize>) -> Verifier {
+        self.served = issuer;
+        self
+    }
+
+    /// True when these claims are of the served issuer: only its tokens may be sent to its
+    /// Cognito pool or OAuth endpoints.
+    pub fn serves(&self, claims: &Claims) -> bool {
+        self.served == Some(claims.issuer)
     }
 
     /// The configured issuers, in configuration order (a claim's `issuer` indexes it).

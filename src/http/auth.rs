@@ -113,14 +113,18 @@ pub async fn me(State(state): State<AuthState>, headers: HeaderMap) -> Result<Re
     let Some(token) = bearer_token(&headers)? else { return Err(HttpError::NoCredentials) };
     let claims = state.authorizer.authenticate(token, unix_now()).await?;
     let mut user = claims_view(&claims);
-    if claims.has_scope("openid")
+    // Another issuer's token is never sent to the served issuer's userinfo or Cognito.
+    let served = state.authorizer.verifier().serves(&claims);
+    if served
+        && claims.has_scope("openid")
         && let Some(oauth) = state.oauth.as_ref().filter(|o| o.endpoints().userinfo.is_some())
     {
         let info =
             oauth.userinfo(token).await.map_err(|e| HttpError::from_oauth(e, "Could not validate credentials"))?;
         merge(&mut user, info);
         user.insert("source".into(), json!("userinfo"));
-    } else if claims.has_scope(ADMIN_SCOPE)
+    } else if served
+        && claims.has_scope(ADMIN_SCOPE)
         && let Some(cognito) = &state.cognito
     {
         let attributes = cognito.user_attributes(token).await.map_err(HttpError::from_cognito)?;
@@ -184,7 +188,11 @@ async fn revoke_access(state: &AuthState, token: &str, sign_out_everywhere: bool
         tracing::warn!(%error, "revocation store unavailable; logout not acknowledged");
         HttpError::StoreUnavailable
     })?;
-    if sign_out_everywhere && let Some(cognito) = &state.cognito {
+    let served = authorizer.verifier().serves(&claims);
+    if sign_out_everywhere
+        && served
+        && let Some(cognito) = &state.cognito
+    {
         match cognito.global_sign_out(token).await {
             Ok(()) | Err(crate::cognito::CognitoError::Refused) => {}
             Err(e) => return Err(HttpError::from_cognito(e)),

@@ -25,6 +25,11 @@ pub use auth::AuthState;
 /// The HTTP listener's routes: the companion module and `GET /healthz`. Every response carries
 /// `Cache-Control: no-store`; CORS is off unless origins are configured.
 pub fn routes(state: AuthState, keys: KeyStore) -> Router {
+    routes_for_issuers(state, vec![keys])
+}
+
+/// As [`routes`], `/healthz` waiting for every issuer's keys.
+pub fn routes_for_issuers(state: AuthState, keys: Vec<KeyStore>) -> Router {
     let revocations = state.authorizer.revocations().clone();
     let metrics = state.metrics.clone();
     let origins: Vec<HeaderValue> =
@@ -36,7 +41,7 @@ pub fn routes(state: AuthState, keys: KeyStore) -> Router {
         .route("/auth/logout", get(auth::logout).post(auth::logout))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(metrics, count_request))
-        .merge(health_routes(keys, revocations));
+        .merge(issuers_health_routes(keys, revocations));
     if !origins.is_empty() {
         router = router.layer(
             CorsLayer::new()
@@ -68,16 +73,22 @@ async fn count_request(
     response
 }
 
-/// `GET /healthz`: 200 once signing keys and the revocation list are loaded (as gRPC health says
-/// SERVING), 503 before (for HTTP-only probes).
+/// `GET /healthz`: 200 once every issuer's signing keys and the revocation list are loaded (as gRPC
+/// health says SERVING), 503 before (for HTTP-only probes).
 pub fn health_routes(keys: KeyStore, revocations: Revocations) -> Router {
+    issuers_health_routes(vec![keys], revocations)
+}
+
+/// As [`health_routes`], for every issuer's keys.
+pub fn issuers_health_routes(keys: Vec<KeyStore>, revocations: Revocations) -> Router {
     Router::new().route("/healthz", get(healthz)).with_state((keys, revocations))
 }
 
-async fn healthz(State((keys, revocations)): State<(KeyStore, Revocations)>) -> impl IntoResponse {
-    let loaded = *keys.loaded().borrow() && *revocations.loaded().borrow();
+async fn healthz(State((keys, revocations)): State<(Vec<KeyStore>, Revocations)>) -> impl IntoResponse {
+    let loaded = keys.iter().all(|k| *k.loaded().borrow()) && *revocations.loaded().borrow();
     let (status, body) = if loaded {
-        (StatusCode::OK, json!({"status": "serving", "keys": keys.key_count()}))
+        let count: usize = keys.iter().map(KeyStore::key_count).sum();
+        (StatusCode::OK, json!({"status": "serving", "keys": count}))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not_serving"}))
     };

@@ -66,7 +66,7 @@ pub struct RevocationList {
     users: HashMap<Uuid, (u64, u64)>,
 }
 
-fn slot<'a>(ids: &'a mut ByIssuer, issuer: Option<String>, id: String) -> &'a mut u64 {
+fn slot(ids: &mut ByIssuer, issuer: Option<String>, id: String) -> &mut u64 {
     let issuer = issuer.unwrap_or_else(|| crate::issuer::DEFAULT_NAME.to_owned());
     ids.entry(issuer.into()).or_default().entry(id.into()).or_default()
 }

@@ -246,11 +246,15 @@ async fn a_header_stuffed_with_keys_costs_no_more_than_a_plain_refusal_of_its_si
     let small_bad_signature = format!("{}.{}.c2ln", b64(H), b64(&payload));
     mean_check(&ext, &flood, 20).await;
     mean_check(&ext, &plain, 20).await;
-    let (flood, plain, small) = (
-        mean_check(&ext, &flood, 200).await,
-        mean_check(&ext, &plain, 200).await,
-        mean_check(&ext, &small_bad_signature, 200).await,
-    );
+    // Alternating rounds, the fastest of each kind: other tests share these cores, and a round
+    // they slow down must not read as the flood's cost.
+    let (mut best_flood, mut best_plain, mut best_small) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..7 {
+        best_flood = best_flood.min(mean_check(&ext, &flood, 30).await);
+        best_plain = best_plain.min(mean_check(&ext, &plain, 30).await);
+        best_small = best_small.min(mean_check(&ext, &small_bad_signature, 30).await);
+    }
+    let (flood, plain, small) = (best_flood, best_plain, best_small);
     let ratio = flood.as_secs_f64() / plain.as_secs_f64().max(small.as_secs_f64());
     assert!(ratio < 3.0, "flood {flood:?} vs plain {plain:?} (small {small:?}): {ratio:.1}x");
 }

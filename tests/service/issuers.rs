@@ -407,6 +407,11 @@ async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
+    let healthz = format!("http://{}/healthz", listeners.http.local_addr().unwrap());
+    let http_status = || {
+        let healthz = healthz.clone();
+        async move { reqwest::get(healthz).await.expect("healthz answers").status().as_u16() }
+    };
     let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new(), FakeMfa::new(), FakeMfa::new()];
     let parts = server::build_for_issuers(&config, sources, None).await.expect("parts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -430,12 +435,39 @@ async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
     }
     assert!(staff.hits() >= 1 && customers.hits() >= 1 && partners.hits() >= 2, "the failing issuer is retried");
     assert_eq!(health().await, ServingStatus::NotServing, "two of three issuers loaded is not ready");
+    assert_eq!(http_status().await, 503, "nor for HTTP-only probes");
     partners.set_mode(Mode::Serve);
     let waited = tokio::time::Instant::now();
     while health().await != ServingStatus::Serving {
         assert!(waited.elapsed() < Duration::from_secs(10), "serving once the last issuer loaded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(http_status().await, 200);
     let _ = stop.send(());
     done.await.unwrap().expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn only_the_served_issuers_tokens_may_reach_its_cognito_or_oauth_endpoints() {
+    let staff = JwksServer::start(jwks(&[&key("staff-key")])).await;
+    let customers = JwksServer::start(jwks(&[&key("customers-key")])).await;
+    let partners = JwksServer::start(jwks(&[&key("partners-key")])).await;
+    // The single-pool fields name the staff pool (as `oauth-issuer = "staff"` makes them).
+    let mut config = config(&staff.url());
+    config.issuers = validate(&tables(&staff, &customers, &partners)).expect("valid tables");
+    let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new(), FakeMfa::new(), FakeMfa::new()];
+    let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
+    let verifier = parts.authorizer.verifier();
+    let staff_claims = verifier.verify(&staff_token(), now()).await.expect("staff token");
+    assert!(verifier.serves(&staff_claims), "the served pool's own token");
+    for other in [customers_token(), partners_token(json!({}))] {
+        let claims = verifier.verify(&other, now()).await.expect("a valid token");
+        assert!(!verifier.serves(&claims), "{} is not the served issuer", claims.issuer_name);
+    }
+    // With only OIDC issuers, no issuer is served.
+    config.issuers.retain(|i| i.name == "partners");
+    let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new()];
+    let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
+    let claims = parts.authorizer.verifier().verify(&partners_token(json!({})), now()).await.expect("partners token");
+    assert!(!parts.authorizer.verifier().serves(&claims));
 }
