@@ -112,6 +112,16 @@ fn benches(c: &mut Criterion) {
     c.bench_function("check/allow authenticated, cold (RS256 verify every time)", |b| {
         b.to_async(&rt).iter(|| cold.decide(&allow, t))
     });
+    // What the server sends: the decision and its encoding, as the gRPC codec writes it.
+    c.bench_function("wire/allow authenticated (token cache hit), encoded", |b| {
+        b.to_async(&rt).iter(|| async { wire(&ext, &allow, t).await })
+    });
+    c.bench_function("wire/allow mfa, warm MFA cache, encoded", |b| {
+        b.to_async(&rt).iter(|| async { wire(&ext, &mfa, t).await })
+    });
+    c.bench_function("wire/allow authenticated, cold (RS256 verify every time), encoded", |b| {
+        b.to_async(&rt).iter(|| async { wire(&cold, &allow, t).await })
+    });
     let garbage = check("eyJhbGciOiJub25lIn0.e30.", "authenticated");
     c.bench_function("check/401 malformed token", |b| b.to_async(&rt).iter(|| ext.decide(&garbage, t)));
     // Flip one character in the middle of the signature: well-formed, but wrong.
@@ -140,6 +150,11 @@ fn benches(c: &mut Criterion) {
     c.bench_function("mfa/cold lookup: AdminGetUser via the AWS SDK over loopback", |b| {
         b.to_async(&rt).iter(|| sdk.mfa_state(User { username: "alice", sub: &sub, access_token: "" }))
     });
+}
+
+/// One Check as the server answers it: decided, then encoded.
+async fn wire(ext: &ExtAuthz, check: &CheckRequest, now: u64) -> Vec<u8> {
+    prost::Message::encode_to_vec(&ext.decide(check, now).await)
 }
 
 async fn fake_cognito() -> String {
