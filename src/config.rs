@@ -71,6 +71,15 @@ pub struct ServeArgs {
     /// (at most 20 a second). Defaults to `0`.
     #[arg(long, env = "COGNITO_AUTHZ_LOG_ALLOW_SAMPLE_RATE")]
     pub log_allow_sample_rate: Option<f64>,
+    /// Send the verified claims to Envoy as `dynamic_metadata` on every allow, for Envoy RBAC
+    /// rules or access logs that read them. Defaults to `false`.
+    #[arg(long, env = "COGNITO_AUTHZ_EMIT_CLAIMS_METADATA", num_args = 0..=1, default_missing_value = "true")]
+    pub emit_claims_metadata: Option<bool>,
+    /// Envoy shows this service every identity header a client sends (ext_authz `allowed_headers`
+    /// does not hide them), or strips them before ext_authz: an allow then removes only those the
+    /// request carried. Defaults to `false`: every identity header an allow does not set is removed.
+    #[arg(long, env = "COGNITO_AUTHZ_ENVOY_STRIPS_IDENTITY_HEADERS", num_args = 0..=1, default_missing_value = "true")]
+    pub envoy_strips_identity_headers: Option<bool>,
     /// Token claims passed upstream as headers: `[[header]]` tables (`name`, `claim`) in the
     /// `--config` file only.
     #[arg(skip)]
@@ -230,6 +239,10 @@ pub struct Config {
     pub shadow: bool,
     /// The share of allows the decision log keeps.
     pub log_allow_sample_rate: f64,
+    /// `--emit-claims-metadata`: allows carry the claims as `dynamic_metadata`.
+    pub emit_claims_metadata: bool,
+    /// `--envoy-strips-identity-headers`: allows remove only the identity headers a request carried.
+    pub envoy_strips_identity_headers: bool,
     /// Claims mapped to upstream headers.
     pub header_claims: Vec<HeaderClaim>,
     pub keys: KeySettings,
@@ -320,6 +333,8 @@ impl Config {
             strip_authorization: false,
             shadow: false,
             log_allow_sample_rate: 0.0,
+            emit_claims_metadata: false,
+            envoy_strips_identity_headers: false,
             header_claims: vec![],
             keys: KeySettings::default(),
             region: "us-east-1".to_owned(),
@@ -372,6 +387,8 @@ impl ServeArgs {
             strip_authorization: self.strip_authorization.or(file.strip_authorization),
             shadow: self.shadow.or(file.shadow),
             log_allow_sample_rate: self.log_allow_sample_rate.or(file.log_allow_sample_rate),
+            emit_claims_metadata: self.emit_claims_metadata.or(file.emit_claims_metadata),
+            envoy_strips_identity_headers: self.envoy_strips_identity_headers.or(file.envoy_strips_identity_headers),
             header: file.header,
             jwks_refresh_seconds: self.jwks_refresh_seconds.or(file.jwks_refresh_seconds),
             jwks_cooldown_seconds: self.jwks_cooldown_seconds.or(file.jwks_cooldown_seconds),
@@ -655,6 +672,8 @@ impl ServeArgs {
             strip_authorization: self.strip_authorization.unwrap_or(false),
             shadow: self.shadow.unwrap_or(false),
             log_allow_sample_rate,
+            emit_claims_metadata: self.emit_claims_metadata.unwrap_or(false),
+            envoy_strips_identity_headers: self.envoy_strips_identity_headers.unwrap_or(false),
             header_claims: self.header,
             keys: KeySettings {
                 cooldown: self.jwks_cooldown_seconds.map_or(defaults.cooldown, Duration::from_secs),

@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: Envoy request -> bearer token -> verified claims -> decision -> response.
 
+pub mod answer;
 pub mod audit;
 pub mod authz;
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod credential;
 pub mod dev;
 pub mod error;
 pub mod ext_authz;
+pub mod grpc;
 pub mod headers;
 pub mod hosted_ui;
 pub mod http;

@@ -100,6 +100,8 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         secret: None,
     });
     config.auth.allowed_origins = args.allowed_origin.clone();
+    config.emit_claims_metadata = args.emit_claims_metadata.unwrap_or(false);
+    config.envoy_strips_identity_headers = args.envoy_strips_identity_headers.unwrap_or(false);
     let pool = Arc::new(pool);
     let jwks = pool.jwks();
     let routes = axum::Router::new()
