@@ -95,6 +95,10 @@ enum NoAnswer {
 pub struct MfaGate {
     source: Arc<dyn MfaSource>,
     cache: Cache<Uuid, Cached>,
+    /// Until when each user's "enrolled" holds: the warm path's answer, read without awaiting
+    /// (moka's `get` is async and may wait on its housekeeping). Written with the entry above,
+    /// dropped with it by `forget`.
+    enrolled: Arc<quick_cache::sync::Cache<Uuid, std::time::Instant>>,
     history: Cache<Uuid, NotEnrolled>,
     budget: Arc<Budget>,
     settings: Arc<MfaSettings>,
@@ -116,9 +120,12 @@ impl MfaGate {
         let cache = Cache::builder().max_capacity(settings.capacity).expire_after(ByAnswer).build();
         let history = Cache::builder().max_capacity(settings.capacity).time_to_idle(HISTORY_IDLE).build();
         metrics.set_mfa_enforced(settings.enforce);
+        let enrolled =
+            Arc::new(quick_cache::sync::Cache::new(usize::try_from(settings.capacity).unwrap_or(usize::MAX).max(1)));
         MfaGate {
             source,
             cache,
+            enrolled,
             history,
             budget: Arc::new(Budget::per_second(settings.lookups_per_second)),
             settings: Arc::new(settings),
@@ -146,7 +153,11 @@ impl MfaGate {
         if self.source.needs_admin_scope() && !claims.has_scope(ADMIN_SCOPE) {
             return Err(Forbidden::MfaScopeMissing.into());
         }
-        // Fast path: a cached answer, without building the lookup future.
+        // Warm path: a user known enrolled, without awaiting anything.
+        if self.enrolled.get(sub).is_some_and(|until| std::time::Instant::now() < until) {
+            return Ok(());
+        }
+        // Then any cached answer, without building the lookup future.
         if let Some(cached) = self.cache.get(sub).await {
             return answer(cached.state);
         }
@@ -182,6 +193,7 @@ impl MfaGate {
                 if let Some(before) = self.history.remove(&sub).await.map(|h| h.last_seen) {
                     self.revoke_sessions_before(sub, before, claims).await?;
                 }
+                self.enrolled.insert(sub, std::time::Instant::now() + self.settings.ttl);
                 Ok(Cached { state: MfaState::Enrolled, ttl: self.settings.ttl })
             }
             state => {
@@ -217,6 +229,7 @@ impl MfaGate {
 
     /// Drops a user's cached answer (after an admin action on them).
     pub async fn forget(&self, sub: &Uuid) {
+        self.enrolled.remove(sub);
         self.cache.invalidate(sub).await;
     }
 }
