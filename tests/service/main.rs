@@ -10,4 +10,5 @@ mod observability;
 mod policy_mfa;
 mod properties;
 mod server;
+mod settings;
 mod tls;
