@@ -119,7 +119,7 @@ impl ExtAuthz {
         let Some(http) = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref()) else {
             let denied = Denied::BadRequest(BadRequest::NoHttpAttributes);
             self.metrics.decision(denied.outcome(), denied.reason(), false, started.elapsed());
-            return Answer::Other(denied_response(&denied));
+            return Answer::Other(Box::new(denied_response(&denied)));
         };
         let no_context = HashMap::new();
         let context = attributes.map_or(&no_context, |a| &a.context_extensions);
@@ -151,7 +151,7 @@ impl ExtAuthz {
                     let allowed = decision.caller.clone().map_or(Allowed::Anonymous, Allowed::Verified);
                     return self.allow(&allowed, http);
                 }
-                Answer::Other(denied_response(denied))
+                Answer::Other(Box::new(denied_response(denied)))
             }
         }
     }
@@ -314,7 +314,8 @@ fn raw_header_value(header: &HeaderValue) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub enum Answer {
     Allow(Allow),
-    Other(CheckResponse),
+    /// A denial (boxed: a `CheckResponse` is several times the size of an allow).
+    Other(Box<CheckResponse>),
 }
 
 impl Answer {
@@ -336,7 +337,7 @@ impl Answer {
     pub fn into_response(self) -> CheckResponse {
         match self {
             Answer::Allow(allow) => CheckResponse::decode(allow.to_vec().as_slice()).expect("an allow decodes"),
-            Answer::Other(response) => response,
+            Answer::Other(response) => *response,
         }
     }
 }
