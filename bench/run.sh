@@ -4,19 +4,24 @@
 #   C. Envoy + jwt_authn with jwt_cache_config     D. Envoy + ext_authz -> cognito-authz (MFA gate on, warm)
 #   E. h2load straight at Check (warm)             F. h2load at a trivial tonic server that answers OK
 #   D'. Envoy + ext_authz -> that trivial server (the ceiling of any ext_authz server)
+#   D+m. D with --emit-claims-metadata        D+s. D with --envoy-strips-identity-headers
+#   P. pinned: Envoy alone on core 0 (taskset), wrk and the servers on core 1; Envoy's own CPU per
+#      request (utime+stime from /proc) for A, B, C, D', D, D+m, D+s
 #   G. cold path: wrk through D rotating 10,000 distinct tokens (server CPU per request)
 #   H. memory: resident set with 100,000 cached tokens (through real Checks) + 100,000 revocations
 # Same Envoy build (--concurrency 1), same RS256 key, same Cognito-shaped token, direct_response
 # routes (no upstream limits the figures). Prints a markdown report; see BENCHMARKS.md.
 #
-#   bench/run.sh                 # defaults: ROUNDS=3 DURATION=10 CONNS=16
+#   bench/run.sh                 # defaults: ROUNDS=3 DURATION=10 CONNS=16 PINNED=1
 #   ROUNDS=5 DURATION=20 bench/run.sh
+#   PINNED=0 bench/run.sh        # without P (it needs two cores and taskset)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 H2_REQUESTS=${H2_REQUESTS:-200000}
+PINNED=${PINNED:-1}
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need wrk || ! need h2load; then
@@ -54,9 +59,20 @@ AUTHZ_PID=$!; PIDS+=($AUTHZ_PID)
 wait_http "http://127.0.0.1:$HTTP/healthz"
 JWKS=$(curl -s "http://127.0.0.1:$HTTP/.well-known/jwks.json")
 TOKEN=$("$BIN" dev --data-dir "$DEV" token alice)
+# The same server with each answer setting, on copies of the data dir (same key, same users).
+declare -A FLAGGED=([metadata]=--emit-claims-metadata [strips]=--envoy-strips-identity-headers)
+declare -A FPORT FPID
+for f in metadata strips; do
+  cp -r "$DEV" "$WORK/dev-$f"
+  FPORT[$f]=$(free_port); fhttp=$(free_port); fadmin=$(free_port)
+  RUST_LOG=warn "$BIN" dev --data-dir "$WORK/dev-$f" --grpc-listen 127.0.0.1:${FPORT[$f]} \
+    --http-listen 127.0.0.1:$fhttp --admin-listen 127.0.0.1:$fadmin "${FLAGGED[$f]}" 2>"$WORK/authz-$f.log" &
+  FPID[$f]=$!; PIDS+=($!)
+  wait_http "http://127.0.0.1:$fhttp/healthz"
+done
 ISSUER=https://cognito-authz.invalid/dev-pool
 OKPORT=$(free_port)
-target/release/examples/ok_server 127.0.0.1:$OKPORT & PIDS+=($!)
+target/release/examples/ok_server 127.0.0.1:$OKPORT & OK_PID=$!; PIDS+=($!)
 target/release/examples/check_body "$TOKEN" mfa "$WORK/check.bin"
 
 # --- the four Envoys --------------------------------------------------------------------------
@@ -125,14 +141,14 @@ EXTAUTHZ_ROUTE='                typed_per_filter_config:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                     check_settings: { context_extensions: { access: mfa } }'
 
-declare -A PORT
+declare -A PORT EPID
 BASE=40
 start_envoy() { # name filters route [authz-port]
   local port admin; port=$(free_port); admin=$(free_port)
   envoy_config "$1" "$port" "$admin" "$2" "$3" "${4:-$GRPC}" >"$WORK/$1.yaml"
   BASE=$((BASE + 1))   # outside the background job, or every Envoy would get the same id
   "$ENVOY" -c "$WORK/$1.yaml" --concurrency 1 --base-id "$BASE" -l error >"$WORK/$1.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); EPID[$1]=$!
   PORT[$1]=$port
   wait_http "http://127.0.0.1:$admin/ready"
 }
@@ -141,13 +157,15 @@ start_envoy jwt_authn "$(jwt_filter '')" ""
 start_envoy jwt_authn_cached "$(jwt_filter '                  jwt_cache_config: { jwt_cache_size: 1000 }')" ""
 start_envoy cognito_authz "$EXTAUTHZ_FILTER" "$EXTAUTHZ_ROUTE"
 start_envoy ok_server_ext_authz "$EXTAUTHZ_FILTER" "$EXTAUTHZ_ROUTE" "$OKPORT"
+start_envoy cognito_authz_metadata "$EXTAUTHZ_FILTER" "$EXTAUTHZ_ROUTE" "${FPORT[metadata]}"
+start_envoy cognito_authz_strips "$EXTAUTHZ_FILTER" "$EXTAUTHZ_ROUTE" "${FPORT[strips]}"
 
 # Sanity: every variant allows the token, and the authenticated ones refuse a forged one.
-for v in noauth jwt_authn jwt_authn_cached cognito_authz; do
+for v in noauth jwt_authn jwt_authn_cached cognito_authz cognito_authz_metadata cognito_authz_strips; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$v]}/")
   [ "$code" = 200 ] || { echo "$v answered $code to a valid token" >&2; exit 1; }
 done
-for v in jwt_authn jwt_authn_cached cognito_authz; do
+for v in jwt_authn jwt_authn_cached cognito_authz cognito_authz_metadata cognito_authz_strips; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer ${TOKEN}x" "http://127.0.0.1:${PORT[$v]}/")
   [ "$code" = 401 ] || { echo "$v answered $code to a forged token" >&2; exit 1; }
 done
@@ -172,12 +190,38 @@ h2_run() { # variant round port
     END {printf "%s\t%s\t%.0f\t%.3f\t-\n", v, r, rps, mean}' >>"$RESULTS"
 }
 # Warm the caches (token cache, MFA cache) once.
-curl -s -o /dev/null -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[cognito_authz]}/"
+for v in cognito_authz cognito_authz_metadata cognito_authz_strips; do
+  curl -s -o /dev/null -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$v]}/"
+done
 for r in $(seq "$ROUNDS"); do
-  for v in noauth jwt_authn cognito_authz jwt_authn_cached ok_server_ext_authz; do wrk_run "$v" "$r"; done
+  for v in noauth jwt_authn cognito_authz jwt_authn_cached ok_server_ext_authz cognito_authz_metadata \
+    cognito_authz_strips; do wrk_run "$v" "$r"; done
   h2_run check_cognito_authz "$r" "$GRPC"
   h2_run check_ok_server "$r" "$OKPORT"
 done
+
+# --- P. pinned: Envoy alone on core 0, everything else on core 1; Envoy's CPU per request -------
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+PINNED_TSV="$WORK/pinned.tsv"   # variant round rps envoy_us_per_request
+: >"$PINNED_TSV"
+PINNED_VARIANTS="noauth jwt_authn jwt_authn_cached ok_server_ext_authz cognito_authz cognito_authz_metadata cognito_authz_strips"
+if [ "$PINNED" = 1 ] && [ "$(nproc)" -ge 2 ] && need taskset; then
+  for v in $PINNED_VARIANTS; do taskset -a -p -c 0 "${EPID[$v]}" >/dev/null; done
+  for p in $AUTHZ_PID $OK_PID "${FPID[@]}"; do taskset -a -p -c 1 "$p" >/dev/null; done
+  for r in $(seq "$ROUNDS"); do
+    for v in $PINNED_VARIANTS; do
+      before=$(cpu_ticks "${EPID[$v]}")
+      out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$v]}/")
+      after=$(cpu_ticks "${EPID[$v]}")
+      echo "$out" | grep -q Non-2xx && { echo "pinned $v: non-2xx answers" >&2; exit 1; }
+      echo "$out" | awk -v v="$v" -v r="$r" -v t=$((after - before)) -v hz="$HZ" '
+        /requests in/ {n=$1} /Requests\/sec/ {rps=$2}
+        END {printf "%s\t%s\t%.0f\t%.2f\n", v, r, rps, t / hz / n * 1e6}' >>"$PINNED_TSV"
+    done
+  done
+  for p in "${EPID[@]}" $AUTHZ_PID $OK_PID "${FPID[@]}"; do taskset -a -p -c "0-$(($(nproc) - 1))" "$p" >/dev/null; done
+fi
 
 # Direct Check answers really are allows (h2load cannot read grpc-status): one call through the
 # service's own client.
@@ -200,8 +244,6 @@ function request()
   return wrk.format("GET", "/", { ["authorization"] = "Bearer " .. tokens[i] })
 end
 LUA
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 cold_run() { # label pid port tokens seconds
   local before after out reqs
   before=$(cpu_ticks "$2")
@@ -221,7 +263,6 @@ wait_http "http://127.0.0.1:$HTTP/healthz"
 # Cold: the tail of the 100,000 (never seen) for 3 s, so every request verifies RS256.
 tail -50000 "$WORK/tokens100k.txt" >"$WORK/cold.txt"
 cold_run "cognito_authz: distinct never-seen tokens (cold, RS256 each)" $AUTHZ_PID "${PORT[cognito_authz]}" "$WORK/cold.txt" 3 >>"$COLD"
-OK_PID=$(pgrep -f "examples/ok_server 127.0.0.1:$OKPORT")
 cold_run "trivial OK server, same traffic" "$OK_PID" "${PORT[ok_server_ext_authz]}" "$WORK/cold.txt" 3 >>"$COLD"
 cold_run "cognito_authz: 10,000 tokens rotating, first pass" $AUTHZ_PID "${PORT[cognito_authz]}" "$WORK/tokens10k.txt" 2 >>"$COLD"
 cold_run "cognito_authz: 10,000 tokens rotating, cached" $AUTHZ_PID "${PORT[cognito_authz]}" "$WORK/tokens10k.txt" 5 >>"$COLD"
@@ -238,7 +279,7 @@ kill $WRK 2>/dev/null || true; wait $WRK 2>/dev/null || true
 RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$AUTHZ_PID/status")
 
 # --- report -----------------------------------------------------------------------------------
-python3 - "$RESULTS" "$COLD" "$RSS_KB" "$ROUNDS" "$DURATION" "$CONNS" <<'PY'
+python3 - "$RESULTS" "$COLD" "$RSS_KB" "$ROUNDS" "$DURATION" "$CONNS" "$PINNED_TSV" <<'PY'
 import statistics, sys
 from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
@@ -249,8 +290,8 @@ med = lambda xs: statistics.median(xs)
 print(f"rounds={sys.argv[4]} duration={sys.argv[5]}s wrk -t1 -c{sys.argv[6]}; h2load -c1 -m64; medians over rounds\n")
 print("| variant | req/s | p50 ms | p99 ms |")
 print("|---|---:|---:|---:|")
-for v in ["noauth", "jwt_authn", "jwt_authn_cached", "cognito_authz", "ok_server_ext_authz", "check_cognito_authz",
-          "check_ok_server"]:
+for v in ["noauth", "jwt_authn", "jwt_authn_cached", "cognito_authz", "ok_server_ext_authz", "cognito_authz_metadata",
+          "cognito_authz_strips", "check_cognito_authz", "check_ok_server"]:
     xs = by[v]
     p99 = [x[3] for x in xs if x[3] is not None]
     print(f"| {v} | {med([x[1] for x in xs]):.0f} | {med([x[2] for x in xs]):.3f} | {med(p99):.3f} |" if p99 else
@@ -267,13 +308,34 @@ for label, a, b in [("cognito_authz / jwt_authn req/s", "cognito_authz", "jwt_au
                     ("cognito_authz / jwt_authn_cached req/s", "cognito_authz", "jwt_authn_cached"),
                     ("check_cognito_authz / check_ok_server req/s", "check_cognito_authz", "check_ok_server"),
                     ("cognito_authz / ok_server_ext_authz req/s", "cognito_authz", "ok_server_ext_authz"),
+                    ("cognito_authz_metadata / cognito_authz req/s", "cognito_authz_metadata", "cognito_authz"),
+                    ("cognito_authz_strips / cognito_authz req/s", "cognito_authz_strips", "cognito_authz"),
                     ("ok_server_ext_authz / jwt_authn req/s", "ok_server_ext_authz", "jwt_authn"),
                     ("jwt_authn / noauth req/s", "jwt_authn", "noauth"),
                     ("cognito_authz / noauth req/s", "cognito_authz", "noauth")]:
     rs = ratios(a, b)
     print(f"| {label} | {med(rs):.2f} | {', '.join(f'{x:.2f}' for x in rs)} |")
-rs = p99ratios("cognito_authz", "jwt_authn")
-print(f"| cognito_authz / jwt_authn p99 | {med(rs):.2f} | {', '.join(f'{x:.2f}' for x in rs)} |")
+for a, b in [("cognito_authz", "jwt_authn"), ("cognito_authz", "ok_server_ext_authz")]:
+    rs = p99ratios(a, b)
+    print(f"| {a} / {b} p99 | {med(rs):.2f} | {', '.join(f'{x:.2f}' for x in rs)} |")
+pinned = defaultdict(dict)
+for l in open(sys.argv[7]):
+    v, r, rps, us = l.rstrip("\n").split("\t")
+    pinned[v][r] = (float(rps), float(us))
+if pinned:
+    print("\n| pinned (Envoy alone on core 0) | req/s | Envoy CPU µs/request | per round |")
+    print("|---|---:|---:|---|")
+    for v, rounds in pinned.items():
+        us = [x[1] for x in rounds.values()]
+        print(f"| {v} | {med([x[0] for x in rounds.values()]):.0f} | {med(us):.1f} | {', '.join(f'{x:.1f}' for x in us)} |")
+    print("\n| pinned ratio (Envoy CPU per request, per round, then median) | value | rounds |")
+    print("|---|---:|---|")
+    for a, b in [("cognito_authz", "ok_server_ext_authz"), ("ok_server_ext_authz", "jwt_authn"),
+                 ("cognito_authz", "jwt_authn"), ("cognito_authz", "jwt_authn_cached"),
+                 ("cognito_authz_metadata", "cognito_authz"), ("cognito_authz_strips", "cognito_authz")]:
+        rs = [pinned[a][r][1] / pinned[b][r][1] for r in pinned[a] if r in pinned[b]]
+        if rs:
+            print(f"| {a} / {b} | {med(rs):.2f} | {', '.join(f'{x:.2f}' for x in rs)} |")
 print("\n| cold path (through Envoy) | requests | server CPU µs/request |")
 print("|---|---:|---:|")
 for l in open(sys.argv[2]):

@@ -69,8 +69,13 @@ fn check(token: &str, access: &str) -> CheckRequest {
     }
 }
 
-fn service(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<dyn MfaSource>) -> ExtAuthz {
-    service_with_cache(rt, key, mfa, 100_000)
+fn service(
+    rt: &tokio::runtime::Runtime,
+    key: &SigningKey,
+    mfa: Arc<dyn MfaSource>,
+    settings: impl FnOnce(ExtAuthz) -> ExtAuthz,
+) -> ExtAuthz {
+    settings(service_with_cache(rt, key, mfa, 100_000))
 }
 
 fn service_with_cache(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<dyn MfaSource>, cache: u64) -> ExtAuthz {
@@ -147,28 +152,47 @@ fn issuers(c: &mut Criterion) {
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let key = SigningKey::generate("bench-kid").unwrap();
-    let ext = service(&rt, &key, Arc::new(Enrolled));
+    let ext = service(&rt, &key, Arc::new(Enrolled), |e| e);
     let valid = token(&key, "3f1c7a52-7d7c-4f0e-9a3f-2c5e8b1d9e01");
     let t = now();
 
     let allow = check(&valid, "authenticated");
-    c.bench_function("check/allow authenticated (token cache hit)", |b| b.to_async(&rt).iter(|| ext.decide(&allow, t)));
+    c.bench_function("check/allow authenticated (token cache hit)", |b| b.to_async(&rt).iter(|| ext.answer(&allow, t)));
     let mfa = check(&valid, "mfa");
-    rt.block_on(ext.decide(&mfa, t));
-    c.bench_function("check/allow mfa, warm MFA cache", |b| b.to_async(&rt).iter(|| ext.decide(&mfa, t)));
+    rt.block_on(ext.answer(&mfa, t));
+    c.bench_function("check/allow mfa, warm MFA cache", |b| b.to_async(&rt).iter(|| ext.answer(&mfa, t)));
     // Cold: a service whose token cache holds nothing, so every check verifies RS256.
     let cold = service_with_cache(&rt, &key, Arc::new(Enrolled), 0);
     c.bench_function("check/allow authenticated, cold (RS256 verify every time)", |b| {
-        b.to_async(&rt).iter(|| cold.decide(&allow, t))
+        b.to_async(&rt).iter(|| cold.answer(&allow, t))
+    });
+    // What the server sends: the decision and its encoding, as the gRPC codec writes it.
+    c.bench_function("wire/allow authenticated (token cache hit), encoded", |b| {
+        b.to_async(&rt).iter(|| async { wire(&ext, &allow, t).await })
+    });
+    c.bench_function("wire/allow mfa, warm MFA cache, encoded", |b| {
+        b.to_async(&rt).iter(|| async { wire(&ext, &mfa, t).await })
+    });
+    c.bench_function("wire/allow authenticated, cold (RS256 verify every time), encoded", |b| {
+        b.to_async(&rt).iter(|| async { wire(&cold, &allow, t).await })
+    });
+    // Each answer setting alone, on a cache hit.
+    let metadata = service(&rt, &key, Arc::new(Enrolled), |e| e.claims_metadata(true));
+    c.bench_function("wire/allow authenticated (token cache hit), encoded, --emit-claims-metadata", |b| {
+        b.to_async(&rt).iter(|| async { wire(&metadata, &allow, t).await })
+    });
+    let strips = service(&rt, &key, Arc::new(Enrolled), |e| e.envoy_strips_identity_headers(true));
+    c.bench_function("wire/allow authenticated (token cache hit), encoded, --envoy-strips-identity-headers", |b| {
+        b.to_async(&rt).iter(|| async { wire(&strips, &allow, t).await })
     });
     let garbage = check("eyJhbGciOiJub25lIn0.e30.", "authenticated");
-    c.bench_function("check/401 malformed token", |b| b.to_async(&rt).iter(|| ext.decide(&garbage, t)));
+    c.bench_function("check/401 malformed token", |b| b.to_async(&rt).iter(|| ext.answer(&garbage, t)));
     // Flip one character in the middle of the signature: well-formed, but wrong.
     let mut forged = valid.clone().into_bytes();
     let i = forged.len() - 40;
     forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
     let bad_sig = check(std::str::from_utf8(&forged).unwrap(), "authenticated");
-    c.bench_function("check/401 bad signature", |b| b.to_async(&rt).iter(|| ext.decide(&bad_sig, t)));
+    c.bench_function("check/401 bad signature", |b| b.to_async(&rt).iter(|| ext.answer(&bad_sig, t)));
 
     let policy = Policy::load(std::path::Path::new("envoy/policy.toml")).unwrap();
     c.bench_function("policy/match example policy (falls through to mfa)", |b| {
@@ -189,6 +213,14 @@ fn benches(c: &mut Criterion) {
     c.bench_function("mfa/cold lookup: AdminGetUser via the AWS SDK over loopback", |b| {
         b.to_async(&rt).iter(|| sdk.mfa_state(User { username: "alice", sub: &sub, access_token: "" }))
     });
+}
+
+/// One Check as the server answers it: decided, then encoded (as `grpc::AnswerCodec` does).
+async fn wire(ext: &ExtAuthz, check: &CheckRequest, now: u64) -> Vec<u8> {
+    let answer = ext.answer(check, now).await;
+    let mut buf = Vec::with_capacity(answer.encoded_len());
+    answer.encode(&mut buf);
+    buf
 }
 
 async fn fake_cognito() -> String {

@@ -79,6 +79,12 @@ pub struct DevArgs {
     /// cookie-only logout) and CORS, e.g. the origin a demo page is served from.
     #[arg(long = "allowed-origin", env = "COGNITO_AUTHZ_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
+    /// As `serve --emit-claims-metadata`. Defaults to `false`.
+    #[arg(long, env = "COGNITO_AUTHZ_EMIT_CLAIMS_METADATA", num_args = 0..=1, default_missing_value = "true")]
+    pub emit_claims_metadata: Option<bool>,
+    /// As `serve --envoy-strips-identity-headers`. Defaults to `false`.
+    #[arg(long, env = "COGNITO_AUTHZ_ENVOY_STRIPS_IDENTITY_HEADERS", num_args = 0..=1, default_missing_value = "true")]
+    pub envoy_strips_identity_headers: Option<bool>,
 }
 
 /// What `dev` can do besides running the server.

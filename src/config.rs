@@ -50,6 +50,10 @@ pub struct Config {
     pub shadow: bool,
     /// The share of allows the decision log keeps.
     pub log_allow_sample_rate: f64,
+    /// `--emit-claims-metadata`: allows carry the claims as `dynamic_metadata`.
+    pub emit_claims_metadata: bool,
+    /// `--envoy-strips-identity-headers`: allows remove only the identity headers a request carried.
+    pub envoy_strips_identity_headers: bool,
     /// Claims mapped to upstream headers.
     pub header_claims: Vec<HeaderClaim>,
     /// The key store's timings.
@@ -381,6 +385,8 @@ impl Settings {
             strip_authorization: self.strip_authorization,
             shadow: self.shadow,
             log_allow_sample_rate: self.log_allow_sample_rate,
+            emit_claims_metadata: self.emit_claims_metadata,
+            envoy_strips_identity_headers: self.envoy_strips_identity_headers,
             header_claims: self.header,
         })
     }

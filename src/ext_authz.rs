@@ -5,13 +5,16 @@
 //! error sends it down its error path, which a fail-open deployment turns into an allow.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use prost_types::value::Kind;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::Instrument;
 
+use crate::answer::{Allow, AllowWriter, Carried};
 use crate::audit::{AuditLimiter, loggable, loggable_path};
 use crate::authz::{Allowed, Authorizer, Decision, Request};
 use crate::claims::{Claims, Identity};
@@ -37,6 +40,10 @@ pub struct ExtAuthz {
     audit: AuditLimiter,
     metrics: Metrics,
     identity: IdentityHeaders,
+    claims_metadata: bool,
+    only_carried: bool,
+    /// How allows are written, from the settings above.
+    writer: Arc<AllowWriter>,
     /// The share of allows written to the decision log (0 to 1).
     allow_sample_rate: f64,
     sampler: AtomicU64,
@@ -45,12 +52,16 @@ pub struct ExtAuthz {
 impl ExtAuthz {
     /// `strip_authorization` removes the `authorization` header before the upstream on allow.
     pub fn new(authorizer: Authorizer, strip_authorization: bool, metrics: Metrics) -> ExtAuthz {
+        let identity = IdentityHeaders::default();
         ExtAuthz {
             authorizer,
             strip_authorization,
             audit: AuditLimiter::per_second(20),
             metrics,
-            identity: IdentityHeaders::default(),
+            writer: Arc::new(AllowWriter::new(&identity, strip_authorization, false, false)),
+            identity,
+            claims_metadata: false,
+            only_carried: false,
             allow_sample_rate: 0.0,
             sampler: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
@@ -59,6 +70,32 @@ impl ExtAuthz {
     /// The identity headers, mapped ones included (the fixed four by default).
     pub fn identity_headers(mut self, identity: IdentityHeaders) -> ExtAuthz {
         self.identity = identity;
+        self.rewrite()
+    }
+
+    /// With `emit`, an allow carries the verified claims as `dynamic_metadata` (for Envoy RBAC
+    /// and access logs that read them). Defaults to false: nothing Envoy would decode for nothing.
+    pub fn claims_metadata(mut self, emit: bool) -> ExtAuthz {
+        self.claims_metadata = emit;
+        self.rewrite()
+    }
+
+    /// With `strips`, `headers_to_remove` lists only the identity headers the request carried:
+    /// for an Envoy that shows us every identity header a client sends (`allowed_headers` does not
+    /// hide them) or strips them before this filter. Defaults to false: every identity header an
+    /// allow does not set is removed.
+    pub fn envoy_strips_identity_headers(mut self, strips: bool) -> ExtAuthz {
+        self.only_carried = strips;
+        self.rewrite()
+    }
+
+    fn rewrite(mut self) -> ExtAuthz {
+        self.writer = Arc::new(AllowWriter::new(
+            &self.identity,
+            self.strip_authorization,
+            self.claims_metadata,
+            self.only_carried,
+        ));
         self
     }
 
@@ -69,14 +106,20 @@ impl ExtAuthz {
         self
     }
 
-    /// Decides one `CheckRequest` at Unix time `now`.
+    /// Decides one `CheckRequest` at Unix time `now`, as the message Envoy reads (the answer's
+    /// own bytes, decoded).
     pub async fn decide(&self, check: &CheckRequest, now: u64) -> CheckResponse {
+        self.answer(check, now).await.into_response()
+    }
+
+    /// Decides one `CheckRequest` at Unix time `now`: the answer, ready for the wire.
+    pub async fn answer(&self, check: &CheckRequest, now: u64) -> Answer {
         let started = Instant::now();
         let attributes = check.attributes.as_ref();
         let Some(http) = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref()) else {
             let denied = Denied::BadRequest(BadRequest::NoHttpAttributes);
             self.metrics.decision(denied.outcome(), denied.reason(), false, started.elapsed());
-            return denied_response(&denied);
+            return Answer::Other(Box::new(denied_response(&denied)));
         };
         let no_context = HashMap::new();
         let context = attributes.map_or(&no_context, |a| &a.context_extensions);
@@ -98,7 +141,7 @@ impl ExtAuthz {
                 if self.sampled() {
                     log_decision(&request, &decision, took, None, "request allowed");
                 }
-                allowed_response(allowed, self.strip_authorization, &self.identity)
+                self.allow(allowed, http)
             }
             Err(denied) => {
                 self.metrics.decision(denied.outcome(), denied.reason(), shadow, took);
@@ -110,10 +153,27 @@ impl ExtAuthz {
                 if shadow {
                     // Observed, not enforced: the request goes on with what a valid token gives.
                     let allowed = decision.caller.clone().map_or(Allowed::Anonymous, Allowed::Verified);
-                    return allowed_response(&allowed, self.strip_authorization, &self.identity);
+                    return self.allow(&allowed, http);
                 }
-                denied_response(denied)
+                Answer::Other(Box::new(denied_response(denied)))
             }
+        }
+    }
+
+    fn allow(&self, allowed: &Allowed, http: &HttpRequest) -> Answer {
+        let carried = if self.only_carried { carried(http, &self.identity) } else { Carried::ALL };
+        Answer::Allow(Allow::new(self.writer.clone(), allowed, carried))
+    }
+
+    /// `answer`, in a span when the request carries a trace context: the common untraced request
+    /// pays for no span, and its log lines would have no trace to join anyway.
+    pub async fn check_traced(&self, check: &CheckRequest, now: u64) -> Answer {
+        match trace_context(check) {
+            Some(trace) => {
+                let span = tracing::info_span!("check", trace_id = %trace.trace_id, parent_id = %trace.parent_id);
+                self.answer(check, now).instrument(span).await
+            }
+            None => self.answer(check, now).await,
         }
     }
 
@@ -168,17 +228,8 @@ fn log_decision(request: &Request<'_>, decision: &Decision, took: Duration, supp
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
     async fn check(&self, request: GrpcRequest<CheckRequest>) -> Result<GrpcResponse<CheckResponse>, Status> {
-        let check = request.get_ref();
-        // A span only for requests that carry a trace context: the common untraced request pays
-        // for no span, and its log lines would have no trace to join anyway.
-        let response = match trace_context(check) {
-            Some(trace) => {
-                let span = tracing::info_span!("check", trace_id = %trace.trace_id, parent_id = %trace.parent_id);
-                self.decide(check, unix_now()).instrument(span).await
-            }
-            None => self.decide(check, unix_now()).await,
-        };
-        Ok(GrpcResponse::new(response))
+        // The server uses `grpc::AuthorizationService`, which writes allows without this message.
+        Ok(GrpcResponse::new(self.check_traced(request.get_ref(), unix_now()).await.into_response()))
     }
 }
 
@@ -236,13 +287,79 @@ pub fn request_from<'a>(
     request
 }
 
+/// Which identity headers the request carried (exact names; Envoy sends them lower case).
+pub fn carried(http: &HttpRequest, identity: &IdentityHeaders) -> Carried {
+    let names = identity.names();
+    let bit = |i: usize| if i < 64 { 1u64 << i } else { 0 };
+    let mut mask = 0;
+    match &http.header_map {
+        Some(map) => {
+            for header in &map.headers {
+                if let Some(i) = names.iter().position(|n| header.key.eq_ignore_ascii_case(n)) {
+                    mask |= bit(i);
+                }
+            }
+        }
+        None => {
+            for (i, name) in names.iter().enumerate() {
+                if http.headers.contains_key(name.as_str()) {
+                    mask |= bit(i);
+                }
+            }
+        }
+    }
+    // Headers past the 64th have no bit: `Carried` counts them as carried, so they are removed.
+    Carried(mask)
+}
+
 fn raw_header_value(header: &HeaderValue) -> Option<&str> {
     if header.raw_value.is_empty() { Some(&header.value) } else { std::str::from_utf8(&header.raw_value).ok() }
 }
 
-/// The allow: identity headers set with overwrite semantics, every other identity header (mapped
-/// ones included) removed.
-pub fn allowed_response(allowed: &Allowed, strip_authorization: bool, identity: &IdentityHeaders) -> CheckResponse {
+/// A decision, ready for the wire: an allow written from its pre-encoded parts, or any other
+/// answer as a message.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Allow(Allow),
+    /// A denial (boxed: a `CheckResponse` is several times the size of an allow).
+    Other(Box<CheckResponse>),
+}
+
+impl Answer {
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Answer::Allow(allow) => allow.encoded_len(),
+            Answer::Other(response) => response.encoded_len(),
+        }
+    }
+
+    pub fn encode(&self, buf: &mut impl prost::bytes::BufMut) {
+        match self {
+            Answer::Allow(allow) => allow.encode(buf),
+            Answer::Other(response) => response.encode_raw(buf),
+        }
+    }
+
+    /// The message Envoy decodes from these bytes.
+    pub fn into_response(self) -> CheckResponse {
+        match self {
+            Answer::Allow(allow) => CheckResponse::decode(allow.to_vec().as_slice()).expect("an allow decodes"),
+            Answer::Other(response) => *response,
+        }
+    }
+}
+
+/// The allow as a message (what `answer::Allow` writes, built field by field; the tests hold the
+/// two to the same bytes): identity headers set with overwrite semantics, every other identity
+/// header (mapped ones included) removed (with `only_carried`, those the request carried), the
+/// claims as `dynamic_metadata` with `claims_metadata`.
+pub fn allowed_response(
+    allowed: &Allowed,
+    strip_authorization: bool,
+    identity: &IdentityHeaders,
+    claims_metadata: bool,
+    only_carried: Option<Carried>,
+) -> CheckResponse {
     let mut set: Vec<(&str, String)> = match allowed {
         Allowed::Anonymous => vec![],
         Allowed::Verified(claims) => match &claims.identity {
@@ -271,8 +388,11 @@ pub fn allowed_response(allowed: &Allowed, strip_authorization: bool, identity: 
         let values = identity.mapped().iter().zip(claims.mapped.iter());
         set.extend(values.filter_map(|(name, value)| Some((name.as_str(), value.clone()?))));
     }
-    let mut headers_to_remove: Vec<String> =
-        identity.names().iter().filter(|name| !set.iter().any(|(key, _)| key == name)).cloned().collect();
+    let carried = |i: usize| only_carried.is_none_or(|c| i >= 64 || c.0 & (1 << i) != 0);
+    let mut headers_to_remove: Vec<String> = (identity.names().iter().enumerate())
+        .filter(|(i, name)| !set.iter().any(|(key, _)| key == *name) && carried(*i))
+        .map(|(_, name)| name.clone())
+        .collect();
     if strip_authorization {
         headers_to_remove.push("authorization".to_owned());
     }
@@ -284,8 +404,8 @@ pub fn allowed_response(allowed: &Allowed, strip_authorization: bool, identity: 
             ..Default::default()
         })),
         dynamic_metadata: match allowed {
-            Allowed::Verified(claims) => Some(claims_metadata(claims)),
-            Allowed::Anonymous => None,
+            Allowed::Verified(claims) if claims_metadata => Some(claims_struct(claims)),
+            _ => None,
         },
     }
 }
@@ -319,7 +439,7 @@ fn overwrite(key: &str, value: String) -> HeaderValueOption {
 }
 
 /// The verified claims as `dynamic_metadata`, for RBAC and access logs in Envoy.
-fn claims_metadata(c: &Claims) -> prost_types::Struct {
+fn claims_struct(c: &Claims) -> prost_types::Struct {
     let s = |v: &str| prost_types::Value { kind: Some(Kind::StringValue(v.to_owned())) };
     let mut fields = BTreeMap::from([
         ("client_id".to_owned(), s(&c.client_id)),

@@ -12,11 +12,11 @@ pub const FIXED: [&str; 5] = ["x-user-id", "x-username", "x-user-groups", "x-cli
 
 /// List items (group names, array claims) may hold anything; everything but RFC 3986 unreserved
 /// characters is escaped, so a `,` inside an item cannot split it.
-const LIST_ITEM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+pub(crate) const LIST_ITEM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Text claims keep their look; control characters and `%` are escaped (non-ASCII too, by the
 /// encoder), so a value can neither break a header nor be read two ways.
-const TEXT: &AsciiSet = &CONTROLS.add(b'%');
+pub(crate) const TEXT: &AsciiSet = &CONTROLS.add(b'%');
 
 /// One item of a comma-joined list header.
 pub fn escape_list_item(item: &str) -> String {

@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: Envoy request -> bearer token -> verified claims -> decision -> response.
 
+pub mod answer;
 pub mod audit;
 pub mod authz;
 pub mod cache;
@@ -16,6 +17,7 @@ pub mod dev_oidc;
 pub mod discovery;
 pub mod error;
 pub mod ext_authz;
+pub mod grpc;
 pub mod headers;
 pub mod hosted_ui;
 pub mod http;

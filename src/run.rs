@@ -121,6 +121,9 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
     config.issuers =
         vec![crate::issuer::IssuerConfig::single_pool(&config), crate::dev_oidc::issuer(oidc_jwks_url.clone())];
     let oidc_jwks = serde_json::json!({ "keys": [oidc_key.jwk()] });
+    config.emit_claims_metadata = args.emit_claims_metadata.unwrap_or(config.emit_claims_metadata);
+    config.envoy_strips_identity_headers =
+        args.envoy_strips_identity_headers.unwrap_or(config.envoy_strips_identity_headers);
     let pool = Arc::new(pool);
     let jwks = pool.jwks();
     let routes = axum::Router::new()

@@ -18,6 +18,7 @@ use crate::config::{Config, StoreSpec};
 use crate::discovery::DiscoveredKeySource;
 use crate::error::StepUp;
 use crate::ext_authz::ExtAuthz;
+use crate::grpc::AuthorizationService;
 use crate::headers::IdentityHeaders;
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminState};
@@ -28,7 +29,6 @@ use crate::metrics::{IssuerReadings, Metrics, Readings};
 use crate::mfa::MfaGate;
 use crate::oauth::OAuthClient;
 use crate::oidc::OidcRules;
-use crate::pb::auth::authorization_server::AuthorizationServer;
 use crate::policy::Policy;
 use crate::policy::SharedPolicy;
 use crate::revocation::Revocations;
@@ -369,7 +369,9 @@ pub async fn serve(
     };
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone())
         .identity_headers(IdentityHeaders::with_mapped(&config.header_claims))
-        .sampling_allows(config.log_allow_sample_rate);
+        .sampling_allows(config.log_allow_sample_rate)
+        .claims_metadata(config.emit_claims_metadata)
+        .envoy_strips_identity_headers(config.envoy_strips_identity_headers);
     // Unreadable or mismatched files are a bad setting (exit 78), not a runtime failure.
     let tls = config
         .tls
@@ -383,7 +385,7 @@ pub async fn serve(
     }
     let grpc_server = grpc_builder
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(ext_authz))
+        .add_service(AuthorizationService::new(ext_authz))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone()));
     let http_app = http_routes.merge(crate::http::routes_for_issuers(auth_state, parts.issuer_keys));
     let http_stopped = stopped(stop_rx.clone());

@@ -72,6 +72,17 @@ pub struct Settings {
     /// (at most 20 a second).
     #[arg(long, env = "COGNITO_AUTHZ_LOG_ALLOW_SAMPLE_RATE", required = false)]
     pub log_allow_sample_rate: f64,
+    /// Send the verified claims to Envoy as `dynamic_metadata` on every allow, for Envoy RBAC rules
+    /// or access logs that read them.
+    #[arg(long, env = "COGNITO_AUTHZ_EMIT_CLAIMS_METADATA", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", required = false)]
+    pub emit_claims_metadata: bool,
+    /// Envoy strips identity headers before ext_authz, or shows this service every one a client
+    /// sends (ext_authz `allowed_headers` does not hide them): an allow then removes only those the
+    /// request carried. Off: every identity header an allow does not set is removed.
+    #[arg(long, env = "COGNITO_AUTHZ_ENVOY_STRIPS_IDENTITY_HEADERS", action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", required = false)]
+    pub envoy_strips_identity_headers: bool,
     /// Token claims passed upstream as headers: `[[header]]` tables (`name`, `claim`) in the
     /// `--config` file only.
     #[arg(skip)]
@@ -250,6 +261,8 @@ impl Default for Settings {
             strip_authorization: false,
             shadow: false,
             log_allow_sample_rate: 0.0,
+            emit_claims_metadata: false,
+            envoy_strips_identity_headers: false,
             header: vec![],
             jwks_refresh_seconds: 3600,
             jwks_cooldown_seconds: 10,

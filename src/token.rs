@@ -143,11 +143,12 @@ impl<'a> Jwt<'a> {
         serde_json::from_slice(&bytes).map_err(|_| Invalid::BadClaims)
     }
 
-    /// The claims, decoded but not yet judged (the caller checks the signature first).
+    /// The claims, decoded but not yet judged (the caller checks the signature first). One pass:
+    /// the typed parse refuses a repeated key itself, at any depth.
     pub fn claims(&self) -> Result<RawClaims, Invalid> {
         let bytes = decode_part(self.payload)?;
-        ensure_unique_keys(&bytes)?;
-        serde_json::from_slice(&bytes).map_err(|_| Invalid::BadClaims)
+        serde_json::from_slice(&bytes)
+            .map_err(|e| if e.to_string().starts_with(DUPLICATE) { Invalid::DuplicateKey } else { Invalid::BadClaims })
     }
 }
 
@@ -188,8 +189,9 @@ impl<'de> Deserialize<'de> for Present {
     }
 }
 
-/// Cognito access-token claims as sent, before any rule is applied. Wrong JSON types fail here.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Cognito access-token claims as sent, before any rule is applied. Wrong JSON types fail here, and
+/// so does a key repeated in any object (`Deserialize` below).
+#[derive(Debug, Clone, Default)]
 pub struct RawClaims {
     pub iss: Option<String>,
     pub sub: Option<String>,
@@ -203,8 +205,54 @@ pub struct RawClaims {
     pub jti: Option<String>,
     pub origin_jti: Option<String>,
     pub scope: Option<String>,
-    #[serde(rename = "cognito:groups")]
+    /// `cognito:groups`.
     pub groups: Option<Vec<String>>,
+}
+
+/// The claims object in one pass: known claims typed as they come, every other value walked for
+/// repeated keys ([`ensure_unique_keys`]'s walker), and a repeated key refused at the top level too.
+impl<'de> Deserialize<'de> for RawClaims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ClaimsVisitor)
+    }
+}
+
+struct ClaimsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ClaimsVisitor {
+    type Value = RawClaims;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a json object of claims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawClaims, A::Error> {
+        let budget = Cell::new(usize::MAX);
+        let mut raw = RawClaims::default();
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "iss" => raw.iss = map.next_value()?,
+                "sub" => raw.sub = map.next_value()?,
+                "token_use" => raw.token_use = map.next_value()?,
+                "client_id" => raw.client_id = map.next_value()?,
+                "username" => raw.username = map.next_value()?,
+                "exp" => raw.exp = map.next_value()?,
+                "nbf" => raw.nbf = map.next_value()?,
+                "iat" => raw.iat = map.next_value()?,
+                "auth_time" => raw.auth_time = map.next_value()?,
+                "jti" => raw.jti = map.next_value()?,
+                "origin_jti" => raw.origin_jti = map.next_value()?,
+                "scope" => raw.scope = map.next_value()?,
+                "cognito:groups" => raw.groups = map.next_value()?,
+                _ => map.next_value_seed(UniqueKeys(&budget))?,
+            }
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom(DUPLICATE));
+            }
+        }
+        Ok(raw)
+    }
 }
 
 fn decode_part(part: &str) -> Result<Vec<u8>, Invalid> {
@@ -362,6 +410,19 @@ mod tests {
         assert_eq!(ensure_unique_keys(br#"{"a":[{"x":1,"x":1}]}"#), Err(Invalid::DuplicateKey));
         assert_eq!(ensure_unique_keys(br#"{"a":1,"b":{"a":1}}"#), Ok(()));
         assert_eq!(ensure_unique_keys(br#"{"a":1} x"#), Err(Invalid::BadClaims));
+    }
+
+    #[test]
+    fn claims_with_a_repeated_key_are_refused_in_the_typed_parse() {
+        let c = |json: &str| Jwt::split(&jwt(r#"{"alg":"RS256","kid":"k"}"#, json)).unwrap().claims();
+        assert_eq!(c(r#"{"exp":1,"exp":2}"#).err(), Some(Invalid::DuplicateKey), "a known claim");
+        assert_eq!(c(r#"{"x":1,"sub":"a","x":1}"#).err(), Some(Invalid::DuplicateKey), "an unknown claim");
+        assert_eq!(c(r#"{"x":{"a":[{"b":1,"b":1}]}}"#).err(), Some(Invalid::DuplicateKey), "deep inside one");
+        assert_eq!(c(r#"{"x":{"a":1},"y":{"a":1}}"#).map(|r| r.exp), Ok(None), "same key in two objects");
+        assert_eq!(c(r#"{"exp":1} x"#).err(), Some(Invalid::BadClaims), "trailing bytes");
+        assert_eq!(c(r#"["iss","sub"]"#).err(), Some(Invalid::BadClaims), "not an object");
+        let raw = c(r#"{"exp":5,"cognito:groups":["a"],"scope":null,"other":[1,{"k":true}]}"#).unwrap();
+        assert_eq!((raw.exp, raw.groups, raw.scope), (Some(5), Some(vec!["a".to_owned()]), None));
     }
 
     #[test]

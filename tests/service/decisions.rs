@@ -71,7 +71,9 @@ async fn harness() -> Harness {
     let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await, "the test JWKS loads");
-    Harness { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics), jwks }
+    // With the claims as metadata (off by default since `--emit-claims-metadata`), so the tests
+    // read everything an allow can say.
+    Harness { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics).claims_metadata(true), jwks }
 }
 
 impl Harness {

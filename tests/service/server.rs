@@ -1,12 +1,16 @@
 //! The real server on 127.0.0.1:0, driven by a tonic client: health, key rotation, the unknown-`kid`
 //! cooldown, failing and slow key fetches, and graceful shutdown.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use cognito_authz::authz::Authorizer;
 use cognito_authz::error::code;
-use cognito_authz::pb::auth::CheckRequest;
 use cognito_authz::pb::auth::authorization_client::AuthorizationClient;
+use cognito_authz::pb::auth::check_response::HttpResponse;
+use cognito_authz::pb::auth::{CheckRequest, CheckResponse, OkHttpResponse};
+use cognito_authz::revocation::Entry;
 use cognito_authz::server::{self, AUTHZ_SERVICE};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -17,19 +21,25 @@ use tonic_health::pb::health_client::HealthClient;
 
 struct Running {
     authz: AuthorizationClient<Channel>,
+    authorizer: Authorizer,
     health: HealthClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn start(config: cognito_authz::config::Config) -> Running {
+    start_with(config, FakeMfa::new()).await
+}
+
+async fn start_with(config: cognito_authz::config::Config, mfa: Arc<FakeMfa>) -> Running {
     let listeners = server::Listeners {
         grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
-    let parts = crate::common::parts(&config, FakeMfa::new()).await;
+    let parts = crate::common::parts(&config, mfa).await;
+    let authorizer = parts.authorizer.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         server::serve(&config, parts, listeners, axum::Router::new(), async {
@@ -40,6 +50,7 @@ async fn start(config: cognito_authz::config::Config) -> Running {
     let channel = Channel::from_shared(url).unwrap().connect().await.expect("server accepts connections");
     Running {
         authz: AuthorizationClient::new(channel.clone()),
+        authorizer,
         health: HealthClient::new(channel),
         stop: Some(stop),
         done,
@@ -48,8 +59,12 @@ async fn start(config: cognito_authz::config::Config) -> Running {
 
 impl Running {
     async fn code(&self, request: CheckRequest) -> i32 {
-        let response = self.authz.clone().check(request).await.expect("a denial is an answer, not an RPC error");
-        response.into_inner().status.expect("status is set").code
+        self.check(request).await.status.expect("status is set").code
+    }
+
+    /// The whole answer, as a gRPC client (Envoy) decodes it.
+    async fn check(&self, request: CheckRequest) -> CheckResponse {
+        self.authz.clone().check(request).await.expect("a denial is an answer, not an RPC error").into_inner()
     }
 
     async fn health(&self, service: &str) -> ServingStatus {
@@ -213,4 +228,105 @@ async fn a_key_fetch_follows_redirects_only_within_its_origin() {
         crate::common::parts(&crate::common::config(&format!("http://{}/moved-away", jwks.addr)), FakeMfa::new()).await;
     assert!(!away.keys.refresh().await, "a redirect to another host is not followed");
     assert_eq!(jwks.hits(), before, "the document was never fetched from the other host");
+}
+
+fn ok(response: &CheckResponse) -> &OkHttpResponse {
+    assert_eq!(response.status.as_ref().map(|s| s.code), Some(code::OK), "an allow");
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok,
+        other => panic!("not an ok_response: {other:?}"),
+    }
+}
+
+fn set_header<'a>(ok: &'a OkHttpResponse, name: &str) -> Option<&'a str> {
+    ok.headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name).map(|h| h.value.as_str())
+}
+
+fn with_access(mut request: CheckRequest, access: &str) -> CheckRequest {
+    let attributes = request.attributes.as_mut().expect("attributes");
+    attributes.context_extensions.insert("access".to_owned(), access.to_owned());
+    request
+}
+
+#[tokio::test]
+async fn claims_go_to_dynamic_metadata_only_with_emit_claims_metadata() {
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let token = token_for("kid-1");
+    let quiet = start(crate::common::config(&jwks.url())).await;
+    assert!(quiet.wait_serving(Duration::from_secs(5)).await);
+    for round in ["verified", "from the token cache"] {
+        let answer = quiet.check(bearer(&token)).await;
+        assert_eq!(set_header(ok(&answer), "x-user-id"), Some(SUB), "{round}");
+        assert_eq!(answer.dynamic_metadata, None, "no metadata by default ({round})");
+    }
+    let mut config = crate::common::config(&jwks.url());
+    config.emit_claims_metadata = true;
+    let emitting = start(config).await;
+    assert!(emitting.wait_serving(Duration::from_secs(5)).await);
+    for round in ["verified", "from the token cache"] {
+        let answer = emitting.check(bearer(&token)).await;
+        assert_eq!(set_header(ok(&answer), "x-user-id"), Some(SUB), "{round}");
+        let metadata = answer.dynamic_metadata.expect("claims as dynamic metadata with the setting");
+        let text = |name: &str| match metadata.fields.get(name).and_then(|v| v.kind.as_ref()) {
+            Some(prost_types::value::Kind::StringValue(s)) => s.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!((text("sub"), text("username"), text("client_id")), (SUB.into(), "alice".into(), CLIENT.into()));
+    }
+}
+
+#[tokio::test]
+async fn with_envoy_stripping_identity_headers_an_allow_removes_only_those_the_request_carried() {
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let token = token_for("kid-1");
+    let bearer_with = |extra: &[(&str, &str)]| {
+        let authorization = format!("Bearer {token}");
+        let mut headers = vec![("authorization", authorization.as_str())];
+        headers.extend_from_slice(extra);
+        check_request("/api/items", &headers)
+    };
+    let forged = [("x-client-id", "forged"), ("x-user-id", "forged")];
+
+    // The safe default: every identity header not set is removed, carried or not.
+    let default = start(crate::common::config(&jwks.url())).await;
+    assert!(default.wait_serving(Duration::from_secs(5)).await);
+    assert_eq!(ok(&default.check(bearer_with(&[])).await).headers_to_remove, ["x-client-id"]);
+    assert_eq!(ok(&default.check(bearer_with(&forged)).await).headers_to_remove, ["x-client-id"]);
+
+    let mut config = crate::common::config(&jwks.url());
+    config.envoy_strips_identity_headers = true;
+    let stripping = start(config).await;
+    assert!(stripping.wait_serving(Duration::from_secs(5)).await);
+    let clean = stripping.check(bearer_with(&[])).await;
+    assert!(ok(&clean).headers_to_remove.is_empty(), "nothing carried, nothing to remove");
+    assert_eq!(set_header(ok(&clean), "x-user-id"), Some(SUB));
+    for round in ["first", "from the token cache"] {
+        let answer = stripping.check(bearer_with(&forged)).await;
+        assert_eq!(ok(&answer).headers_to_remove, ["x-client-id"], "the carried one not set ({round})");
+        assert_eq!(set_header(ok(&answer), "x-user-id"), Some(SUB), "the carried one set is overwritten");
+    }
+}
+
+#[tokio::test]
+async fn a_cached_allow_is_never_served_after_a_revocation_or_a_lost_mfa() {
+    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let mfa = FakeMfa::new();
+    let server = start_with(crate::common::config(&jwks.url()), mfa.clone()).await;
+    assert!(server.wait_serving(Duration::from_secs(5)).await);
+    let token = token_for("kid-1");
+    let on_mfa = || with_access(bearer(&token), "mfa");
+    for _ in 0..3 {
+        assert_eq!(set_header(ok(&server.check(on_mfa()).await), "x-username"), Some("alice"), "allowed and cached");
+    }
+    // An administrator resets alice's MFA; the gate forgets its cached answer (as the admin API does).
+    mfa.set("alice", Ok(cognito_authz::cognito::MfaState::NotEnrolled));
+    let sub = uuid::Uuid::parse_str(SUB).unwrap();
+    server.authorizer.mfa().forget(&sub).await;
+    assert_eq!(server.code(on_mfa()).await, code::PERMISSION_DENIED, "mfa lost: refused though the token is cached");
+    let on_authenticated = || with_access(bearer(&token), "authenticated");
+    assert_eq!(server.code(on_authenticated()).await, code::OK, "an authenticated route still passes");
+    // Then every session of alice's is revoked.
+    let entry = Entry::User { sub, before: now(), until: now() + 3600 };
+    server.authorizer.revocations().revoke(vec![entry]).await.expect("revoked");
+    assert_eq!(server.code(on_authenticated()).await, code::UNAUTHENTICATED, "revoked: refused though cached");
 }

@@ -3,7 +3,11 @@
 
 use std::process::Command;
 
+use clap::Parser;
+use cognito_authz::cli::{Cli, Command as Subcommand};
 use cognito_authz::config::*;
+
+use crate::common::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cognito-authz");
 
@@ -260,4 +264,32 @@ fn claims_mapped_to_headers_come_from_the_file_and_dangerous_names_are_refused()
         assert_eq!((err.flag.as_str(), err.env.as_str()), ("config", "COGNITO_AUTHZ_CONFIG"), "{bad}");
         assert!(err.problem.contains("[[header]] 2"), "{}", err.problem);
     }
+}
+
+// The answer settings (issue 16) as an operator gives them: flags, and keys of the `--config` file.
+
+fn serve_config(extra: &[&str]) -> Config {
+    let base = ["cognito-authz", "serve", "--region", "eu-west-1", "--user-pool-id", "eu-west-1_AbC123"];
+    let args = base.iter().chain(["--client-id", "client-one"].iter()).chain(extra.iter());
+    match Cli::try_parse_from(args).expect("the command line parses").command {
+        Subcommand::Serve(args) => args.settings().expect("the file reads").into_config().expect("a valid config"),
+        _ => unreachable!("serve"),
+    }
+}
+
+#[test]
+fn answer_settings_are_off_by_default_and_set_by_flag_or_config_file() {
+    let defaults = serve_config(&[]);
+    assert!(!defaults.emit_claims_metadata, "no claims metadata by default");
+    assert!(!defaults.envoy_strips_identity_headers, "every identity header removed by default");
+    let flags = serve_config(&["--emit-claims-metadata", "--envoy-strips-identity-headers"]);
+    assert!(flags.emit_claims_metadata && flags.envoy_strips_identity_headers, "flags");
+    let explicit = serve_config(&["--emit-claims-metadata=false", "--envoy-strips-identity-headers=true"]);
+    assert!(!explicit.emit_claims_metadata && explicit.envoy_strips_identity_headers, "explicit values");
+    let dir = temp_dir("settings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cognito-authz.toml");
+    std::fs::write(&file, "emit-claims-metadata = true\nenvoy-strips-identity-headers = true\n").unwrap();
+    let from_file = serve_config(&["--config", file.to_str().unwrap()]);
+    assert!(from_file.emit_claims_metadata && from_file.envoy_strips_identity_headers, "file keys");
 }
