@@ -12,10 +12,13 @@ use crate::key_store::{FetchError, HttpKeySource, KeySource};
 /// Why a discovery document cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {
+    /// Discovery document is not valid json or has no jwks_uri.
     #[error("discovery document is not valid json or has no jwks_uri")]
     NotADocument,
+    /// Discovery document names another issuer than the configured one.
     #[error("discovery document names another issuer than the configured one")]
     OtherIssuer,
+    /// Discovery document's jwks_uri must be https, or http on loopback.
     #[error("discovery document's jwks_uri must be https, or http on loopback")]
     InsecureJwksUri,
 }
@@ -37,6 +40,7 @@ pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<reqwest::Url, Discovery
 }
 
 /// Keys found through discovery: the document first (until it has answered), then the key set.
+#[derive(Debug)]
 pub struct DiscoveredKeySource {
     client: reqwest::Client,
     issuer: String,
@@ -45,6 +49,7 @@ pub struct DiscoveredKeySource {
 }
 
 impl DiscoveredKeySource {
+    /// Keys of `issuer`, found through its discovery document at `discovery`.
     pub fn new(client: reqwest::Client, issuer: String, discovery: reqwest::Url) -> DiscoveredKeySource {
         let document = HttpKeySource::new(client.clone(), discovery);
         DiscoveredKeySource { client, issuer, document, keys: OnceLock::new() }

@@ -8,60 +8,88 @@ use axum::http::StatusCode;
 /// Why a token (or the lack of one) does not authenticate the caller: HTTP 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
+    /// No bearer token.
     #[error("no bearer token")]
     MissingToken,
+    /// Authorization header is not a bearer token.
     #[error("authorization header is not a bearer token")]
     NotBearer,
+    /// Token is larger than 16 KiB.
     #[error("token is larger than 16 KiB")]
     Oversized,
+    /// Token is not a well-formed jwt.
     #[error("token is not a well-formed jwt")]
     Malformed,
+    /// Token header is not valid json.
     #[error("token header is not valid json")]
     BadHeader,
+    /// Token algorithm is not rs256.
     #[error("token algorithm is not rs256")]
     Algorithm,
+    /// Token has no key id.
     #[error("token has no key id")]
     MissingKeyId,
+    /// Token header names a critical extension.
     #[error("token header names a critical extension")]
     CriticalHeader,
+    /// Token names an unknown key.
     #[error("token names an unknown key")]
     UnknownKey,
+    /// Token signature is invalid.
     #[error("token signature is invalid")]
     BadSignature,
+    /// Token claims are not valid json or have the wrong types.
     #[error("token claims are not valid json or have the wrong types")]
     BadClaims,
+    /// Token json has a duplicated key.
     #[error("token json has a duplicated key")]
     DuplicateKey,
+    /// Token has no expiry.
     #[error("token has no expiry")]
     MissingExpiry,
+    /// Token has expired.
     #[error("token has expired")]
     Expired,
+    /// Token is not yet valid.
     #[error("token is not yet valid")]
     NotYetValid,
+    /// Token was issued in the future.
     #[error("token was issued in the future")]
     IssuedInFuture,
+    /// Token issuer is not trusted.
     #[error("token issuer is not trusted")]
     WrongIssuer,
+    /// Token is not an access token.
     #[error("token is not an access token")]
     NotAccessToken,
+    /// Token was issued to a client that is not allowed.
     #[error("token was issued to a client that is not allowed")]
     WrongClient,
+    /// Token subject is not a uuid.
     #[error("token subject is not a uuid")]
     BadSubject,
+    /// Token has no username.
     #[error("token has no username")]
     MissingUsername,
+    /// Token audience is not this api.
     #[error("token audience is not this api")]
     WrongAudience,
+    /// Token has no subject.
     #[error("token has no subject")]
     MissingSubject,
+    /// Machine tokens are not allowed (--allow-machine-tokens).
     #[error("machine tokens are not allowed (--allow-machine-tokens)")]
     MachineTokensOff,
+    /// User is disabled or deleted.
     #[error("user is disabled or deleted")]
     UserDisabled,
+    /// The token's username now belongs to another user.
     #[error("the token's username now belongs to another user")]
     UserReplaced,
+    /// Token has been revoked.
     #[error("token has been revoked")]
     Revoked,
+    /// Token has no jti or origin_jti, so it could not be revoked (--allow-unrevocable-tokens).
     #[error("token has no jti or origin_jti, so it could not be revoked (--allow-unrevocable-tokens)")]
     Unrevocable,
 }
@@ -69,18 +97,25 @@ pub enum Invalid {
 /// Why a valid token may not use this route: HTTP 403.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Forbidden {
+    /// User has not enrolled totp mfa.
     #[error("user has not enrolled totp mfa")]
     MfaRequired,
+    /// Token lacks a required scope.
     #[error("token lacks a required scope")]
     InsufficientScope,
+    /// User is in none of the groups the route requires.
     #[error("user is in none of the groups the route requires")]
     MissingGroup,
+    /// Machine token on a route that does not ask for scopes, or on an mfa route.
     #[error("machine token on a route that does not ask for scopes, or on an mfa route")]
     MachineTokenOnRoute,
+    /// Token lacks the aws.cognito.signin.user.admin scope needed to read mfa state.
     #[error("token lacks the aws.cognito.signin.user.admin scope needed to read mfa state")]
     MfaScopeMissing,
+    /// A cookie credential on a request that is not same-site (method or websocket from a foreign origin).
     #[error("a cookie credential on a request that is not same-site (method or websocket from a foreign origin)")]
     CrossSiteCookie,
+    /// Token issuer is not one the route accepts.
     #[error("token issuer is not one the route accepts")]
     IssuerNotAccepted,
 }
@@ -91,6 +126,7 @@ pub enum Forbidden {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("token shows no second factor (amr/acr) on an mfa route")]
 pub struct StepUp {
+    /// The `acr` values that satisfy the route, said in the challenge (RFC 9470).
     pub acr_values: Option<&'static str>,
 }
 

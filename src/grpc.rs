@@ -21,12 +21,14 @@ use crate::pb::auth::CheckRequest;
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// The Authorization service, for `tonic::transport::Server::add_service`.
+#[allow(missing_debug_implementations)] // the decision path holds nothing worth printing
 #[derive(Clone)]
 pub struct AuthorizationService {
     ext_authz: Arc<ExtAuthz>,
 }
 
 impl AuthorizationService {
+    /// Serves `ext_authz`.
     pub fn new(ext_authz: ExtAuthz) -> AuthorizationService {
         AuthorizationService { ext_authz: Arc::new(ext_authz) }
     }

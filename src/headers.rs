@@ -81,6 +81,7 @@ impl Default for IdentityHeaders {
 }
 
 impl IdentityHeaders {
+    /// The fixed identity headers and those `mapped` from claims.
     pub fn with_mapped(mapped: &[HeaderClaim]) -> IdentityHeaders {
         let names = FIXED.iter().map(|n| n.to_string()).chain(mapped.iter().map(|m| m.name.clone())).collect();
         IdentityHeaders { names }

@@ -22,8 +22,10 @@ use crate::error::Invalid;
 /// Why a JWK Set document cannot be used; the previous keys stay in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwksError {
+    /// Jwks document is not valid json.
     #[error("jwks document is not valid json")]
     NotJson,
+    /// Jwks document has no usable rs256 signing key.
     #[error("jwks document has no usable rs256 signing key")]
     NoUsableKey,
 }
@@ -32,8 +34,11 @@ pub enum JwksError {
 /// cannot come from a public key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
+    /// RSASSA-PSS with SHA-256.
     PS256,
+    /// ECDSA on P-256 with SHA-256.
     ES256,
 }
 
@@ -47,6 +52,7 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm a JOSE `alg` names, if it is one we verify.
     pub fn from_name(name: &str) -> Option<Algorithm> {
         [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256].into_iter().find(|a| a.name() == name)
     }
@@ -55,6 +61,7 @@ impl Algorithm {
 /// One verification key, parsed once (aws-lc-rs, the backend jsonwebtoken itself uses): verifying
 /// through `jsonwebtoken::crypto::verify` rebuilt the RSA key from `n` and `e` on every call, a
 /// large share of a cold check (see BENCHMARKS.md).
+#[allow(missing_debug_implementations)] // a parsed public key; its kid is what a log wants
 pub struct Key {
     /// Its `kid`: a cache entry keeps only the key, and finds its `kid` here.
     kid: Box<str>,

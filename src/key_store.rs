@@ -271,6 +271,7 @@ pub fn same_origin_redirects() -> reqwest::redirect::Policy {
 }
 
 /// Fetches a JWK Set over HTTP(S).
+#[derive(Debug)]
 pub struct HttpKeySource {
     client: reqwest::Client,
     url: reqwest::Url,

@@ -86,6 +86,7 @@ enum NoAnswer {
 }
 
 /// Requires TOTP enrolment of users on `mfa` routes.
+#[allow(missing_debug_implementations)] // caches and a source: nothing useful to print
 #[derive(Clone)]
 pub struct MfaGate {
     source: Arc<dyn MfaSource>,

@@ -53,7 +53,9 @@ impl Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Denials are answered.
     Enforce,
+    /// Denials are logged and counted; the request goes on.
     Shadow,
 }
 
@@ -87,6 +89,7 @@ pub enum LevelSource {
 }
 
 impl LevelSource {
+    /// The mode as the metrics and logs name it.
     pub fn label(self) -> &'static str {
         match self {
             LevelSource::Envoy => "envoy",

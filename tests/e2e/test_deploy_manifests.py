@@ -8,7 +8,9 @@ binary name)."""
 import base64
 import ipaddress
 import json
+import os
 import re
+import subprocess
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
@@ -18,6 +20,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+import harness
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -165,15 +169,11 @@ def selects(match_labels, labels):
 
 
 def env_names_the_binary_reads():
-    """Every `env = "..."` of `cognito-authz serve`: the ServeArgs flags (src/config.rs) and the
-    global flags of the command line (src/cli.rs, struct Cli)."""
-    config = (ROOT / "src" / "config.rs").read_text()
-    serve_args = config[config.index("pub struct ServeArgs") :]
-    serve_args = serve_args[: serve_args.index("\n}\n")]
-    cli = (ROOT / "src" / "cli.rs").read_text()
-    cli_struct = cli[cli.index("pub struct Cli ") :]
-    cli_struct = cli_struct[: cli_struct.index("\n}\n")]
-    names = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', serve_args + cli_struct))
+    """Every environment variable `cognito-authz serve` reads, as its own `--help` lists them (the
+    serve flags and the global ones): the binary, not a reading of its source."""
+    help_text = subprocess.run([str(harness.BINARY), "serve", "--help"], capture_output=True, text=True,
+                               check=True, env={"PATH": os.environ.get("PATH", "")}).stdout
+    names = set(re.findall(r"\[env: ([A-Z0-9_]+)=", help_text))
     # Guards the parsing itself: a regex that silently matched nothing would let anything pass.
     assert {"COGNITO_AUTHZ_REGION", "COGNITO_AUTHZ_REVOCATION_STORE", "COGNITO_AUTHZ_LOG_FORMAT"} <= names
     assert len(names) >= 40, sorted(names)
