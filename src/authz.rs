@@ -180,22 +180,6 @@ impl Authorizer {
         Ok(claims)
     }
 
-    pub fn verifier(&self) -> &Verifier {
-        &self.verifier
-    }
-
-    pub fn revocations(&self) -> &Revocations {
-        &self.revocations
-    }
-
-    pub fn mfa(&self) -> &MfaGate {
-        &self.mfa
-    }
-
-    pub fn policy(&self) -> &SharedPolicy {
-        &self.policy
-    }
-
     /// On a public route: the caller's identity when a valid token comes along, else anonymous.
     async fn identify(&self, req: &Request<'_>, now: u64) -> Allowed {
         let Ok(token) = self.credential(req) else { return Allowed::Anonymous };

@@ -46,7 +46,17 @@ pub struct Parts {
     pub keys: KeyStore,
     /// Every issuer's keys, in configuration order.
     pub issuer_keys: Vec<KeyStore>,
+    /// Every issuer's verifier and the token cache (the HTTP module's and the purge's).
+    pub verifier: Verifier,
+    /// The revocation list (the HTTP module's, the admin routes', the store's follower's).
+    pub revocations: Revocations,
+    /// The route policy (reloaded on SIGHUP).
+    pub policy: SharedPolicy,
+    /// The first Cognito issuer's MFA gate (the admin routes drop cached answers there).
+    pub mfa: MfaGate,
+    /// The decision, built once from the parts above.
     pub authorizer: Authorizer,
+    /// The metrics registry.
     pub metrics: Metrics,
     /// The Cognito API, for the HTTP module (absent in dev mode).
     pub cognito: Option<Arc<SdkCognito>>,
@@ -251,10 +261,11 @@ pub fn assemble_issuers(
     let verifier = Verifier::for_issuers(trusted, TokenCache::new(config.token_cache_size))
         .mapping_claims(config.header_claims.iter().map(|h| h.claim.clone()).collect())
         .serving(served);
+    let mfa = gates[0].clone();
     let mut authorizer = Authorizer::new(
-        verifier,
-        revocations,
-        policy,
+        verifier.clone(),
+        revocations.clone(),
+        policy.clone(),
         gates[0].clone(),
         config.token_cookie.clone(),
         config.auth.allowed_origins.clone(),
@@ -263,8 +274,8 @@ pub fn assemble_issuers(
     if gates.len() > 1 {
         authorizer = authorizer.with_issuer_gates(gates);
     }
+    let parts_of = (verifier.clone(), revocations.clone());
     // The closure holds the verifier and revocations, not the authorizer (which holds the metrics).
-    let (verifier, revocations) = (authorizer.verifier().clone(), authorizer.revocations().clone());
     metrics.read_parts(move || {
         // Summed over the issuers; the last refresh is the stalest issuer's.
         let stores = verifier.issuers().iter().map(|i| &i.keys);
@@ -295,7 +306,19 @@ pub fn assemble_issuers(
             })
             .collect()
     });
-    Parts { keys, issuer_keys: stores, authorizer, metrics, cognito: None, redis: None }
+    let (verifier, revocations) = parts_of;
+    Parts {
+        keys,
+        issuer_keys: stores,
+        verifier,
+        revocations,
+        policy,
+        mfa,
+        authorizer,
+        metrics,
+        cognito: None,
+        redis: None,
+    }
 }
 
 /// Serves until `shutdown` resolves: gRPC (ext_authz + health), HTTP, and admin (`/metrics`).
@@ -313,11 +336,10 @@ pub async fn serve(
     reporter.set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing).await;
 
     let refresh: Vec<_> = parts.issuer_keys.iter().map(|keys| tokio::spawn(keys.clone().run_refresh())).collect();
-    let revocations = parts.authorizer.revocations().clone();
+    let revocations = parts.revocations.clone();
     let follow = parts.redis.clone().map(|redis| tokio::spawn(redis.sync(revocations.clone())));
-    let purge = tokio::spawn(purge_expired(revocations.clone(), parts.authorizer.verifier().clone()));
-    let reload =
-        config.policy_path.clone().map(|path| tokio::spawn(reload_on_hangup(path, parts.authorizer.policy().clone())));
+    let purge = tokio::spawn(purge_expired(revocations.clone(), parts.verifier.clone()));
+    let reload = config.policy_path.clone().map(|path| tokio::spawn(reload_on_hangup(path, parts.policy.clone())));
     // Serving once every issuer has loaded its keys once: later, an issuer whose keys are
     // unavailable answers 503 for its own tokens only.
     let keys_loaded: Vec<_> = parts.issuer_keys.iter().map(KeyStore::loaded).collect();
@@ -352,6 +374,8 @@ pub async fn serve(
         tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuers = parts.issuer_keys.len(), issuer = %config.issuer, jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
     let auth_state = AuthState {
         authorizer: parts.authorizer.clone(),
+        verifier: parts.verifier.clone(),
+        revocations: revocations.clone(),
         oauth: config.oauth.as_ref().map(|o| {
             OAuthClient::new(o.endpoints.clone(), o.client_id.clone(), o.secret.clone(), config.cognito_timeout * 2)
         }),
@@ -362,7 +386,7 @@ pub async fn serve(
     let admin_state = AdminState {
         metrics: parts.metrics.clone(),
         revocations: revocations.clone(),
-        mfa: parts.authorizer.mfa().clone(),
+        mfa: parts.mfa.clone(),
         cognito: parts.cognito.clone(),
         token: config.admin_token.clone(),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,

@@ -50,7 +50,12 @@ pub struct AuthSettings {
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct AuthState {
+    /// Decides whether the caller's token is good (`me`, `logout`).
     pub authorizer: Authorizer,
+    /// Says which issuer the HTTP module serves, and the leeway.
+    pub verifier: crate::verify::Verifier,
+    /// Where logout revokes.
+    pub revocations: crate::revocation::Revocations,
     pub oauth: Option<OAuthClient>,
     pub cognito: Option<Arc<SdkCognito>>,
     pub settings: Arc<AuthSettings>,
@@ -114,7 +119,7 @@ pub async fn me(State(state): State<AuthState>, headers: HeaderMap) -> Result<Re
     let claims = state.authorizer.authenticate(token, unix_now()).await?;
     let mut user = claims_view(&claims);
     // Another issuer's token is never sent to the served issuer's userinfo or Cognito.
-    let served = state.authorizer.verifier().serves(&claims);
+    let served = state.verifier.serves(&claims);
     if served
         && claims.has_scope("openid")
         && let Some(oauth) = state.oauth.as_ref().filter(|o| o.endpoints().userinfo.is_some())
@@ -183,12 +188,12 @@ async fn revoke_access(state: &AuthState, token: &str, sign_out_everywhere: bool
     let now = unix_now();
     let authorizer = &state.authorizer;
     let claims = authorizer.authenticate(token, now).await?;
-    let entries = logout_entries(&claims, state.settings.refresh_token_lifetime, authorizer.verifier().leeway(), now);
-    authorizer.revocations().revoke(entries).await.map_err(|error| {
+    let entries = logout_entries(&claims, state.settings.refresh_token_lifetime, state.verifier.leeway(), now);
+    state.revocations.revoke(entries).await.map_err(|error| {
         tracing::warn!(%error, "revocation store unavailable; logout not acknowledged");
         HttpError::StoreUnavailable
     })?;
-    let served = authorizer.verifier().serves(&claims);
+    let served = state.verifier.serves(&claims);
     if sign_out_everywhere
         && served
         && let Some(cognito) = &state.cognito

@@ -30,7 +30,7 @@ pub fn routes(state: AuthState, keys: KeyStore) -> Router {
 
 /// As [`routes`], `/healthz` waiting for every issuer's keys.
 pub fn routes_for_issuers(state: AuthState, keys: Vec<KeyStore>) -> Router {
-    let revocations = state.authorizer.revocations().clone();
+    let revocations = state.revocations.clone();
     let metrics = state.metrics.clone();
     let origins: Vec<HeaderValue> =
         state.settings.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();

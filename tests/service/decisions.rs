@@ -356,7 +356,7 @@ async fn a_cached_token_is_dropped_when_its_key_leaves_the_jwks() {
     let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1"), &key("kid-2")])).await;
     let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
     assert!(parts.keys.refresh().await);
-    let cache = parts.authorizer.verifier().cache().clone();
+    let cache = parts.verifier.cache().clone();
     let keys = parts.keys.clone();
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let token = key("kid-2").sign(&access_claims());

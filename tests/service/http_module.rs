@@ -192,6 +192,8 @@ async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) 
     );
     let state = AuthState {
         authorizer: parts.authorizer.clone(),
+        verifier: parts.verifier.clone(),
+        revocations: parts.revocations.clone(),
         oauth: Some(oauth),
         cognito: Some(cognito.clone()),
         settings: Arc::new(config.auth.clone()),
@@ -199,8 +201,8 @@ async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) 
     };
     let admin_state = AdminState {
         metrics: parts.metrics.clone(),
-        revocations: parts.authorizer.revocations().clone(),
-        mfa: parts.authorizer.mfa().clone(),
+        revocations: parts.revocations.clone(),
+        mfa: parts.mfa.clone(),
         cognito: Some(cognito),
         token: Some(Secret::new("admin-token-0123456789".into())),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,

@@ -457,7 +457,7 @@ async fn only_the_served_issuers_tokens_may_reach_its_cognito_or_oauth_endpoints
     config.issuers = validate(&tables(&staff, &customers, &partners)).expect("valid tables");
     let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new(), FakeMfa::new(), FakeMfa::new()];
     let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
-    let verifier = parts.authorizer.verifier();
+    let verifier = parts.verifier;
     let staff_claims = verifier.verify(&staff_token(), now()).await.expect("staff token");
     assert!(verifier.serves(&staff_claims), "the served pool's own token");
     for other in [customers_token(), partners_token(json!({}))] {
@@ -468,6 +468,6 @@ async fn only_the_served_issuers_tokens_may_reach_its_cognito_or_oauth_endpoints
     config.issuers.retain(|i| i.name == "partners");
     let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new()];
     let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
-    let claims = parts.authorizer.verifier().verify(&partners_token(json!({})), now()).await.expect("partners token");
-    assert!(!parts.authorizer.verifier().serves(&claims));
+    let claims = parts.verifier.verify(&partners_token(json!({})), now()).await.expect("partners token");
+    assert!(!parts.verifier.serves(&claims));
 }

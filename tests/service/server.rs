@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use cognito_authz::authz::Authorizer;
 use cognito_authz::error::code;
+use cognito_authz::mfa::MfaGate;
 use cognito_authz::pb::auth::authorization_client::AuthorizationClient;
 use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::pb::auth::{CheckRequest, CheckResponse, OkHttpResponse};
 use cognito_authz::revocation::Entry;
+use cognito_authz::revocation::Revocations;
 use cognito_authz::server::{self, AUTHZ_SERVICE};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -21,7 +22,8 @@ use tonic_health::pb::health_client::HealthClient;
 
 struct Running {
     authz: AuthorizationClient<Channel>,
-    authorizer: Authorizer,
+    mfa: MfaGate,
+    revocations: Revocations,
     health: HealthClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -39,7 +41,7 @@ async fn start_with(config: cognito_authz::config::Config, mfa: Arc<FakeMfa>) ->
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
     let parts = crate::common::parts(&config, mfa).await;
-    let authorizer = parts.authorizer.clone();
+    let (mfa, revocations) = (parts.mfa.clone(), parts.revocations.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         server::serve(&config, parts, listeners, axum::Router::new(), async {
@@ -50,7 +52,8 @@ async fn start_with(config: cognito_authz::config::Config, mfa: Arc<FakeMfa>) ->
     let channel = Channel::from_shared(url).unwrap().connect().await.expect("server accepts connections");
     Running {
         authz: AuthorizationClient::new(channel.clone()),
-        authorizer,
+        mfa,
+        revocations,
         health: HealthClient::new(channel),
         stop: Some(stop),
         done,
@@ -321,12 +324,12 @@ async fn a_cached_allow_is_never_served_after_a_revocation_or_a_lost_mfa() {
     // An administrator resets alice's MFA; the gate forgets its cached answer (as the admin API does).
     mfa.set("alice", Ok(cognito_authz::cognito::MfaState::NotEnrolled));
     let sub = uuid::Uuid::parse_str(SUB).unwrap();
-    server.authorizer.mfa().forget(&sub).await;
+    server.mfa.forget(&sub).await;
     assert_eq!(server.code(on_mfa()).await, code::PERMISSION_DENIED, "mfa lost: refused though the token is cached");
     let on_authenticated = || with_access(bearer(&token), "authenticated");
     assert_eq!(server.code(on_authenticated()).await, code::OK, "an authenticated route still passes");
     // Then every session of alice's is revoked.
     let entry = Entry::User { sub, before: now(), until: now() + 3600 };
-    server.authorizer.revocations().revoke(vec![entry]).await.expect("revoked");
+    server.revocations.revoke(vec![entry]).await.expect("revoked");
     assert_eq!(server.code(on_authenticated()).await, code::UNAUTHENTICATED, "revoked: refused though cached");
 }

@@ -70,7 +70,7 @@ async fn replica(store: Arc<SharedStore>) -> Replica {
     let admin = admin::routes(AdminState {
         metrics: parts.metrics.clone(),
         revocations: revocations.clone(),
-        mfa: parts.authorizer.mfa().clone(),
+        mfa: parts.mfa.clone(),
         cognito: None,
         token: Some(Secret::new(ADMIN_TOKEN.into())),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
