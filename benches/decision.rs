@@ -94,7 +94,6 @@ fn service_with_cache(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<d
 /// found by comparing `iss` with each in turn), each with its own static key set.
 fn five_issuers(rt: &tokio::runtime::Runtime, key: &SigningKey, cache: u64) -> ExtAuthz {
     use cognito_authz::issuer::{IssuerTable, validate};
-    let jwks = serde_json::to_vec(&json!({ "keys": [key.jwk()] })).unwrap();
     let mut config = Config::with_defaults(ISSUER, "https://unused.invalid/jwks".parse().unwrap(), vec![CLIENT.into()]);
     config.token_cache_size = cache;
     let pools = ["eu-west-1_One", "eu-west-1_Two", "eu-west-1_Three", "eu-west-1_Four", "eu-west-1_Bench"];
@@ -113,7 +112,7 @@ fn five_issuers(rt: &tokio::runtime::Runtime, key: &SigningKey, cache: u64) -> E
     let stores: Vec<KeyStore> = pools
         .iter()
         .map(|_| {
-            let keys = KeyStore::new(Arc::new(StaticKeys(jwks.clone())), config.keys.clone());
+            let keys = KeyStore::new(Arc::new(ScriptedKeys::serving(&[key])), config.keys.clone());
             assert!(rt.block_on(keys.refresh()), "static keys load");
             keys
         })
@@ -132,7 +131,7 @@ fn issuers(c: &mut Criterion) {
     let valid = token(&key, "3f1c7a52-7d7c-4f0e-9a3f-2c5e8b1d9e01");
     let t = now();
     let allow = check(&valid, "authenticated");
-    let (one, five) = (service(&rt, &key, Arc::new(Enrolled)), five_issuers(&rt, &key, 100_000));
+    let (one, five) = (service(&rt, &key, Arc::new(Enrolled), |e| e), five_issuers(&rt, &key, 100_000));
     for (name, ext) in [("one", &one), ("five", &five)] {
         assert_eq!(rt.block_on(ext.decide(&allow, t)).status.unwrap().code, 0, "{name}: an allow");
     }
