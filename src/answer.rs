@@ -117,21 +117,21 @@ impl Value<'_> {
 
 /// Tag bytes (field number << 3 | wire type), named for the message and field they open.
 mod tag {
-    pub const RESPONSE_STATUS: u8 = 0x0a; // CheckResponse.status = 1
-    pub const RESPONSE_OK: u8 = 0x1a; // CheckResponse.ok_response = 3
-    pub const RESPONSE_METADATA: u8 = 0x22; // CheckResponse.dynamic_metadata = 4
-    pub const OK_HEADERS: u8 = 0x12; // OkHttpResponse.headers = 2
-    pub const OK_REMOVE: u8 = 0x2a; // OkHttpResponse.headers_to_remove = 5
-    pub const OPTION_HEADER: u8 = 0x0a; // HeaderValueOption.header = 1
-    pub const HEADER_KEY: u8 = 0x0a; // HeaderValue.key = 1
-    pub const HEADER_VALUE: u8 = 0x12; // HeaderValue.value = 2
-    pub const STRUCT_FIELD: u8 = 0x0a; // Struct.fields = 1, a map
-    pub const ENTRY_KEY: u8 = 0x0a; // map entry key = 1
-    pub const ENTRY_VALUE: u8 = 0x12; // map entry value = 2
-    pub const NUMBER: u8 = 0x11; // Value.number_value = 2 (64-bit)
-    pub const STRING: u8 = 0x1a; // Value.string_value = 3
-    pub const LIST: u8 = 0x32; // Value.list_value = 6
-    pub const LIST_ITEM: u8 = 0x0a; // ListValue.values = 1
+    pub(super) const RESPONSE_STATUS: u8 = 0x0a; // CheckResponse.status = 1
+    pub(super) const RESPONSE_OK: u8 = 0x1a; // CheckResponse.ok_response = 3
+    pub(super) const RESPONSE_METADATA: u8 = 0x22; // CheckResponse.dynamic_metadata = 4
+    pub(super) const OK_HEADERS: u8 = 0x12; // OkHttpResponse.headers = 2
+    pub(super) const OK_REMOVE: u8 = 0x2a; // OkHttpResponse.headers_to_remove = 5
+    pub(super) const OPTION_HEADER: u8 = 0x0a; // HeaderValueOption.header = 1
+    pub(super) const HEADER_KEY: u8 = 0x0a; // HeaderValue.key = 1
+    pub(super) const HEADER_VALUE: u8 = 0x12; // HeaderValue.value = 2
+    pub(super) const STRUCT_FIELD: u8 = 0x0a; // Struct.fields = 1, a map
+    pub(super) const ENTRY_KEY: u8 = 0x0a; // map entry key = 1
+    pub(super) const ENTRY_VALUE: u8 = 0x12; // map entry value = 2
+    pub(super) const NUMBER: u8 = 0x11; // Value.number_value = 2 (64-bit)
+    pub(super) const STRING: u8 = 0x1a; // Value.string_value = 3
+    pub(super) const LIST: u8 = 0x32; // Value.list_value = 6
+    pub(super) const LIST_ITEM: u8 = 0x0a; // ListValue.values = 1
 }
 
 /// `HeaderValueOption.append_action = OVERWRITE_IF_EXISTS_OR_ADD` (field 3, varint 2).

@@ -82,6 +82,8 @@ pub struct Authorizer {
     shadow: bool,
 }
 
+crate::opaque_debug!(Authorizer);
+
 impl Authorizer {
     /// `token_cookie` names a cookie that may carry the token when no `authorization` header is
     /// sent (browsers cannot set headers on WebSocket or EventSource requests); `allowed_origins`

@@ -26,6 +26,8 @@ pub struct TokenCache<V> {
     counts: Arc<[AtomicU64; 2]>,
 }
 
+crate::opaque_debug!(TokenCache<V>);
+
 impl<V> Clone for TokenCache<V> {
     fn clone(&self) -> Self {
         TokenCache { cache: self.cache.clone(), counts: self.counts.clone() }

@@ -49,6 +49,8 @@ pub struct ExtAuthz {
     sampler: AtomicU64,
 }
 
+crate::opaque_debug!(ExtAuthz);
+
 impl ExtAuthz {
     /// `strip_authorization` removes the `authorization` header before the upstream on allow.
     pub fn new(authorizer: Authorizer, strip_authorization: bool, metrics: Metrics) -> ExtAuthz {

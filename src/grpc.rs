@@ -21,11 +21,12 @@ use crate::pb::auth::CheckRequest;
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// The Authorization service, for `tonic::transport::Server::add_service`.
-#[allow(missing_debug_implementations)] // the decision path holds nothing worth printing
 #[derive(Clone)]
 pub struct AuthorizationService {
     ext_authz: Arc<ExtAuthz>,
 }
+
+crate::opaque_debug!(AuthorizationService);
 
 impl AuthorizationService {
     /// Serves `ext_authz`.

@@ -29,13 +29,14 @@ const TOKEN_LIFETIME: u64 = 3600;
 
 /// The hosted UI's state: codes waiting for their exchange, sign-ins with their refresh tokens,
 /// enrolments waiting for their first code. In memory: a restart signs everyone out.
-#[allow(missing_debug_implementations)] // holds refresh tokens, never printed
 pub struct HostedUi {
     pool: Arc<DevPool>,
     codes: Mutex<HashMap<String, Grant>>,
     sign_ins: Mutex<HashMap<String, SignIn>>,
     enrolments: Mutex<HashMap<String, Enrolment>>,
 }
+
+crate::opaque_debug!(HostedUi);
 
 struct Grant {
     username: String,

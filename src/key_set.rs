@@ -61,7 +61,6 @@ impl Algorithm {
 /// One verification key, parsed once (aws-lc-rs, the backend jsonwebtoken itself uses): verifying
 /// through `jsonwebtoken::crypto::verify` rebuilt the RSA key from `n` and `e` on every call, a
 /// large share of a cold check (see BENCHMARKS.md).
-#[allow(missing_debug_implementations)] // a parsed public key; its kid is what a log wants
 pub struct Key {
     /// Its `kid`: a cache entry keeps only the key, and finds its `kid` here.
     kid: Box<str>,
@@ -72,6 +71,8 @@ pub struct Key {
     /// `n` and `e` (or `x` and `y`), to tell a re-fetched key from a changed one.
     components: (Vec<u8>, Vec<u8>),
 }
+
+crate::opaque_debug!(Key);
 
 impl Key {
     /// Builds a key from base64url `n` and `e`.
@@ -143,6 +144,8 @@ impl Key {
 pub struct KeySet {
     keys: HashMap<String, Arc<Key>>,
 }
+
+crate::opaque_debug!(KeySet);
 
 impl KeySet {
     /// Parses a JWK Set document.

@@ -55,6 +55,8 @@ pub struct KeyStore {
     inner: Arc<Inner>,
 }
 
+crate::opaque_debug!(KeyStore);
+
 struct Inner {
     source: Arc<dyn KeySource>,
     settings: KeySettings,

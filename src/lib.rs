@@ -3,6 +3,19 @@
 //! Data flows one way: Envoy request -> bearer token -> verified claims -> decision -> response.
 
 pub mod answer;
+/// `Debug` that names the type only, for parts holding shared state, keys or caches: nothing in
+/// them is worth a log line, and some of it must never be in one.
+macro_rules! opaque_debug {
+    ($ty:ident $(<$g:ident>)?) => {
+        impl$(<$g>)? std::fmt::Debug for $ty$(<$g>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use opaque_debug;
+
 pub mod audit;
 pub mod authz;
 pub mod cache;

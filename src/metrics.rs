@@ -63,6 +63,8 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+crate::opaque_debug!(Metrics);
+
 struct Inner {
     registry: Registry,
     decisions: Family<Decision, Counter>,

@@ -86,7 +86,6 @@ enum NoAnswer {
 }
 
 /// Requires TOTP enrolment of users on `mfa` routes.
-#[allow(missing_debug_implementations)] // caches and a source: nothing useful to print
 #[derive(Clone)]
 pub struct MfaGate {
     source: Arc<dyn MfaSource>,
@@ -98,6 +97,8 @@ pub struct MfaGate {
     revocations: Option<(Revocations, Duration)>,
     metrics: Metrics,
 }
+
+crate::opaque_debug!(MfaGate);
 
 impl MfaGate {
     pub fn new(source: Arc<dyn MfaSource>, settings: MfaSettings, metrics: Metrics) -> MfaGate {

@@ -1,6 +1,6 @@
 //! The generated Envoy and Google protos, fenced off from hand-written code.
 
-#[allow(clippy::all, dead_code, missing_docs, rustdoc::all)]
+#[allow(clippy::all, dead_code, missing_docs, unreachable_pub, missing_debug_implementations, rustdoc::all)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/envoy_protos.rs"));
 }

@@ -257,6 +257,8 @@ impl PathMatch {
 #[derive(Clone, Default)]
 pub struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
 
+crate::opaque_debug!(SharedPolicy);
+
 impl SharedPolicy {
     pub fn new(policy: Policy) -> SharedPolicy {
         SharedPolicy(Arc::new(RwLock::new(Arc::new(policy))))

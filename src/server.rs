@@ -64,12 +64,16 @@ pub struct Parts {
     pub redis: Option<Arc<RedisStore>>,
 }
 
+crate::opaque_debug!(Parts);
+
 /// The three listeners.
 pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
     pub admin: TcpListener,
 }
+
+crate::opaque_debug!(Listeners);
 
 /// Builds the parts with the AWS SDK as the MFA source and Cognito client.
 pub async fn build(config: &Config) -> anyhow::Result<Parts> {

@@ -30,11 +30,12 @@ fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
 
 /// The listeners' TLS material, read and checked once at start-up: a bad or mismatched file stops
 /// start-up with its name rather than with a handshake error later.
-#[allow(missing_debug_implementations)] // rustls' acceptor has no Debug
 pub struct Tls {
     http: TlsAcceptor,
     grpc: ServerTlsConfig,
 }
+
+crate::opaque_debug!(Tls);
 
 impl Tls {
     /// Reads and checks `files`.

@@ -117,6 +117,8 @@ pub struct Verified {
     pub key: Arc<Key>,
 }
 
+crate::opaque_debug!(Verified);
+
 impl Verified {
     pub fn new(claims: Arc<Claims>, key: Arc<Key>) -> Verified {
         Verified { claims, key }
@@ -181,6 +183,8 @@ pub struct TrustedIssuer {
     pub rules: IssuerRules,
 }
 
+crate::opaque_debug!(TrustedIssuer);
+
 /// Verifies tokens against the key store and the rules, remembering those that passed.
 #[derive(Clone)]
 pub struct Verifier {
@@ -196,6 +200,8 @@ pub struct Verifier {
     /// The issuer whose app client the HTTP module serves (its position), if any.
     served: Option<usize>,
 }
+
+crate::opaque_debug!(Verifier);
 
 impl Verifier {
     pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache<Verified>) -> Verifier {

@@ -27,7 +27,6 @@ use crate::secret::Secret;
 
 /// What the admin routes need.
 #[derive(Clone)]
-#[allow(missing_debug_implementations)] // holds the gate and stores, which print nothing useful
 pub struct AdminState {
     /// Rendered at `/metrics`.
     pub metrics: Metrics,
@@ -42,6 +41,8 @@ pub struct AdminState {
     /// How long a user revocation is kept.
     pub refresh_token_lifetime: Duration,
 }
+
+crate::opaque_debug!(AdminState);
 
 /// `/metrics`, `/livez` and the admin routes.
 pub fn routes(state: AdminState) -> Router {

@@ -63,6 +63,8 @@ pub struct AuthState {
     pub metrics: crate::metrics::Metrics,
 }
 
+crate::opaque_debug!(AuthState);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignIn {

@@ -21,6 +21,8 @@ pub struct FileStore {
     file: Arc<Mutex<File>>,
 }
 
+crate::opaque_debug!(FileStore);
+
 impl FileStore {
     /// Opens (or creates) the log at `path`, creating its directory with mode 0700.
     pub fn open(path: &Path) -> io::Result<FileStore> {

@@ -193,6 +193,8 @@ pub struct Revocations {
     inner: Arc<Inner>,
 }
 
+crate::opaque_debug!(Revocations);
+
 struct Inner {
     list: RwLock<RevocationList>,
     store: Arc<dyn RevocationStore>,

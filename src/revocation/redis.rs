@@ -20,7 +20,6 @@ use super::{Entry, RevocationStore, Revocations, StoreError, StoreFuture};
 use crate::clock::unix_now;
 
 /// Revocations in Redis.
-#[allow(missing_debug_implementations)] // a client and a connection: nothing useful to print
 pub struct RedisStore {
     client: redis::Client,
     connection: Mutex<Option<MultiplexedConnection>>,
@@ -28,6 +27,8 @@ pub struct RedisStore {
     channel: String,
     timeout: Duration,
 }
+
+crate::opaque_debug!(RedisStore);
 
 fn redis_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Redis(e.to_string())

@@ -23,21 +23,21 @@ use cognito_authz::signing_key::SigningKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-pub const REGION: &str = "eu-west-1";
-pub const POOL: &str = "eu-west-1_TestPool";
-pub const CLIENT: &str = "client-one";
-pub const SUB: &str = "6b8f7a10-3c2d-4e5f-8a9b-0c1d2e3f4a5b";
+pub(crate) const REGION: &str = "eu-west-1";
+pub(crate) const POOL: &str = "eu-west-1_TestPool";
+pub(crate) const CLIENT: &str = "client-one";
+pub(crate) const SUB: &str = "6b8f7a10-3c2d-4e5f-8a9b-0c1d2e3f4a5b";
 
-pub fn issuer() -> String {
+pub(crate) fn issuer() -> String {
     format!("https://cognito-idp.{REGION}.amazonaws.com/{POOL}")
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// Claims of a valid Cognito access token, as Cognito issues them.
-pub fn access_claims() -> Value {
+pub(crate) fn access_claims() -> Value {
     let now = now();
     json!({
         "sub": SUB, "iss": issuer(), "client_id": CLIENT, "origin_jti": "5c0b4a43-1f0e-4d2c-9b7a-6e5d4c3b2a19",
@@ -48,7 +48,7 @@ pub fn access_claims() -> Value {
 }
 
 /// A key with its `kid`, generated once per process per name (RSA generation is slow in debug).
-pub fn key(kid: &str) -> Arc<SigningKey> {
+pub(crate) fn key(kid: &str) -> Arc<SigningKey> {
     static KEYS: Mutex<Vec<(String, Arc<SigningKey>)>> = Mutex::new(Vec::new());
     let mut keys = KEYS.lock().unwrap();
     if let Some((_, k)) = keys.iter().find(|(name, _)| name == kid) {
@@ -59,12 +59,12 @@ pub fn key(kid: &str) -> Arc<SigningKey> {
     k
 }
 
-pub fn jwks(keys: &[&SigningKey]) -> Value {
+pub(crate) fn jwks(keys: &[&SigningKey]) -> Value {
     json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() })
 }
 
 /// A Check for `GET path` with the given headers.
-pub fn check_request(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+pub(crate) fn check_request(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(AttrRequest {
@@ -81,13 +81,13 @@ pub fn check_request(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     }
 }
 
-pub fn bearer(token: &str) -> CheckRequest {
+pub(crate) fn bearer(token: &str) -> CheckRequest {
     check_request("/api/items", &[("authorization", &format!("Bearer {token}"))])
 }
 
 /// How the fake JWKS endpoint answers.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Mode {
+pub(crate) enum Mode {
     Serve,
     Fail,
     Slow(Duration),
@@ -95,7 +95,7 @@ pub enum Mode {
 
 /// A JWKS endpoint on loopback whose document and behaviour tests change while it runs.
 #[derive(Clone)]
-pub struct JwksServer {
+pub(crate) struct JwksServer {
     pub addr: SocketAddr,
     inner: Arc<JwksState>,
 }
@@ -107,7 +107,7 @@ struct JwksState {
 }
 
 impl JwksServer {
-    pub async fn start(document: Value) -> JwksServer {
+    pub(crate) async fn start(document: Value) -> JwksServer {
         let inner = Arc::new(JwksState {
             document: Mutex::new(document),
             mode: Mutex::new(Mode::Serve),
@@ -131,19 +131,19 @@ impl JwksServer {
         JwksServer { addr, inner }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/pool/.well-known/jwks.json", self.addr)
     }
 
-    pub fn set_document(&self, document: Value) {
+    pub(crate) fn set_document(&self, document: Value) {
         *self.inner.document.lock().unwrap() = document;
     }
 
-    pub fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         *self.inner.mode.lock().unwrap() = mode;
     }
 
-    pub fn hits(&self) -> u64 {
+    pub(crate) fn hits(&self) -> u64 {
         self.inner.hits.load(Ordering::SeqCst)
     }
 }
@@ -162,7 +162,7 @@ async fn serve_jwks(State(state): State<Arc<JwksState>>) -> Response {
 }
 
 /// A configuration for the test pool reading keys from `jwks_url`.
-pub fn config(jwks_url: &str) -> Config {
+pub(crate) fn config(jwks_url: &str) -> Config {
     let mut config =
         Config::with_defaults(&issuer(), jwks_url.parse().unwrap(), vec![CLIENT.to_owned(), "client-two".to_owned()]);
     config.grpc_listen = "127.0.0.1:0".parse().unwrap();
@@ -175,7 +175,7 @@ pub fn config(jwks_url: &str) -> Config {
 /// An in-process MFA source: answers per username (alice is enrolled unless told otherwise),
 /// counts lookups, and can be slowed down.
 #[derive(Default)]
-pub struct FakeMfa {
+pub(crate) struct FakeMfa {
     answers: Mutex<HashMap<String, Result<MfaState, CognitoError>>>,
     lookups: AtomicU64,
     delay: Mutex<Duration>,
@@ -183,28 +183,28 @@ pub struct FakeMfa {
 }
 
 impl FakeMfa {
-    pub fn new() -> Arc<FakeMfa> {
+    pub(crate) fn new() -> Arc<FakeMfa> {
         let fake = FakeMfa::default();
         fake.set("alice", Ok(MfaState::Enrolled));
         Arc::new(fake)
     }
 
     /// Like the `get-user` source: the caller's token needs the admin scope.
-    pub fn needing_admin_scope() -> Arc<FakeMfa> {
+    pub(crate) fn needing_admin_scope() -> Arc<FakeMfa> {
         let fake = FakeMfa { admin_scope: true, ..FakeMfa::default() };
         fake.set("alice", Ok(MfaState::Enrolled));
         Arc::new(fake)
     }
 
-    pub fn set(&self, user: &str, answer: Result<MfaState, CognitoError>) {
+    pub(crate) fn set(&self, user: &str, answer: Result<MfaState, CognitoError>) {
         self.answers.lock().unwrap().insert(user.to_owned(), answer);
     }
 
-    pub fn set_delay(&self, delay: Duration) {
+    pub(crate) fn set_delay(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
     }
 
-    pub fn lookups(&self) -> u64 {
+    pub(crate) fn lookups(&self) -> u64 {
         self.lookups.load(Ordering::SeqCst)
     }
 }
@@ -228,18 +228,18 @@ impl MfaSource for FakeMfa {
 
 /// Dummy AWS credentials for the SDK client against a fake Cognito, given to the client itself so no
 /// test writes the process environment (which other threads read).
-pub fn test_credentials() -> cognito_authz::cognito::Credentials {
+pub(crate) fn test_credentials() -> cognito_authz::cognito::Credentials {
     cognito_authz::cognito::Credentials::new("testing", "testing", None, None, "tests")
 }
 
 /// Builds the service parts for `config` with a fake MFA source.
-pub async fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
+pub(crate) async fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
     server::build_with(config, mfa, None).await.expect("parts build")
 }
 
 /// The service parts with keys from a script instead of the network (so a test may pause the
 /// clock: nothing waits on a socket), loaded with `keys`.
-pub async fn scripted_parts(config: &Config, mfa: Arc<FakeMfa>, keys: &[&SigningKey]) -> server::Parts {
+pub(crate) async fn scripted_parts(config: &Config, mfa: Arc<FakeMfa>, keys: &[&SigningKey]) -> server::Parts {
     let store = KeyStore::new(Arc::new(ScriptedKeys::serving(keys)), config.keys.clone());
     assert!(store.refresh().await, "scripted keys load");
     let (revocations, _) = server::open_revocations(config).await.expect("revocations open");
@@ -247,7 +247,7 @@ pub async fn scripted_parts(config: &Config, mfa: Arc<FakeMfa>, keys: &[&Signing
 }
 
 /// A fresh directory for one test's state.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("cognito-authz-test-{}-{name}-{n}", std::process::id()));
