@@ -166,6 +166,7 @@ pub struct AllowWriter {
 pub struct Carried(pub u64);
 
 impl Carried {
+    /// Every identity header, as if the request carried them all.
     pub const ALL: Carried = Carried(u64::MAX);
 
     fn has(self, i: usize) -> bool {
@@ -197,14 +198,17 @@ impl AllowWriter {
         }
     }
 
+    /// True when allows carry the claims as `dynamic_metadata`.
     pub fn claims_metadata(&self) -> bool {
         self.claims_metadata
     }
 
+    /// True when allows remove only the identity headers the request carried.
     pub fn only_carried(&self) -> bool {
         self.only_carried
     }
 
+    /// True when allows remove `authorization`.
     pub fn strips_authorization(&self) -> bool {
         self.strip_authorization.is_some()
     }
@@ -279,6 +283,7 @@ pub struct Allow {
 }
 
 impl Allow {
+    /// The allow for `allowed`, written by `writer` when the codec asks.
     pub fn new(writer: Arc<AllowWriter>, allowed: &Allowed, carried: Carried) -> Allow {
         let claims = match allowed {
             Allowed::Verified(claims) => Some(claims.clone()),
@@ -309,6 +314,7 @@ impl Allow {
         }
     }
 
+    /// The encoded message (tests and in-process callers).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(self.encoded_len());
         self.encode(&mut buf);

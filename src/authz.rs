@@ -28,6 +28,7 @@ pub struct Request<'a> {
     /// True when a header name reads as an identity header once `_` is taken for `-` (`x_user_id`)
     /// without being it: upstreams that treat the two alike would take it for ours.
     pub spoofed_identity: bool,
+    /// The request method.
     pub method: &'a str,
     /// The proxy's `x-request-id`, for the decision log.
     pub request_id: Option<&'a str>,
@@ -49,6 +50,7 @@ pub enum Allowed {
 /// A decision and what was learnt on the way, for the answer and the decision log.
 #[derive(Debug, Clone)]
 pub struct Decision {
+    /// Allowed, and as whom, or why not.
     pub outcome: Result<Allowed, Denied>,
     /// The route's requirement, once the path was understood.
     pub route: Option<Route>,
@@ -59,7 +61,9 @@ pub struct Decision {
 /// What the policy said of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
+    /// The access level that applied.
     pub level: Access,
+    /// Who set it (Envoy, the policy file, both, or the default).
     pub source: LevelSource,
     /// Only observed: the answer is an allow whatever the decision.
     pub shadow: bool,

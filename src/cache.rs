@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What the cache needs of an entry: when its token expires (Unix seconds).
 pub trait Expires: Send + Sync + 'static {
+    /// The token's `exp` (Unix seconds).
     fn exp(&self) -> u64;
 }
 
@@ -53,6 +54,7 @@ impl<V: Expires> TokenCache<V> {
         Some(entry)
     }
 
+    /// Remembers a token that verified, under the digest of the whole token.
     pub fn insert(&self, digest: [u8; 32], verified: V) {
         if let Some(cache) = &self.cache {
             cache.insert(digest, Arc::new(verified));
@@ -81,6 +83,7 @@ impl<V: Expires> TokenCache<V> {
         self.cache.as_ref().map_or(0, |c| c.len() as u64)
     }
 
+    /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

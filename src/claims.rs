@@ -10,12 +10,22 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
     /// A user of the pool: `sub` is their UUID.
-    User { sub: Uuid, username: String },
+    User {
+        /// Cognito's `sub`.
+        sub: Uuid,
+        /// Cognito's `username`.
+        username: String,
+    },
     /// An app client itself (client-credentials grant): no user, `sub` is the client id.
     Machine,
     /// A user of an OIDC issuer: `sub` is whatever non-empty string it chose; `username` is its
     /// `username-claim` (the `sub` when the token has none).
-    Subject { sub: Box<str>, username: String },
+    Subject {
+        /// The provider's `sub`, any non-empty string.
+        sub: Box<str>,
+        /// From the issuer's `username-claim`.
+        username: String,
+    },
 }
 
 /// What a verified access token tells us. Only what decisions and identity headers need, kept
@@ -23,16 +33,23 @@ pub enum Identity {
 /// 16 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
+    /// Who the token speaks for.
     pub identity: Identity,
+    /// The app client the token was issued to (shared with the rules, not copied).
     pub client_id: Arc<str>,
     /// `cognito:groups`; a pool has few distinct lists, so cached tokens share them.
     pub groups: Arc<[String]>,
     /// Space-separated scopes; shared like the groups.
     pub scope: Option<Arc<str>>,
+    /// The token's own id (revocation of this token).
     pub jti: Option<TokenId>,
+    /// The id of the sign-in it came from (revocation of the whole sign-in).
     pub origin_jti: Option<TokenId>,
+    /// When it expires (Unix seconds).
     pub exp: u64,
+    /// When it was issued.
     pub iat: Option<u64>,
+    /// When the user signed in (user revocations compare it).
     pub auth_time: Option<u64>,
     /// Values of the claims mapped to upstream headers (`[[header]]`), in the mapping's order;
     /// `None` where the token lacks the claim or it has a type no header can carry. Empty when no
@@ -51,7 +68,9 @@ pub struct Claims {
 /// any other text is kept as it is. Two ids are equal exactly when their texts are.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TokenId {
+    /// A UUID (Cognito's `jti`s), kept as 16 bytes.
     Uuid(Uuid),
+    /// Anything else, as sent.
     Text(Box<str>),
 }
 

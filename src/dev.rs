@@ -108,11 +108,13 @@ impl DevPool {
         serde_json::json!({ "keys": [self.key.jwk()] })
     }
 
+    /// Every user of the directory.
     pub fn users(&self) -> anyhow::Result<Vec<DevUser>> {
         let text = fs::read_to_string(self.users_path()).context("reading the dev user directory")?;
         serde_json::from_str(&text).context("the dev user directory is not valid json")
     }
 
+    /// One user, by name.
     pub fn user(&self, username: &str) -> anyhow::Result<DevUser> {
         let users = self.users()?;
         let known: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
@@ -190,8 +192,11 @@ impl DevPool {
 /// One sign-in: what every token minted from it carries.
 #[derive(Debug, Clone)]
 pub struct Session<'a> {
+    /// The sign-in the token belongs to.
     pub origin_jti: Uuid,
+    /// When the user signed in.
     pub auth_time: u64,
+    /// The token's `scope`.
     pub scope: &'a str,
 }
 

@@ -133,12 +133,16 @@ pub struct StepUp {
 /// Why the request itself cannot be judged: HTTP 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BadRequest {
+    /// More than one authorization header or token cookie.
     #[error("more than one authorization header or token cookie")]
     MultipleCredentials,
+    /// Check request has no http attributes.
     #[error("check request has no http attributes")]
     NoHttpAttributes,
+    /// Path has dot segments, empty segments, encoded separators or a double encoding.
     #[error("path has dot segments, empty segments, encoded separators or a double encoding")]
     AmbiguousPath,
+    /// Request carries an identity header under another spelling.
     #[error("request carries an identity header under another spelling")]
     SpoofedIdentityHeader,
 }
@@ -146,18 +150,25 @@ pub enum BadRequest {
 /// Why no decision can be made right now although the token may be valid: HTTP 503.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailable {
+    /// No signing keys have been loaded yet.
     #[error("no signing keys have been loaded yet")]
     NoKeys,
+    /// Fetching the signing keys failed.
     #[error("fetching the signing keys failed")]
     KeyFetchFailed,
+    /// Fetching the signing keys took too long.
     #[error("fetching the signing keys took too long")]
     KeyFetchTimeout,
+    /// Cognito could not be asked for the user's mfa state.
     #[error("cognito could not be asked for the user's mfa state")]
     Cognito,
+    /// Cognito throttled the mfa state lookup.
     #[error("cognito throttled the mfa state lookup")]
     CognitoThrottled,
+    /// The process-wide budget of mfa lookups per second is spent.
     #[error("the process-wide budget of mfa lookups per second is spent")]
     MfaLookupBudget,
+    /// The revocation list has not been confirmed by its store recently enough.
     #[error("the revocation list has not been confirmed by its store recently enough")]
     RevocationsStale,
 }
@@ -165,14 +176,19 @@ pub enum Unavailable {
 /// A refusal. Every variant is an answer to Envoy, never an RPC error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
+    /// The request itself is refused: 400.
     #[error(transparent)]
     BadRequest(#[from] BadRequest),
+    /// No acceptable credential: 401.
     #[error(transparent)]
     Unauthenticated(#[from] Invalid),
+    /// A good credential that the route does not admit: 403.
     #[error(transparent)]
     Forbidden(#[from] Forbidden),
+    /// The decision cannot be made now: 503.
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+    /// A good credential without the second factor the route needs: 401 with a step-up challenge.
     #[error(transparent)]
     StepUp(#[from] StepUp),
 }
@@ -182,6 +198,7 @@ pub enum Denied {
 macro_rules! labels {
     ($ty:ident { $($variant:ident => $label:literal),* $(,)? }) => {
         impl $ty {
+            /// The condition's name in metrics and logs.
             pub fn label(self) -> &'static str {
                 match self {
                     $($ty::$variant => $label),*
@@ -219,10 +236,15 @@ labels!(Unavailable {
 
 /// gRPC status codes Envoy reads from `CheckResponse.status` (0 would mean allow).
 pub mod code {
+    /// Allowed.
     pub const OK: i32 = 0;
+    /// Envoy answers 400 (with our body).
     pub const INVALID_ARGUMENT: i32 = 3;
+    /// Envoy answers 403 (with our body).
     pub const PERMISSION_DENIED: i32 = 7;
+    /// Envoy answers 503 (with our body).
     pub const UNAVAILABLE: i32 = 14;
+    /// Envoy answers 401 (with our body).
     pub const UNAUTHENTICATED: i32 = 16;
 }
 

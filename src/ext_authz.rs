@@ -322,12 +322,14 @@ fn raw_header_value(header: &HeaderValue) -> Option<&str> {
 /// answer as a message.
 #[derive(Debug, Clone)]
 pub enum Answer {
+    /// An allow, written from pre-encoded parts.
     Allow(Allow),
     /// A denial (boxed: a `CheckResponse` is several times the size of an allow).
     Other(Box<CheckResponse>),
 }
 
 impl Answer {
+    /// The encoded length, for the gRPC frame.
     pub fn encoded_len(&self) -> usize {
         match self {
             Answer::Allow(allow) => allow.encoded_len(),
@@ -335,6 +337,7 @@ impl Answer {
         }
     }
 
+    /// Writes the encoded message.
     pub fn encode(&self, buf: &mut impl prost::bytes::BufMut) {
         match self {
             Answer::Allow(allow) => allow.encode(buf),

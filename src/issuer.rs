@@ -21,12 +21,18 @@ pub struct IssuerTable {
     #[serde(default)]
     pub kind: IssuerKind,
     // Cognito: the keys of the single-pool flags of the same names.
+    /// Cognito: the pool's region.
     pub region: Option<String>,
+    /// Cognito: the pool.
     pub user_pool_id: Option<String>,
+    /// Cognito: the app clients accepted.
     #[serde(default)]
     pub client_id: Vec<String>,
+    /// Its API endpoint, when not the regional one.
     pub cognito_endpoint: Option<String>,
+    /// Cognito: how MFA state is read.
     pub mfa_source: Option<MfaLookup>,
+    /// Cognito: client-credentials tokens accepted on routes that ask for scopes.
     pub allow_machine_tokens: Option<bool>,
     // Both kinds.
     /// The expected `iss`. Cognito: defaults to the pool's. OIDC: required; discovery is
@@ -52,55 +58,79 @@ pub struct IssuerTable {
     pub groups_claim: Option<String>,
 }
 
+/// What kind of issuer a table describes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IssuerKind {
+    /// A Cognito user pool.
     #[default]
     Cognito,
+    /// A standard OpenID provider issuing JWT access tokens (RFC 9068).
     Oidc,
 }
 
 /// One issuer, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerConfig {
+    /// Its name (metrics label, policy value, `x-user-issuer`).
     pub name: String,
     /// The `iss` its tokens carry, compared exactly.
     pub iss: String,
+    /// Where its keys are.
     pub keys: KeysAt,
+    /// Its kind and the rules of that kind.
     pub kind: Kind,
 }
 
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeysAt {
+    /// This JWK Set URL.
     Jwks(reqwest::Url),
     /// The `jwks_uri` of this OpenID discovery document, read at start-up.
     Discovery(reqwest::Url),
 }
 
+/// An issuer's kind, with what that kind needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
+    /// A Cognito user pool.
     Cognito(CognitoIssuer),
+    /// An OpenID provider.
     Oidc(OidcIssuer),
 }
 
+/// A Cognito user pool, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CognitoIssuer {
+    /// Its region.
     pub region: String,
+    /// Its id.
     pub user_pool_id: String,
+    /// The app clients accepted.
     pub client_ids: Vec<String>,
+    /// Its API endpoint, when not the regional one.
     pub cognito_endpoint: Option<String>,
+    /// How its users' MFA state is read.
     pub mfa_source: MfaLookup,
+    /// Client-credentials tokens accepted on routes that ask for scopes.
     pub allow_machine_tokens: bool,
 }
 
+/// An OpenID provider, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcIssuer {
+    /// The token's `aud` must contain one of these.
     pub audience: Vec<String>,
+    /// The signature algorithms accepted.
     pub algorithms: Vec<Algorithm>,
+    /// The claim `x-username` comes from.
     pub username_claim: String,
+    /// The claim `x-user-groups` comes from.
     pub groups_claim: String,
+    /// `amr` values that show a second factor.
     pub mfa_amr: Vec<String>,
+    /// `acr` values that show a second factor.
     pub mfa_acr: Vec<String>,
 }
 

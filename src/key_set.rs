@@ -118,6 +118,7 @@ impl Key {
         Some(Key { kid: kid.into(), parsed: None, other: Some((Algorithm::ES256, parsed)), components: (x, y) })
     }
 
+    /// Its `kid`.
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -206,6 +207,7 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
+    /// The key named `kid`.
     pub fn get(&self, kid: &str) -> Option<&Arc<Key>> {
         self.keys.get(kid)
     }
@@ -222,10 +224,12 @@ impl KeySet {
         }
     }
 
+    /// How many keys.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// True without any key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -19,19 +19,26 @@ use crate::key_set::{Algorithm, Key, KeySet};
 
 /// Where JWK Set documents come from: the network edge, a trait so tests need no network.
 pub trait KeySource: Send + Sync + 'static {
+    /// One JWK Set document, or why not.
     fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>>;
 }
 
+/// Why a key fetch failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
+    /// Jwks endpoint could not be reached or timed out.
     #[error("jwks endpoint could not be reached or timed out")]
     Transport,
+    /// The JWKS endpoint answered this HTTP status.
     #[error("jwks endpoint answered http {0}")]
     Status(u16),
+    /// Jwks document is larger than 1 MiB.
     #[error("jwks document is larger than 1 MiB")]
     TooLarge,
+    /// The document is not a usable JWK Set.
     #[error(transparent)]
     Document(#[from] crate::key_set::JwksError),
+    /// The discovery document is unusable.
     #[error(transparent)]
     Discovery(#[from] crate::discovery::DiscoveryError),
 }
@@ -83,6 +90,7 @@ struct FetchState {
 }
 
 impl KeyStore {
+    /// An empty store fetching from `source`; nothing is fetched until asked.
     pub fn new(source: Arc<dyn KeySource>, settings: KeySettings) -> KeyStore {
         KeyStore::with(source, settings, None)
     }
@@ -282,6 +290,7 @@ pub struct HttpKeySource {
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
 impl HttpKeySource {
+    /// Fetches `url` with `client`.
     pub fn new(client: reqwest::Client, url: reqwest::Url) -> HttpKeySource {
         HttpKeySource { client, url }
     }

@@ -84,8 +84,11 @@ struct Inner {
 /// One issuer's keys, read at each scrape.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IssuerReadings {
+    /// Failed key fetches so far.
     pub jwks_fetch_failures: u64,
+    /// Keys in force.
     pub jwks_keys: u64,
+    /// Unix time of the last good fetch.
     pub jwks_last_refresh: u64,
 }
 
@@ -143,14 +146,21 @@ impl Collector for IssuersCollector {
 /// What the other parts report at each scrape (counters they keep themselves, sizes they know).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Readings {
+    /// Key fetches so far.
     pub jwks_fetches: u64,
+    /// Failed key fetches so far.
     pub jwks_fetch_failures: u64,
+    /// Keys in force.
     pub jwks_keys: u64,
     /// Unix time of the last successful key fetch (0 before the first).
     pub jwks_last_refresh: u64,
+    /// Decisions answered from the token cache.
     pub token_cache_hits: u64,
+    /// Decisions that had to verify.
     pub token_cache_misses: u64,
+    /// Tokens cached now.
     pub token_cache_entries: u64,
+    /// Revocation entries in force.
     pub revocation_entries: u64,
     /// Seconds since the shared store last confirmed this replica's copy (0 for a local file).
     pub revocation_sync_age: f64,
@@ -218,6 +228,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A registry with every family registered.
     pub fn new() -> Metrics {
         let mut root = Registry::default();
         // The standard process metrics keep their standard, unprefixed names.
@@ -324,6 +335,7 @@ impl Metrics {
         let _ = self.inner.readings.set(Box::new(read));
     }
 
+    /// Counts one MFA lookup at Cognito, by answer, and how long it took.
     pub fn mfa_lookup(&self, answer: &Result<MfaState, CognitoError>, took: Duration) {
         let result = match answer {
             Ok(MfaState::Enrolled) => "enrolled",
@@ -338,10 +350,12 @@ impl Metrics {
         self.inner.mfa_lookup_duration.get_or_create(&Outcome { outcome: result }).observe(took.as_secs_f64());
     }
 
+    /// Counts a lookup refused by the lookup budget.
     pub fn mfa_lookup_refused(&self) {
         self.inner.mfa_lookups_refused.inc();
     }
 
+    /// Says whether the MFA gate is on.
     pub fn set_mfa_enforced(&self, enforced: bool) {
         self.inner.mfa_enforced.set(i64::from(enforced));
     }

@@ -101,6 +101,7 @@ pub struct MfaGate {
 crate::opaque_debug!(MfaGate);
 
 impl MfaGate {
+    /// A gate asking `source`, with empty caches.
     pub fn new(source: Arc<dyn MfaSource>, settings: MfaSettings, metrics: Metrics) -> MfaGate {
         let capacity = usize::try_from(settings.capacity).unwrap_or(usize::MAX).max(1);
         let (cache, history) = (Arc::new(Cache::new(capacity)), Arc::new(Cache::new(capacity)));

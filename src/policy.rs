@@ -103,13 +103,16 @@ impl LevelSource {
 /// A list from the policy file, or a comma-separated one from a context extension.
 #[derive(Debug, Clone, Copy)]
 pub enum Names<'a> {
+    /// From the policy file.
     Listed(&'a [String]),
+    /// From Envoy: comma-separated.
     Joined(&'a str),
 }
 
 impl<'a> Names<'a> {
     const NONE: Names<'static> = Names::Listed(&[]);
 
+    /// The names, trimmed, empty ones skipped.
     pub fn iter(&self) -> impl Iterator<Item = &'a str> {
         let (listed, joined) = match *self {
             Names::Listed(list) => (list, ""),
@@ -118,6 +121,7 @@ impl<'a> Names<'a> {
         listed.iter().map(String::as_str).chain(joined.split(',').map(str::trim)).filter(|s| !s.is_empty())
     }
 
+    /// True when no name is given.
     pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
@@ -130,6 +134,7 @@ const SOURCES: usize = 5;
 /// groups.
 #[derive(Debug, Clone, Copy)]
 pub struct Requirement<'a> {
+    /// The level the rule requires.
     pub access: Access,
     /// Scope lists; the token must have every scope of every list (`scope` claim).
     scopes: [Names<'a>; SOURCES],
@@ -147,8 +152,11 @@ pub struct Requirement<'a> {
 /// The per-route settings Envoy sent (`check_settings.context_extensions`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RouteContext<'a> {
+    /// The `access` context extension.
     pub access: Option<&'a str>,
+    /// The `scopes` context extension (space- or comma-separated).
     pub scopes: Option<&'a str>,
+    /// The `groups` context extension (comma-separated).
     pub groups: Option<&'a str>,
     /// Issuer names, comma-separated: only tokens of these issuers pass.
     pub issuers: Option<&'a str>,
@@ -260,14 +268,17 @@ pub struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
 crate::opaque_debug!(SharedPolicy);
 
 impl SharedPolicy {
+    /// Holds `policy`.
     pub fn new(policy: Policy) -> SharedPolicy {
         SharedPolicy(Arc::new(RwLock::new(Arc::new(policy))))
     }
 
+    /// The policy in force.
     pub fn current(&self) -> Arc<Policy> {
         self.0.read().expect("policy lock").clone()
     }
 
+    /// Puts `policy` in force (SIGHUP).
     pub fn replace(&self, policy: Policy) {
         *self.0.write().expect("policy lock") = Arc::new(policy);
     }
@@ -276,8 +287,15 @@ impl SharedPolicy {
 /// Why a policy file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// The policy file could not be read.
     #[error("cannot read policy file {path}: {error}")]
-    Read { path: String, error: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Not a valid policy.
     #[error("invalid policy file: {0}")]
     Invalid(String),
 }
@@ -290,6 +308,7 @@ impl Policy {
         Policy::from_toml(&text)
     }
 
+    /// A policy from its TOML text.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Invalid(e.message().to_owned()))?;
         let rules: Vec<Rule> =

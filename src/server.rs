@@ -68,8 +68,11 @@ crate::opaque_debug!(Parts);
 
 /// The three listeners.
 pub struct Listeners {
+    /// ext_authz and health.
     pub grpc: TcpListener,
+    /// The HTTP module and `/healthz`.
     pub http: TcpListener,
+    /// `/metrics`, `/livez` and the admin routes.
     pub admin: TcpListener,
 }
 

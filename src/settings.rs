@@ -316,8 +316,10 @@ impl Default for Settings {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
+    /// One human-readable line an event.
     #[default]
     Text,
+    /// One JSON object a line.
     Json,
 }
 

@@ -155,13 +155,16 @@ impl<'a> Jwt<'a> {
 /// The header fields we act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The key that signed it.
     pub kid: String,
 }
 
 /// The header fields an issuer with several algorithms acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoseHeader {
+    /// The key that signed it.
     pub kid: String,
+    /// The algorithm it names (one the issuer accepts).
     pub alg: Algorithm,
     /// RFC 9068 access tokens say `at+jwt`.
     pub typ: Option<String>,
@@ -193,17 +196,29 @@ impl<'de> Deserialize<'de> for Present {
 /// so does a key repeated in any object (`Deserialize` below).
 #[derive(Debug, Clone, Default)]
 pub struct RawClaims {
+    /// `iss`.
     pub iss: Option<String>,
+    /// `sub`.
     pub sub: Option<String>,
+    /// `token_use` (`access` or `id`).
     pub token_use: Option<String>,
+    /// `client_id`.
     pub client_id: Option<String>,
+    /// `username`.
     pub username: Option<String>,
+    /// `exp`.
     pub exp: Option<u64>,
+    /// `nbf`.
     pub nbf: Option<u64>,
+    /// `iat`.
     pub iat: Option<u64>,
+    /// `auth_time`.
     pub auth_time: Option<u64>,
+    /// `jti`.
     pub jti: Option<String>,
+    /// `origin_jti`.
     pub origin_jti: Option<String>,
+    /// `scope`.
     pub scope: Option<String>,
     /// `cognito:groups`.
     pub groups: Option<Vec<String>>,

@@ -4,7 +4,9 @@
 /// The W3C trace context (`traceparent`) of the checked request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TraceContext<'a> {
+    /// The trace, 32 lower-case hex digits.
     pub trace_id: &'a str,
+    /// The caller's span, 16 lower-case hex digits.
     pub parent_id: &'a str,
 }
 

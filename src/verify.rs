@@ -113,13 +113,16 @@ fn header_values(claims: &serde_json::Map<String, serde_json::Value>, names: &[S
 /// A verified token, as the cache keeps it: its claims and the key that verified it (which knows
 /// its own `kid`).
 pub struct Verified {
+    /// What the token said.
     pub claims: Arc<Claims>,
+    /// The key that verified it (a hit counts only while it is in force).
     pub key: Arc<Key>,
 }
 
 crate::opaque_debug!(Verified);
 
 impl Verified {
+    /// A cache entry.
     pub fn new(claims: Arc<Claims>, key: Arc<Key>) -> Verified {
         Verified { claims, key }
     }
@@ -161,7 +164,14 @@ pub enum IssuerRules {
     Cognito(Rules),
     /// An OIDC provider: RFC 9068 rules, the algorithms it signs with, and the step-up challenge
     /// its tokens get on an `mfa` route without a second factor.
-    Oidc { rules: OidcRules, algorithms: Vec<Algorithm>, step_up: StepUp },
+    Oidc {
+        /// The claim rules.
+        rules: OidcRules,
+        /// The signature algorithms accepted.
+        algorithms: Vec<Algorithm>,
+        /// The challenge for a token without a second factor on an `mfa` route.
+        step_up: StepUp,
+    },
 }
 
 impl IssuerRules {
@@ -178,8 +188,11 @@ impl IssuerRules {
 /// key) and its rules.
 #[derive(Clone)]
 pub struct TrustedIssuer {
+    /// Its configured name.
     pub name: Arc<str>,
+    /// Its own keys.
     pub keys: KeyStore,
+    /// How its tokens are judged.
     pub rules: IssuerRules,
 }
 
@@ -204,6 +217,7 @@ pub struct Verifier {
 crate::opaque_debug!(Verifier);
 
 impl Verifier {
+    /// A verifier for one Cognito issuer (the single-pool flags).
     pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache<Verified>) -> Verifier {
         let default =
             TrustedIssuer { name: Arc::from(crate::issuer::DEFAULT_NAME), keys, rules: IssuerRules::Cognito(rules) };
@@ -321,10 +335,12 @@ impl Verifier {
         &self.issuers
     }
 
+    /// The token cache.
     pub fn cache(&self) -> &TokenCache<Verified> {
         &self.cache
     }
 
+    /// The first issuer's keys.
     pub fn keys(&self) -> &KeyStore {
         &self.keys
     }

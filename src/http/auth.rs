@@ -31,15 +31,18 @@ pub struct CookieSettings {
     pub name: String,
     /// Defaults to `/auth`: the browser sends it to the auth routes only.
     pub path: String,
+    /// Its `Domain`; none: the host only.
     pub domain: Option<String>,
 }
 
 /// Settings of the HTTP module.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
+    /// The default `redirect_uri` of the code exchange.
     pub redirect_uri: Option<String>,
     /// Where the browser goes after the hosted UI's `/logout`.
     pub logout_redirect_uri: Option<String>,
+    /// The refresh-token cookie.
     pub cookie: CookieSettings,
     /// Origins allowed to use cookie-only routes (and CORS). Empty: none.
     pub allowed_origins: Vec<String>,
@@ -56,8 +59,11 @@ pub struct AuthState {
     pub verifier: crate::verify::Verifier,
     /// Where logout revokes.
     pub revocations: crate::revocation::Revocations,
+    /// The OAuth client, when sign-in is configured.
     pub oauth: Option<OAuthClient>,
+    /// The Cognito API, for `me` and global sign-out.
     pub cognito: Option<Arc<SdkCognito>>,
+    /// The module's settings.
     pub settings: Arc<AuthSettings>,
     /// Requests are counted by route and status.
     pub metrics: crate::metrics::Metrics,

@@ -129,6 +129,7 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// The answer for an OAuth endpoint's failure; `refused` is said when it refused the grant.
     pub fn from_oauth(error: OAuthError, refused: &'static str) -> HttpError {
         match error {
             OAuthError::Refused => HttpError::Refused(refused),
@@ -138,6 +139,7 @@ impl HttpError {
         }
     }
 
+    /// The answer for a Cognito API failure.
     pub fn from_cognito(error: CognitoError) -> HttpError {
         match error {
             CognitoError::Refused => HttpError::Refused("Could not validate credentials"),
@@ -146,6 +148,7 @@ impl HttpError {
         }
     }
 
+    /// The same answer, also setting `cookie` (clearing a refresh cookie).
     pub fn with_cookie(self, cookie: HeaderValue) -> HttpError {
         match self {
             HttpError::WithCookie(inner, _) => HttpError::WithCookie(inner, cookie),

@@ -28,7 +28,9 @@ use crate::error::{Denied, Invalid, Unavailable};
 pub enum Entry {
     /// One access token, by its `jti`; lives until that token's `exp`.
     Jti {
+        /// The token's `jti`.
         id: String,
+        /// Its `exp`.
         until: u64,
         /// The issuer's name; absent for `default` (the single pool), as before issuers existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,16 +39,27 @@ pub enum Entry {
     /// Every access token minted from one sign-in, by `origin_jti`; lives until the refresh token
     /// of that sign-in could have expired.
     Origin {
+        /// The sign-in's `origin_jti`.
         id: String,
+        /// When that sign-in's refresh token could have expired.
         until: u64,
+        /// The issuer's name; absent for `default`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         issuer: Option<String>,
     },
     /// Every token of a user whose `auth_time` is at or before `before`.
-    User { sub: Uuid, before: u64, until: u64 },
+    User {
+        /// The user's `sub`.
+        sub: Uuid,
+        /// Sign-ins at or before this (Unix seconds) are revoked.
+        before: u64,
+        /// When the last such sign-in's refresh token could have expired.
+        until: u64,
+    },
 }
 
 impl Entry {
+    /// When the entry may be forgotten (Unix seconds).
     pub fn until(&self) -> u64 {
         match self {
             Entry::Jti { until, .. } | Entry::Origin { until, .. } | Entry::User { until, .. } => *until,
@@ -79,6 +92,7 @@ fn flatten(ids: &ByIssuer) -> impl Iterator<Item = (Option<String>, String, u64)
 }
 
 impl RevocationList {
+    /// Adds an entry.
     pub fn apply(&mut self, entry: Entry) {
         match entry {
             Entry::Jti { id, until, issuer } => keep_latest(slot(&mut self.jti, issuer, id), until),
@@ -143,6 +157,7 @@ impl RevocationList {
         self.users.retain(|_, (_, until)| *until > now);
     }
 
+    /// How many entries.
     pub fn len(&self) -> usize {
         let count = |ids: &ByIssuer| ids.values().map(HashMap::len).sum::<usize>();
         count(&self.jti) + count(&self.origin) + self.users.len()
@@ -157,6 +172,7 @@ impl RevocationList {
         jti.chain(origin).chain(users).collect()
     }
 
+    /// True without entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -169,12 +185,15 @@ fn keep_latest(slot: &mut u64, until: u64) {
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The file could not be read or written.
     #[error("revocation file: {0}")]
     Io(#[from] std::io::Error),
+    /// Redis refused or could not be reached.
     #[error("revocation store (redis): {0}")]
     Redis(String),
 }
 
+/// What a store answers, later.
 pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 
 /// Where revocations are kept so that none is lost.
@@ -362,10 +381,12 @@ impl Revocations {
         self.inner.loaded.subscribe()
     }
 
+    /// How many entries.
     pub fn len(&self) -> usize {
         self.inner.list.read().expect("revocation lock").len()
     }
 
+    /// True without entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
