@@ -2,24 +2,21 @@
 //! `Config` the parts are built from, one section at a time. A bad setting stops start-up with one
 //! line naming its flag and environment variable, both read from the CLI definition.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args as _;
-
-use crate::cognito::MfaLookup;
 use crate::headers::HeaderClaim;
 use crate::http::auth::{AuthSettings, CookieSettings};
+use crate::issuer::IssuerConfig;
 use crate::key_store::KeySettings;
+use crate::loopback::https_unless_loopback;
 use crate::mfa::MfaSettings;
-pub use crate::oauth::Endpoints;
+pub use crate::oauth::{Endpoints, OAuthConfig};
 use crate::policy::Policy;
+pub use crate::pool::{DEV_ISSUER_HOST, Emulator, Pool, PoolSettings, default_issuer};
 pub use crate::secret::Secret;
-pub use crate::settings::{ServeArgs, Settings};
-
-/// Issuers under this host belong to `cognito-authz dev` and are never accepted by `serve`.
-pub const DEV_ISSUER_HOST: &str = "cognito-authz.invalid";
+pub use crate::settings::{ConfigError, ServeArgs, Settings};
 
 /// After a failed key fetch, requests answer 503 without fetching for this long (not a setting:
 /// it only spaces out fetches while the keys are unreachable).
@@ -30,12 +27,9 @@ const MFA_CACHE_CAPACITY: u64 = 100_000;
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The `iss` tokens must carry, compared exactly.
-    pub issuer: String,
-    /// Where the pool's signing keys are fetched.
-    pub jwks_url: reqwest::Url,
-    /// The app clients whose access tokens are accepted.
-    pub client_ids: Vec<String>,
+    /// The user pool of the single-pool flags, or the one the HTTP module serves with `[[issuer]]`
+    /// tables.
+    pub pool: Pool,
     /// The gRPC ext_authz and health listener.
     pub grpc_listen: SocketAddr,
     /// The HTTP module's listener.
@@ -58,24 +52,14 @@ pub struct Config {
     pub header_claims: Vec<HeaderClaim>,
     /// The key store's timings.
     pub keys: KeySettings,
-    /// The user pool's AWS region.
-    pub region: String,
-    /// The user pool.
-    pub user_pool_id: String,
     /// The policy read at start-up, and where to read it again on SIGHUP.
     pub policy: Policy,
     /// The policy file, read again on SIGHUP.
     pub policy_path: Option<PathBuf>,
     /// The MFA gate's settings.
     pub mfa: MfaSettings,
-    /// How MFA state is read from Cognito.
-    pub mfa_source: MfaLookup,
-    /// The Cognito API, when not the regional endpoint.
-    pub cognito_endpoint: Option<String>,
     /// How long a Cognito call may take in all.
     pub cognito_timeout: Duration,
-    /// Client-credentials tokens are accepted on routes that ask for scopes.
-    pub allow_machine_tokens: bool,
     /// The admin listener (`/metrics`, `/livez`, admin routes).
     pub admin_listen: SocketAddr,
     /// The bearer token of the admin routes; off without one.
@@ -94,38 +78,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// TLS on the gRPC and HTTP listeners, when configured.
     pub tls: Option<TlsFiles>,
-    /// Set when a rule was relaxed for a Cognito emulator on loopback (said in a warning at start-up).
-    pub emulator: Option<Emulator>,
-    /// The `[[issuer]]` tables, checked; empty with the single-pool flags (see `issuer::issuers_of`).
-    pub issuers: Vec<crate::issuer::IssuerConfig>,
-}
-
-/// The user pool whose tokens are accepted.
-#[derive(Debug, Clone)]
-pub struct Pool {
-    /// The `iss` its tokens carry.
-    pub issuer: String,
-    /// Where its keys are.
-    pub jwks_url: reqwest::Url,
-    /// The app clients accepted.
-    pub client_ids: Vec<String>,
-    /// Its AWS region.
-    pub region: String,
-    /// Its id.
-    pub user_pool_id: String,
-    /// Set when it is an emulator's, on loopback.
-    pub emulator: Option<Emulator>,
-}
-
-/// Which of AWS's rules were relaxed for an emulator on loopback, and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Emulator {
-    /// The emulator's Cognito API.
-    pub endpoint: String,
-    /// The pool id does not look like `{region}_{id}`.
-    pub pool_id: bool,
-    /// The issuer is plain http (on loopback).
-    pub http_issuer: bool,
+    /// The `[[issuer]]` tables, checked; empty with the single-pool flags (see `Config::all_issuers`).
+    pub issuers: Vec<IssuerConfig>,
 }
 
 /// Where the listeners' TLS material is (PEM files, read at start-up).
@@ -148,41 +102,6 @@ pub enum StoreSpec {
     Redis(String),
 }
 
-/// The confidential client of the HTTP module.
-#[derive(Debug, Clone)]
-pub struct OAuthConfig {
-    /// Cognito's OAuth endpoints.
-    pub endpoints: Endpoints,
-    /// The app client that exchanges codes.
-    pub client_id: String,
-    /// Its secret, for a confidential client.
-    pub secret: Option<Secret>,
-}
-
-/// A bad setting, named by its flag and environment variable.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: --{flag} ({env}): {problem}")]
-pub struct ConfigError {
-    /// The flag, without `--`.
-    pub flag: String,
-    /// Its environment variable.
-    pub env: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl ConfigError {
-    /// A problem with the setting whose flag is `--{flag}`; its environment variable is looked up
-    /// in the CLI definition.
-    pub fn new(flag: &str, problem: impl Into<String>) -> ConfigError {
-        let cli = Settings::augment_args(clap::Command::new("serve"));
-        let arg = cli.get_arguments().find(|a| a.get_long() == Some(flag));
-        debug_assert!(arg.is_some(), "no flag --{flag}");
-        let env = arg.and_then(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-        ConfigError { flag: flag.to_owned(), env, problem: problem.into() }
-    }
-}
-
 fn bad(flag: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::new(flag, problem)
 }
@@ -191,98 +110,76 @@ impl Config {
     /// A configuration with every default, for an issuer whose keys are at `jwks_url`
     /// (dev mode and tests).
     pub fn with_defaults(issuer: &str, jwks_url: reqwest::Url, client_ids: Vec<String>) -> Config {
+        let defaults = Settings::default();
         let pool = Pool {
             issuer: issuer.to_owned(),
             jwks_url,
             client_ids,
             region: "us-east-1".to_owned(),
             user_pool_id: "us-east-1_dev".to_owned(),
+            cognito_endpoint: None,
+            mfa_source: defaults.mfa_source,
+            allow_machine_tokens: defaults.allow_machine_tokens,
             emulator: None,
         };
-        Settings::default().with_pool(pool).expect("the default settings are valid")
+        defaults.with_pool(pool).expect("the default settings are valid")
+    }
+
+    /// The issuers this configuration verifies: its `[[issuer]]` tables, or the single pool of its
+    /// flags (named `default`).
+    pub fn all_issuers(&self) -> Vec<IssuerConfig> {
+        if self.issuers.is_empty() {
+            vec![IssuerConfig::for_pool(crate::issuer::DEFAULT_NAME, &self.pool)]
+        } else {
+            self.issuers.clone()
+        }
     }
 }
 
 impl Settings {
     /// Validates the settings into the configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        if !self.issuers.is_empty() {
-            return crate::issuer::config_from_tables(self);
+        if self.issuers.is_empty() {
+            let pool = self.pool_settings().check()?;
+            return self.with_pool(pool);
         }
-        let pool = self.pool()?;
-        self.with_pool(pool)
+        let (issuers, served) = crate::issuer::from_tables(&self)?;
+        let signs_in = served.is_some();
+        // With no Cognito issuer to serve, the HTTP module gets an inert pool nothing is verified
+        // against (only `issuers` verifies) and no sign-in.
+        let inert = || {
+            let none = ["none".to_owned()];
+            let settings = Settings {
+                region: Some("us-east-1".into()),
+                user_pool_id: Some("us-east-1_none".into()),
+                ..Settings::default()
+            };
+            PoolSettings { client_id: &none, ..settings.pool_settings() }.check()
+        };
+        let mut config = self.with_pool(served.map_or_else(inert, Ok)?)?;
+        if !signs_in {
+            config.oauth = None;
+        }
+        config.issuers = issuers;
+        Ok(config)
     }
 
-    /// The user pool: region, pool id, app clients, issuer and where its keys are.
-    fn pool(&self) -> Result<Pool, ConfigError> {
-        let region = self.region.clone().ok_or_else(|| bad("region", "is required"))?;
-        if !valid_region(&region) {
-            return Err(bad("region", "is not an AWS region name like eu-west-1"));
+    /// The single-pool flags.
+    pub fn pool_settings(&self) -> PoolSettings<'_> {
+        PoolSettings {
+            region: self.region.as_deref(),
+            user_pool_id: self.user_pool_id.as_deref(),
+            client_id: &self.client_id,
+            issuer: self.issuer.as_deref(),
+            jwks_url: self.jwks_url.as_deref(),
+            cognito_endpoint: self.cognito_endpoint.as_deref(),
+            mfa_source: self.mfa_source,
+            allow_machine_tokens: self.allow_machine_tokens,
         }
-        let pool = self.user_pool_id.clone().ok_or_else(|| bad("user-pool-id", "is required"))?;
-        // An emulator on loopback (cognito-local) has its own pool ids and an http issuer on its own
-        // address. Its rules apply only while the Cognito API is on loopback: against anything else
-        // every rule stays as strict as for AWS.
-        let emulator = self.cognito_endpoint.as_deref().and_then(|e| reqwest::Url::parse(e).ok()).filter(is_loopback);
-        let valid_pool = pool
-            .strip_prefix(&format!("{region}_"))
-            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
-        let emulator_pool = !valid_pool && emulator.is_some() && is_emulator_pool_id(&pool);
-        if !valid_pool && !emulator_pool {
-            return Err(bad(
-                "user-pool-id",
-                if is_emulator_pool_id(&pool) {
-                    "must look like {region}_{id} (an emulator's pool id is accepted only with --cognito-endpoint on loopback)"
-                } else {
-                    "must look like {region}_{id}"
-                },
-            ));
-        }
-        let client_ids: Vec<String> =
-            self.client_id.iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
-        if client_ids.is_empty() {
-            return Err(bad("client-id", "at least one app client id is required"));
-        }
-        let issuer = match (&self.issuer, &emulator) {
-            (Some(issuer), _) => issuer.clone(),
-            // cognito-local's issuer: its own address and the pool id.
-            (None, Some(endpoint)) if emulator_pool => format!("{}/{pool}", endpoint.as_str().trim_end_matches('/')),
-            (None, _) => default_issuer(&region, &pool),
-        };
-        let issuer_url = reqwest::Url::parse(&issuer).map_err(|_| bad("issuer", "is not a URL"))?;
-        let emulator_issuer = issuer_url.scheme() == "http" && emulator.is_some() && is_loopback(&issuer_url);
-        if issuer_url.scheme() != "https" && !emulator_issuer {
-            return Err(bad(
-                "issuer",
-                if issuer_url.scheme() == "http" && is_loopback(&issuer_url) {
-                    "must be an https URL (plain http on loopback only with --cognito-endpoint on loopback: an emulator)"
-                } else {
-                    "must be an https URL"
-                },
-            ));
-        }
-        if issuer_url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(DEV_ISSUER_HOST)) {
-            return Err(bad("issuer", "is the development issuer, which serve never accepts"));
-        }
-        let jwks_url =
-            self.jwks_url.clone().unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
-        let jwks_url = jwks_url_checked(&jwks_url).map_err(|p| bad("jwks-url", p))?;
-        if (emulator_pool || emulator_issuer) && !is_loopback(&jwks_url) {
-            return Err(bad(
-                "jwks-url",
-                "must be on loopback with an emulator's pool id or http issuer (the keys come from the emulator)",
-            ));
-        }
-        let emulator = (emulator_pool || emulator_issuer).then(|| Emulator {
-            endpoint: emulator.map(|e| e.to_string()).unwrap_or_default(),
-            pool_id: emulator_pool,
-            http_issuer: emulator_issuer,
-        });
-        Ok(Pool { issuer, jwks_url, client_ids, region, user_pool_id: pool, emulator })
     }
 
     /// Everything else, for `pool`.
-    fn with_pool(self, pool: Pool) -> Result<Config, ConfigError> {
+    pub(crate) fn with_pool(self, pool: Pool) -> Result<Config, ConfigError> {
         if let Some(name) = &self.token_cookie
             && (name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
         {
@@ -292,12 +189,6 @@ impl Settings {
             Some(path) => Policy::load(path).map_err(|e| bad("policy", e.to_string()))?,
             None => Policy::default(),
         };
-        if let Some(endpoint) = &self.cognito_endpoint {
-            let url = reqwest::Url::parse(endpoint).map_err(|_| bad("cognito-endpoint", "is not a URL"))?;
-            if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
-                return Err(bad("cognito-endpoint", "must be https unless it points at a loopback address"));
-            }
-        }
         let cognito_timeout = Duration::from_millis(self.cognito_timeout_ms);
         if cognito_timeout < Duration::from_millis(50) || cognito_timeout > Duration::from_secs(30) {
             return Err(bad("cognito-timeout-ms", "must be between 50 and 30000"));
@@ -359,25 +250,17 @@ impl Settings {
                 refresh_token_lifetime: Duration::from_secs(self.refresh_token_lifetime),
             },
             tls,
-            emulator: pool.emulator,
             admin_token,
             token_cache_size: self.token_cache_size,
             revocation_store,
             revocation_max_staleness: Duration::from_secs(self.revocation_max_staleness_seconds),
             allow_unrevocable_tokens: self.allow_unrevocable_tokens,
             oauth,
-            region: pool.region,
-            user_pool_id: pool.user_pool_id,
             policy,
             policy_path: self.policy,
-            mfa_source: self.mfa_source,
-            cognito_endpoint: self.cognito_endpoint,
             cognito_timeout,
-            allow_machine_tokens: self.allow_machine_tokens,
             admin_listen: self.admin_listen,
-            issuer: pool.issuer,
-            jwks_url: pool.jwks_url,
-            client_ids: pool.client_ids,
+            pool,
             grpc_listen: self.grpc_listen,
             http_listen: self.http_listen,
             leeway_seconds: self.leeway_seconds,
@@ -429,7 +312,7 @@ impl Settings {
 fn oauth(s: &Settings, client_ids: &[String]) -> Result<Option<OAuthConfig>, ConfigError> {
     // Codes, refresh tokens and the client secret travel to these: TLS unless on loopback.
     let url = |value: &Option<String>, flag: &str| {
-        value.as_deref().map(|v| jwks_url_checked(v).map_err(|problem| bad(flag, problem))).transpose()
+        value.as_deref().map(|v| https_unless_loopback(v).map_err(|problem| bad(flag, problem))).transpose()
     };
     let mut endpoints = match url(&s.oauth_domain, "oauth-domain")? {
         Some(domain) => Endpoints::under(&domain),
@@ -465,43 +348,5 @@ fn secret(value: Option<Secret>, file: Option<PathBuf>, flag: &str) -> Result<Op
             Ok(Some(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned())))
         }
         (None, None) => Ok(None),
-    }
-}
-
-/// Cognito's issuer for a pool.
-pub fn default_issuer(region: &str, pool: &str) -> String {
-    let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-    format!("https://cognito-idp.{region}.{domain}/{pool}")
-}
-
-fn valid_region(region: &str) -> bool {
-    let parts: Vec<&str> = region.split('-').collect();
-    parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// https anywhere; plain http only to a loopback address (a local emulator or proxy).
-pub fn jwks_url_checked(url: &str) -> Result<reqwest::Url, &'static str> {
-    let url = reqwest::Url::parse(url).map_err(|_| "is not a URL")?;
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
-        "http" => Err("must be https unless it points at a loopback address"),
-        _ => Err("must be an http(s) URL"),
-    }
-}
-
-/// An emulator's pool id (cognito-local: `local_2GZIdE59`): letters, digits and `_`, no region.
-fn is_emulator_pool_id(pool: &str) -> bool {
-    !pool.is_empty() && pool.len() <= 64 && pool.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn is_loopback(url: &reqwest::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
     }
 }

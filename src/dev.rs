@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::DEV_ISSUER_HOST;
+use crate::pool::DEV_ISSUER_HOST;
 pub use crate::signing_key::SigningKey;
 
 /// The issuer of dev tokens.

@@ -36,7 +36,7 @@ pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<reqwest::Url, Discovery
     if doc.issuer != issuer {
         return Err(DiscoveryError::OtherIssuer);
     }
-    crate::config::jwks_url_checked(&doc.jwks_uri).map_err(|_| DiscoveryError::InsecureJwksUri)
+    crate::loopback::https_unless_loopback(&doc.jwks_uri).map_err(|_| DiscoveryError::InsecureJwksUri)
 }
 
 /// Keys found through discovery: the document first (until it has answered), then the key set.

@@ -4,70 +4,11 @@
 //! A Cognito table is checked by the very code that checks the single-pool flags (the same keys
 //! mean the same thing), so the two cannot drift apart.
 
-use serde::Deserialize;
-
-use crate::cognito::MfaLookup;
-use crate::config::{Config, ConfigError, DEV_ISSUER_HOST, Settings, jwks_url_checked};
 use crate::key_set::Algorithm;
-
-/// One `[[issuer]]` table, as written. Key names are a contract: external tests drive them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct IssuerTable {
-    /// `[a-z0-9-]`, 1 to 32 characters, unique: the metrics label, the policy's and Envoy's
-    /// `issuers` value and the `x-user-issuer` header.
-    pub name: String,
-    /// `cognito` or `oidc`. Defaults to `cognito`.
-    #[serde(default)]
-    pub kind: IssuerKind,
-    // Cognito: the keys of the single-pool flags of the same names.
-    /// Cognito: the pool's region.
-    pub region: Option<String>,
-    /// Cognito: the pool.
-    pub user_pool_id: Option<String>,
-    /// Cognito: the app clients accepted.
-    #[serde(default)]
-    pub client_id: Vec<String>,
-    /// Its API endpoint, when not the regional one.
-    pub cognito_endpoint: Option<String>,
-    /// Cognito: how MFA state is read.
-    pub mfa_source: Option<MfaLookup>,
-    /// Cognito: client-credentials tokens accepted on routes that ask for scopes.
-    pub allow_machine_tokens: Option<bool>,
-    // Both kinds.
-    /// The expected `iss`. Cognito: defaults to the pool's. OIDC: required; discovery is
-    /// `{issuer}/.well-known/openid-configuration`.
-    pub issuer: Option<String>,
-    /// Where the keys are. Cognito: defaults to `{issuer}/.well-known/jwks.json`. OIDC: skips
-    /// discovery.
-    pub jwks_url: Option<String>,
-    // OIDC.
-    /// The token's `aud` must contain one of these. Required for OIDC.
-    #[serde(default)]
-    pub audience: Vec<String>,
-    /// `amr` values that show a second factor. Defaults to `["mfa"]` (RFC 8176).
-    pub mfa_amr: Option<Vec<String>>,
-    /// `acr` values that show a second factor. Defaults to none.
-    #[serde(default)]
-    pub mfa_acr: Vec<String>,
-    /// Accepted signature algorithms: `RS256`, `PS256`, `ES256`. Defaults to `["RS256"]`.
-    pub algorithms: Option<Vec<String>>,
-    /// The claim for `x-username`. Defaults to `preferred_username`.
-    pub username_claim: Option<String>,
-    /// The claim for `x-user-groups` (an array of strings). Defaults to `groups`.
-    pub groups_claim: Option<String>,
-}
-
-/// What kind of issuer a table describes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IssuerKind {
-    /// A Cognito user pool.
-    #[default]
-    Cognito,
-    /// A standard OpenID provider issuing JWT access tokens (RFC 9068).
-    Oidc,
-}
+use crate::loopback::https_unless_loopback;
+use crate::pool::{DEV_ISSUER_HOST, Pool, PoolSettings};
+use crate::settings::{ConfigError, Settings};
+pub use crate::settings::{IssuerKind, IssuerTable};
 
 /// One issuer, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,26 +36,9 @@ pub enum KeysAt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// A Cognito user pool.
-    Cognito(CognitoIssuer),
+    Cognito(Pool),
     /// An OpenID provider.
     Oidc(OidcIssuer),
-}
-
-/// A Cognito user pool, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CognitoIssuer {
-    /// Its region.
-    pub region: String,
-    /// Its id.
-    pub user_pool_id: String,
-    /// The app clients accepted.
-    pub client_ids: Vec<String>,
-    /// Its API endpoint, when not the regional one.
-    pub cognito_endpoint: Option<String>,
-    /// How its users' MFA state is read.
-    pub mfa_source: MfaLookup,
-    /// Client-credentials tokens accepted on routes that ask for scopes.
-    pub allow_machine_tokens: bool,
 }
 
 /// An OpenID provider, checked.
@@ -138,27 +62,32 @@ pub struct OidcIssuer {
 pub const DEFAULT_NAME: &str = "default";
 
 impl IssuerConfig {
-    /// The issuer the single-pool settings of `config` describe, named `default`.
-    pub fn single_pool(config: &Config) -> IssuerConfig {
+    /// The issuer `name` of a user pool.
+    pub fn for_pool(name: &str, pool: &Pool) -> IssuerConfig {
         IssuerConfig {
-            name: DEFAULT_NAME.to_owned(),
-            iss: config.issuer.clone(),
-            keys: KeysAt::Jwks(config.jwks_url.clone()),
-            kind: Kind::Cognito(CognitoIssuer {
-                region: config.region.clone(),
-                user_pool_id: config.user_pool_id.clone(),
-                client_ids: config.client_ids.clone(),
-                cognito_endpoint: config.cognito_endpoint.clone(),
-                mfa_source: config.mfa_source,
-                allow_machine_tokens: config.allow_machine_tokens,
-            }),
+            name: name.to_owned(),
+            iss: pool.issuer.clone(),
+            keys: KeysAt::Jwks(pool.jwks_url.clone()),
+            kind: Kind::Cognito(pool.clone()),
         }
     }
 }
 
-/// The issuers a configuration verifies: its tables, or the single pool of its flags.
-pub fn issuers_of(config: &Config) -> Vec<IssuerConfig> {
-    if config.issuers.is_empty() { vec![IssuerConfig::single_pool(config)] } else { config.issuers.clone() }
+impl IssuerTable {
+    /// A `kind = "cognito"` table's pool keys, which mean what the single-pool flags mean.
+    pub fn pool_settings(&self) -> PoolSettings<'_> {
+        let defaults = Settings::default();
+        PoolSettings {
+            region: self.region.as_deref(),
+            user_pool_id: self.user_pool_id.as_deref(),
+            client_id: &self.client_id,
+            issuer: self.issuer.as_deref(),
+            jwks_url: self.jwks_url.as_deref(),
+            cognito_endpoint: self.cognito_endpoint.as_deref(),
+            mfa_source: self.mfa_source.unwrap_or(defaults.mfa_source),
+            allow_machine_tokens: self.allow_machine_tokens.unwrap_or(defaults.allow_machine_tokens),
+        }
+    }
 }
 
 fn problem(n: usize, name: &str, what: impl std::fmt::Display) -> ConfigError {
@@ -170,11 +99,9 @@ pub fn valid_name(name: &str) -> bool {
     (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// The configuration of `args`, whose `[[issuer]]` tables replace the single-pool flags. The
-/// issuer the HTTP module serves (`oauth-issuer`, else the only Cognito issuer) fills the
-/// single-pool fields of `Config`, which the HTTP module reads.
-pub fn config_from_tables(mut args: Settings) -> Result<Config, ConfigError> {
-    let tables = std::mem::take(&mut args.issuers);
+/// The issuers of `args`' `[[issuer]]` tables (which replace the single-pool flags), and the pool
+/// of the one the HTTP module serves: `oauth-issuer`, else the only Cognito issuer, else none.
+pub fn from_tables(args: &Settings) -> Result<(Vec<IssuerConfig>, Option<Pool>), ConfigError> {
     let defaults = Settings::default();
     let flags = [
         ("region", args.region.is_some()),
@@ -195,47 +122,28 @@ pub fn config_from_tables(mut args: Settings) -> Result<Config, ConfigError> {
             format!("--{flag} and [[issuer]] tables cannot be used together: move it into an [[issuer]] table"),
         ));
     }
-    let issuers = validate(&tables)?;
-    let cognito: Vec<usize> =
-        issuers.iter().enumerate().filter(|(_, i)| matches!(i.kind, Kind::Cognito(_))).map(|(n, _)| n).collect();
-    let primary = match args.oauth_issuer.as_deref() {
-        Some(name) => match issuers.iter().position(|i| i.name == name) {
-            Some(n) if cognito.contains(&n) => Some(n),
-            _ => {
+    let issuers = validate(&args.issuers)?;
+    let cognito: Vec<(&str, &Pool)> = issuers
+        .iter()
+        .filter_map(|i| match &i.kind {
+            Kind::Cognito(pool) => Some((i.name.as_str(), pool)),
+            Kind::Oidc(_) => None,
+        })
+        .collect();
+    let served = match args.oauth_issuer.as_deref() {
+        Some(name) => match cognito.iter().find(|(n, _)| *n == name) {
+            Some((_, pool)) => Some((*pool).clone()),
+            None => {
                 return Err(ConfigError::new(
                     "oauth-issuer",
                     format!("{name:?} is not the name of a cognito [[issuer]]"),
                 ));
             }
         },
-        None if cognito.len() == 1 => Some(cognito[0]),
+        None if cognito.len() == 1 => Some(cognito[0].1.clone()),
         None => None,
     };
-    // The single-pool fields of `Config` (read by the HTTP module): the served issuer's, or, with
-    // none, an inert pool nothing is verified against (only `issuers` verifies).
-    match primary.map(|n| &tables[n]) {
-        Some(t) => {
-            args.region = t.region.clone();
-            args.user_pool_id = t.user_pool_id.clone();
-            args.client_id = t.client_id.clone();
-            args.issuer = t.issuer.clone();
-            args.jwks_url = t.jwks_url.clone();
-            args.cognito_endpoint = t.cognito_endpoint.clone();
-            args.mfa_source = t.mfa_source.unwrap_or(defaults.mfa_source);
-            args.allow_machine_tokens = t.allow_machine_tokens.unwrap_or(defaults.allow_machine_tokens);
-        }
-        None => {
-            args.region = Some("us-east-1".into());
-            args.user_pool_id = Some("us-east-1_none".into());
-            args.client_id = vec!["none".into()];
-        }
-    }
-    let mut config = args.into_config()?;
-    if primary.is_none() {
-        config.oauth = None;
-    }
-    config.issuers = issuers;
-    Ok(config)
+    Ok((issuers, served))
 }
 
 /// Checks every table: names, then each kind's own keys.
@@ -275,20 +183,8 @@ fn cognito(n: usize, t: &IssuerTable) -> Result<IssuerConfig, ConfigError> {
     if let Some((key, _)) = oidc_only.iter().find(|(_, set)| *set) {
         return Err(problem(n, &t.name, format!("{key} is for kind = \"oidc\" only")));
     }
-    let defaults = Settings::default();
-    let args = Settings {
-        region: t.region.clone(),
-        user_pool_id: t.user_pool_id.clone(),
-        client_id: t.client_id.clone(),
-        issuer: t.issuer.clone(),
-        jwks_url: t.jwks_url.clone(),
-        cognito_endpoint: t.cognito_endpoint.clone(),
-        mfa_source: t.mfa_source.unwrap_or(defaults.mfa_source),
-        allow_machine_tokens: t.allow_machine_tokens.unwrap_or(defaults.allow_machine_tokens),
-        ..defaults
-    };
-    let config = args.into_config().map_err(|e| problem(n, &t.name, format!("{}: {}", e.flag, e.problem)))?;
-    Ok(IssuerConfig { name: t.name.clone(), ..IssuerConfig::single_pool(&config) })
+    let pool = t.pool_settings().check().map_err(|e| problem(n, &t.name, format!("{}: {}", e.flag, e.problem)))?;
+    Ok(IssuerConfig::for_pool(&t.name, &pool))
 }
 
 /// An OIDC table: an https issuer (http only on loopback), an audience, known algorithms.
@@ -306,16 +202,18 @@ fn oidc(n: usize, t: &IssuerTable) -> Result<IssuerConfig, ConfigError> {
         return Err(problem(n, &t.name, format!("{key} is for kind = \"cognito\" only")));
     }
     let iss = t.issuer.clone().ok_or_else(|| bad("issuer is required for kind = \"oidc\""))?;
-    let iss_url = jwks_url_checked(&iss).map_err(|p| problem(n, &t.name, format!("issuer {p}")))?;
+    let iss_url = https_unless_loopback(&iss).map_err(|p| problem(n, &t.name, format!("issuer {p}")))?;
     if iss_url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(DEV_ISSUER_HOST)) {
         return Err(bad("issuer is the development issuer, which serve never accepts"));
     }
     let keys = match &t.jwks_url {
-        Some(url) => KeysAt::Jwks(jwks_url_checked(url).map_err(|p| problem(n, &t.name, format!("jwks-url {p}")))?),
+        Some(url) => {
+            KeysAt::Jwks(https_unless_loopback(url).map_err(|p| problem(n, &t.name, format!("jwks-url {p}")))?)
+        }
         None => {
             let discovery = format!("{}/.well-known/openid-configuration", iss.trim_end_matches('/'));
             KeysAt::Discovery(
-                jwks_url_checked(&discovery).map_err(|p| problem(n, &t.name, format!("discovery URL {p}")))?,
+                https_unless_loopback(&discovery).map_err(|p| problem(n, &t.name, format!("discovery URL {p}")))?,
             )
         }
     };
@@ -454,7 +352,7 @@ mod tests {
         let err = both.into_config().expect_err("refused");
         assert!(err.to_string().contains("--region and [[issuer]] tables cannot be used together"), "{err}");
         let config = args(vec![staff(), partners()]).into_config().expect("tables alone");
-        assert_eq!(config.user_pool_id, "eu-west-2_AbC123", "the only cognito issuer is the served one");
+        assert_eq!(config.pool.user_pool_id, "eu-west-2_AbC123", "the only cognito issuer is the served one");
         assert_eq!(config.issuers.len(), 2);
         let named = Settings { oauth_issuer: Some("partners".into()), ..args(vec![staff(), partners()]) };
         assert_eq!(named.into_config().expect_err("an oidc issuer").flag, "oauth-issuer");

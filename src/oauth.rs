@@ -33,6 +33,17 @@ impl Endpoints {
     }
 }
 
+/// The confidential client of the HTTP module.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// Cognito's OAuth endpoints.
+    pub endpoints: Endpoints,
+    /// The app client that exchanges codes.
+    pub client_id: String,
+    /// Its secret, for a confidential client.
+    pub secret: Option<Secret>,
+}
+
 /// What the token endpoint gives.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Tokens {

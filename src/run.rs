@@ -24,7 +24,7 @@ use crate::server;
 /// `cognito-authz serve`.
 pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let config = settings.into_config()?;
-    if let Some(emulator) = &config.emulator {
+    if let Some(emulator) = &config.pool.emulator {
         tracing::warn!(endpoint = %emulator.endpoint, pool_id = emulator.pool_id, http_issuer = emulator.http_issuer,
             "a Cognito emulator on loopback: its pool id shape and plain-http issuer are accepted (never against AWS)");
     }
@@ -98,7 +98,8 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         admin: bind(args.admin_listen, "--admin-listen").await?,
     };
     let jwks_url = format!("http://{}/.well-known/jwks.json", listeners.http.local_addr()?);
-    let jwks_url = crate::config::jwks_url_checked(&jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
+    let jwks_url =
+        crate::loopback::https_unless_loopback(&jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
     let mut config = Config::with_defaults(DEV_ISSUER, jwks_url.clone(), vec![DEV_CLIENT_ID.to_owned()]);
     config.grpc_listen = listeners.grpc.local_addr()?;
     if let Some(path) = args.policy {
@@ -117,9 +118,11 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
     let oidc_key = crate::dev_oidc::key(&pool)?;
     let oidc_jwks_url = format!("http://{}{}", listeners.http.local_addr()?, crate::dev_oidc::DEV_OIDC_JWKS_PATH);
     let oidc_jwks_url =
-        crate::config::jwks_url_checked(&oidc_jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
-    config.issuers =
-        vec![crate::issuer::IssuerConfig::single_pool(&config), crate::dev_oidc::issuer(oidc_jwks_url.clone())];
+        crate::loopback::https_unless_loopback(&oidc_jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
+    config.issuers = vec![
+        crate::issuer::IssuerConfig::for_pool(crate::issuer::DEFAULT_NAME, &config.pool),
+        crate::dev_oidc::issuer(oidc_jwks_url.clone()),
+    ];
     let oidc_jwks = serde_json::json!({ "keys": [oidc_key.jwk()] });
     config.emit_claims_metadata = args.emit_claims_metadata.unwrap_or(config.emit_claims_metadata);
     config.envoy_strips_identity_headers =

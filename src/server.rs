@@ -22,7 +22,7 @@ use crate::grpc::AuthorizationService;
 use crate::headers::IdentityHeaders;
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminState};
-use crate::issuer::{IssuerConfig, KeysAt, Kind, issuers_of};
+use crate::issuer::{IssuerConfig, KeysAt, Kind};
 use crate::key_store::{HttpKeySource, KeyStore};
 use crate::key_store::{KeySettings, KeySource};
 use crate::metrics::{IssuerReadings, Metrics, Readings};
@@ -84,10 +84,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
     let attempt = config.cognito_timeout.mul_f64(0.4);
     let cognito = Arc::new(
         SdkCognito::new(
-            &config.region,
-            config.cognito_endpoint.as_deref(),
-            &config.user_pool_id,
-            config.mfa_source,
+            &config.pool.region,
+            config.pool.cognito_endpoint.as_deref(),
+            &config.pool.user_pool_id,
+            config.pool.mfa_source,
             (attempt, config.cognito_timeout),
             None,
         )
@@ -95,7 +95,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
     );
     // Each Cognito issuer of the tables asks its own pool, at its own endpoint.
     let mut sources: Vec<Arc<dyn MfaSource>> = Vec::new();
-    for issuer in issuers_of(config) {
+    for issuer in config.all_issuers() {
         match &issuer.kind {
             Kind::Cognito(pool) if !config.issuers.is_empty() => {
                 let own = SdkCognito::new(
@@ -122,7 +122,7 @@ pub async fn build_with(
     mfa_source: Arc<dyn MfaSource>,
     cognito: Option<Arc<SdkCognito>>,
 ) -> anyhow::Result<Parts> {
-    let sources = issuers_of(config).iter().map(|_| mfa_source.clone()).collect();
+    let sources = config.all_issuers().iter().map(|_| mfa_source.clone()).collect();
     build_for_issuers(config, sources, cognito).await
 }
 
@@ -139,7 +139,7 @@ pub async fn build_for_issuers(
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
         .redirect(crate::key_store::same_origin_redirects())
         .build()?;
-    let stores = issuers_of(config).iter().map(|i| key_store(i, &client, &config.keys)).collect();
+    let stores = config.all_issuers().iter().map(|i| key_store(i, &client, &config.keys)).collect();
     let (revocations, redis) = open_revocations(config).await?;
     let mut parts = assemble_issuers(config, stores, mfa_sources, revocations);
     parts.cognito = cognito;
@@ -160,7 +160,7 @@ pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, O
             Ok((revocations, None))
         }
         StoreSpec::Redis(url) => {
-            let store = Arc::new(RedisStore::new(url, &config.user_pool_id, Duration::from_secs(1))?);
+            let store = Arc::new(RedisStore::new(url, &config.pool.user_pool_id, Duration::from_secs(1))?);
             let staleness = Some(config.revocation_max_staleness);
             Ok((Revocations::new(store.clone(), config.allow_unrevocable_tokens, staleness), Some(store)))
         }
@@ -221,7 +221,7 @@ pub fn assemble_issuers(
     mfa_sources: Vec<Arc<dyn MfaSource>>,
     revocations: Revocations,
 ) -> Parts {
-    let issuers = issuers_of(config);
+    let issuers = config.all_issuers();
     assert!(
         stores.len() == issuers.len() && mfa_sources.len() == issuers.len(),
         "one key store and mfa source per issuer"
@@ -263,7 +263,7 @@ pub fn assemble_issuers(
     let served = if config.issuers.is_empty() {
         Some(0)
     } else {
-        issuers.iter().position(|i| matches!(i.kind, Kind::Cognito(_)) && i.iss == config.issuer)
+        issuers.iter().position(|i| matches!(i.kind, Kind::Cognito(_)) && i.iss == config.pool.issuer)
     };
     let verifier = Verifier::for_issuers(trusted, TokenCache::new(config.token_cache_size))
         .mapping_claims(config.header_claims.iter().map(|h| h.claim.clone()).collect())
@@ -378,7 +378,7 @@ pub async fn serve(
 
     let Listeners { grpc, http, admin } = listeners;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, admin = %admin.local_addr()?,
-        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuers = parts.issuer_keys.len(), issuer = %config.issuer, jwks = %config.jwks_url, clients = config.client_ids.len(), "listening");
+        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuers = parts.issuer_keys.len(), issuer = %config.pool.issuer, jwks = %config.pool.jwks_url, clients = config.pool.client_ids.len(), "listening");
     let auth_state = AuthState {
         authorizer: parts.authorizer.clone(),
         verifier: parts.verifier.clone(),

@@ -11,7 +11,6 @@ use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
 use crate::cognito::MfaLookup;
-use crate::config::ConfigError;
 use crate::headers::HeaderClaim;
 use crate::secret::Secret;
 
@@ -231,7 +230,7 @@ pub struct Settings {
     /// `[[issuer]]` tables (the `--config` file only), instead of the single-pool flags.
     #[arg(skip)]
     #[serde(skip)]
-    pub issuers: Vec<crate::issuer::IssuerTable>,
+    pub issuers: Vec<IssuerTable>,
     /// Log format (`--log-format`, a global flag).
     #[arg(skip)]
     pub log_format: LogFormat,
@@ -310,6 +309,65 @@ impl Default for Settings {
             given: Default::default(),
         }
     }
+}
+
+/// One `[[issuer]]` table, as written. Key names are a contract: external tests drive them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IssuerTable {
+    /// `[a-z0-9-]`, 1 to 32 characters, unique: the metrics label, the policy's and Envoy's
+    /// `issuers` value and the `x-user-issuer` header.
+    pub name: String,
+    /// `cognito` or `oidc`. Defaults to `cognito`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    // Cognito: the keys of the single-pool flags of the same names.
+    /// Cognito: the pool's region.
+    pub region: Option<String>,
+    /// Cognito: the pool.
+    pub user_pool_id: Option<String>,
+    /// Cognito: the app clients accepted.
+    #[serde(default)]
+    pub client_id: Vec<String>,
+    /// Its API endpoint, when not the regional one.
+    pub cognito_endpoint: Option<String>,
+    /// Cognito: how MFA state is read.
+    pub mfa_source: Option<MfaLookup>,
+    /// Cognito: client-credentials tokens accepted on routes that ask for scopes.
+    pub allow_machine_tokens: Option<bool>,
+    // Both kinds.
+    /// The expected `iss`. Cognito: defaults to the pool's. OIDC: required; discovery is
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: Option<String>,
+    /// Where the keys are. Cognito: defaults to `{issuer}/.well-known/jwks.json`. OIDC: skips
+    /// discovery.
+    pub jwks_url: Option<String>,
+    // OIDC.
+    /// The token's `aud` must contain one of these. Required for OIDC.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// `amr` values that show a second factor. Defaults to `["mfa"]` (RFC 8176).
+    pub mfa_amr: Option<Vec<String>>,
+    /// `acr` values that show a second factor. Defaults to none.
+    #[serde(default)]
+    pub mfa_acr: Vec<String>,
+    /// Accepted signature algorithms: `RS256`, `PS256`, `ES256`. Defaults to `["RS256"]`.
+    pub algorithms: Option<Vec<String>>,
+    /// The claim for `x-username`. Defaults to `preferred_username`.
+    pub username_claim: Option<String>,
+    /// The claim for `x-user-groups` (an array of strings). Defaults to `groups`.
+    pub groups_claim: Option<String>,
+}
+
+/// What kind of issuer a table describes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerKind {
+    /// A Cognito user pool.
+    #[default]
+    Cognito,
+    /// A standard OpenID provider issuing JWT access tokens (RFC 9068).
+    Oidc,
 }
 
 /// Log format.
@@ -457,5 +515,29 @@ impl Settings {
         settings.config = Some(path.to_owned());
         settings.given = given;
         Ok(settings)
+    }
+}
+
+/// A bad setting, named by its flag and environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: --{flag} ({env}): {problem}")]
+pub struct ConfigError {
+    /// The flag, without `--`.
+    pub flag: String,
+    /// Its environment variable.
+    pub env: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// A problem with the setting whose flag is `--{flag}`; its environment variable is looked up
+    /// in the CLI definition.
+    pub fn new(flag: &str, problem: impl Into<String>) -> ConfigError {
+        let cli = Settings::augment_args(clap::Command::new("serve"));
+        let arg = cli.get_arguments().find(|a| a.get_long() == Some(flag));
+        debug_assert!(arg.is_some(), "no flag --{flag}");
+        let env = arg.and_then(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        ConfigError { flag: flag.to_owned(), env, problem: problem.into() }
     }
 }

@@ -357,14 +357,17 @@ mfa-acr = ["urn:acme:loa:2"]
     let config = ServeArgs::parse(["--config", file]).expect("file read").into_config().expect("valid");
     let names: Vec<&str> = config.issuers.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["staff", "partners"]);
-    assert_eq!(config.user_pool_id, "eu-west-2_AbC123", "the only Cognito issuer is the one the HTTP module serves");
+    assert_eq!(
+        config.pool.user_pool_id, "eu-west-2_AbC123",
+        "the only Cognito issuer is the one the HTTP module serves"
+    );
     let both = ServeArgs::parse(["--config", file, "--user-pool-id", "eu-west-1_X"]).unwrap().into_config();
     let line = both.expect_err("refused").to_string();
     assert!(!line.contains('\n') && line.contains("user-pool-id and [[issuer]] tables"), "{line}");
     // The single-pool `issuer` key is still a string in the same file format.
     std::fs::write(&path, "region = \"us-east-1\"\nuser-pool-id = \"us-east-1_Q\"\nclient-id = [\"x\"]\nissuer = \"https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Q\"\n").unwrap();
     let single = ServeArgs::parse(["--config", file]).unwrap().into_config().expect("single pool");
-    assert!(single.issuers.is_empty() && single.issuer.ends_with("us-east-1_Q"));
+    assert!(single.issuers.is_empty() && single.pool.issuer.ends_with("us-east-1_Q"));
 }
 
 #[tokio::test]

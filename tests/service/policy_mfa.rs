@@ -215,7 +215,7 @@ async fn machine_tokens_are_refused_unless_allowed() {
 
 #[tokio::test]
 async fn allowed_machine_tokens_pass_only_scoped_non_mfa_rules() {
-    let g = gate_with(|c| c.allow_machine_tokens = true, FakeMfa::new()).await;
+    let g = gate_with(|c| c.pool.allow_machine_tokens = true, FakeMfa::new()).await;
     let token = machine_token("reports/read");
     let scoped = [("access", "authenticated"), ("scopes", "reports/read")];
     let a = g.ask(request("/api/reports", Some(&token), &scoped, &[])).await;

@@ -6,6 +6,7 @@ use std::process::Command;
 use clap::Parser;
 use cognito_authz::cli::{Cli, Command as Subcommand};
 use cognito_authz::config::*;
+use cognito_authz::loopback::https_unless_loopback;
 
 use crate::common::temp_dir;
 
@@ -83,12 +84,12 @@ fn args() -> Settings {
 #[test]
 fn issuer_and_jwks_url_are_derived_from_region_and_pool() {
     let config = args().into_config().expect("valid configuration");
-    assert_eq!(config.issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123");
+    assert_eq!(config.pool.issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123");
     assert_eq!(
-        config.jwks_url.as_str(),
+        config.pool.jwks_url.as_str(),
         "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123/.well-known/jwks.json"
     );
-    assert_eq!(config.client_ids, ["abc", "def"]);
+    assert_eq!(config.pool.client_ids, ["abc", "def"]);
     assert_eq!(config.leeway_seconds, 0);
     assert_eq!(config.grpc_listen.to_string(), "0.0.0.0:9001");
 }
@@ -124,9 +125,9 @@ fn an_emulator_on_loopback_may_have_its_own_pool_ids_and_an_http_issuer() {
         ..args()
     };
     let config = local().into_config().expect("cognito-local's settings");
-    assert_eq!(config.issuer, "http://127.0.0.1:19229/local_2GZIdE59", "its issuer: its address and the pool");
-    assert_eq!(config.jwks_url.as_str(), "http://127.0.0.1:19229/local_2GZIdE59/.well-known/jwks.json");
-    let emulator = config.emulator.expect("said at start-up");
+    assert_eq!(config.pool.issuer, "http://127.0.0.1:19229/local_2GZIdE59", "its issuer: its address and the pool");
+    assert_eq!(config.pool.jwks_url.as_str(), "http://127.0.0.1:19229/local_2GZIdE59/.well-known/jwks.json");
+    let emulator = config.pool.emulator.expect("said at start-up");
     assert!(emulator.pool_id && emulator.http_issuer);
     let explicit = Settings { issuer: Some("http://localhost:19229/local_2GZIdE59".into()), ..local() };
     assert!(explicit.into_config().is_ok());
@@ -155,7 +156,7 @@ fn an_emulator_on_loopback_may_have_its_own_pool_ids_and_an_http_issuer() {
     };
     let moto = moto.into_config().unwrap();
     assert_eq!(
-        (moto.emulator, moto.issuer.as_str()),
+        (moto.pool.emulator, moto.pool.issuer.as_str()),
         (None, "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_0123abcd")
     );
 }
@@ -182,10 +183,10 @@ fn oauth_urls_carry_secrets_only_over_tls_or_loopback() {
 
 #[test]
 fn plain_http_jwks_is_allowed_only_on_loopback() {
-    assert!(jwks_url_checked("http://127.0.0.1:5000/p/.well-known/jwks.json").is_ok());
-    assert!(jwks_url_checked("http://localhost/jwks").is_ok());
-    assert!(jwks_url_checked("http://[::1]/jwks").is_ok());
-    assert!(jwks_url_checked("http://10.0.0.1/jwks").is_err());
+    assert!(https_unless_loopback("http://127.0.0.1:5000/p/.well-known/jwks.json").is_ok());
+    assert!(https_unless_loopback("http://localhost/jwks").is_ok());
+    assert!(https_unless_loopback("http://[::1]/jwks").is_ok());
+    assert!(https_unless_loopback("http://10.0.0.1/jwks").is_err());
 }
 
 #[test]
@@ -210,7 +211,7 @@ fn the_file_fills_what_flags_and_environment_leave_unset() {
     assert_eq!(config.leeway_seconds, 1, "a flag wins over the file");
     assert!(!config.shadow, "a flag wins over the file, also to say false");
     assert_eq!(config.keys.cooldown, std::time::Duration::from_secs(7), "the file wins over the default");
-    assert_eq!(config.client_ids, ["x"]);
+    assert_eq!(config.pool.client_ids, ["x"]);
     assert_eq!(config.token_cache_size, Settings::default().token_cache_size, "the default, where nobody says");
     std::fs::write(&path, "regoin = \"us-east-1\"\n").unwrap();
     let err = ServeArgs::parse(["--config", file]).expect_err("unknown key");
