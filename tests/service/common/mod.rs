@@ -1,6 +1,6 @@
 //! Shared test fixtures: signing keys, Cognito-shaped tokens, the service's parts with keys from a
-//! script, a JWKS server on loopback, and a running cognito-authz. Keys are generated per run;
-//! nothing secret is stored.
+//! script, a JWKS server on loopback (for the tests of the HTTP key fetch itself), and a running
+//! cognito-authz. Keys are generated per run; nothing secret is stored.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -95,7 +95,8 @@ pub(crate) enum Mode {
     Slow(Duration),
 }
 
-/// A JWKS endpoint on loopback whose document and behaviour tests change while it runs.
+/// A JWKS endpoint on loopback, for the tests of the HTTP key fetch itself (status, redirects,
+/// slowness, readiness over a real fetch); how it answers can change while it runs.
 #[derive(Clone)]
 pub(crate) struct JwksServer {
     pub addr: SocketAddr,
@@ -103,18 +104,14 @@ pub(crate) struct JwksServer {
 }
 
 struct JwksState {
-    document: Mutex<Value>,
+    document: Value,
     mode: Mutex<Mode>,
     hits: AtomicU64,
 }
 
 impl JwksServer {
     pub(crate) async fn start(document: Value) -> JwksServer {
-        let inner = Arc::new(JwksState {
-            document: Mutex::new(document),
-            mode: Mutex::new(Mode::Serve),
-            hits: AtomicU64::new(0),
-        });
+        let inner = Arc::new(JwksState { document, mode: Mutex::new(Mode::Serve), hits: AtomicU64::new(0) });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let port = addr.port();
@@ -137,10 +134,6 @@ impl JwksServer {
         format!("http://{}/pool/.well-known/jwks.json", self.addr)
     }
 
-    pub(crate) fn set_document(&self, document: Value) {
-        *self.inner.document.lock().unwrap() = document;
-    }
-
     pub(crate) fn set_mode(&self, mode: Mode) {
         *self.inner.mode.lock().unwrap() = mode;
     }
@@ -157,9 +150,9 @@ async fn serve_jwks(State(state): State<Arc<JwksState>>) -> Response {
         Mode::Fail => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Mode::Slow(delay) => {
             tokio::time::sleep(delay).await;
-            axum::Json(state.document.lock().unwrap().clone()).into_response()
+            axum::Json(state.document.clone()).into_response()
         }
-        Mode::Serve => axum::Json(state.document.lock().unwrap().clone()).into_response(),
+        Mode::Serve => axum::Json(state.document.clone()).into_response(),
     }
 }
 
