@@ -1,11 +1,14 @@
 //! Every token rule, decided in-process through `ExtAuthz::decide` and read back from the encoded
-//! `CheckResponse` exactly as Envoy would receive it. The keys come from a JWKS on loopback.
+//! `CheckResponse` exactly as Envoy would receive it. The keys come from a script (`ScriptedKeys`).
+
+use std::sync::Arc;
 
 use crate::common::*;
 use cognito_authz::error::code;
 use cognito_authz::ext_authz::ExtAuthz;
 use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
+use cognito_authz::scripted_keys::ScriptedKeys;
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -64,16 +67,15 @@ fn decode(response: CheckResponse) -> Decided {
 
 struct Harness {
     ext: ExtAuthz,
-    jwks: JwksServer,
+    keys: Arc<ScriptedKeys>,
 }
 
 async fn harness() -> Harness {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await, "the test JWKS loads");
+    let keys = serving(&["kid-1"]);
+    let parts = scripted_parts(&crate::common::config(NO_JWKS), FakeMfa::new(), &keys).await;
     // With the claims as metadata (off by default since `--emit-claims-metadata`), so the tests
     // read everything an allow can say.
-    Harness { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics).claims_metadata(true), jwks }
+    Harness { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics).claims_metadata(true), keys }
 }
 
 impl Harness {
@@ -235,13 +237,13 @@ async fn other_algorithms_are_refused() {
 #[tokio::test]
 async fn oversized_garbage_and_missing_tokens_are_refused_without_a_fetch() {
     let h = harness().await;
-    let before = h.jwks.hits();
+    let before = h.keys.fetches();
     let bad = "Could not validate credentials";
     assert_unauthenticated(&h.token(&"a".repeat(16 * 1024 + 1)).await, bad);
     for garbage in ["garbage", "a.b.c", "....", "e30.e30.e30", "ey!.ey.ey", "\u{1F600}.a.b"] {
         assert_unauthenticated(&h.token(garbage).await, bad);
     }
-    assert_eq!(h.jwks.hits(), before, "no JWKS fetch for malformed tokens");
+    assert_eq!(h.keys.fetches(), before, "no JWKS fetch for malformed tokens");
 
     let d = decode(h.ext.decide(&check_request("/", &[]), now()).await);
     assert_eq!((d.code, d.http_status), (code::UNAUTHENTICATED, Some(401)));
@@ -269,9 +271,9 @@ async fn check_request_without_http_attributes_is_a_bad_request() {
 
 #[tokio::test]
 async fn unreachable_keys_give_503_not_401() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    jwks.set_mode(Mode::Fail);
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
+    let keys = serving(&["kid-1"]);
+    keys.answer(fetch_fails());
+    let parts = scripted_issuers(&crate::common::config(NO_JWKS), vec![(keys, FakeMfa::new())]).await;
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!((d.code, d.http_status), (code::UNAVAILABLE, Some(503)));
@@ -281,9 +283,7 @@ async fn unreachable_keys_give_503_not_401() {
 
 #[tokio::test]
 async fn strip_authorization_removes_the_header_on_allow() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
+    let parts = scripted_parts(&crate::common::config(NO_JWKS), FakeMfa::new(), &serving(&["kid-1"])).await;
     let ext = ExtAuthz::new(parts.authorizer, true, parts.metrics);
     let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!(d.code, code::OK);
@@ -292,11 +292,9 @@ async fn strip_authorization_removes_the_header_on_allow() {
 
 #[tokio::test]
 async fn token_cookie_is_read_when_no_header_is_sent() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.token_cookie = Some("access_token".into());
-    let parts = crate::common::parts(&config, FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
+    let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let t = signed(&access_claims());
     let cookie = format!("theme=dark; access_token={t}");
@@ -314,12 +312,10 @@ fn with_method(mut request: CheckRequest, method: &str) -> CheckRequest {
 
 #[tokio::test]
 async fn a_cookie_credential_needs_a_same_site_request() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.token_cookie = Some("access_token".into());
     config.auth.allowed_origins = vec!["https://app.example.com".into()];
-    let parts = crate::common::parts(&config, FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
+    let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let cookie = format!("access_token={}", signed(&access_claims()));
     let request = |method: &str, extra: &[(&str, &str)]| {
@@ -353,9 +349,8 @@ async fn a_cookie_credential_needs_a_same_site_request() {
 
 #[tokio::test]
 async fn a_cached_token_is_dropped_when_its_key_leaves_the_jwks() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1"), &key("kid-2")])).await;
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
+    let script = serving(&["kid-1", "kid-2"]);
+    let parts = scripted_parts(&crate::common::config(NO_JWKS), FakeMfa::new(), &script).await;
     let cache = parts.verifier.cache().clone();
     let keys = parts.keys.clone();
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
@@ -368,7 +363,7 @@ async fn a_cached_token_is_dropped_when_its_key_leaves_the_jwks() {
     assert!(keys.refresh().await);
     assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::OK);
     // kid-2 is rotated out: the cached verification no longer counts.
-    jwks.set_document(crate::common::jwks(&[&key("kid-1")]));
+    script.rotate(&[&key("kid-1")]);
     assert!(keys.refresh().await);
     assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::UNAUTHENTICATED);
 }
@@ -388,8 +383,7 @@ fn mapping(name: &str, claim: &str) -> cognito_authz::headers::HeaderClaim {
 
 #[tokio::test]
 async fn mapped_claims_become_headers_and_are_removed_when_absent() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.header_claims = vec![
         mapping("x-user-email", "email"),
         mapping("x-tenant", "custom:tenant"),
@@ -398,8 +392,7 @@ async fn mapped_claims_become_headers_and_are_removed_when_absent() {
         mapping("x-teams", "teams"),
         mapping("x-profile", "profile"),
     ];
-    let parts = crate::common::parts(&config, FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
+    let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
     let identity = cognito_authz::headers::IdentityHeaders::with_mapped(&config.header_claims);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics).identity_headers(identity);
     let rich = with(json!({
@@ -436,10 +429,8 @@ fn in_route(mut request: CheckRequest, route: &[(&str, &str)]) -> CheckRequest {
 
 #[tokio::test]
 async fn shadow_mode_decides_logs_and_counts_but_lets_the_request_through() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let mfa = FakeMfa::new();
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), mfa).await;
-    assert!(parts.keys.refresh().await);
+    let parts = scripted_parts(&crate::common::config(NO_JWKS), mfa, &serving(&["kid-1"])).await;
     let metrics = parts.metrics.clone();
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let mut bob = access_claims();
@@ -477,15 +468,13 @@ async fn shadow_mode_decides_logs_and_counts_but_lets_the_request_through() {
 
 #[tokio::test]
 async fn shadow_everywhere_yields_to_a_route_or_rule_that_says_enforce() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.shadow = true;
     config.policy = cognito_authz::policy::Policy::from_toml(
         "[[rule]]\nprefix = \"/billing\"\naccess = \"mfa\"\nmode = \"enforce\"\n\n[[rule]]\nprefix = \"/beta\"\naccess = \"mfa\"\n",
     )
     .unwrap();
-    let parts = crate::common::parts(&config, FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
+    let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let mut bob = access_claims();
     bob["username"] = json!("bob");

@@ -1,6 +1,7 @@
 //! A corpus of malformed and malicious requests: each is refused with 401 (or 400 where the request
 //! itself is malformed), none panics, none is slow, and no header makes the service fetch a key
-//! from anywhere but its configured JWKS.
+//! from anywhere but its configured key source. The trusted keys come from a script; the
+//! attacker's JWKS is a real one on loopback, so a fetch a token's header asked for would be seen.
 
 use std::time::{Duration, Instant};
 
@@ -127,6 +128,12 @@ fn corpus(evil: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The decision path in-process, keys from a script.
+async fn service() -> ExtAuthz {
+    let parts = scripted_parts(&config(NO_JWKS), FakeMfa::new(), &serving(&["kid-1"])).await;
+    ExtAuthz::new(parts.authorizer, false, parts.metrics)
+}
+
 fn status(response: &cognito_authz::pb::auth::CheckResponse) -> (i32, Option<i32>) {
     let code = response.status.as_ref().map_or(0, |s| s.code);
     match &response.http_response {
@@ -137,14 +144,11 @@ fn status(response: &cognito_authz::pb::auth::CheckResponse) -> (i32, Option<i32
 
 #[tokio::test]
 async fn every_hostile_token_is_refused_quickly_and_no_foreign_key_is_fetched() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let evil = JwksServer::start(crate::common::jwks(&[
         &cognito_authz::signing_key::SigningKey::generate("attacker").unwrap()
     ]))
     .await;
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
-    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let ext = service().await;
     let cases = corpus(&evil.url());
     assert!(cases.len() >= 60, "{} cases", cases.len());
     for (name, token) in &cases {
@@ -174,10 +178,7 @@ fn with_header_map(headers: Vec<HeaderValue>) -> CheckRequest {
 
 #[tokio::test]
 async fn malformed_requests_are_refused() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
-    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let ext = service().await;
     let good = key("kid-1").sign(&access_claims());
     let bearer_good = format!("Bearer {good}");
     let cases: Vec<(&str, CheckRequest, i32)> = vec![
@@ -230,10 +231,7 @@ async fn mean_check(ext: &ExtAuthz, token: &str, rounds: u32) -> Duration {
 
 #[tokio::test]
 async fn a_header_stuffed_with_keys_costs_no_more_than_a_plain_refusal_of_its_size() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
-    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let ext = service().await;
     let payload = access_claims().to_string();
     // ~1,100 distinct keys: each one used to be compared with every key before it.
     let keys: String = (0..1100).map(|i| format!(",\"k{i}\":0")).collect();
@@ -261,10 +259,7 @@ async fn a_header_stuffed_with_keys_costs_no_more_than_a_plain_refusal_of_its_si
 
 #[tokio::test]
 async fn identity_headers_spelled_with_underscores_are_refused_on_every_route() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
-    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let ext = service().await;
     let bearer_good = format!("Bearer {}", key("kid-1").sign(&access_claims()));
     let public = |headers: &[(&str, &str)]| {
         let mut request = check_request("/api/items", headers);

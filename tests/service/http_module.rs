@@ -159,19 +159,17 @@ struct Module {
 }
 
 async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) -> Module {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let (endpoint, fake) = fake_cognito().await;
     let endpoint = if cognito_up { endpoint } else { "http://127.0.0.1:9".to_owned() };
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.auth.allowed_origins = vec![ORIGIN.into()];
     config.auth.redirect_uri = Some("https://app.example.com/callback".into());
     config.auth.logout_redirect_uri = Some("https://app.example.com/bye".into());
-    let mut parts = crate::common::parts(&config, FakeMfa::new()).await;
+    let mut parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
     if let Some(store) = store {
         let revocations = Revocations::new(store, false, None);
         parts = server::assemble(&config, parts.keys.clone(), FakeMfa::new(), revocations);
     }
-    assert!(parts.keys.refresh().await);
     let cognito = Arc::new(
         SdkCognito::new(
             REGION,

@@ -1,6 +1,7 @@
 //! Several issuers in one server (issue 13): two Cognito pools and one OIDC provider, each with
-//! its own signing key on its own JWKS endpoint, decided in-process through `ExtAuthz::decide`.
-//! Every refusal is shown next to the allow it would otherwise have been.
+//! its own signing key from its own key script (a JWKS endpoint on loopback each for readiness),
+//! decided in-process through `ExtAuthz::decide`. Every refusal is shown next to the allow it
+//! would otherwise have been.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use cognito_authz::issuer::{IssuerKind, IssuerTable, validate};
 use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
 use cognito_authz::policy::Policy;
+use cognito_authz::scripted_keys::ScriptedKeys;
 use serde_json::{Value, json};
 
 const CUSTOMERS_POOL: &str = "eu-west-1_Customers";
@@ -26,22 +28,23 @@ fn customers_iss() -> String {
 
 struct World {
     ext: ExtAuthz,
-    staff: JwksServer,
-    customers: JwksServer,
-    partners: JwksServer,
+    staff: Arc<ScriptedKeys>,
+    customers: Arc<ScriptedKeys>,
+    partners: Arc<ScriptedKeys>,
     staff_mfa: Arc<FakeMfa>,
     customers_mfa: Arc<FakeMfa>,
     metrics: cognito_authz::metrics::Metrics,
 }
 
-fn tables(staff: &JwksServer, customers: &JwksServer, partners: &JwksServer) -> Vec<IssuerTable> {
+/// The staff, customers and partners tables, each with its keys at the URL given for it.
+fn tables([staff, customers, partners]: [&str; 3]) -> Vec<IssuerTable> {
     vec![
         IssuerTable {
             name: "staff".into(),
             region: Some(REGION.into()),
             user_pool_id: Some(POOL.into()),
             client_id: vec![CLIENT.into()],
-            jwks_url: Some(staff.url()),
+            jwks_url: Some(staff.into()),
             ..IssuerTable::default()
         },
         IssuerTable {
@@ -49,14 +52,14 @@ fn tables(staff: &JwksServer, customers: &JwksServer, partners: &JwksServer) -> 
             region: Some(REGION.into()),
             user_pool_id: Some(CUSTOMERS_POOL.into()),
             client_id: vec![CUSTOMERS_CLIENT.into()],
-            jwks_url: Some(customers.url()),
+            jwks_url: Some(customers.into()),
             ..IssuerTable::default()
         },
         IssuerTable {
             name: "partners".into(),
             kind: IssuerKind::Oidc,
             issuer: Some(PARTNERS_ISS.into()),
-            jwks_url: Some(partners.url()),
+            jwks_url: Some(partners.into()),
             audience: vec![API.into()],
             mfa_amr: Some(vec!["mfa".into(), "otp".into()]),
             mfa_acr: vec!["urn:acme:loa:2".into()],
@@ -66,20 +69,22 @@ fn tables(staff: &JwksServer, customers: &JwksServer, partners: &JwksServer) -> 
 }
 
 async fn world_with(configure: impl FnOnce(&mut Config)) -> World {
-    let staff = JwksServer::start(jwks(&[&key("staff-key")])).await;
-    let customers = JwksServer::start(jwks(&[&key("customers-key")])).await;
-    let partners = JwksServer::start(jwks(&[&key("partners-key")])).await;
-    let mut config = config(&staff.url());
-    config.issuers = validate(&tables(&staff, &customers, &partners)).expect("valid tables");
+    let staff = serving(&["staff-key"]);
+    let customers = serving(&["customers-key"]);
+    let partners = serving(&["partners-key"]);
+    let mut config = config(NO_JWKS);
+    config.issuers = validate(&tables([NO_JWKS; 3])).expect("valid tables");
     configure(&mut config);
     let staff_mfa = FakeMfa::new();
     let customers_mfa = FakeMfa::new();
     // The same username in the two pools: only the customers pool says alice has no TOTP.
     customers_mfa.set("alice", Ok(MfaState::NotEnrolled));
-    let partners_mfa = FakeMfa::new();
-    let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> =
-        vec![staff_mfa.clone(), customers_mfa.clone(), partners_mfa];
-    let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
+    let issuers = vec![
+        (staff.clone(), staff_mfa.clone()),
+        (customers.clone(), customers_mfa.clone()),
+        (partners.clone(), FakeMfa::new()),
+    ];
+    let parts = scripted_issuers(&config, issuers).await;
     assert_eq!(parts.issuer_keys.len(), 3);
     let metrics = parts.metrics.clone();
     World {
@@ -213,13 +218,13 @@ async fn an_iss_no_issuer_has_is_refused_without_fetching_any_keys() {
     let w = world().await;
     let mut stranger = access_claims();
     stranger["iss"] = json!("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Stranger");
-    let hits = || w.staff.hits() + w.customers.hits() + w.partners.hits();
+    let fetches = || w.staff.fetches() + w.customers.fetches() + w.partners.fetches();
     let answer = w.authenticated(&key("stranger").sign(&stranger)).await;
     assert_eq!((answer.code, answer.status), (code::UNAUTHENTICATED, Some(401)));
-    assert_eq!(hits(), 0, "no issuer's keys were fetched");
+    assert_eq!(fetches(), 0, "no issuer's keys were fetched");
     // Positive control: a known iss does make its own issuer fetch, and only its own.
     assert_eq!(w.authenticated(&staff_token()).await.code, code::OK);
-    assert_eq!((w.staff.hits(), w.customers.hits(), w.partners.hits()), (1, 0, 0));
+    assert_eq!((w.staff.fetches(), w.customers.fetches(), w.partners.fetches()), (1, 0, 0));
 }
 
 #[tokio::test]
@@ -315,8 +320,8 @@ async fn one_issuers_keys_down_makes_only_its_own_tokens_503() {
     assert_eq!(w.authenticated(&partners_token(json!({}))).await.code, code::OK, "partners' keys loaded once");
     assert_eq!(w.authenticated(&staff_token()).await.code, code::OK);
     // The partners rotate to a key we have not seen, and their JWKS goes down.
-    w.partners.set_document(jwks(&[&key("partners-key-2")]));
-    w.partners.set_mode(Mode::Fail);
+    w.partners.rotate(&[&key("partners-key-2")]);
+    w.partners.answer(fetch_fails());
     let header = json!({"alg": "RS256", "kid": "partners-key-2", "typ": "at+jwt"});
     let rotated = key("partners-key-2").sign_raw(&header.to_string(), &partners_claims(json!({})).to_string());
     let down = w.authenticated(&rotated).await;
@@ -403,7 +408,7 @@ async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
     let partners = JwksServer::start(jwks(&[&key("partners-key")])).await;
     partners.set_mode(Mode::Fail);
     let mut config = config(&staff.url());
-    config.issuers = validate(&tables(&staff, &customers, &partners)).expect("valid tables");
+    config.issuers = validate(&tables([&staff.url(), &customers.url(), &partners.url()])).expect("valid tables");
     let listeners = server::Listeners {
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -452,14 +457,11 @@ async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
 
 #[tokio::test]
 async fn only_the_served_issuers_tokens_may_reach_its_cognito_or_oauth_endpoints() {
-    let staff = JwksServer::start(jwks(&[&key("staff-key")])).await;
-    let customers = JwksServer::start(jwks(&[&key("customers-key")])).await;
-    let partners = JwksServer::start(jwks(&[&key("partners-key")])).await;
     // The single-pool fields name the staff pool (as `oauth-issuer = "staff"` makes them).
-    let mut config = config(&staff.url());
-    config.issuers = validate(&tables(&staff, &customers, &partners)).expect("valid tables");
-    let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new(), FakeMfa::new(), FakeMfa::new()];
-    let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
+    let mut config = config(NO_JWKS);
+    config.issuers = validate(&tables([NO_JWKS; 3])).expect("valid tables");
+    let kids = ["staff-key", "customers-key", "partners-key"];
+    let parts = scripted_issuers(&config, kids.map(|kid| (serving(&[kid]), FakeMfa::new())).into()).await;
     let verifier = parts.verifier;
     let staff_claims = verifier.verify(&staff_token(), now()).await.expect("staff token");
     assert!(verifier.serves(&staff_claims), "the served pool's own token");
@@ -469,8 +471,7 @@ async fn only_the_served_issuers_tokens_may_reach_its_cognito_or_oauth_endpoints
     }
     // With only OIDC issuers, no issuer is served.
     config.issuers.retain(|i| i.name == "partners");
-    let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new()];
-    let parts = cognito_authz::server::build_for_issuers(&config, sources, None).await.expect("parts");
+    let parts = scripted_issuers(&config, vec![(serving(&["partners-key"]), FakeMfa::new())]).await;
     let claims = parts.verifier.verify(&partners_token(json!({})), now()).await.expect("partners token");
     assert!(!parts.verifier.serves(&claims));
 }

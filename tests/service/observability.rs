@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use crate::common::*;
 use cognito_authz::ext_authz::ExtAuthz;
 use cognito_authz::pb::auth::authorization_server::Authorization;
+use cognito_authz::scripted_keys::ScriptedKeys;
 use serde_json::json;
 
-async fn service() -> (ExtAuthz, cognito_authz::metrics::Metrics, JwksServer) {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-    assert!(parts.keys.refresh().await);
+async fn service() -> (ExtAuthz, cognito_authz::metrics::Metrics, Arc<ScriptedKeys>) {
+    let keys = serving(&["kid-1"]);
+    let parts = scripted_parts(&crate::common::config(NO_JWKS), FakeMfa::new(), &keys).await;
     let metrics = parts.metrics.clone();
-    (ExtAuthz::new(parts.authorizer, false, parts.metrics), metrics, jwks)
+    (ExtAuthz::new(parts.authorizer, false, parts.metrics), metrics, keys)
 }
 
 /// The value of the sample named exactly `series` (name and labels), if exposed.
@@ -29,7 +29,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test]
 async fn metrics_count_decisions_by_outcome_and_reason_and_read_the_parts() {
     let _serial = SERIAL.lock().await;
-    let (ext, metrics, jwks) = service().await;
+    let (ext, metrics, keys) = service().await;
     let token = key("kid-1").sign(&access_claims());
     let mut expired = access_claims();
     expired["exp"] = json!(now() - 10);
@@ -65,7 +65,7 @@ async fn metrics_count_decisions_by_outcome_and_reason_and_read_the_parts() {
     assert_eq!(at(&format!("{prefix}token_cache_hits_total")), 1.0, "the second allow came from the cache");
     assert_eq!(at(&format!("{prefix}token_cache_misses_total")), 22.0);
     assert_eq!(at(&format!("{prefix}jwks_fetches_total")), 2.0, "start-up, then one for the unknown kids");
-    assert_eq!(jwks.hits(), 2);
+    assert_eq!(keys.fetches(), 2);
     assert_eq!(at(&format!("{prefix}jwks_fetch_failures_total")), 0.0);
     assert_eq!(at(&format!("{prefix}jwks_keys")), 1.0);
     let refreshed = at(&format!("{prefix}jwks_last_refresh_timestamp_seconds"));
@@ -98,7 +98,7 @@ impl Write for Capture {
 #[tokio::test(flavor = "current_thread")]
 async fn a_checked_requests_traceparent_reaches_the_services_log_lines() {
     let _serial = SERIAL.lock().await;
-    let (ext, _metrics, _jwks) = service().await;
+    let (ext, _metrics, _keys) = service().await;
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();

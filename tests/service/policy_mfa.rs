@@ -27,9 +27,9 @@ struct Gate {
 
 /// The decision path in-process, keys from a script: the tests may pause the clock.
 async fn gate_with(mut configure: impl FnMut(&mut Config), mfa: Arc<FakeMfa>) -> Gate {
-    let mut config = crate::common::config("https://keys.invalid/jwks.json");
+    let mut config = crate::common::config(NO_JWKS);
     configure(&mut config);
-    let parts = crate::common::scripted_parts(&config, mfa.clone(), &[&key("kid-1")]).await;
+    let parts = crate::common::scripted_parts(&config, mfa.clone(), &serving(&["kid-1"])).await;
     Gate { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics.clone()), mfa, metrics: parts.metrics }
 }
 

@@ -222,14 +222,11 @@ proptest! {
 
 type Fixture = (tokio::runtime::Runtime, cognito_authz::authz::Authorizer, String);
 
-/// One running verifier for the whole property (keys fetched once, from a loopback JWKS).
+/// One running verifier for the whole property (keys loaded once, from a script).
 static VERIFIER: std::sync::LazyLock<Fixture> = std::sync::LazyLock::new(|| {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let authorizer = runtime.block_on(async {
-        let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-        let parts = crate::common::parts(&crate::common::config(&jwks.url()), FakeMfa::new()).await;
-        assert!(parts.keys.refresh().await);
-        std::mem::forget(jwks);
+        let parts = scripted_parts(&crate::common::config(NO_JWKS), FakeMfa::new(), &serving(&["kid-1"])).await;
         parts.authorizer
     });
     let token = key("kid-1").sign(&access_claims());

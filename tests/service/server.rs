@@ -1,10 +1,13 @@
 //! The real server on 127.0.0.1:0, driven by a tonic client: health, key rotation, the unknown-`kid`
-//! cooldown, failing and slow key fetches, and graceful shutdown.
+//! cooldown, failing and slow key fetches, and graceful shutdown. The keys come from a script
+//! (`ScriptedKeys`), except where the HTTP fetch is the subject: readiness over a JWKS on loopback,
+//! a JWKS down at start or slow to answer, and redirects.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use cognito_authz::config::Config;
 use cognito_authz::error::code;
 use cognito_authz::mfa::MfaGate;
 use cognito_authz::pb::auth::authorization_client::AuthorizationClient;
@@ -12,6 +15,7 @@ use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::pb::auth::{CheckRequest, CheckResponse, OkHttpResponse};
 use cognito_authz::revocation::Entry;
 use cognito_authz::revocation::Revocations;
+use cognito_authz::scripted_keys::{self, Answer, ScriptedKeys};
 use cognito_authz::server::{self, AUTHZ_SERVICE};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -29,18 +33,30 @@ struct Running {
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn start(config: cognito_authz::config::Config) -> Running {
-    start_with(config, FakeMfa::new()).await
+async fn start(config: Config, keys: &Arc<ScriptedKeys>) -> Running {
+    start_with(config, keys, FakeMfa::new()).await
 }
 
-async fn start_with(config: cognito_authz::config::Config, mfa: Arc<FakeMfa>) -> Running {
+/// Serves with keys from `keys`, which the server loads at start-up as it would from a JWKS.
+async fn start_with(config: Config, keys: &Arc<ScriptedKeys>, mfa: Arc<FakeMfa>) -> Running {
+    let parts = scripted_issuers(&config, vec![(keys.clone(), mfa)]).await;
+    run(config, parts).await
+}
+
+/// Serves with keys fetched from `config`'s JWKS URL.
+async fn start_over_http(config: Config) -> Running {
+    let parts = crate::common::parts(&config, FakeMfa::new()).await;
+    run(config, parts).await
+}
+
+/// Serves `parts` on loopback until stopped.
+async fn run(config: Config, parts: server::Parts) -> Running {
     let listeners = server::Listeners {
         grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
-    let parts = crate::common::parts(&config, mfa).await;
     let (mfa, revocations) = (parts.mfa.clone(), parts.revocations.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
@@ -95,7 +111,7 @@ fn token_for(kid: &str) -> String {
 #[tokio::test]
 async fn health_is_serving_once_keys_load_and_a_valid_token_passes() {
     let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let server = start(crate::common::config(&jwks.url())).await;
+    let server = start_over_http(crate::common::config(&jwks.url())).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await, "SERVING after the first load");
     assert_eq!(server.health("").await, ServingStatus::Serving);
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
@@ -104,22 +120,22 @@ async fn health_is_serving_once_keys_load_and_a_valid_token_passes() {
 
 #[tokio::test]
 async fn a_rotated_key_is_accepted_at_once() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let server = start(crate::common::config(&jwks.url())).await;
+    let keys = serving(&["kid-1"]);
+    let server = start(crate::common::config(NO_JWKS), &keys).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
-    let before = jwks.hits();
-    jwks.set_document(crate::common::jwks(&[&key("kid-1"), &key("kid-2")]));
+    let before = keys.fetches();
+    keys.rotate(&[&key("kid-1"), &key("kid-2")]);
     assert_eq!(server.code(bearer(&token_for("kid-2"))).await, code::OK, "new kid accepted on first sight");
-    assert_eq!(jwks.hits(), before + 1, "exactly one fetch for the rotation");
+    assert_eq!(keys.fetches(), before + 1, "exactly one fetch for the rotation");
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
 }
 
 #[tokio::test]
 async fn random_kids_cost_one_fetch_per_cooldown() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let server = start(crate::common::config(&jwks.url())).await;
+    let keys = serving(&["kid-1"]);
+    let server = start(crate::common::config(NO_JWKS), &keys).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
-    let before = jwks.hits();
+    let before = keys.fetches();
     let signer = key("kid-1");
     let claims = access_claims().to_string();
     let mut codes = Vec::new();
@@ -138,16 +154,16 @@ async fn random_kids_cost_one_fetch_per_cooldown() {
     }
     assert_eq!(codes.len(), 1000);
     assert!(codes.iter().all(|c| *c == code::UNAUTHENTICATED), "every unknown kid is a 401");
-    assert_eq!(jwks.hits() - before, 1, "1,000 unknown kids cost one fetch");
+    assert_eq!(keys.fetches() - before, 1, "1,000 unknown kids cost one fetch");
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK, "known keys keep working");
 }
 
 #[tokio::test]
 async fn a_failing_fetch_gives_503_for_unknown_kids_while_known_keys_work() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let server = start(crate::common::config(&jwks.url())).await;
+    let keys = serving(&["kid-1"]);
+    let server = start(crate::common::config(NO_JWKS), &keys).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
-    jwks.set_mode(Mode::Fail);
+    keys.answer(fetch_fails());
     assert_eq!(server.code(bearer(&token_for("kid-2"))).await, code::UNAVAILABLE);
     assert_eq!(server.code(bearer(&token_for("kid-1"))).await, code::OK);
     assert_eq!(server.health(AUTHZ_SERVICE).await, ServingStatus::Serving, "old keys still decide");
@@ -157,7 +173,7 @@ async fn a_failing_fetch_gives_503_for_unknown_kids_while_known_keys_work() {
 async fn jwks_down_at_start_means_not_serving_and_503_until_it_returns() {
     let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     jwks.set_mode(Mode::Fail);
-    let server = start(crate::common::config(&jwks.url())).await;
+    let server = start_over_http(crate::common::config(&jwks.url())).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.health(AUTHZ_SERVICE).await, ServingStatus::NotServing);
     assert_eq!(server.health("").await, ServingStatus::NotServing);
@@ -172,7 +188,7 @@ async fn a_slow_fetch_times_out_with_503_and_requests_share_it() {
     let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let mut config = crate::common::config(&jwks.url());
     config.keys.fetch_wait = Duration::from_millis(300);
-    let server = start(config).await;
+    let server = start_over_http(config).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     jwks.set_mode(Mode::Slow(Duration::from_secs(2)));
     let before = jwks.hits();
@@ -195,12 +211,11 @@ async fn a_slow_fetch_times_out_with_503_and_requests_share_it() {
 
 #[tokio::test]
 async fn shutdown_turns_health_off_and_lets_in_flight_checks_finish() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let mut server = start(crate::common::config(&jwks.url())).await;
+    let keys = serving(&["kid-1"]);
+    let mut server = start(crate::common::config(NO_JWKS), &keys).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     // A check held up by a slow key fetch is in flight when the shutdown begins.
-    jwks.set_document(crate::common::jwks(&[&key("kid-1"), &key("kid-2")]));
-    jwks.set_mode(Mode::Slow(Duration::from_millis(600)));
+    keys.answer(Answer::Slow(Duration::from_millis(600), scripted_keys::jwks(&[&key("kid-1"), &key("kid-2")])));
     let mut client = server.authz.clone();
     let in_flight = tokio::spawn(async move { client.check(bearer(&token_for("kid-2"))).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -253,18 +268,18 @@ fn with_access(mut request: CheckRequest, access: &str) -> CheckRequest {
 
 #[tokio::test]
 async fn claims_go_to_dynamic_metadata_only_with_emit_claims_metadata() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let keys = serving(&["kid-1"]);
     let token = token_for("kid-1");
-    let quiet = start(crate::common::config(&jwks.url())).await;
+    let quiet = start(crate::common::config(NO_JWKS), &keys).await;
     assert!(quiet.wait_serving(Duration::from_secs(5)).await);
     for round in ["verified", "from the token cache"] {
         let answer = quiet.check(bearer(&token)).await;
         assert_eq!(set_header(ok(&answer), "x-user-id"), Some(SUB), "{round}");
         assert_eq!(answer.dynamic_metadata, None, "no metadata by default ({round})");
     }
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.emit_claims_metadata = true;
-    let emitting = start(config).await;
+    let emitting = start(config, &keys).await;
     assert!(emitting.wait_serving(Duration::from_secs(5)).await);
     for round in ["verified", "from the token cache"] {
         let answer = emitting.check(bearer(&token)).await;
@@ -280,7 +295,7 @@ async fn claims_go_to_dynamic_metadata_only_with_emit_claims_metadata() {
 
 #[tokio::test]
 async fn with_envoy_stripping_identity_headers_an_allow_removes_only_those_the_request_carried() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+    let keys = serving(&["kid-1"]);
     let token = token_for("kid-1");
     let bearer_with = |extra: &[(&str, &str)]| {
         let authorization = format!("Bearer {token}");
@@ -291,14 +306,14 @@ async fn with_envoy_stripping_identity_headers_an_allow_removes_only_those_the_r
     let forged = [("x-client-id", "forged"), ("x-user-id", "forged")];
 
     // The safe default: every identity header not set is removed, carried or not.
-    let default = start(crate::common::config(&jwks.url())).await;
+    let default = start(crate::common::config(NO_JWKS), &keys).await;
     assert!(default.wait_serving(Duration::from_secs(5)).await);
     assert_eq!(ok(&default.check(bearer_with(&[])).await).headers_to_remove, ["x-client-id"]);
     assert_eq!(ok(&default.check(bearer_with(&forged)).await).headers_to_remove, ["x-client-id"]);
 
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.envoy_strips_identity_headers = true;
-    let stripping = start(config).await;
+    let stripping = start(config, &keys).await;
     assert!(stripping.wait_serving(Duration::from_secs(5)).await);
     let clean = stripping.check(bearer_with(&[])).await;
     assert!(ok(&clean).headers_to_remove.is_empty(), "nothing carried, nothing to remove");
@@ -312,9 +327,8 @@ async fn with_envoy_stripping_identity_headers_an_allow_removes_only_those_the_r
 
 #[tokio::test]
 async fn a_cached_allow_is_never_served_after_a_revocation_or_a_lost_mfa() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let mfa = FakeMfa::new();
-    let server = start_with(crate::common::config(&jwks.url()), mfa.clone()).await;
+    let server = start_with(crate::common::config(NO_JWKS), &serving(&["kid-1"]), mfa.clone()).await;
     assert!(server.wait_serving(Duration::from_secs(5)).await);
     let token = token_for("kid-1");
     let on_mfa = || with_access(bearer(&token), "mfa");

@@ -81,7 +81,7 @@ async fn start(config: Config) -> Result<Running, String> {
     };
     let grpc = format!("https://localhost:{}", listeners.grpc.local_addr().unwrap().port());
     let http = format!("https://localhost:{}", listeners.http.local_addr().unwrap().port());
-    let parts = crate::common::parts(&config, FakeMfa::new()).await;
+    let parts = scripted_issuers(&config, vec![(serving(&["kid-1"]), FakeMfa::new())]).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
         server::serve(&config, parts, listeners, axum::Router::new(), async {
@@ -109,18 +109,17 @@ async fn check(running: &Running, ca_pem: &str, identity: Option<(String, String
     Ok(response.into_inner().status.unwrap().code)
 }
 
-async fn serving_with_tls() -> (Pki, Running, JwksServer) {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
+async fn serving_with_tls() -> (Pki, Running) {
     let pki = pki();
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.tls = Some(pki.files.clone());
     let running = start(config).await.expect("serves with TLS");
-    (pki, running, jwks)
+    (pki, running)
 }
 
 #[tokio::test]
 async fn grpc_with_a_client_ca_answers_only_clients_that_ca_signed() {
-    let (pki, running, _jwks) = serving_with_tls().await;
+    let (pki, running) = serving_with_tls().await;
     let client = pki.ca.sign(&["envoy"], ExtendedKeyUsagePurpose::ClientAuth);
     let mut allowed = Err(String::new());
     // The first check may race the first key load (503); a decision is what counts.
@@ -150,9 +149,8 @@ async fn grpc_with_a_client_ca_answers_only_clients_that_ca_signed() {
 
 #[tokio::test]
 async fn without_a_client_ca_any_tls_client_gets_decisions() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let pki = pki();
-    let mut config = crate::common::config(&jwks.url());
+    let mut config = crate::common::config(NO_JWKS);
     config.tls = Some(TlsFiles { client_ca: None, ..pki.files.clone() });
     let running = start(config).await.expect("serves with TLS");
     let mut answer = Err(String::new());
@@ -168,7 +166,7 @@ async fn without_a_client_ca_any_tls_client_gets_decisions() {
 
 #[tokio::test]
 async fn http_listener_speaks_https_only() {
-    let (pki, running, _jwks) = serving_with_tls().await;
+    let (pki, running) = serving_with_tls().await;
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(pki.ca.pem.as_bytes()).unwrap()])
         .build()
@@ -188,14 +186,13 @@ async fn http_listener_speaks_https_only() {
 
 #[tokio::test]
 async fn unreadable_or_mismatched_tls_files_stop_start_up_with_their_name() {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
     let pki = pki();
     let missing = TlsFiles { cert: pki.dir.join("absent.pem"), ..pki.files.clone() };
     let other_key = write(&pki.dir, "other.key", &KeyPair::generate().unwrap().serialize_pem());
     let mismatched = TlsFiles { key: other_key, ..pki.files.clone() };
     let not_pem = TlsFiles { client_ca: Some(write(&pki.dir, "junk.pem", "not a certificate")), ..pki.files.clone() };
     for (files, expect) in [(missing, "absent.pem"), (mismatched, "does not match"), (not_pem, "junk.pem")] {
-        let mut config = crate::common::config(&jwks.url());
+        let mut config = crate::common::config(NO_JWKS);
         config.tls = Some(files);
         let error = start(config).await.err().expect("start-up fails");
         assert!(error.contains(expect), "{error}");

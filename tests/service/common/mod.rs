@@ -1,5 +1,6 @@
-//! Shared test fixtures: signing keys, Cognito-shaped tokens, a JWKS server on loopback, and a
-//! running cognito-authz. Keys are generated per run; nothing secret is stored.
+//! Shared test fixtures: signing keys, Cognito-shaped tokens, the service's parts with keys from a
+//! script, a JWKS server on loopback (for the tests of the HTTP key fetch itself), and a running
+//! cognito-authz. Keys are generated per run; nothing secret is stored.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -14,10 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cognito_authz::cognito::{Answer, CognitoError, MfaSource, MfaState, User};
 use cognito_authz::config::{Config, StoreSpec};
-use cognito_authz::key_store::KeyStore;
+use cognito_authz::issuer::{Kind, issuers_of};
+use cognito_authz::key_store::{FetchError, KeyStore};
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
-use cognito_authz::scripted_keys::ScriptedKeys;
+use cognito_authz::scripted_keys::{self, ScriptedKeys};
 use cognito_authz::server;
 use cognito_authz::signing_key::SigningKey;
 use serde_json::{Value, json};
@@ -93,7 +95,8 @@ pub(crate) enum Mode {
     Slow(Duration),
 }
 
-/// A JWKS endpoint on loopback whose document and behaviour tests change while it runs.
+/// A JWKS endpoint on loopback, for the tests of the HTTP key fetch itself (status, redirects,
+/// slowness, readiness over a real fetch); how it answers can change while it runs.
 #[derive(Clone)]
 pub(crate) struct JwksServer {
     pub addr: SocketAddr,
@@ -101,18 +104,14 @@ pub(crate) struct JwksServer {
 }
 
 struct JwksState {
-    document: Mutex<Value>,
+    document: Value,
     mode: Mutex<Mode>,
     hits: AtomicU64,
 }
 
 impl JwksServer {
     pub(crate) async fn start(document: Value) -> JwksServer {
-        let inner = Arc::new(JwksState {
-            document: Mutex::new(document),
-            mode: Mutex::new(Mode::Serve),
-            hits: AtomicU64::new(0),
-        });
+        let inner = Arc::new(JwksState { document, mode: Mutex::new(Mode::Serve), hits: AtomicU64::new(0) });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let port = addr.port();
@@ -135,10 +134,6 @@ impl JwksServer {
         format!("http://{}/pool/.well-known/jwks.json", self.addr)
     }
 
-    pub(crate) fn set_document(&self, document: Value) {
-        *self.inner.document.lock().unwrap() = document;
-    }
-
     pub(crate) fn set_mode(&self, mode: Mode) {
         *self.inner.mode.lock().unwrap() = mode;
     }
@@ -155,9 +150,9 @@ async fn serve_jwks(State(state): State<Arc<JwksState>>) -> Response {
         Mode::Fail => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Mode::Slow(delay) => {
             tokio::time::sleep(delay).await;
-            axum::Json(state.document.lock().unwrap().clone()).into_response()
+            axum::Json(state.document.clone()).into_response()
         }
-        Mode::Serve => axum::Json(state.document.lock().unwrap().clone()).into_response(),
+        Mode::Serve => axum::Json(state.document.clone()).into_response(),
     }
 }
 
@@ -232,18 +227,54 @@ pub(crate) fn test_credentials() -> cognito_authz::cognito::Credentials {
     cognito_authz::cognito::Credentials::new("testing", "testing", None, None, "tests")
 }
 
-/// Builds the service parts for `config` with a fake MFA source.
+/// Builds the service parts for `config` with a fake MFA source, fetching keys over HTTP from its
+/// JWKS URL (nothing is fetched until asked).
 pub(crate) async fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
     server::build_with(config, mfa, None).await.expect("parts build")
 }
 
-/// The service parts with keys from a script instead of the network (so a test may pause the
-/// clock: nothing waits on a socket), loaded with `keys`.
-pub(crate) async fn scripted_parts(config: &Config, mfa: Arc<FakeMfa>, keys: &[&SigningKey]) -> server::Parts {
-    let store = KeyStore::new(Arc::new(ScriptedKeys::serving(keys)), config.keys.clone());
-    assert!(store.refresh().await, "scripted keys load");
+/// The JWKS URL of a configuration whose keys come from a script: never fetched (`.invalid` names
+/// no host).
+pub(crate) const NO_JWKS: &str = "https://keys.invalid/jwks.json";
+
+/// A key script serving the keys named `kids` (see [`key`]).
+pub(crate) fn serving(kids: &[&str]) -> Arc<ScriptedKeys> {
+    let keys: Vec<Arc<SigningKey>> = kids.iter().map(|kid| key(kid)).collect();
+    Arc::new(ScriptedKeys::serving(&keys.iter().map(AsRef::as_ref).collect::<Vec<_>>()))
+}
+
+/// What a key fetch gets from a JWKS that answers 503.
+pub(crate) fn fetch_fails() -> scripted_keys::Answer {
+    scripted_keys::Answer::Fail(FetchError::Status(503))
+}
+
+/// The service parts for `config` with keys from scripts instead of the network (so a test may
+/// pause the clock: nothing waits on a socket): one script and MFA source per issuer, in order,
+/// each store made as `server::build_for_issuers` makes it. Nothing is fetched until asked.
+pub(crate) async fn scripted_issuers(
+    config: &Config,
+    issuers: Vec<(Arc<ScriptedKeys>, Arc<FakeMfa>)>,
+) -> server::Parts {
+    let (stores, mfa_sources): (Vec<KeyStore>, Vec<Arc<dyn MfaSource>>) = issuers_of(config)
+        .iter()
+        .zip(issuers)
+        .map(|(issuer, (keys, mfa))| {
+            let store = match &issuer.kind {
+                Kind::Cognito(_) => KeyStore::new(keys, config.keys.clone()),
+                Kind::Oidc(oidc) => KeyStore::for_algorithms(keys, config.keys.clone(), oidc.algorithms.clone()),
+            };
+            (store, mfa as Arc<dyn MfaSource>)
+        })
+        .unzip();
     let (revocations, _) = server::open_revocations(config).await.expect("revocations open");
-    server::assemble(config, store, mfa, revocations)
+    server::assemble_issuers(config, stores, mfa_sources, revocations)
+}
+
+/// The service parts for `config`'s one issuer with keys from `keys`, loaded.
+pub(crate) async fn scripted_parts(config: &Config, mfa: Arc<FakeMfa>, keys: &Arc<ScriptedKeys>) -> server::Parts {
+    let parts = scripted_issuers(config, vec![(keys.clone(), mfa)]).await;
+    assert!(parts.keys.refresh().await, "scripted keys load");
+    parts
 }
 
 /// A fresh directory for one test's state.

@@ -60,13 +60,11 @@ struct Replica {
 }
 
 async fn replica(store: Arc<SharedStore>) -> Replica {
-    let jwks = JwksServer::start(crate::common::jwks(&[&key("kid-1")])).await;
-    let config = crate::common::config(&jwks.url());
+    let config = crate::common::config(NO_JWKS);
     let mfa = FakeMfa::new();
-    let built = crate::common::parts(&config, mfa.clone()).await;
+    let built = scripted_parts(&config, mfa.clone(), &serving(&["kid-1"])).await;
     let revocations = Revocations::new(store, false, None);
     let parts = server::assemble(&config, built.keys.clone(), mfa.clone(), revocations.clone());
-    assert!(parts.keys.refresh().await);
     let admin = admin::routes(AdminState {
         metrics: parts.metrics.clone(),
         revocations: revocations.clone(),
