@@ -173,6 +173,11 @@ fn key_store(issuer: &IssuerConfig, client: &reqwest::Client, settings: &KeySett
         KeysAt::Jwks(url) => Arc::new(HttpKeySource::new(client.clone(), url.clone())),
         KeysAt::Discovery(url) => Arc::new(DiscoveredKeySource::new(client.clone(), issuer.iss.clone(), url.clone())),
     };
+    key_store_over(issuer, source, settings)
+}
+
+/// One issuer's key store over `source`, accepting the algorithms of its kind.
+pub fn key_store_over(issuer: &IssuerConfig, source: Arc<dyn KeySource>, settings: &KeySettings) -> KeyStore {
     match &issuer.kind {
         Kind::Cognito(_) => KeyStore::new(source, settings.clone()),
         Kind::Oidc(oidc) => KeyStore::for_algorithms(source, settings.clone(), oidc.algorithms.clone()),

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cognito_authz::cognito::{Answer, CognitoError, MfaSource, MfaState, User};
 use cognito_authz::config::{Config, StoreSpec};
-use cognito_authz::issuer::{Kind, issuers_of};
 use cognito_authz::key_store::{FetchError, KeyStore};
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
@@ -250,21 +249,16 @@ pub(crate) fn fetch_fails() -> scripted_keys::Answer {
 
 /// The service parts for `config` with keys from scripts instead of the network (so a test may
 /// pause the clock: nothing waits on a socket): one script and MFA source per issuer, in order,
-/// each store made as `server::build_for_issuers` makes it. Nothing is fetched until asked.
+/// each store made as `serve` makes it. Nothing is fetched until asked.
 pub(crate) async fn scripted_issuers(
     config: &Config,
     issuers: Vec<(Arc<ScriptedKeys>, Arc<FakeMfa>)>,
 ) -> server::Parts {
-    let (stores, mfa_sources): (Vec<KeyStore>, Vec<Arc<dyn MfaSource>>) = issuers_of(config)
+    let (stores, mfa_sources): (Vec<KeyStore>, Vec<Arc<dyn MfaSource>>) = config
+        .all_issuers()
         .iter()
         .zip(issuers)
-        .map(|(issuer, (keys, mfa))| {
-            let store = match &issuer.kind {
-                Kind::Cognito(_) => KeyStore::new(keys, config.keys.clone()),
-                Kind::Oidc(oidc) => KeyStore::for_algorithms(keys, config.keys.clone(), oidc.algorithms.clone()),
-            };
-            (store, mfa as Arc<dyn MfaSource>)
-        })
+        .map(|(issuer, (keys, mfa))| (server::key_store_over(issuer, keys, &config.keys), mfa as Arc<dyn MfaSource>))
         .unzip();
     let (revocations, _) = server::open_revocations(config).await.expect("revocations open");
     server::assemble_issuers(config, stores, mfa_sources, revocations)
