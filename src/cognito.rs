@@ -1,5 +1,6 @@
-//! The Cognito API at the network edge: what the MFA gate asks of it, behind a trait so tests and
-//! dev mode need no network. The real client is the official AWS SDK for Rust.
+//! The Cognito API at the network edge: what the MFA gate asks of it ([`MfaSource`]) and what the
+//! HTTP module and the admin route ask of it ([`UserCalls`]), behind traits so tests and dev mode
+//! need no network and no AWS environment. The real client is the official AWS SDK for Rust.
 
 use futures_util::future::BoxFuture;
 use std::time::Duration;
@@ -64,6 +65,20 @@ pub trait MfaSource: Send + Sync + 'static {
     }
 }
 
+/// The user calls of the HTTP module (`/auth/me`, `/auth/logout`) and the admin route
+/// (`/admin/revoke-user`).
+pub trait UserCalls: Send + Sync + 'static {
+    /// `GetUser`: the attributes of the token's user (`username` first).
+    fn user_attributes<'a>(
+        &'a self,
+        access_token: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, CognitoError>>;
+    /// `GlobalSignOut` with the user's own access token: no refreshed token comes back.
+    fn global_sign_out<'a>(&'a self, access_token: &'a str) -> BoxFuture<'a, Result<(), CognitoError>>;
+    /// `AdminUserGlobalSignOut`: signs a user out everywhere (AWS credentials needed).
+    fn admin_global_sign_out<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<(), CognitoError>>;
+}
+
 /// How MFA state is read from Cognito.
 #[derive(clap::ValueEnum, serde::Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -123,26 +138,32 @@ impl SdkCognito {
     }
 }
 
-impl SdkCognito {
-    /// `GetUser`: the attributes of the token's user.
-    pub async fn user_attributes(&self, access_token: &str) -> Result<Vec<(String, String)>, CognitoError> {
-        let out = self.client.get_user().access_token(access_token).send().await.map_err(classify)?;
-        let mut attributes = vec![("username".to_owned(), out.username().to_owned())];
-        for a in out.user_attributes() {
-            attributes.push((a.name().to_owned(), a.value().unwrap_or_default().to_owned()));
-        }
-        Ok(attributes)
+impl UserCalls for SdkCognito {
+    fn user_attributes<'a>(
+        &'a self,
+        access_token: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, CognitoError>> {
+        Box::pin(async move {
+            let out = self.client.get_user().access_token(access_token).send().await.map_err(classify)?;
+            let mut attributes = vec![("username".to_owned(), out.username().to_owned())];
+            for a in out.user_attributes() {
+                attributes.push((a.name().to_owned(), a.value().unwrap_or_default().to_owned()));
+            }
+            Ok(attributes)
+        })
     }
 
-    /// `GlobalSignOut` with the user's own access token: no refreshed token comes back.
-    pub async fn global_sign_out(&self, access_token: &str) -> Result<(), CognitoError> {
-        self.client.global_sign_out().access_token(access_token).send().await.map(|_| ()).map_err(classify)
+    fn global_sign_out<'a>(&'a self, access_token: &'a str) -> BoxFuture<'a, Result<(), CognitoError>> {
+        Box::pin(async move {
+            self.client.global_sign_out().access_token(access_token).send().await.map(|_| ()).map_err(classify)
+        })
     }
 
-    /// `AdminUserGlobalSignOut`: signs a user out everywhere (AWS credentials needed).
-    pub async fn admin_global_sign_out(&self, username: &str) -> Result<(), CognitoError> {
-        let call = self.client.admin_user_global_sign_out().user_pool_id(&self.user_pool_id).username(username);
-        call.send().await.map(|_| ()).map_err(classify)
+    fn admin_global_sign_out<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<(), CognitoError>> {
+        Box::pin(async move {
+            let call = self.client.admin_user_global_sign_out().user_pool_id(&self.user_pool_id).username(username);
+            call.send().await.map(|_| ()).map_err(classify)
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use tonic_health::ServingStatus;
 use crate::authz::Authorizer;
 use crate::cache::TokenCache;
 use crate::clock::unix_now;
-use crate::cognito::{MfaSource, SdkCognito};
+use crate::cognito::{MfaSource, SdkCognito, UserCalls};
 use crate::config::{Config, StoreSpec};
 use crate::discovery::DiscoveredKeySource;
 use crate::error::StepUp;
@@ -59,7 +59,7 @@ pub struct Parts {
     /// The metrics registry.
     pub metrics: Metrics,
     /// The Cognito API, for the HTTP module (absent in dev mode).
-    pub cognito: Option<Arc<SdkCognito>>,
+    pub cognito: Option<Arc<dyn UserCalls>>,
     /// The shared revocation store, whose subscription `serve` keeps up.
     pub redis: Option<Arc<RedisStore>>,
 }
@@ -120,7 +120,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
 pub async fn build_with(
     config: &Config,
     mfa_source: Arc<dyn MfaSource>,
-    cognito: Option<Arc<SdkCognito>>,
+    cognito: Option<Arc<dyn UserCalls>>,
 ) -> anyhow::Result<Parts> {
     let sources = config.all_issuers().iter().map(|_| mfa_source.clone()).collect();
     build_for_issuers(config, sources, cognito).await
@@ -131,7 +131,7 @@ pub async fn build_with(
 pub async fn build_for_issuers(
     config: &Config,
     mfa_sources: Vec<Arc<dyn MfaSource>>,
-    cognito: Option<Arc<SdkCognito>>,
+    cognito: Option<Arc<dyn UserCalls>>,
 ) -> anyhow::Result<Parts> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::HttpError;
 use crate::clock::unix_now;
-use crate::cognito::{CognitoError, SdkCognito};
+use crate::cognito::{CognitoError, UserCalls};
 use crate::metrics::Metrics;
 use crate::mfa::MfaGate;
 use crate::revocation::{Entry, Revocations};
@@ -35,7 +35,7 @@ pub struct AdminState {
     /// Whose cached answer `revoke-user` drops.
     pub mfa: MfaGate,
     /// Where `revoke-user` signs the user out, when configured.
-    pub cognito: Option<Arc<SdkCognito>>,
+    pub cognito: Option<Arc<dyn UserCalls>>,
     /// Without a token the revoke route is off.
     pub token: Option<Secret>,
     /// How long a user revocation is kept.

@@ -17,7 +17,7 @@ use super::HttpError;
 use crate::authz::Authorizer;
 use crate::claims::{Claims, Identity};
 use crate::clock::unix_now;
-use crate::cognito::SdkCognito;
+use crate::cognito::UserCalls;
 use crate::credential;
 use crate::error::{Denied, Invalid};
 use crate::mfa::ADMIN_SCOPE;
@@ -62,7 +62,7 @@ pub struct AuthState {
     /// The OAuth client, when sign-in is configured.
     pub oauth: Option<OAuthClient>,
     /// The Cognito API, for `me` and global sign-out.
-    pub cognito: Option<Arc<SdkCognito>>,
+    pub cognito: Option<Arc<dyn UserCalls>>,
     /// The module's settings.
     pub settings: Arc<AuthSettings>,
     /// Requests are counted by route and status.

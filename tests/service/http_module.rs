@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+
 use crate::common::*;
 use axum::body::Body;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cognito_authz::cognito::{MfaLookup, SdkCognito};
+use cognito_authz::cognito::{CognitoError, MfaLookup, SdkCognito, UserCalls};
 use cognito_authz::config::{Endpoints, Secret};
 use cognito_authz::http::admin::{self, AdminState};
 use cognito_authz::http::{self as module, AuthState};
@@ -158,7 +160,13 @@ struct Module {
     fake: Fake,
 }
 
-async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) -> Module {
+/// The module, its Cognito calls through the SDK against the fake Cognito (down when not
+/// `cognito_up`), unless `calls` answers them in-process.
+async fn module_with(
+    store: Option<Arc<dyn RevocationStore>>,
+    cognito_up: bool,
+    calls: Option<Arc<dyn UserCalls>>,
+) -> Module {
     let (endpoint, fake) = fake_cognito().await;
     let endpoint = if cognito_up { endpoint } else { "http://127.0.0.1:9".to_owned() };
     let mut config = crate::common::config(NO_JWKS);
@@ -170,7 +178,7 @@ async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) 
         let revocations = Revocations::new(store, false, None);
         parts = server::assemble(&config, parts.keys.clone(), FakeMfa::new(), revocations);
     }
-    let cognito = Arc::new(
+    let sdk: Arc<dyn UserCalls> = Arc::new(
         SdkCognito::new(
             REGION,
             Some(&endpoint),
@@ -181,6 +189,7 @@ async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) 
         )
         .await,
     );
+    let cognito = calls.unwrap_or(sdk);
     let domain: reqwest::Url = endpoint.parse().unwrap();
     let oauth = OAuthClient::new(
         Endpoints::under(&domain),
@@ -209,7 +218,7 @@ async fn module_with(store: Option<Arc<dyn RevocationStore>>, cognito_up: bool) 
 }
 
 async fn module() -> Module {
-    module_with(None, true).await
+    module_with(None, true, None).await
 }
 
 struct Reply {
@@ -463,7 +472,7 @@ async fn cognito_errors_are_502_and_an_unreachable_cognito_503() {
     let r =
         call(&m.app, "POST", "/auth/refresh", &[("origin", ORIGIN), ("cookie", "cognito_refresh=refresh-1")], "").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    let down = module_with(None, false).await;
+    let down = module_with(None, false, None).await;
     let r =
         call(&down.app, "GET", "/auth/logout", &[("authorization", &bearer(&access_token("openid", "j5", "o5")))], "")
             .await;
@@ -511,7 +520,7 @@ async fn logout_revokes_the_refresh_cookie_whatever_became_of_the_bearer() {
 
 #[tokio::test]
 async fn logout_revokes_the_refresh_cookie_when_the_store_fails_and_says_so() {
-    let m = module_with(Some(Arc::new(BrokenStore)), true).await;
+    let m = module_with(Some(Arc::new(BrokenStore)), true, None).await;
     let token = access_token("openid", "j8", "o8");
     let r = logout_call(&m.app, &logout_with_cookie(Some(&bearer(&token)), "refresh-1")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "the access token could not be revoked");
@@ -551,7 +560,7 @@ impl RevocationStore for BrokenStore {
 
 #[tokio::test]
 async fn logout_is_not_acknowledged_when_the_revocation_store_fails() {
-    let m = module_with(Some(Arc::new(BrokenStore)), true).await;
+    let m = module_with(Some(Arc::new(BrokenStore)), true, None).await;
     let token = access_token("openid", "j6", "o6");
     let r = call(&m.app, "GET", "/auth/logout", &[("authorization", &bearer(&token))], "").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -573,6 +582,56 @@ async fn admin_revoke_user_needs_the_admin_token_and_refuses_older_sessions() {
     let me = call(&m.app, "GET", "/auth/me", &[("authorization", &bearer(&token))], "").await;
     assert_eq!(me.status, StatusCode::UNAUTHORIZED, "sessions that began before the revocation are refused");
     assert_eq!(call(&m.admin, "POST", "/admin/revoke-user", &right, "{}").await.status, StatusCode::BAD_REQUEST);
+}
+
+/// Cognito's user calls answered in-process through the `UserCalls` seam: every call gets
+/// `answer`; the admin sign-outs asked for are recorded.
+struct ScriptedCalls {
+    answer: Result<(), CognitoError>,
+    admin_sign_outs: Mutex<Vec<String>>,
+}
+
+impl UserCalls for ScriptedCalls {
+    fn user_attributes<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<(String, String)>, CognitoError>> {
+        Box::pin(async move { self.answer.map(|()| vec![("username".to_owned(), "alice".to_owned())]) })
+    }
+
+    fn global_sign_out<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), CognitoError>> {
+        Box::pin(async move { self.answer })
+    }
+
+    fn admin_global_sign_out<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<(), CognitoError>> {
+        self.admin_sign_outs.lock().unwrap().push(username.to_owned());
+        Box::pin(async move { self.answer })
+    }
+}
+
+#[tokio::test]
+async fn revoke_user_says_what_cognito_answered_and_the_revocation_holds_whatever_it_answered() {
+    let cases = [
+        (Ok(()), StatusCode::OK, Some(true)),
+        (Err(CognitoError::Refused), StatusCode::OK, Some(false)),
+        (Err(CognitoError::Throttled), StatusCode::SERVICE_UNAVAILABLE, None),
+        (Err(CognitoError::Unexpected), StatusCode::BAD_GATEWAY, None),
+    ];
+    for (n, (answer, status, signed_out)) in cases.into_iter().enumerate() {
+        let calls = Arc::new(ScriptedCalls { answer, admin_sign_outs: Mutex::new(vec![]) });
+        let m = module_with(None, true, Some(calls.clone())).await;
+        let token = access_token("openid", &format!("j-seam-{n}"), &format!("o-seam-{n}"));
+        let authorization = bearer(&token);
+        let session = [("authorization", authorization.as_str())];
+        let me = || call(&m.app, "GET", "/auth/me", &session, "");
+        assert_eq!(me().await.status, StatusCode::OK, "{answer:?}: the session passes before the revocation");
+        let body = format!(r#"{{"sub":"{SUB}","username":"alice"}}"#);
+        let right = [("authorization", "Bearer admin-token-0123456789")];
+        let r = call(&m.admin, "POST", "/admin/revoke-user", &right, &body).await;
+        assert_eq!(r.status, status, "{answer:?}: {:?}", r.body);
+        if let Some(signed_out) = signed_out {
+            assert_eq!(r.body["signed_out_at_cognito"], json!(signed_out), "{answer:?}");
+        }
+        assert_eq!(*calls.admin_sign_outs.lock().unwrap(), ["alice"], "{answer:?}: asked of Cognito once");
+        assert_eq!(me().await.status, StatusCode::UNAUTHORIZED, "{answer:?}: the older session is refused");
+    }
 }
 
 #[tokio::test]
