@@ -222,7 +222,7 @@ fn complete(user: &mut DevUser) {
         user.password = format!("dev-{}", &URL_SAFE_NO_PAD.encode(random_bytes::<12>()));
     }
     if user.mfa && user.totp_secret.is_none() {
-        user.totp_secret = Some(crate::totp::new_secret());
+        user.totp_secret = Some(crate::totp::new_secret(random_bytes()));
     }
 }
 

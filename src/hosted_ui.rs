@@ -366,7 +366,7 @@ async fn enrol(State(ui): State<Arc<HostedUi>>, Form(form): Form<EnrolForm>) -> 
     let Some(user) = ui.authenticate(&form.username, &form.password) else {
         return page("Set up an authenticator", &enrol_page(Some("Incorrect username or password.")));
     };
-    let secret = crate::totp::new_secret();
+    let secret = crate::totp::new_secret(crate::dev::random_bytes());
     let uri = crate::totp::otpauth_uri("cognito-authz dev", &user.username, &secret);
     let token = random_token();
     let enrolment =

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::claims::{Claims, Identity, TokenId};
+use crate::clock::IAT_DRIFT_SECONDS;
 use crate::error::Invalid;
-use crate::verify::IAT_DRIFT_SECONDS;
 
 /// The claim rules for one OIDC issuer.
 #[derive(Debug, Clone)]

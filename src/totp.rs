@@ -6,9 +6,9 @@ use aws_lc_rs::hmac;
 const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const STEP_SECONDS: u64 = 30;
 
-/// A fresh 160-bit secret, base32 without padding (what authenticator apps expect).
-pub fn new_secret() -> String {
-    base32(&crate::dev::random_bytes::<20>())
+/// A secret of 160 random bits, base32 without padding (what authenticator apps expect).
+pub fn new_secret(random: [u8; 20]) -> String {
+    base32(&random)
 }
 
 /// The code for `secret` at Unix time `now`; `None` when the secret is not base32.
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn a_code_is_accepted_one_step_either_side_and_not_further() {
-        let secret = new_secret();
+        let secret = new_secret([7; 20]);
         let now = 1_800_000_000;
         assert!(verify(&secret, &code(&secret, now).unwrap(), now));
         assert!(verify(&secret, &code(&secret, now - 30).unwrap(), now));

@@ -12,14 +12,12 @@ use uuid::Uuid;
 
 use crate::cache::{self, Expires, TokenCache};
 pub use crate::claims::{Claims, Identity, TokenId};
+use crate::clock::IAT_DRIFT_SECONDS;
 use crate::error::{Denied, Invalid, StepUp};
 use crate::key_set::{Algorithm, Key};
 use crate::key_store::KeyStore;
 use crate::oidc::OidcRules;
 use crate::token::{Jwt, RawClaims};
-
-/// A future `iat` is tolerated this far beyond the leeway, for clock drift between us and Cognito.
-pub const IAT_DRIFT_SECONDS: u64 = 5;
 
 /// The claim rules for one user pool.
 #[derive(Debug, Clone)]
