@@ -86,22 +86,18 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
 
-class EchoUpstream:
-    """The application behind Envoy: answers every request with the headers it received."""
+class JsonServer:
+    """A loopback HTTP server answering every GET with `answer(path, headers)`: a status and a
+    JSON document, or None for an empty body."""
 
-    def __init__(self):
-        self.requests = []
-        upstream = self
-
+    def __init__(self, answer):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                headers = {}
-                for key, value in self.headers.items():
-                    headers.setdefault(key.lower(), []).append(value)
-                upstream.requests.append({"path": self.path, "headers": headers})
-                body = json.dumps({"path": self.path, "headers": headers}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
+                status, document = answer(self.path, self.headers)
+                body = b"" if document is None else json.dumps(document).encode()
+                self.send_response(status)
+                if document is not None:
+                    self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -115,6 +111,21 @@ class EchoUpstream:
 
     def stop(self):
         self.server.shutdown()
+
+
+class EchoUpstream(JsonServer):
+    """The application behind Envoy: answers every request with the headers it received."""
+
+    def __init__(self):
+        self.requests = []
+        super().__init__(self._echo)
+
+    def _echo(self, path, received):
+        headers = {}
+        for key, value in received.items():
+            headers.setdefault(key.lower(), []).append(value)
+        self.requests.append({"path": path, "headers": headers})
+        return 200, {"path": path, "headers": headers}
 
 
 def start_moto(logdir):

@@ -10,11 +10,8 @@ client is not pool B's). That per-issuer keys keep one issuer's key from verifyi
 tokens is shown with the `keyed` pool, whose own key is not moto's (and, in-process, in
 tests/service/issuers.rs)."""
 
-import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 
 import pytest
@@ -50,30 +47,14 @@ class KeyedJwks:
         self.keys = {"keyed-1": RSAKey.generate_key(2048, parameters={"kid": "keyed-1"}, private=True)}
         self.serving = ["keyed-1"]
         self.down = False
-        jwks = self
+        self.server = harness.JsonServer(self._answer)
+        self.url = f"http://127.0.0.1:{self.server.port}/jwks.json"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                if jwks.down:
-                    self.send_response(503)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
-                    return
-                doc = {"keys": [{**jwks.keys[k].as_dict(private=False), "use": "sig", "alg": "RS256"}
-                                for k in jwks.serving]}
-                body = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, _path, _headers):
+        if self.down:
+            return 503, None
+        return 200, {"keys": [{**self.keys[k].as_dict(private=False), "use": "sig", "alg": "RS256"}
+                              for k in self.serving]}
 
     def add_key(self, kid):
         from joserfc.jwk import RSAKey
@@ -86,7 +67,7 @@ class KeyedJwks:
         return jwt.encode({"alg": "RS256", "kid": kid}, claims, self.keys[kid])
 
     def stop(self):
-        self.server.shutdown()
+        self.server.stop()
 
 
 def keyed_claims(iss=None):
