@@ -145,7 +145,11 @@ impl Authorizer {
         let rule = policy.requirement(req.method, req.path, req.route)?;
         seen.route = Some(Route { level: rule.access, source: rule.source, shadow: rule.shadow(self.shadow) });
         if rule.access == Access::Public {
-            let allowed = self.identify(req, now).await;
+            let allowed = match self.identify(req, now).await {
+                // The route's issuers hold here too: another issuer's token is anonymous.
+                Allowed::Verified(claims) if !rule.accepts_issuer(&claims) => Allowed::Anonymous,
+                allowed => allowed,
+            };
             if let Allowed::Verified(claims) = &allowed {
                 seen.caller = Some(claims.clone());
             }

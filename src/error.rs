@@ -118,6 +118,9 @@ pub enum Forbidden {
     /// Token issuer is not one the route accepts.
     #[error("token issuer is not one the route accepts")]
     IssuerNotAccepted,
+    /// Route asks for groups or scopes without naming issuers, and several issuers are configured.
+    #[error("route asks for groups or scopes without naming issuers, and several issuers are configured")]
+    AmbiguousRoute,
 }
 
 /// An OIDC token whose session shows no second factor on an `mfa` route: HTTP 401 with the
@@ -223,7 +226,7 @@ labels!(Forbidden {
     MfaRequired => "mfa_required", InsufficientScope => "insufficient_scope", MissingGroup => "missing_group",
     MachineTokenOnRoute => "machine_token",
     MfaScopeMissing => "mfa_scope_missing", CrossSiteCookie => "cross_site_cookie",
-    IssuerNotAccepted => "issuer_not_accepted",
+    IssuerNotAccepted => "issuer_not_accepted", AmbiguousRoute => "ambiguous_route",
 });
 labels!(BadRequest {
     MultipleCredentials => "multiple_credentials", NoHttpAttributes => "no_http_attributes",
@@ -288,6 +291,7 @@ impl Denied {
             // A group is no OAuth scope, but the client's remedy is the same: other credentials.
             Denied::Forbidden(Forbidden::InsufficientScope | Forbidden::MissingGroup) => "Insufficient scope",
             Denied::Forbidden(Forbidden::IssuerNotAccepted) => "Token issuer is not accepted on this route",
+            Denied::Forbidden(Forbidden::AmbiguousRoute) => "Route names groups or scopes without their issuer",
             Denied::StepUp(_) => "Multi-factor authentication required",
             Denied::Forbidden(Forbidden::MachineTokenOnRoute) => "Machine tokens are not allowed on this route",
             Denied::Forbidden(Forbidden::CrossSiteCookie) => "Cookie credentials need a request from an allowed origin",

@@ -64,15 +64,6 @@ impl Mode {
     pub fn from_context(value: &str) -> Mode {
         if value == "shadow" { Mode::Shadow } else { Mode::Enforce }
     }
-
-    /// Two sources' modes: an explicit `enforce` anywhere wins over `shadow`.
-    fn and(a: Option<Mode>, b: Option<Mode>) -> Option<Mode> {
-        match (a, b) {
-            (Some(Mode::Enforce), _) | (_, Some(Mode::Enforce)) => Some(Mode::Enforce),
-            (Some(Mode::Shadow), _) | (_, Some(Mode::Shadow)) => Some(Mode::Shadow),
-            (None, None) => None,
-        }
-    }
 }
 
 /// Which source set a route's level, for the decision log.
@@ -110,11 +101,9 @@ pub enum Names<'a> {
 }
 
 impl<'a> Names<'a> {
-    const NONE: Names<'static> = Names::Listed(&[]);
-
     /// The names, trimmed, empty ones skipped.
-    pub fn iter(&self) -> impl Iterator<Item = &'a str> {
-        let (listed, joined) = match *self {
+    pub fn iter(self) -> impl Iterator<Item = &'a str> {
+        let (listed, joined) = match self {
             Names::Listed(list) => (list, ""),
             Names::Joined(text) => (&[][..], text),
         };
@@ -122,29 +111,34 @@ impl<'a> Names<'a> {
     }
 
     /// True when no name is given.
-    pub fn is_empty(&self) -> bool {
+    pub fn is_empty(self) -> bool {
         self.iter().next().is_none()
     }
 }
 
-/// The most sources one requirement combines: Envoy's settings and one rule per path spelling.
-const SOURCES: usize = 5;
+/// The most rules one requirement combines: one per spelling of the path (as sent and decoded,
+/// each also without a trailing `/` and without a format suffix: 6), with case kept or ignored (2),
+/// for the method and, for `HEAD`, `GET` too (2). Each attempt adds at most one rule, so this many
+/// slots can never run out.
+const MAX_RULES: usize = 24;
 
-/// What one route requires: the strictest level of its sources, and every source's scopes and
-/// groups.
+/// What one route requires: the strictest level of its sources, and every source's scopes,
+/// groups and issuers.
 #[derive(Debug, Clone, Copy)]
 pub struct Requirement<'a> {
     /// The level the rule requires.
     pub access: Access,
-    /// Scope lists; the token must have every scope of every list (`scope` claim).
-    scopes: [Names<'a>; SOURCES],
-    /// Group lists; the user must be in at least one group of each non-empty list.
-    groups: [Names<'a>; SOURCES],
-    /// Issuer lists; the token's issuer must be in each non-empty list (their intersection).
-    issuers: [Names<'a>; SOURCES],
-    sources: usize,
-    /// What the sources said of the mode, if anything.
-    mode: Option<Mode>,
+    /// Envoy's per-route settings, when they named a level or issuers.
+    envoy: Option<RouteContext<'a>>,
+    /// The distinct rules that matched a spelling of the request, in the order first matched.
+    rules: [Option<&'a Rule>; MAX_RULES],
+    /// A source said `enforce`.
+    explicit_enforce: bool,
+    /// A matching rule said nothing of the mode (or nothing matched and Envoy said nothing): the
+    /// process default (`--shadow`) applies to it.
+    implicit_mode: bool,
+    /// More than one issuer is configured: names of groups and scopes must be tied to issuers.
+    multi_issuer: bool,
     /// Which source set the level.
     pub source: LevelSource,
 }
@@ -164,49 +158,56 @@ pub struct RouteContext<'a> {
     pub mode: Option<&'a str>,
 }
 
+/// One source's lists: scopes, groups, issuers.
+type Lists<'a> = (Names<'a>, Names<'a>, Names<'a>);
+
 impl<'a> Requirement<'a> {
-    fn new(access: Access) -> Requirement<'a> {
-        Requirement {
-            access,
-            scopes: [Names::NONE; SOURCES],
-            groups: [Names::NONE; SOURCES],
-            issuers: [Names::NONE; SOURCES],
-            sources: 0,
-            mode: None,
-            source: LevelSource::Default,
-        }
-    }
-
-    /// True when this route's decisions are only observed: a source said `shadow` and none said
-    /// `enforce`, or none said anything and `everywhere` (`--shadow`) is on.
+    /// True when this route's decisions are only observed: every source that speaks of the mode
+    /// says `shadow`, where a matching rule without `mode` counts as the process default
+    /// (`everywhere`, `--shadow`). One enforced source, in any spelling, enforces.
     pub fn shadow(&self, everywhere: bool) -> bool {
-        match self.mode {
-            Some(mode) => mode == Mode::Shadow,
-            None => everywhere,
-        }
+        !self.explicit_enforce && (!self.implicit_mode || everywhere)
     }
 
-    /// Adds one source: the level can only rise, and its scopes, groups and issuers are required
-    /// too.
-    fn add(&mut self, access: Access, scopes: Names<'a>, groups: Names<'a>, issuers: Names<'a>) {
-        self.access = self.access.max(access);
-        if self.sources < SOURCES {
-            self.scopes[self.sources] = scopes;
-            self.groups[self.sources] = groups;
-            self.issuers[self.sources] = issuers;
-            self.sources += 1;
-        }
+    fn lists(&self) -> impl Iterator<Item = Lists<'a>> + '_ {
+        let envoy = self.envoy.map(|r| {
+            let joined = |v: Option<&'a str>| Names::Joined(v.unwrap_or(""));
+            (joined(r.scopes), joined(r.groups), joined(r.issuers))
+        });
+        let rules = self
+            .rules
+            .iter()
+            .map_while(|r| *r)
+            .map(|r| (Names::Listed(&r.scopes), Names::Listed(&r.groups), Names::Listed(&r.issuers)));
+        envoy.into_iter().chain(rules)
     }
 
     fn scopes(&self) -> impl Iterator<Item = &'a str> + '_ {
-        self.scopes[..self.sources].iter().flat_map(Names::iter)
+        self.lists().flat_map(|(scopes, _, _)| scopes.iter())
     }
 
-    /// Checks scopes, groups and the machine-token rules against verified claims.
-    pub fn permits(&self, claims: &Claims) -> Result<(), Forbidden> {
+    /// True when the token's issuer is in every source's issuer list (a source without one
+    /// accepts any). On a public route, a token of another issuer is anonymous.
+    pub fn accepts_issuer(&self, claims: &Claims) -> bool {
         let issuer = &*claims.issuer_name;
-        if !self.issuers[..self.sources].iter().all(|names| names.is_empty() || names.iter().any(|i| i == issuer)) {
+        self.lists().all(|(_, _, names)| names.is_empty() || names.iter().any(|i| i == issuer))
+    }
+
+    /// True when groups or scopes are required but no source says of which issuer, while several
+    /// are configured: `admin` could then be any issuer's `admin`.
+    fn ambiguous(&self) -> bool {
+        self.multi_issuer
+            && self.lists().any(|(scopes, groups, _)| !scopes.is_empty() || !groups.is_empty())
+            && self.lists().all(|(_, _, issuers)| issuers.is_empty())
+    }
+
+    /// Checks issuers, scopes, groups and the machine-token rules against verified claims.
+    pub fn permits(&self, claims: &Claims) -> Result<(), Forbidden> {
+        if !self.accepts_issuer(claims) {
             return Err(Forbidden::IssuerNotAccepted);
+        }
+        if self.ambiguous() {
+            return Err(Forbidden::AmbiguousRoute);
         }
         if matches!(claims.identity, Identity::Machine)
             && (self.access == Access::Mfa || self.scopes().next().is_none())
@@ -214,12 +215,11 @@ impl<'a> Requirement<'a> {
             // A machine has no user to enrol MFA, and only a scoped rule says what it may do.
             return Err(Forbidden::MachineTokenOnRoute);
         }
-        let granted = claims.scope.as_deref().unwrap_or("");
-        if !self.scopes().all(|wanted| granted.split(' ').any(|s| s == wanted)) {
+        if !self.scopes().all(|wanted| claims.has_scope(wanted)) {
             return Err(Forbidden::InsufficientScope);
         }
-        let in_one_of = |groups: &Names| groups.iter().any(|g| claims.groups.iter().any(|have| have == g));
-        if !self.groups[..self.sources].iter().all(|groups| groups.is_empty() || in_one_of(groups)) {
+        let in_one_of = |groups: Names<'_>| groups.iter().any(|g| claims.groups.iter().any(|have| have == g));
+        if !self.lists().all(|(_, groups, _)| groups.is_empty() || in_one_of(groups)) {
             return Err(Forbidden::MissingGroup);
         }
         Ok(())
@@ -233,6 +233,10 @@ pub struct Policy {
     /// True when a rule's path holds an upper-case letter: then even an all-lower-case request path
     /// can match it once case is ignored.
     upper_case_rules: bool,
+    /// The configured issuers' names (`for_issuers`); a reload is checked against them again.
+    issuer_names: Arc<[String]>,
+    /// More than one issuer is configured.
+    multi_issuer: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -314,12 +318,46 @@ impl Policy {
         let rules: Vec<Rule> =
             file.rule.into_iter().enumerate().map(|(i, r)| r.validate(i + 1)).collect::<Result<_, _>>()?;
         let upper_case_rules = rules.iter().any(|r| r.path.text().bytes().any(|b| b.is_ascii_uppercase()));
-        Ok(Policy { rules, upper_case_rules })
+        Ok(Policy { rules, upper_case_rules, issuer_names: Arc::from([]), multi_issuer: false })
+    }
+
+    /// Checks the policy against the configured issuers (their names): every issuer a rule names
+    /// must exist, and with more than one issuer a rule that asks for groups or scopes must name
+    /// its issuers, since the same group name may mean different people at two issuers.
+    pub fn check_issuers(&self, names: &[String]) -> Result<(), PolicyError> {
+        for (n, rule) in self.rules.iter().enumerate() {
+            let bad = |what: String| PolicyError::Invalid(format!("rule {} ({}): {what}", n + 1, rule.path.text()));
+            if let Some(unknown) = rule.issuers.iter().find(|i| !names.contains(i)) {
+                return Err(bad(format!("issuers: {unknown:?} is not a configured issuer")));
+            }
+            if names.len() > 1 && rule.issuers.is_empty() && !(rule.groups.is_empty() && rule.scopes.is_empty()) {
+                return Err(bad(
+                    "asks for groups or scopes but names no issuers; with several issuers a group or scope \
+                     name means something only at its own issuer: add `issuers = [...]`"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy tied to the configured issuers (their names, in order). With several, a route
+    /// whose groups or scopes name no issuer is refused at request time (`check_issuers` stops
+    /// start-up for the file's rules; Envoy's per-route settings are only seen per request).
+    pub fn for_issuers(mut self, names: &[String]) -> Policy {
+        self.multi_issuer = names.len() > 1;
+        self.issuer_names = names.into();
+        self
+    }
+
+    /// The issuers it was checked against (`for_issuers`).
+    pub fn issuer_names(&self) -> &[String] {
+        &self.issuer_names
     }
 
     /// The requirement for a request: Envoy's settings as the floor, raised by the first matching
-    /// rule for each spelling of the path; `mfa` when neither says anything. `path` is as Envoy
-    /// forwards it (query string included); odd paths are refused, not guessed at.
+    /// rule for each spelling of the path and method; `mfa` when neither says anything. `path` is
+    /// as Envoy forwards it (query string included); odd paths are refused, not guessed at.
     pub fn requirement<'a>(
         &'a self,
         method: &str,
@@ -327,55 +365,104 @@ impl Policy {
         route: RouteContext<'a>,
     ) -> Result<Requirement<'a>, BadRequest> {
         let path = checked_path(path)?;
-        let mut requirement = Requirement::new(Access::Public);
-        requirement.mode = route.mode.map(Mode::from_context);
-        if let Some(access) = route.access {
-            requirement.add(
-                Access::from_context(access),
-                Names::Joined(route.scopes.unwrap_or("")),
-                Names::Joined(route.groups.unwrap_or("")),
-                Names::Joined(route.issuers.unwrap_or("")),
-            );
-        } else if let Some(issuers) = route.issuers {
-            // Issuers without a level: a restriction all the same (the level stays the policy's).
-            requirement.add(Access::Public, Names::NONE, Names::NONE, Names::Joined(issuers));
+        let mut requirement = Requirement {
+            access: Access::Public,
+            envoy: None,
+            rules: [None; MAX_RULES],
+            explicit_enforce: route.mode.map(Mode::from_context) == Some(Mode::Enforce),
+            implicit_mode: false,
+            multi_issuer: self.multi_issuer,
+            source: LevelSource::Default,
+        };
+        if route.access.is_some() || route.issuers.is_some() {
+            // Issuers without a level are a restriction all the same (the level stays the policy's).
+            requirement.access = route.access.map_or(Access::Public, Access::from_context);
+            requirement.envoy = Some(route);
         }
         let decoded = decoded(path);
-        let spellings: [&[u8]; 2] = [path.as_bytes(), &decoded];
-        // Only the spellings that can differ from the path as sent are matched again (the common
-        // lower-case path without `%` is matched once).
-        let may_decode = path.contains('%');
-        let may_fold = self.upper_case_rules || decoded.iter().any(u8::is_ascii_uppercase);
-        let mut matched = [None::<usize>; 4];
-        for (i, (spelling, fold_case)) in spellings.iter().flat_map(|s| [(s, false), (s, true)]).enumerate() {
-            if (i >= 2 && !may_decode) || (fold_case && !may_fold) {
-                continue;
-            }
-            let found = self.rules.iter().position(|r| r.matches(method, spelling, fold_case));
-            if found.is_some() && !matched[..i].contains(&found) {
-                let rule = &self.rules[found.unwrap_or_default()];
-                requirement.add(
-                    rule.access,
-                    Names::Listed(&rule.scopes),
-                    Names::Listed(&rule.groups),
-                    Names::Listed(&rule.issuers),
-                );
-                requirement.mode = Mode::and(requirement.mode, rule.mode);
-            }
-            matched[i] = found;
+        let mut spellings = Spellings::default();
+        spellings.add_forms(path.as_bytes());
+        if path.contains('%') {
+            spellings.add_forms(&decoded);
         }
-        if route.access.is_none() && matched[0].is_none() {
+        let may_fold = self.upper_case_rules || decoded.iter().any(u8::is_ascii_uppercase);
+        // `HEAD` is answered by the `GET` handler in most frameworks: it gets `GET`'s rules too.
+        let methods: &[&str] = if method == "HEAD" { &["HEAD", "GET"] } else { &[method] };
+        let (mut rules, mut sent_matched) = (0, false);
+        for (s, spelling) in spellings.iter().enumerate() {
+            for fold_case in [false, true] {
+                if fold_case && !may_fold {
+                    continue;
+                }
+                for (m, method) in methods.iter().enumerate() {
+                    let Some(rule) = self.rules.iter().find(|r| r.matches(method, spelling, fold_case)) else {
+                        continue;
+                    };
+                    sent_matched |= s == 0 && !fold_case && m == 0;
+                    if requirement.rules[..rules].iter().any(|r| r.is_some_and(|r| std::ptr::eq(r, rule))) {
+                        continue;
+                    }
+                    requirement.access = requirement.access.max(rule.access);
+                    match rule.mode {
+                        Some(Mode::Enforce) => requirement.explicit_enforce = true,
+                        Some(Mode::Shadow) => {}
+                        None => requirement.implicit_mode = true,
+                    }
+                    requirement.rules[rules] = Some(rule);
+                    rules += 1;
+                }
+            }
+        }
+        if rules == 0 && route.mode.is_none() {
+            // Nothing said anything of the mode: the process default.
+            requirement.implicit_mode = true;
+        }
+        if route.access.is_none() && !sent_matched {
             // The path as sent matches no rule and Envoy said nothing: the file's default.
             requirement.access = Access::Mfa;
         }
-        let any_rule = matched.iter().any(Option::is_some);
-        requirement.source = match (route.access.is_some(), any_rule) {
+        requirement.source = match (route.access.is_some(), rules > 0) {
             (true, true) => LevelSource::EnvoyAndPolicy,
             (true, false) => LevelSource::Envoy,
             (false, true) => LevelSource::Policy,
             (false, false) => LevelSource::Default,
         };
         Ok(requirement)
+    }
+}
+
+/// The spellings of a path an upstream router may take for the same route: the path itself,
+/// without a trailing `/` (Express, older Spring), and without a format suffix on its last
+/// segment (`/admin.json`: Rails, Spring's suffix patterns). At most 3 for each of the 2 texts
+/// (as sent, decoded).
+#[derive(Default)]
+struct Spellings<'p> {
+    forms: [&'p [u8]; 6],
+    len: usize,
+}
+
+impl<'p> Spellings<'p> {
+    fn add_forms(&mut self, path: &'p [u8]) {
+        let unslashed = match path {
+            [rest @ .., b'/'] if !rest.is_empty() => rest,
+            _ => path,
+        };
+        let segment = unslashed.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        let unsuffixed = match unslashed[segment..].iter().position(|&b| b == b'.') {
+            Some(dot) if dot > 0 => &unslashed[..segment + dot],
+            _ => unslashed,
+        };
+        for form in [path, unslashed, unsuffixed] {
+            if !self.forms[..self.len].contains(&form) {
+                self.forms[self.len] = form;
+                self.len += 1;
+            }
+        }
+    }
+
+    /// The path as sent comes first.
+    fn iter(&self) -> impl Iterator<Item = &'p [u8]> + '_ {
+        self.forms[..self.len].iter().copied()
     }
 }
 
@@ -471,9 +558,6 @@ impl RuleFile {
         }
         if self.access == Access::Public && !(self.scopes.is_empty() && self.groups.is_empty()) {
             return Err(bad("a public rule cannot require scopes or groups"));
-        }
-        if self.access == Access::Public && !self.issuers.is_empty() {
-            return Err(bad("a public rule cannot require issuers"));
         }
         if let Some(name) = self.issuers.iter().find(|i| !crate::issuer::valid_name(i)) {
             return Err(bad(&format!("issuers: {name:?} is not an issuer name")));
@@ -674,6 +758,126 @@ mod tests {
             assert_eq!(access(&p, "GET", path), Err(BadRequest::AmbiguousPath), "{path}");
         }
         assert_eq!(access(&p, "GET", "/api/caf%C3%A9"), Ok(Access::Authenticated), "other encodings are fine");
+    }
+
+    #[test]
+    fn one_enforced_spelling_is_never_shadowed() {
+        // The issue's case: an enforced exact rule, and its prefix in shadow.
+        let p = Policy::from_toml(
+            "[[rule]]\npath = \"/api/v2/items:purge\"\naccess = \"mfa\"\n\
+             [[rule]]\nprefix = \"/api/v2\"\naccess = \"authenticated\"\nmode = \"shadow\"\n",
+        )
+        .unwrap();
+        let shadow = |path: &str, everywhere: bool| p.requirement("POST", path, ctx("mfa")).unwrap().shadow(everywhere);
+        assert!(shadow("/api/v2/items", false), "only the shadowed prefix matches: shadowed");
+        assert!(!shadow("/api/v2/items:purge", false), "the enforced rule matches as sent");
+        assert!(!shadow("/api/v2/items%3Apurge", false), "the prefix matches as sent, the exact rule once decoded");
+        assert!(shadow("/api/v2/items%3Apurge", true), "under --shadow the rule without mode is shadowed too");
+        // An explicit enforce wins even under --shadow; Envoy's shadow does not outvote a rule.
+        let p = Policy::from_toml(
+            "[[rule]]\npath = \"/a/x\"\naccess = \"mfa\"\nmode = \"enforce\"\n\
+             [[rule]]\nprefix = \"/a\"\naccess = \"mfa\"\nmode = \"shadow\"\n",
+        )
+        .unwrap();
+        assert!(!p.requirement("GET", "/A/x", ctx("mfa")).unwrap().shadow(true), "the folded spelling enforces");
+        let envoy_shadow = RouteContext { mode: Some("shadow"), ..ctx("mfa") };
+        assert!(!p.requirement("GET", "/a/x", envoy_shadow).unwrap().shadow(false));
+        assert!(p.requirement("GET", "/a/y", envoy_shadow).unwrap().shadow(false), "all sources say shadow");
+        assert!(p.requirement("GET", "/other", envoy_shadow).unwrap().shadow(false), "Envoy alone says shadow");
+        assert!(!p.requirement("GET", "/other", ctx("mfa")).unwrap().shadow(false), "nothing says: the default");
+    }
+
+    #[test]
+    fn spellings_upstream_routers_treat_alike_get_the_rules_requirement() {
+        let p = Policy::from_toml(
+            "[[rule]]\nprefix = \"/api/admin\"\naccess = \"mfa\"\ngroups = [\"admin\"]\n\
+             [[rule]]\npath = \"/api/export\"\naccess = \"mfa\"\ngroups = [\"ops\"]\n\
+             [[rule]]\nmethods = [\"GET\"]\npath = \"/api/report\"\naccess = \"mfa\"\ngroups = [\"ops\"]\n\
+             [[rule]]\npath = \"/.well-known/jwks.json\"\naccess = \"public\"\n\
+             [[rule]]\nprefix = \"/api\"\naccess = \"authenticated\"\n",
+        )
+        .unwrap();
+        let outsider = user(&["staff"], "");
+        let refused = |method: &str, path: &str, group: &str| {
+            let rule = p.requirement(method, path, RouteContext::default()).unwrap();
+            (rule.access, rule.permits(&outsider), rule.permits(&user(&[group], "")))
+        };
+        let gated = (Access::Mfa, Err(Forbidden::MissingGroup), Ok(()));
+        // A format suffix (Rails, Spring's suffix patterns) routes to the same handler.
+        assert_eq!(refused("GET", "/api/admin.json", "admin"), gated);
+        assert_eq!(refused("GET", "/api/admin/users.xml", "admin"), gated);
+        assert_eq!(refused("GET", "/api/export.csv", "ops"), gated);
+        // A trailing slash (Express, older Spring) too.
+        assert_eq!(refused("GET", "/api/export/", "ops"), gated);
+        assert_eq!(refused("GET", "/api/export.csv/", "ops"), gated);
+        // HEAD runs the GET handler (Express, Flask, Go's ServeMux, Spring).
+        assert_eq!(refused("HEAD", "/api/report", "ops"), gated);
+        assert_eq!(refused("GET", "/api/report", "ops"), gated);
+        // Positive controls: other methods and other paths keep their own rules.
+        assert_eq!(refused("POST", "/api/report", "ops").1, Ok(()), "POST is not GET");
+        assert_eq!(refused("GET", "/api/exports", "ops").1, Ok(()), "another path");
+        assert_eq!(refused("GET", "/api/items.json", "ops").0, Access::Authenticated);
+        assert_eq!(access(&p, "GET", "/.well-known/jwks.json"), Ok(Access::Public), "a dot-named segment");
+        assert_eq!(access(&p, "OPTIONS", "/api/report"), Ok(Access::Authenticated), "OPTIONS is not GET");
+    }
+
+    fn of(issuer: &str, groups: &[&str], scope: &str) -> Claims {
+        Claims { issuer_name: issuer.into(), ..user(groups, scope) }
+    }
+
+    #[test]
+    fn with_several_issuers_a_group_or_scope_must_name_its_issuers() {
+        let names = ["staff".to_owned(), "partners".to_owned()];
+        let loose =
+            Policy::from_toml("[[rule]]\nprefix = \"/api/admin\"\naccess = \"mfa\"\ngroups = [\"admin\"]\n").unwrap();
+        let refused = loose.check_issuers(&names).expect_err("ambiguous with two issuers").to_string();
+        assert!(refused.contains("rule 1 (/api/admin)") && refused.contains("names no issuers"), "{refused}");
+        assert!(loose.check_issuers(&names[..1]).is_ok(), "one issuer: no ambiguity");
+        let unknown =
+            Policy::from_toml("[[rule]]\nprefix = \"/a\"\naccess = \"mfa\"\nissuers = [\"nobody\"]\n").unwrap();
+        assert!(
+            unknown.check_issuers(&names).unwrap_err().to_string().contains("\"nobody\" is not a configured issuer")
+        );
+        // Tied to its issuer, the rule means the staff pool's admin group only.
+        let tied = Policy::from_toml(
+            "[[rule]]\nprefix = \"/api/admin\"\naccess = \"mfa\"\ngroups = [\"admin\"]\nissuers = [\"staff\"]\n",
+        )
+        .unwrap();
+        tied.check_issuers(&names).expect("tied to staff");
+        let tied = tied.for_issuers(&names);
+        let rule = tied.requirement("GET", "/api/admin/users", ctx("mfa")).unwrap();
+        assert_eq!(rule.permits(&of("staff", &["admin"], "")), Ok(()));
+        assert_eq!(rule.permits(&of("partners", &["admin"], "")), Err(Forbidden::IssuerNotAccepted));
+        // Envoy's per-route groups without issuers, seen only at request time: refused for all.
+        let loose = loose.for_issuers(&names);
+        let envoy = RouteContext { groups: Some("admin"), ..ctx("mfa") };
+        let rule = loose.requirement("GET", "/other", envoy).unwrap();
+        assert_eq!(rule.permits(&of("staff", &["admin"], "")), Err(Forbidden::AmbiguousRoute));
+        assert_eq!(rule.permits(&of("partners", &["admin"], "")), Err(Forbidden::AmbiguousRoute));
+        let scoped = RouteContext { scopes: Some("read"), ..ctx("mfa") };
+        assert_eq!(
+            loose.requirement("GET", "/x", scoped).unwrap().permits(&of("staff", &[], "read")),
+            Err(Forbidden::AmbiguousRoute)
+        );
+        // Naming the issuers there too makes it unambiguous.
+        let named = RouteContext { issuers: Some("staff"), ..envoy };
+        let rule = loose.requirement("GET", "/other", named).unwrap();
+        assert_eq!(rule.permits(&of("staff", &["admin"], "")), Ok(()));
+        assert_eq!(rule.permits(&of("partners", &["admin"], "")), Err(Forbidden::IssuerNotAccepted));
+    }
+
+    #[test]
+    fn a_public_routes_issuers_decide_whose_identity_it_sees() {
+        let p = Policy::from_toml("[[rule]]\npath = \"/news\"\naccess = \"public\"\nissuers = [\"staff\"]\n").unwrap();
+        let rule = p.requirement("GET", "/news", RouteContext::default()).unwrap();
+        assert_eq!(rule.access, Access::Public);
+        assert!(rule.accepts_issuer(&of("staff", &[], "")));
+        assert!(!rule.accepts_issuer(&of("partners", &[], "")));
+        let envoy = RouteContext { issuers: Some("staff"), ..ctx("public") };
+        let empty = Policy::default();
+        let rule = empty.requirement("GET", "/x", envoy).unwrap();
+        assert_eq!(rule.access, Access::Public);
+        assert!(rule.accepts_issuer(&of("staff", &[], "")) && !rule.accepts_issuer(&of("partners", &[], "")));
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -19,7 +21,7 @@ use crate::discovery::DiscoveredKeySource;
 use crate::error::StepUp;
 use crate::ext_authz::ExtAuthz;
 use crate::grpc::AuthorizationService;
-use crate::headers::IdentityHeaders;
+use crate::headers::{IdentityHeaders, Qualifiers};
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminState};
 use crate::issuer::{IssuerConfig, KeysAt, Kind};
@@ -139,6 +141,9 @@ pub async fn build_for_issuers(
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
         .redirect(crate::key_store::same_origin_redirects())
         .build()?;
+    // The policy's group and scope names must be tied to the issuers configured here.
+    let names: Vec<String> = config.all_issuers().iter().map(|i| i.name.clone()).collect();
+    config.policy.check_issuers(&names).context("--policy")?;
     let stores = config.all_issuers().iter().map(|i| key_store(i, &client, &config.keys)).collect();
     let (revocations, redis) = open_revocations(config).await?;
     let mut parts = assemble_issuers(config, stores, mfa_sources, revocations);
@@ -252,7 +257,8 @@ pub fn assemble_issuers(
             }
         }
     });
-    let policy = SharedPolicy::new(config.policy.clone());
+    let names: Vec<String> = issuers.iter().map(|i| i.name.clone()).collect();
+    let policy = SharedPolicy::new(config.policy.clone().for_issuers(&names));
     let trusted: Vec<TrustedIssuer> = issuers
         .iter()
         .zip(&stores)
@@ -404,7 +410,10 @@ pub async fn serve(
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone())
-        .identity_headers(IdentityHeaders::with_mapped(&config.header_claims))
+        .identity_headers(IdentityHeaders::with_mapped(&config.header_claims).qualified(Qualifiers::new(
+            &config.all_issuers().iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+            config.unqualified_issuer.as_deref(),
+        )))
         .sampling_allows(config.log_allow_sample_rate)
         .claims_metadata(config.emit_claims_metadata)
         .envoy_strips_identity_headers(config.envoy_strips_identity_headers);
@@ -473,7 +482,8 @@ async fn reload_on_hangup(path: std::path::PathBuf, policy: SharedPolicy) {
             return;
         };
         while hangups.recv().await.is_some() {
-            match Policy::load(&path) {
+            let names = policy.current().issuer_names().to_vec();
+            match Policy::load(&path).and_then(|new| new.check_issuers(&names).map(|()| new.for_issuers(&names))) {
                 Ok(new) => {
                     policy.replace(new);
                     tracing::info!(path = %path.display(), "policy reloaded");
