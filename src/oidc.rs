@@ -34,10 +34,20 @@ fn access_token_typ(typ: Option<&str>) -> bool {
     typ.is_some_and(|t| ["at+jwt", "application/at+jwt", "jwt"].iter().any(|ok| t.eq_ignore_ascii_case(ok)))
 }
 
+/// True when the claims carry what only an ID token carries: `nonce`, `at_hash` or `c_hash`
+/// (OpenID Connect Core 2, 3.1.3.6, 3.3.2.11), Keycloak's `typ: "ID"` claim or Cognito's
+/// `token_use: "id"`. Many providers stamp access tokens `typ: JWT` in the header too (Auth0,
+/// Entra ID, Keycloak), so the header alone cannot tell an ID token from an access token.
+fn id_token_markers(claims: &Map<String, Value>) -> bool {
+    ["nonce", "at_hash", "c_hash"].iter().any(|k| claims.contains_key(*k))
+        || claims.get("typ").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("ID"))
+        || claims.get("token_use").and_then(Value::as_str) == Some("id")
+}
+
 impl OidcRules {
     /// Applies every rule to a verified token's header `typ` and claims, at Unix time `now`.
     pub fn check(&self, typ: Option<&str>, claims: &Map<String, Value>, now: u64) -> Result<Claims, Invalid> {
-        if !access_token_typ(typ) {
+        if !access_token_typ(typ) || id_token_markers(claims) {
             return Err(Invalid::NotAccessToken);
         }
         let time = |name: &str| match claims.get(name) {
@@ -179,6 +189,25 @@ mod tests {
         assert_eq!(r(no_exp), Some(Invalid::MissingExpiry));
         assert_eq!(r(with("nbf", json!(NOW + 1))), Some(Invalid::NotYetValid));
         assert_eq!(r(with("iss", json!(format!("{ISS}/")))), Some(Invalid::WrongIssuer));
+    }
+
+    #[test]
+    fn an_id_token_is_refused_whatever_its_typ_says() {
+        // Each provider's ID-token shape, beside its access token (which passes).
+        let r = |typ: &str, t: Map<String, Value>| rules().check(Some(typ), &t, NOW).err();
+        assert_eq!(r("JWT", token()), None, "an access token stamped typ JWT (Auth0, Entra ID) passes");
+        assert_eq!(r("at+jwt", token()), None, "an RFC 9068 access token passes");
+        let mut keycloak_access = token();
+        keycloak_access.insert("typ".into(), json!("Bearer"));
+        assert_eq!(r("JWT", keycloak_access), None, "Keycloak's access token (typ claim Bearer) passes");
+        // OpenID Connect ID tokens (oidc-provider, Auth0, Okta, Entra ID): nonce, at_hash, c_hash.
+        assert_eq!(r("JWT", with("nonce", json!("n-1"))), Some(Invalid::NotAccessToken));
+        assert_eq!(r("JWT", with("at_hash", json!("x"))), Some(Invalid::NotAccessToken));
+        assert_eq!(r("JWT", with("c_hash", json!("x"))), Some(Invalid::NotAccessToken));
+        // Keycloak marks its ID tokens with a typ claim of ID; Cognito with token_use id.
+        assert_eq!(r("JWT", with("typ", json!("ID"))), Some(Invalid::NotAccessToken));
+        assert_eq!(r("JWT", with("token_use", json!("id"))), Some(Invalid::NotAccessToken));
+        assert_eq!(r("JWT", with("token_use", json!("access"))), None, "token_use access is fine");
     }
 
     #[test]
