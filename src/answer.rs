@@ -15,14 +15,14 @@
 
 use std::sync::Arc;
 
-use percent_encoding::utf8_percent_encode;
+use percent_encoding::{AsciiSet, utf8_percent_encode};
 use prost::bytes::BufMut;
 use prost::encoding::{encode_varint, encoded_len_varint};
 use uuid::Uuid;
 
 use crate::authz::Allowed;
 use crate::claims::{Claims, Identity};
-use crate::headers::{FIXED, IdentityHeaders, LIST_ITEM, TEXT};
+use crate::headers::{COLON, FIXED, IdentityHeaders, LIST_ITEM, Qualifiers, TEXT, TEXT_QUALIFIED};
 
 const fn fixed(name: &str) -> usize {
     let mut i = 0;
@@ -48,45 +48,86 @@ const USER_GROUPS: usize = fixed("x-user-groups");
 const CLIENT_ID: usize = fixed("x-client-id");
 const USER_ISSUER: usize = fixed("x-user-issuer");
 
-/// A header value as the claims hold it; written without building a string.
+/// A header value as the claims hold it; written without building a string. `prefix` is the
+/// issuer's name where its values are qualified (`partners:<value>`; each item of a list).
 #[derive(Clone, Copy)]
 enum Value<'a> {
     /// A UUID, hyphenated lower case.
-    Uuid(&'a Uuid),
+    Uuid(Option<&'a str>, &'a Uuid),
+    /// Text written as it is (names this service chose, already escaped values).
     Text(&'a str),
-    /// Text percent-encoded as `headers::escape_text` does (an OIDC provider's `sub` and username
-    /// may hold anything).
-    Escaped(&'a str),
+    /// Text percent-encoded with the given set (`headers::TEXT`: control characters, `%` and
+    /// non-ASCII; with several issuers `:` too).
+    Escaped(Option<&'a str>, &'a str, &'static AsciiSet),
     /// Items percent-encoded (`headers::escape_list_item`), comma-joined.
-    List(&'a [String]),
+    List(Option<&'a str>, &'a [String]),
 }
 
 /// The identity headers an allow sets, by their index in `IdentityHeaders::names`, in that order.
-fn identity_values(claims: &Claims) -> impl Iterator<Item = (usize, Value<'_>)> {
-    let groups = (!claims.groups.is_empty()).then_some((USER_GROUPS, Value::List(&claims.groups)));
+/// The one place an identity value is chosen: the pre-encoded allow and the prost-built one
+/// (`ext_authz::allowed_response`) both write these.
+fn identity_values<'c>(claims: &'c Claims, q: &'c Qualifiers) -> impl Iterator<Item = (usize, Value<'c>)> {
+    let prefix = q.prefix(claims.issuer);
+    let text = if q.several() { TEXT_QUALIFIED } else { TEXT };
+    let groups = (!claims.groups.is_empty()).then_some((USER_GROUPS, Value::List(prefix, &claims.groups)));
     let issuer = Some((USER_ISSUER, Value::Text(&claims.issuer_name)));
     let fixed: [Option<(usize, Value<'_>)>; 4] = match &claims.identity {
-        Identity::User { sub, username } => {
-            [Some((USER_ID, Value::Uuid(sub))), Some((USERNAME, Value::Text(username))), groups, issuer]
-        }
-        Identity::Subject { sub, username } => {
-            [Some((USER_ID, Value::Escaped(sub))), Some((USERNAME, Value::Escaped(username))), groups, issuer]
-        }
-        Identity::Machine => [Some((CLIENT_ID, Value::Text(&claims.client_id))), issuer, None, None],
+        Identity::User { sub, username } => [
+            Some((USER_ID, Value::Uuid(prefix, sub))),
+            Some((USERNAME, Value::Escaped(prefix, username, text))),
+            groups,
+            issuer,
+        ],
+        Identity::Subject { sub, username } => [
+            Some((USER_ID, Value::Escaped(prefix, sub, text))),
+            Some((USERNAME, Value::Escaped(prefix, username, text))),
+            groups,
+            issuer,
+        ],
+        Identity::Machine => [Some((CLIENT_ID, Value::Escaped(prefix, &claims.client_id, text))), issuer, None, None],
     };
-    let mapped = claims.mapped.iter().enumerate();
-    fixed.into_iter().flatten().chain(mapped.filter_map(|(i, v)| Some((FIXED.len() + i, Value::Text(v.as_deref()?)))))
+    let mapped = claims.mapped.iter().enumerate().filter_map(move |(i, v)| {
+        let v = v.as_deref()?;
+        Some((FIXED.len() + i, if q.several() { Value::Escaped(prefix, v, COLON) } else { Value::Text(v) }))
+    });
+    fixed.into_iter().flatten().chain(mapped)
+}
+
+/// The identity headers an allow sets, as (index in `IdentityHeaders::names`, value) pairs.
+pub(crate) fn identity_header_values(claims: &Claims, q: &Qualifiers) -> Vec<(usize, String)> {
+    identity_values(claims, q)
+        .map(|(i, value)| {
+            let mut bytes = Vec::with_capacity(value.len());
+            value.put(&mut bytes);
+            (i, String::from_utf8(bytes).expect("identity values are written as UTF-8"))
+        })
+        .collect()
+}
+
+fn prefix_len(prefix: Option<&str>) -> usize {
+    prefix.map_or(0, |p| p.len() + 1)
+}
+
+fn put_prefix(buf: &mut impl BufMut, prefix: Option<&str>) {
+    if let Some(p) = prefix {
+        buf.put_slice(p.as_bytes());
+        buf.put_u8(b':');
+    }
 }
 
 impl Value<'_> {
     fn len(self) -> usize {
         match self {
-            Value::Uuid(_) => uuid::fmt::Hyphenated::LENGTH,
+            Value::Uuid(prefix, _) => prefix_len(prefix) + uuid::fmt::Hyphenated::LENGTH,
             Value::Text(text) => text.len(),
-            Value::Escaped(text) => utf8_percent_encode(text, TEXT).map(str::len).sum(),
-            Value::List(items) => {
-                let escaped: usize =
-                    items.iter().map(|i| utf8_percent_encode(i, LIST_ITEM).map(str::len).sum::<usize>()).sum();
+            Value::Escaped(prefix, text, set) => {
+                prefix_len(prefix) + utf8_percent_encode(text, set).map(str::len).sum::<usize>()
+            }
+            Value::List(prefix, items) => {
+                let escaped: usize = items
+                    .iter()
+                    .map(|i| prefix_len(prefix) + utf8_percent_encode(i, LIST_ITEM).map(str::len).sum::<usize>())
+                    .sum();
                 escaped + items.len().saturating_sub(1)
             }
         }
@@ -94,18 +135,23 @@ impl Value<'_> {
 
     fn put(self, buf: &mut impl BufMut) {
         match self {
-            Value::Uuid(uuid) => buf.put_slice(uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes()),
+            Value::Uuid(prefix, uuid) => {
+                put_prefix(buf, prefix);
+                buf.put_slice(uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+            }
             Value::Text(text) => buf.put_slice(text.as_bytes()),
-            Value::Escaped(text) => {
-                for chunk in utf8_percent_encode(text, TEXT) {
+            Value::Escaped(prefix, text, set) => {
+                put_prefix(buf, prefix);
+                for chunk in utf8_percent_encode(text, set) {
                     buf.put_slice(chunk.as_bytes());
                 }
             }
-            Value::List(items) => {
+            Value::List(prefix, items) => {
                 for (n, item) in items.iter().enumerate() {
                     if n > 0 {
                         buf.put_u8(b',');
                     }
+                    put_prefix(buf, prefix);
                     for chunk in utf8_percent_encode(item, LIST_ITEM) {
                         buf.put_slice(chunk.as_bytes());
                     }
@@ -156,6 +202,8 @@ pub struct AllowWriter {
     removes: Box<[Box<[u8]>]>,
     /// `headers_to_remove` for `authorization`, when it is stripped.
     strip_authorization: Option<Box<[u8]>>,
+    /// How each issuer's values are written.
+    qualifiers: Qualifiers,
     claims_metadata: bool,
     only_carried: bool,
 }
@@ -193,6 +241,7 @@ impl AllowWriter {
             keys: identity.names().iter().map(|n| encode(tag::HEADER_KEY, n)).collect(),
             removes: identity.names().iter().map(|n| encode(tag::OK_REMOVE, n)).collect(),
             strip_authorization: strip_authorization.then(|| encode(tag::OK_REMOVE, "authorization")),
+            qualifiers: identity.qualifiers().clone(),
             claims_metadata,
             only_carried,
         }
@@ -216,18 +265,24 @@ impl AllowWriter {
     /// Whether `headers_to_remove` lists identity header `i`, given the headers set (`set` has a
     /// bit for each of the first 64; past them, the claims are asked).
     fn removes(&self, i: usize, set: u64, claims: Option<&Claims>, carried: Carried) -> bool {
-        let is_set =
-            if i < 64 { set & (1 << i) != 0 } else { claims.is_some_and(|c| identity_values(c).any(|(j, _)| j == i)) };
+        let is_set = if i < 64 {
+            set & (1 << i) != 0
+        } else {
+            claims.is_some_and(|c| identity_values(c, &self.qualifiers).any(|(j, _)| j == i))
+        };
         !is_set && (!self.only_carried || carried.has(i))
     }
 
-    fn set_mask(claims: Option<&Claims>) -> u64 {
-        claims.map_or(0, |c| identity_values(c).filter(|(i, _)| *i < 64).fold(0, |m, (i, _)| m | 1 << i))
+    fn set_mask(&self, claims: Option<&Claims>) -> u64 {
+        claims.map_or(0, |c| {
+            identity_values(c, &self.qualifiers).filter(|(i, _)| *i < 64).fold(0, |m, (i, _)| m | 1 << i)
+        })
     }
 
     fn ok_len(&self, claims: Option<&Claims>, carried: Carried) -> usize {
-        let headers: usize = claims.map_or(0, |c| identity_values(c).map(|(i, v)| framed(self.option_len(i, v))).sum());
-        let set = Self::set_mask(claims);
+        let headers: usize = claims
+            .map_or(0, |c| identity_values(c, &self.qualifiers).map(|(i, v)| framed(self.option_len(i, v))).sum());
+        let set = self.set_mask(claims);
         let removes: usize = (0..self.removes.len())
             .filter(|i| self.removes(*i, set, claims, carried))
             .map(|i| self.removes[i].len())
@@ -247,7 +302,7 @@ impl AllowWriter {
 
     fn put_ok(&self, buf: &mut impl BufMut, claims: Option<&Claims>, carried: Carried) {
         if let Some(claims) = claims {
-            for (i, value) in identity_values(claims) {
+            for (i, value) in identity_values(claims, &self.qualifiers) {
                 let len = value.len();
                 let header = self.header_len(i, len);
                 put_head(buf, tag::OK_HEADERS, framed(header) + OVERWRITE.len());
@@ -261,7 +316,7 @@ impl AllowWriter {
                 buf.put_slice(&OVERWRITE);
             }
         }
-        let set = Self::set_mask(claims);
+        let set = self.set_mask(claims);
         for (i, remove) in self.removes.iter().enumerate() {
             if self.removes(i, set, claims, carried) {
                 buf.put_slice(remove);
@@ -334,7 +389,7 @@ enum Meta<'a> {
 fn metadata_fields(c: &Claims) -> impl Iterator<Item = (&'static str, Meta<'_>)> {
     let (sub, username) = match &c.identity {
         Identity::User { sub, username } => {
-            (Some(("sub", Meta::Str(Value::Uuid(sub)))), Some(("username", Meta::Str(Value::Text(username)))))
+            (Some(("sub", Meta::Str(Value::Uuid(None, sub)))), Some(("username", Meta::Str(Value::Text(username)))))
         }
         Identity::Subject { sub, username } => {
             (Some(("sub", Meta::Str(Value::Text(sub)))), Some(("username", Meta::Str(Value::Text(username)))))
@@ -487,5 +542,84 @@ mod tests {
             }
         }
         assert_eq!(cases, 7 * 8 * 4);
+    }
+
+    fn values(claims: &Claims, q: &Qualifiers) -> Vec<(&'static str, String)> {
+        identity_header_values(claims, q)
+            .into_iter()
+            .map(|(i, v)| (FIXED.get(i).copied().unwrap_or("mapped"), v))
+            .collect()
+    }
+
+    #[test]
+    fn no_two_principals_of_different_issuers_share_identity_headers() {
+        let names = ["staff".to_owned(), "partners".to_owned()];
+        let staff = Claims { issuer_name: Arc::from("staff"), ..user(&["admin"], None, &[Some("a@corp.example")]) };
+        let Identity::User { sub, .. } = &staff.identity else { unreachable!() };
+        // A provider may mint the staff user's very sub, username, group and mapped claim.
+        let partner = Claims {
+            identity: Identity::Subject { sub: sub.to_string().into(), username: "alice ä".into() },
+            issuer: 1,
+            issuer_name: Arc::from("partners"),
+            ..staff.clone()
+        };
+        let bare_staff = Qualifiers::new(&names, Some("staff"));
+        assert_eq!(
+            values(&staff, &bare_staff),
+            [
+                ("x-user-id", sub.to_string()),
+                ("x-username", "alice %C3%A4".to_owned()),
+                ("x-user-groups", "admin".to_owned()),
+                ("x-user-issuer", "staff".to_owned()),
+                ("mapped", "a@corp.example".to_owned()),
+            ],
+            "the unqualified issuer keeps the single-pool values"
+        );
+        assert_eq!(
+            values(&partner, &bare_staff),
+            [
+                ("x-user-id", format!("partners:{sub}")),
+                ("x-username", "partners:alice %C3%A4".to_owned()),
+                ("x-user-groups", "partners:admin".to_owned()),
+                ("x-user-issuer", "partners".to_owned()),
+                ("mapped", "partners:a@corp.example".to_owned()),
+            ]
+        );
+        // A bare value can never read as a qualified one: `:` is escaped in every value.
+        let colon = Claims {
+            identity: Identity::User { sub: *sub, username: "partners:alice".into() },
+            ..user(&["partners:admin"], None, &[Some("partners:x")])
+        };
+        let colon = Claims { issuer_name: Arc::from("staff"), ..colon };
+        let written = values(&colon, &bare_staff);
+        assert_eq!(written[1], ("x-username", "partners%3Aalice".to_owned()));
+        assert_eq!(written[2], ("x-user-groups", "partners%3Aadmin".to_owned()));
+        assert_eq!(written[4], ("mapped", "partners%3Ax".to_owned()));
+        // With no issuer named bare, every issuer is qualified.
+        let all = Qualifiers::new(&names, None);
+        assert_eq!(values(&staff, &all)[0], ("x-user-id", format!("staff:{sub}")));
+        // Machine tokens too.
+        let machine = Claims { identity: Identity::Machine, ..partner.clone() };
+        assert_eq!(values(&machine, &bare_staff)[0], ("x-client-id", "partners:client-a".to_owned()));
+    }
+
+    #[test]
+    fn every_issuer_writes_its_username_in_one_encoding() {
+        let one = Qualifiers::new(&["default".to_owned()], None);
+        let cognito = Claims {
+            identity: Identity::User { sub: Uuid::from_u128(7), username: "bob\r\n 100% a:b ü".into() },
+            ..user(&[], None, &[])
+        };
+        let oidc = Claims {
+            identity: Identity::Subject { sub: "s".into(), username: "bob\r\n 100% a:b ü".into() },
+            ..cognito.clone()
+        };
+        let encoded = "bob%0D%0A 100%25 a:b %C3%BC".to_owned();
+        assert_eq!(values(&cognito, &one)[1], ("x-username", encoded.clone()), "a Cognito username is escaped");
+        assert_eq!(values(&oidc, &one)[1], ("x-username", encoded), "as an OIDC one is");
+        // Positive control: a plain username is written as it always was.
+        let plain =
+            Claims { identity: Identity::User { sub: Uuid::from_u128(7), username: "alice".into() }, ..cognito };
+        assert_eq!(values(&plain, &one)[1], ("x-username", "alice".to_owned()));
     }
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub envoy_strips_identity_headers: bool,
     /// Claims mapped to upstream headers.
     pub header_claims: Vec<HeaderClaim>,
+    /// With several issuers, the one whose identity headers stay bare (`--unqualified-issuer`).
+    pub unqualified_issuer: Option<String>,
     /// The key store's timings.
     pub keys: KeySettings,
     /// The policy read at start-up, and where to read it again on SIGHUP.
@@ -140,6 +142,9 @@ impl Settings {
     /// Validates the settings into the configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         if self.issuers.is_empty() {
+            if self.unqualified_issuer.as_deref().is_some_and(|name| name != crate::issuer::DEFAULT_NAME) {
+                return Err(bad("unqualified-issuer", "names an [[issuer]], but there are no [[issuer]] tables"));
+            }
             let pool = self.pool_settings().check()?;
             return self.with_pool(pool);
         }
@@ -156,6 +161,11 @@ impl Settings {
             };
             PoolSettings { client_id: &none, ..settings.pool_settings() }.check()
         };
+        if let Some(name) = self.unqualified_issuer.as_deref()
+            && !issuers.iter().any(|i| i.name == name)
+        {
+            return Err(bad("unqualified-issuer", format!("{name:?} is not the name of an [[issuer]]")));
+        }
         let mut config = self.with_pool(served.map_or_else(inert, Ok)?)?;
         if !signs_in {
             config.oauth = None;
@@ -271,6 +281,7 @@ impl Settings {
             emit_claims_metadata: self.emit_claims_metadata,
             envoy_strips_identity_headers: self.envoy_strips_identity_headers,
             header_claims: self.header,
+            unqualified_issuer: self.unqualified_issuer,
         })
     }
 }

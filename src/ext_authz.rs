@@ -20,7 +20,7 @@ use crate::authz::{Allowed, Authorizer, Decision, Request};
 use crate::claims::{Claims, Identity};
 use crate::clock::unix_now;
 use crate::error::{BadRequest, Denied, code};
-use crate::headers::{self, IdentityHeaders};
+use crate::headers::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::pb::auth::attribute_context::HttpRequest;
 use crate::pb::auth::authorization_server::Authorization;
@@ -365,34 +365,13 @@ pub fn allowed_response(
     claims_metadata: bool,
     only_carried: Option<Carried>,
 ) -> CheckResponse {
-    let mut set: Vec<(&str, String)> = match allowed {
+    let set: Vec<(&str, String)> = match allowed {
         Allowed::Anonymous => vec![],
-        Allowed::Verified(claims) => match &claims.identity {
-            Identity::User { sub, username } => {
-                let mut set = vec![("x-user-id", sub.to_string()), ("x-username", username.clone())];
-                if !claims.groups.is_empty() {
-                    let groups: Vec<String> = claims.groups.iter().map(|g| headers::escape_list_item(g)).collect();
-                    set.push(("x-user-groups", groups.join(",")));
-                }
-                set
-            }
-            Identity::Subject { sub, username } => {
-                let mut set =
-                    vec![("x-user-id", headers::escape_text(sub)), ("x-username", headers::escape_text(username))];
-                if !claims.groups.is_empty() {
-                    let groups: Vec<String> = claims.groups.iter().map(|g| headers::escape_list_item(g)).collect();
-                    set.push(("x-user-groups", groups.join(",")));
-                }
-                set
-            }
-            Identity::Machine => vec![("x-client-id", claims.client_id.to_string())],
-        },
+        Allowed::Verified(claims) => crate::answer::identity_header_values(claims, identity.qualifiers())
+            .into_iter()
+            .map(|(i, value)| (identity.names()[i].as_str(), value))
+            .collect(),
     };
-    if let Allowed::Verified(claims) = allowed {
-        set.push(("x-user-issuer", claims.issuer_name.to_string()));
-        let values = identity.mapped().iter().zip(claims.mapped.iter());
-        set.extend(values.filter_map(|(name, value)| Some((name.as_str(), value.clone()?))));
-    }
     let carried = |i: usize| only_carried.is_none_or(|c| i >= 64 || c.0 & (1 << i) != 0);
     let mut headers_to_remove: Vec<String> = (identity.names().iter().enumerate())
         .filter(|(i, name)| !set.iter().any(|(key, _)| key == *name) && carried(*i))

@@ -123,6 +123,9 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         crate::issuer::IssuerConfig::for_pool(crate::issuer::DEFAULT_NAME, &config.pool),
         crate::dev_oidc::issuer(oidc_jwks_url.clone()),
     ];
+    // The dev pool's users keep bare identity headers (the README's examples); dev-oidc's are
+    // qualified (`dev-oidc:<sub>`).
+    config.unqualified_issuer = Some(crate::issuer::DEFAULT_NAME.to_owned());
     let oidc_jwks = serde_json::json!({ "keys": [oidc_key.jwk()] });
     config.emit_claims_metadata = args.emit_claims_metadata.unwrap_or(config.emit_claims_metadata);
     config.envoy_strips_identity_headers =

@@ -227,6 +227,12 @@ pub struct Settings {
     /// Defaults to the only Cognito issuer.
     #[arg(long, env = "COGNITO_AUTHZ_OAUTH_ISSUER")]
     pub oauth_issuer: Option<String>,
+    /// With several issuers: the one whose users' identity headers carry bare values, as with a
+    /// single pool (`x-user-id: <sub>`); every other issuer's are qualified by its name
+    /// (`x-user-id: partners:<sub>`), so no two principals share an identity. Defaults to none:
+    /// every issuer qualified. With one issuer its headers are always bare.
+    #[arg(long, env = "COGNITO_AUTHZ_UNQUALIFIED_ISSUER")]
+    pub unqualified_issuer: Option<String>,
     /// `[[issuer]]` tables (the `--config` file only), instead of the single-pool flags.
     #[arg(skip)]
     #[serde(skip)]
@@ -303,6 +309,7 @@ impl Default for Settings {
             refresh_cookie_domain: None,
             allowed_origin: vec![],
             oauth_issuer: None,
+            unqualified_issuer: None,
             issuers: vec![],
             log_format: LogFormat::Text,
             log_level: LogLevel::Info,
