@@ -489,6 +489,7 @@ mod tests {
             mapped: mapped.iter().map(|m| m.map(str::to_owned)).collect(),
             issuer: 0,
             issuer_name: Arc::from("default"),
+            iss: Arc::from("https://issuer.example"),
             second_factor: None,
         }
     }

@@ -59,6 +59,9 @@ pub struct Claims {
     pub issuer: usize,
     /// That issuer's `name` (`default` for the single-pool flags).
     pub issuer_name: Arc<str>,
+    /// That issuer's `iss`: what revocations are scoped by, since it stays when a configuration
+    /// renames the issuer or moves it into an `[[issuer]]` table. Shared, not copied.
+    pub iss: Arc<str>,
     /// For OIDC issuers, whether the token itself shows a second factor (`amr`/`acr` against the
     /// issuer's `mfa-amr`/`mfa-acr`); `None` for Cognito, whose MFA state is asked of the pool.
     pub second_factor: Option<bool>,
@@ -100,6 +103,12 @@ impl std::fmt::Display for TokenId {
 }
 
 impl Claims {
+    /// True for a token of a Cognito pool (whose `jti`s are UUIDs the pool chose).
+    pub fn from_cognito(&self) -> bool {
+        // Only OIDC tokens say what their session used; a Cognito pool is asked.
+        self.second_factor.is_none()
+    }
+
     /// True when the space-separated `scope` claim holds `wanted`.
     pub fn has_scope(&self, wanted: &str) -> bool {
         self.scope.as_deref().is_some_and(|s| s.split(' ').any(|have| have == wanted))

@@ -96,12 +96,28 @@ pub struct TlsFiles {
 }
 
 /// Where revocations are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// An append-only file (one replica).
     File(PathBuf),
-    /// A Redis URL (shared by replicas).
-    Redis(String),
+    /// A Redis URL (shared by replicas), and the namespace of the list's key and channel.
+    Redis {
+        /// The URL; its userinfo holds the password, so `Debug` never shows it.
+        url: String,
+        /// `--revocation-namespace`, or the served pool's id.
+        namespace: String,
+    },
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::File(path) => f.debug_tuple("File").field(path).finish(),
+            StoreSpec::Redis { namespace, .. } => {
+                f.debug_struct("Redis").field("url", &"<redacted>").field("namespace", namespace).finish()
+            }
+        }
+    }
 }
 
 fn bad(flag: &str, problem: impl Into<String>) -> ConfigError {
@@ -166,6 +182,16 @@ impl Settings {
         {
             return Err(bad("unqualified-issuer", format!("{name:?} is not the name of an [[issuer]]")));
         }
+        let redis = self.revocation_store.as_deref().is_some_and(|s| s.starts_with("redis"));
+        if !signs_in && redis && self.revocation_namespace.is_none() {
+            // A default derived from the issuers would move the list (to an empty key) whenever
+            // one is added: every revocation would be dropped without a word.
+            return Err(bad(
+                "revocation-namespace",
+                "is required with a Redis store when no single Cognito pool is served (several pools without \
+                 --oauth-issuer, or only OIDC issuers); before this setting existed such deployments used us-east-1_none",
+            ));
+        }
         let mut config = self.with_pool(served.map_or_else(inert, Ok)?)?;
         if !signs_in {
             config.oauth = None;
@@ -224,7 +250,17 @@ impl Settings {
         let revocation_store = match self.revocation_store.as_deref() {
             None => StoreSpec::File(self.data_dir.join("revocations.jsonl")),
             Some(spec) if spec.starts_with("redis://") || spec.starts_with("rediss://") => {
-                StoreSpec::Redis(spec.to_owned())
+                let namespace = self.revocation_namespace.clone().unwrap_or_else(|| pool.user_pool_id.clone());
+                if namespace.is_empty()
+                    || namespace.len() > 128
+                    || !namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return Err(bad(
+                        "revocation-namespace",
+                        "must be 1 to 128 characters of A-Z, a-z, 0-9, -, _ and .",
+                    ));
+                }
+                StoreSpec::Redis { url: spec.to_owned(), namespace }
             }
             Some(spec) => match spec.strip_prefix("file:") {
                 Some(path) if !path.is_empty() => StoreSpec::File(PathBuf::from(path)),

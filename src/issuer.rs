@@ -357,4 +357,39 @@ mod tests {
         let named = Settings { oauth_issuer: Some("partners".into()), ..args(vec![staff(), partners()]) };
         assert_eq!(named.into_config().expect_err("an oidc issuer").flag, "oauth-issuer");
     }
+
+    #[test]
+    fn the_redis_namespace_never_moves_when_an_issuer_is_added() {
+        use crate::config::StoreSpec;
+        let redis = |tables: Vec<IssuerTable>, namespace: Option<&str>| Settings {
+            issuers: tables,
+            revocation_store: Some("redis://:pw@127.0.0.1:6379/0".into()),
+            revocation_namespace: namespace.map(str::to_owned),
+            ..Settings::default()
+        };
+        let namespace = |settings: Settings| match settings.into_config().map(|c| c.revocation_store) {
+            Ok(StoreSpec::Redis { namespace, .. }) => Ok(namespace),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.flag),
+        };
+        // One pool (with a provider beside it): its id, as with the single-pool flags.
+        assert_eq!(namespace(redis(vec![staff(), partners()], None)), Ok("eu-west-2_AbC123".into()));
+        let flags = Settings {
+            region: Some("eu-west-2".into()),
+            user_pool_id: Some("eu-west-2_AbC123".into()),
+            client_id: vec!["c1".into()],
+            ..redis(vec![], None)
+        };
+        assert_eq!(namespace(flags), Ok("eu-west-2_AbC123".into()), "the same key before and after the move");
+        // A second pool would leave no pool to name it after: start-up stops instead of moving it.
+        let second =
+            IssuerTable { name: "contractors".into(), user_pool_id: Some("eu-west-2_Other".into()), ..staff() };
+        assert_eq!(namespace(redis(vec![staff(), second.clone()], None)), Err("revocation-namespace".into()));
+        assert_eq!(namespace(redis(vec![partners()], None)), Err("revocation-namespace".into()), "OIDC only");
+        assert_eq!(namespace(redis(vec![staff(), second], Some("shop-prod"))), Ok("shop-prod".into()));
+        assert_eq!(namespace(redis(vec![staff()], Some("a b"))), Err("revocation-namespace".into()));
+        // The URL's password never shows in Debug.
+        let spec = StoreSpec::Redis { url: "redis://:hunter2@h:6379".into(), namespace: "n".into() };
+        assert!(!format!("{spec:?}").contains("hunter2") && format!("{spec:?}").contains("\"n\""));
+    }
 }

@@ -117,6 +117,7 @@ impl OidcRules {
             mapped: Box::default(),
             issuer: 0,
             issuer_name: Arc::from(""),
+            iss: Arc::from(""),
             second_factor: Some(second_factor),
         })
     }

@@ -680,6 +680,7 @@ mod tests {
             mapped: Box::default(),
             issuer: 0,
             issuer_name: "staff".into(),
+            iss: Arc::from(""),
             second_factor: None,
         }
     }

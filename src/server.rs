@@ -159,17 +159,25 @@ pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, O
         StoreSpec::File(path) => {
             let store = FileStore::open(path)
                 .map_err(|e| anyhow::anyhow!("cannot open the revocation file {}: {e}", path.display()))?;
-            let revocations = Revocations::new(Arc::new(store), config.allow_unrevocable_tokens, None);
+            let revocations =
+                Revocations::new(Arc::new(store), config.allow_unrevocable_tokens, None).naming_issuers(named(config));
             let n = revocations.reload(unix_now()).await?;
             tracing::info!(entries = n, path = %path.display(), "revocation list loaded");
             Ok((revocations, None))
         }
-        StoreSpec::Redis(url) => {
-            let store = Arc::new(RedisStore::new(url, &config.pool.user_pool_id, Duration::from_secs(1))?);
+        StoreSpec::Redis { url, namespace } => {
+            let store = Arc::new(RedisStore::new(url, namespace, Duration::from_secs(1))?);
             let staleness = Some(config.revocation_max_staleness);
-            Ok((Revocations::new(store.clone(), config.allow_unrevocable_tokens, staleness), Some(store)))
+            let revocations = Revocations::new(store.clone(), config.allow_unrevocable_tokens, staleness);
+            Ok((revocations.naming_issuers(named(config)), Some(store)))
         }
     }
+}
+
+/// Each configured issuer's name and `iss`: revocation entries scoped by an issuer's name (as
+/// they were written before they named the `iss`) are read as that issuer's.
+fn named(config: &Config) -> Vec<(String, String)> {
+    config.all_issuers().into_iter().map(|i| (i.name, i.iss)).collect()
 }
 
 /// One issuer's key store: its JWKS, or the one its discovery document names.

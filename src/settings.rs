@@ -155,6 +155,12 @@ pub struct Settings {
     /// replicas). Defaults to `file:{data-dir}/revocations.jsonl`.
     #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_STORE")]
     pub revocation_store: Option<String>,
+    /// With Redis: the namespace of the revocation list's key and channel
+    /// (`cognito-authz:{namespace}:revocations`), which replicas of one deployment share and other
+    /// deployments on the same Redis must not. Defaults to the user pool id of the pool the HTTP
+    /// module serves; required when it serves none (several pools, or only OIDC issuers).
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_NAMESPACE")]
+    pub revocation_namespace: Option<String>,
     /// With Redis: seconds without confirmation from Redis after which decisions answer 503
     /// rather than trust an old copy.
     #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_MAX_STALENESS_SECONDS", required = false)]
@@ -288,6 +294,7 @@ impl Default for Settings {
             admin_token_file: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             revocation_store: None,
+            revocation_namespace: None,
             revocation_max_staleness_seconds: 10,
             refresh_token_lifetime: 30 * 86400,
             allow_unrevocable_tokens: false,

@@ -82,6 +82,7 @@ impl Rules {
             mapped: Box::default(),
             issuer: 0,
             issuer_name: Arc::from(crate::issuer::DEFAULT_NAME),
+            iss: Arc::from(""),
             second_factor: None,
         })
     }
@@ -210,6 +211,8 @@ pub struct Verifier {
     mapped_claims: Arc<[String]>,
     /// The issuer whose app client the HTTP module serves (its position), if any.
     served: Option<usize>,
+    /// Each issuer's `iss`, shared by every token's claims.
+    isses: Arc<[Arc<str>]>,
 }
 
 crate::opaque_debug!(Verifier);
@@ -229,7 +232,9 @@ impl Verifier {
             IssuerRules::Cognito(rules) => rules.leeway,
             IssuerRules::Oidc { rules, .. } => rules.leeway,
         };
+        let isses = issuers.iter().map(|i| Arc::from(i.rules.iss())).collect();
         Verifier {
+            isses,
             keys: first.keys.clone(),
             leeway,
             issuers: issuers.into(),
@@ -291,6 +296,7 @@ impl Verifier {
         };
         claims.issuer = index;
         claims.issuer_name = issuer.name.clone();
+        claims.iss = self.isses[index].clone();
         claims.scope = claims.scope.map(|scope| self.scopes.share(&scope));
         claims.groups = self.groups.share(&claims.groups);
         let claims = Arc::new(claims);
