@@ -79,9 +79,9 @@ fn main() {
     for i in 0..revocations {
         let until = NOW + 30 * 86400;
         list.apply(if i % 2 == 0 {
-            Entry::Jti { id: uuid(i, 4), until, issuer: None }
+            Entry::Jti { id: uuid(i, 4), until, issuer: None, iss: None }
         } else {
-            Entry::Origin { id: uuid(i, 5), until, issuer: None }
+            Entry::Origin { id: uuid(i, 5), until, issuer: None, iss: None }
         });
     }
     let after_revocations = rss_kib();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::claims::Claims;
 use crate::credential;
 use crate::error::{BadRequest, Denied, Forbidden, Invalid, StepUp};
+use crate::headers::Qualifiers;
 use crate::mfa::MfaGate;
 use crate::policy::{Access, LevelSource, RouteContext, SharedPolicy};
 use crate::revocation::Revocations;
@@ -84,6 +85,8 @@ pub struct Authorizer {
     allowed_origins: Arc<[String]>,
     /// `--shadow`: routes whose sources say nothing of the mode are only observed.
     shadow: bool,
+    /// How each issuer's identity values are written (qualified by issuer with several).
+    qualifiers: Qualifiers,
 }
 
 crate::opaque_debug!(Authorizer);
@@ -109,6 +112,7 @@ impl Authorizer {
             token_cookie,
             allowed_origins: allowed_origins.into(),
             shadow: false,
+            qualifiers: Qualifiers::default(),
         }
     }
 
@@ -117,6 +121,18 @@ impl Authorizer {
     pub fn shadow_by_default(mut self, everywhere: bool) -> Authorizer {
         self.shadow = everywhere;
         self
+    }
+
+    /// Writes each issuer's identity values as `qualifiers` say (by default bare, as with one
+    /// issuer). Every transport's answer takes them from here.
+    pub fn qualifying(mut self, qualifiers: Qualifiers) -> Authorizer {
+        self.qualifiers = qualifiers;
+        self
+    }
+
+    /// How each issuer's identity values are written.
+    pub fn qualifiers(&self) -> &Qualifiers {
+        &self.qualifiers
     }
 
     /// One MFA gate per issuer, in the verifier's issuer order (an OIDC issuer's is never asked).

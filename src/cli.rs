@@ -39,9 +39,12 @@ pub enum Command {
 /// `revoke`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct RevokeArgs {
-    /// The user's `sub`.
+    /// The user's `sub` (a UUID for a Cognito pool's user).
     #[arg(long)]
-    pub user: uuid::Uuid,
+    pub user: String,
+    /// The issuer the user belongs to (its `[[issuer]]` name); needed with several issuers.
+    #[arg(long)]
+    pub issuer: Option<String>,
     /// The user's Cognito username, for the sign-out (defaults to the `sub`).
     #[arg(long)]
     pub username: Option<String>,

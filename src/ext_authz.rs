@@ -54,7 +54,7 @@ crate::opaque_debug!(ExtAuthz);
 impl ExtAuthz {
     /// `strip_authorization` removes the `authorization` header before the upstream on allow.
     pub fn new(authorizer: Authorizer, strip_authorization: bool, metrics: Metrics) -> ExtAuthz {
-        let identity = IdentityHeaders::default();
+        let identity = IdentityHeaders::default().qualified(authorizer.qualifiers().clone());
         ExtAuthz {
             authorizer,
             strip_authorization,
@@ -69,9 +69,10 @@ impl ExtAuthz {
         }
     }
 
-    /// The identity headers, mapped ones included (the fixed four by default).
+    /// The identity headers, mapped ones included (the fixed five by default); their values are
+    /// qualified by issuer as the authorizer says.
     pub fn identity_headers(mut self, identity: IdentityHeaders) -> ExtAuthz {
-        self.identity = identity;
+        self.identity = identity.qualified(self.authorizer.qualifiers().clone());
         self.rewrite()
     }
 

@@ -219,7 +219,10 @@ fn reader_may_stop(written: std::io::Result<()>) -> anyhow::Result<()> {
 /// `cognito-authz revoke --user SUB`: asks the running server's admin route.
 pub async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     let url = format!("{}/admin/revoke-user", args.admin_url.trim_end_matches('/'));
-    let body = serde_json::json!({ "sub": args.user, "username": args.username });
+    let mut body = serde_json::json!({ "sub": args.user, "username": args.username });
+    if let Some(issuer) = &args.issuer {
+        body["issuer"] = serde_json::json!(issuer);
+    }
     let response = reqwest::Client::new()
         .post(&url)
         .bearer_auth(&args.admin_token)

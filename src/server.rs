@@ -23,7 +23,7 @@ use crate::ext_authz::ExtAuthz;
 use crate::grpc::AuthorizationService;
 use crate::headers::{IdentityHeaders, Qualifiers};
 use crate::http::AuthState;
-use crate::http::admin::{self, AdminState};
+use crate::http::admin::{self, AdminIssuer, AdminState};
 use crate::issuer::{IssuerConfig, KeysAt, Kind};
 use crate::key_store::{HttpKeySource, KeyStore};
 use crate::key_store::{KeySettings, KeySource};
@@ -62,6 +62,9 @@ pub struct Parts {
     pub metrics: Metrics,
     /// The Cognito API, for the HTTP module (absent in dev mode).
     pub cognito: Option<Arc<dyn UserCalls>>,
+    /// Each issuer's Cognito API, in configuration order, where this service has one (the admin
+    /// route signs a user out at their own pool): `build` gives each pool its own.
+    pub user_calls: Vec<Option<Arc<dyn UserCalls>>>,
     /// The shared revocation store, whose subscription `serve` keeps up.
     pub redis: Option<Arc<RedisStore>>,
 }
@@ -95,8 +98,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
         )
         .await,
     );
-    // Each Cognito issuer of the tables asks its own pool, at its own endpoint.
+    // Each Cognito issuer of the tables asks its own pool, at its own endpoint, and signs its own
+    // users out.
     let mut sources: Vec<Arc<dyn MfaSource>> = Vec::new();
+    let mut calls: Vec<Option<Arc<dyn UserCalls>>> = Vec::new();
     for issuer in config.all_issuers() {
         match &issuer.kind {
             Kind::Cognito(pool) if !config.issuers.is_empty() => {
@@ -109,13 +114,24 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
                     None,
                 )
                 .await;
-                sources.push(Arc::new(own));
+                let own = Arc::new(own);
+                sources.push(own.clone());
+                calls.push(Some(own));
             }
-            // The single pool's, or an OIDC issuer's (never asked: its tokens show their factors).
-            _ => sources.push(cognito.clone()),
+            Kind::Cognito(_) => {
+                sources.push(cognito.clone());
+                calls.push(Some(cognito.clone()));
+            }
+            // Never asked: an OIDC provider's tokens show their factors.
+            Kind::Oidc(_) => {
+                sources.push(cognito.clone());
+                calls.push(None);
+            }
         }
     }
-    build_for_issuers(config, sources, Some(cognito)).await
+    let mut parts = build_for_issuers(config, sources, Some(cognito)).await?;
+    parts.user_calls = calls;
+    Ok(parts)
 }
 
 /// Builds the parts around a given MFA source, fetching keys over HTTP(S).
@@ -147,6 +163,9 @@ pub async fn build_for_issuers(
     let stores = config.all_issuers().iter().map(|i| key_store(i, &client, &config.keys)).collect();
     let (revocations, redis) = open_revocations(config).await?;
     let mut parts = assemble_issuers(config, stores, mfa_sources, revocations);
+    if let Some(served) = parts.verifier.served() {
+        parts.user_calls[served] = cognito.clone();
+    }
     parts.cognito = cognito;
     parts.redis = redis;
     Ok(parts)
@@ -172,6 +191,22 @@ pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, O
             Ok((revocations.naming_issuers(named(config)), Some(store)))
         }
     }
+}
+
+/// The issuers as the admin route sees them, each with its Cognito API (`calls`, by position).
+pub fn admin_issuers(config: &Config, calls: &[Option<Arc<dyn UserCalls>>]) -> Arc<[AdminIssuer]> {
+    let calls = calls.iter().cloned().chain(std::iter::repeat(None));
+    config
+        .all_issuers()
+        .into_iter()
+        .zip(calls)
+        .map(|(issuer, calls)| AdminIssuer {
+            cognito: matches!(issuer.kind, Kind::Cognito(_)),
+            calls,
+            name: issuer.name,
+            iss: issuer.iss,
+        })
+        .collect()
 }
 
 /// Each configured issuer's name and `iss`: revocation entries scoped by an issuer's name (as
@@ -296,7 +331,11 @@ pub fn assemble_issuers(
         config.token_cookie.clone(),
         config.auth.allowed_origins.clone(),
     )
-    .shadow_by_default(config.shadow);
+    .shadow_by_default(config.shadow)
+    .qualifying(Qualifiers::new(
+        &issuers.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+        config.unqualified_issuer.as_deref(),
+    ));
     if gates.len() > 1 {
         authorizer = authorizer.with_issuer_gates(gates);
     }
@@ -343,6 +382,7 @@ pub fn assemble_issuers(
         authorizer,
         metrics,
         cognito: None,
+        user_calls: vec![None; issuers.len()],
         redis: None,
     }
 }
@@ -413,15 +453,12 @@ pub async fn serve(
         metrics: parts.metrics.clone(),
         revocations: revocations.clone(),
         mfa: parts.mfa.clone(),
-        cognito: parts.cognito.clone(),
+        issuers: admin_issuers(config, &parts.user_calls),
         token: config.admin_token.clone(),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone())
-        .identity_headers(IdentityHeaders::with_mapped(&config.header_claims).qualified(Qualifiers::new(
-            &config.all_issuers().iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
-            config.unqualified_issuer.as_deref(),
-        )))
+        .identity_headers(IdentityHeaders::with_mapped(&config.header_claims))
         .sampling_allows(config.log_allow_sample_rate)
         .claims_metadata(config.emit_claims_metadata)
         .envoy_strips_identity_headers(config.envoy_strips_identity_headers);

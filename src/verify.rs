@@ -334,6 +334,11 @@ impl Verifier {
         self.served == Some(claims.issuer)
     }
 
+    /// The position of the issuer whose app client the HTTP module serves, if any.
+    pub fn served(&self) -> Option<usize> {
+        self.served
+    }
+
     /// The configured issuers, in configuration order (a claim's `issuer` indexes it).
     pub fn issuers(&self) -> &[TrustedIssuer] {
         &self.issuers

@@ -63,13 +63,28 @@ pub enum Entry {
         /// When the last such sign-in's refresh token could have expired.
         until: u64,
     },
+    /// Every token of an OIDC provider's user (whose `sub` is any text, unique at that provider
+    /// only) issued at or before `before`.
+    Subject {
+        /// The provider's `iss`.
+        iss: String,
+        /// The user's `sub` there.
+        sub: String,
+        /// Tokens issued (or signed in, by `auth_time`) at or before this are revoked.
+        before: u64,
+        /// When the entry may be forgotten.
+        until: u64,
+    },
 }
 
 impl Entry {
     /// When the entry may be forgotten (Unix seconds).
     pub fn until(&self) -> u64 {
         match self {
-            Entry::Jti { until, .. } | Entry::Origin { until, .. } | Entry::User { until, .. } => *until,
+            Entry::Jti { until, .. }
+            | Entry::Origin { until, .. }
+            | Entry::User { until, .. }
+            | Entry::Subject { until, .. } => *until,
         }
     }
 }
@@ -95,6 +110,8 @@ pub struct RevocationList {
     jti: ByScope,
     origin: ByScope,
     users: HashMap<Uuid, (u64, u64)>,
+    /// OIDC users by (`iss`, `sub`): (before, until).
+    subjects: HashMap<(Box<str>, Box<str>), (u64, u64)>,
     /// Issuer names and their `iss`, to read entries that were scoped by name.
     names: Arc<HashMap<String, String>>,
 }
@@ -160,6 +177,10 @@ impl RevocationList {
                 let slot = self.users.entry(sub).or_default();
                 *slot = (slot.0.max(before), slot.1.max(until));
             }
+            Entry::Subject { iss, sub, before, until } => {
+                let slot = self.subjects.entry((iss.into(), sub.into())).or_default();
+                *slot = (slot.0.max(before), slot.1.max(until));
+            }
         }
     }
 
@@ -206,6 +227,13 @@ impl RevocationList {
             let signed_in = claims.auth_time.or(claims.iat).unwrap_or(0);
             return signed_in <= *before;
         }
+        if let Identity::Subject { sub, .. } = &claims.identity
+            && !self.subjects.is_empty()
+            && let Some((before, until)) = self.subjects.get(&(Box::from(&*claims.iss), Box::from(&**sub)))
+            && *until > now
+        {
+            return claims.auth_time.or(claims.iat).unwrap_or(0) <= *before;
+        }
         false
     }
 
@@ -216,12 +244,13 @@ impl RevocationList {
             ids.retain(|_, ids| !ids.is_empty());
         }
         self.users.retain(|_, (_, until)| *until > now);
+        self.subjects.retain(|_, (_, until)| *until > now);
     }
 
     /// How many entries.
     pub fn len(&self) -> usize {
         let count = |ids: &ByScope| ids.values().map(HashMap::len).sum::<usize>();
-        count(&self.jti) + count(&self.origin) + self.users.len()
+        count(&self.jti) + count(&self.origin) + self.users.len() + self.subjects.len()
     }
 
     /// Every entry, as the store would hold it.
@@ -230,7 +259,13 @@ impl RevocationList {
         let origin = flatten(&self.origin).map(|(issuer, iss, id, until)| Entry::Origin { id, until, issuer, iss });
         let users =
             self.users.iter().map(|(sub, (before, until))| Entry::User { sub: *sub, before: *before, until: *until });
-        jti.chain(origin).chain(users).collect()
+        let subjects = self.subjects.iter().map(|((iss, sub), (before, until))| Entry::Subject {
+            iss: iss.to_string(),
+            sub: sub.to_string(),
+            before: *before,
+            until: *until,
+        });
+        jti.chain(origin).chain(users).chain(subjects).collect()
     }
 
     /// True without entries.

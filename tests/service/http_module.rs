@@ -210,7 +210,7 @@ async fn module_with(
         metrics: parts.metrics.clone(),
         revocations: parts.revocations.clone(),
         mfa: parts.mfa.clone(),
-        cognito: Some(cognito),
+        issuers: server::admin_issuers(&config, &[Some(cognito)]),
         token: Some(Secret::new("admin-token-0123456789".into())),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };

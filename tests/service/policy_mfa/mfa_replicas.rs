@@ -69,7 +69,7 @@ async fn replica(store: Arc<SharedStore>) -> Replica {
         metrics: parts.metrics.clone(),
         revocations: revocations.clone(),
         mfa: parts.mfa.clone(),
-        cognito: None,
+        issuers: server::admin_issuers(&config, &[]),
         token: Some(Secret::new(ADMIN_TOKEN.into())),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     });
