@@ -26,14 +26,74 @@ use crate::dev::{DEV_CLIENT_ID, DevPool, DevUser, Session};
 const CODE_LIFETIME: Duration = Duration::from_secs(300);
 /// Access and ID tokens live an hour, as Cognito's default.
 const TOKEN_LIFETIME: u64 = 3600;
+/// A sign-in (its refresh token) lives a day: a dev session, not Cognito's 30 days.
+const SIGN_IN_LIFETIME: Duration = Duration::from_secs(86_400);
+/// The most codes, sign-ins or enrolments held at once: past it, new ones are refused until
+/// others expire, so a client that keeps starting them cannot grow the process without bound.
+const MAX_PENDING: usize = 10_000;
 
 /// The hosted UI's state: codes waiting for their exchange, sign-ins with their refresh tokens,
 /// enrolments waiting for their first code. In memory: a restart signs everyone out.
 pub struct HostedUi {
     pool: Arc<DevPool>,
-    codes: Mutex<HashMap<String, Grant>>,
-    sign_ins: Mutex<HashMap<String, SignIn>>,
-    enrolments: Mutex<HashMap<String, Enrolment>>,
+    codes: Pending<Grant>,
+    sign_ins: Pending<SignIn>,
+    enrolments: Pending<Enrolment>,
+}
+
+/// Things that wait for a client, each until it expires: purged of expired entries whenever one
+/// is added, and bounded (`MAX_PENDING`).
+struct Pending<T> {
+    entries: Mutex<HashMap<String, (Instant, T)>>,
+    limit: usize,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending { entries: Mutex::default(), limit: MAX_PENDING }
+    }
+}
+
+/// Too many pending entries: the new one is refused.
+#[derive(Debug)]
+struct Full;
+
+impl<T> Pending<T> {
+    fn insert(&self, key: String, value: T, lifetime: Duration, now: Instant) -> Result<(), Full> {
+        let mut entries = self.entries.lock().expect("pending lock");
+        entries.retain(|_, (expires, _)| *expires > now);
+        if entries.len() >= self.limit {
+            return Err(Full);
+        }
+        entries.insert(key, (now + lifetime, value));
+        Ok(())
+    }
+
+    /// Takes an entry out (single use), if it has not expired.
+    fn take(&self, key: &str, now: Instant) -> Option<T> {
+        let (expires, value) = self.entries.lock().expect("pending lock").remove(key)?;
+        (expires > now).then_some(value)
+    }
+
+    /// Reads an entry that has not expired.
+    fn read<R>(&self, key: &str, now: Instant, read: impl FnOnce(&T) -> R) -> Option<R> {
+        let entries = self.entries.lock().expect("pending lock");
+        entries.get(key).filter(|(expires, _)| *expires > now).map(|(_, value)| read(value))
+    }
+
+    fn remove(&self, key: &str) {
+        self.entries.lock().expect("pending lock").remove(key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().expect("pending lock").len()
+    }
+}
+
+fn busy() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "too many pending sign-ins; try again later" })))
+        .into_response()
 }
 
 crate::opaque_debug!(HostedUi);
@@ -44,9 +104,9 @@ struct Grant {
     challenge: String,
     scope: String,
     auth_time: u64,
-    expires: Instant,
 }
 
+#[derive(Clone)]
 struct SignIn {
     username: String,
     origin_jti: Uuid,
@@ -57,13 +117,16 @@ struct SignIn {
 struct Enrolment {
     username: String,
     secret: String,
-    expires: Instant,
 }
 
 /// The routes, to merge into the dev HTTP listener.
 pub fn routes(pool: Arc<DevPool>) -> Router {
-    let state =
-        Arc::new(HostedUi { pool, codes: Mutex::default(), sign_ins: Mutex::default(), enrolments: Mutex::default() });
+    let state = Arc::new(HostedUi {
+        pool,
+        codes: Pending::default(),
+        sign_ins: Pending::default(),
+        enrolments: Pending::default(),
+    });
     Router::new()
         .route("/oauth2/authorize", get(authorize))
         .route("/login", get(login_form).post(login))
@@ -190,9 +253,10 @@ async fn login(State(ui): State<Arc<HostedUi>>, Form(form): Form<LoginForm>) -> 
         challenge: form.params.code_challenge.clone(),
         scope: if form.params.scope.is_empty() { "openid".into() } else { form.params.scope.clone() },
         auth_time: unix_now(),
-        expires: Instant::now() + CODE_LIFETIME,
     };
-    ui.codes.lock().expect("codes lock").insert(code.clone(), grant);
+    if ui.codes.insert(code.clone(), grant, CODE_LIFETIME, Instant::now()).is_err() {
+        return busy();
+    }
     let mut target = reqwest::Url::parse(&form.params.redirect_uri).expect("checked above");
     target.query_pairs_mut().append_pair("code", &code);
     if !form.params.state.is_empty() {
@@ -233,16 +297,13 @@ impl HostedUi {
 
     fn exchange(&self, form: &TokenForm) -> Response {
         // Single use: the code is gone whatever the outcome.
-        let Some(grant) = form.code.as_deref().and_then(|c| self.codes.lock().expect("codes lock").remove(c)) else {
+        let Some(grant) = form.code.as_deref().and_then(|c| self.codes.take(c, Instant::now())) else {
             return oauth_error("invalid_grant");
         };
         let verifier = form.code_verifier.as_deref().unwrap_or("");
         let challenge =
             URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
-        if grant.expires < Instant::now()
-            || form.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str())
-            || challenge != grant.challenge
-        {
+        if form.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) || challenge != grant.challenge {
             return oauth_error("invalid_grant");
         }
         let Some(user) = self.user(&grant.username) else { return oauth_error("invalid_grant") };
@@ -254,16 +315,19 @@ impl HostedUi {
         };
         let refresh_token = random_token();
         let body = self.tokens(&user, &sign_in, Some(&refresh_token));
-        self.sign_ins.lock().expect("sign-ins lock").insert(refresh_token, sign_in);
+        if self.sign_ins.insert(refresh_token, sign_in, SIGN_IN_LIFETIME, Instant::now()).is_err() {
+            return busy();
+        }
         body
     }
 
     fn refresh(&self, refresh_token: &str) -> Response {
-        let sign_ins = self.sign_ins.lock().expect("sign-ins lock");
-        let Some(sign_in) = sign_ins.get(refresh_token) else { return oauth_error("invalid_grant") };
+        let Some(sign_in) = self.sign_ins.read(refresh_token, Instant::now(), SignIn::clone) else {
+            return oauth_error("invalid_grant");
+        };
         let Some(user) = self.user(&sign_in.username) else { return oauth_error("invalid_grant") };
         // Cognito's refresh: new access and ID tokens of the same sign-in, no new refresh token.
-        self.tokens(&user, sign_in, None)
+        self.tokens(&user, &sign_in, None)
     }
 
     fn tokens(&self, user: &DevUser, sign_in: &SignIn, refresh_token: Option<&str>) -> Response {
@@ -322,7 +386,7 @@ async fn revoke(State(ui): State<Arc<HostedUi>>, Form(form): Form<RevokeForm>) -
     if token.starts_with("ey") {
         return oauth_error("unsupported_token_type");
     }
-    ui.sign_ins.lock().expect("sign-ins lock").remove(&token);
+    ui.sign_ins.remove(&token);
     StatusCode::OK.into_response()
 }
 
@@ -345,6 +409,7 @@ fn enrol_page(error: Option<&str>) -> String {
         r#"<h1>Set up an authenticator</h1>{error}<form method="post" action="/mfa/enrol">
 <label>Username <input name="username" required></label>
 <label>Password <input name="password" type="password" required></label>
+<label>Current authenticator code (to replace one you enrolled) <input name="totp" inputmode="numeric" autocomplete="one-time-code"></label>
 <button type="submit" id="enrol">Continue</button></form>"#
     )
 }
@@ -359,6 +424,9 @@ struct EnrolForm {
     username: String,
     #[serde(default)]
     password: String,
+    /// The current code, for a user who already enrolled one.
+    #[serde(default)]
+    totp: String,
 }
 
 /// Shows a new secret to a signed-in user, and a form for their authenticator's first code.
@@ -366,12 +434,21 @@ async fn enrol(State(ui): State<Arc<HostedUi>>, Form(form): Form<EnrolForm>) -> 
     let Some(user) = ui.authenticate(&form.username, &form.password) else {
         return page("Set up an authenticator", &enrol_page(Some("Incorrect username or password.")));
     };
+    // A password alone never replaces an enrolled authenticator (as Cognito asks an MFA-signed-in
+    // session for it): whoever learnt the password would then hold the second factor too.
+    if user.mfa && !crate::totp::verify(user.totp_secret.as_deref().unwrap_or(""), &form.totp, unix_now()) {
+        return page(
+            "Set up an authenticator",
+            &enrol_page(Some("You already enrolled an authenticator: enter its current code to replace it.")),
+        );
+    }
     let secret = crate::totp::new_secret(crate::dev::random_bytes());
     let uri = crate::totp::otpauth_uri("cognito-authz dev", &user.username, &secret);
     let token = random_token();
-    let enrolment =
-        Enrolment { username: user.username, secret: secret.clone(), expires: Instant::now() + CODE_LIFETIME };
-    ui.enrolments.lock().expect("enrolments lock").insert(token.clone(), enrolment);
+    let enrolment = Enrolment { username: user.username, secret: secret.clone() };
+    if ui.enrolments.insert(token.clone(), enrolment, CODE_LIFETIME, Instant::now()).is_err() {
+        return busy();
+    }
     page(
         "Set up an authenticator",
         &format!(
@@ -398,8 +475,7 @@ struct VerifyForm {
 
 /// Enrols the user once their authenticator's code matches the secret they were shown.
 async fn enrol_verify(State(ui): State<Arc<HostedUi>>, Form(form): Form<VerifyForm>) -> Response {
-    let enrolment = ui.enrolments.lock().expect("enrolments lock").remove(&form.enrolment);
-    let Some(enrolment) = enrolment.filter(|e| e.expires > Instant::now()) else {
+    let Some(enrolment) = ui.enrolments.take(&form.enrolment, Instant::now()) else {
         return page("Set up an authenticator", &enrol_page(Some("This enrolment has expired; start again.")));
     };
     if !crate::totp::verify(&enrolment.secret, &form.code, unix_now()) {
@@ -438,4 +514,67 @@ fn escape(text: &str) -> String {
 
 fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(crate::dev::random_bytes::<32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[test]
+    fn pending_entries_expire_are_purged_and_are_bounded() {
+        let pending = Pending { entries: Mutex::default(), limit: 2 };
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        pending.insert("a".into(), 1, minute, start).expect("room");
+        pending.insert("b".into(), 2, Duration::from_secs(600), start).expect("room");
+        assert!(pending.insert("c".into(), 3, minute, start).is_err(), "full: the new one is refused");
+        assert_eq!(pending.read("a", start, |v| *v), Some(1), "positive control: still there");
+        assert_eq!(pending.read("a", start + minute, |v| *v), None, "expired: never served");
+        pending.insert("c".into(), 3, minute, start + minute).expect("the expired one was purged to make room");
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending.take("b", start + minute), Some(2));
+        assert_eq!(pending.take("b", start + minute), None, "single use");
+    }
+
+    async fn post(app: &Router, path: &str, form: &[(&str, &str)]) -> String {
+        let body = form.iter().map(|(k, v)| format!("{k}={}", urlencoding(v))).collect::<Vec<_>>().join("&");
+        let request = axum::http::Request::post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        String::from_utf8(axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap()
+    }
+
+    fn urlencoding(value: &str) -> String {
+        percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_password_alone_never_replaces_an_enrolled_authenticator() {
+        let dir = std::env::temp_dir().join(format!("cognito-authz-hosted-ui-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = Arc::new(DevPool::open(&dir).expect("dev pool"));
+        let alice = pool.user("alice").expect("alice");
+        assert!(alice.mfa, "alice is enrolled in the dev pool");
+        let app = routes(pool.clone());
+        let password = alice.password.clone();
+        let ask = |totp: String| {
+            let (app, password) = (app.clone(), password.clone());
+            async move { post(&app, "/mfa/enrol", &[("username", "alice"), ("password", &password), ("totp", &totp)]).await }
+        };
+        for code in [String::new(), "000000".to_owned()] {
+            let page = ask(code.clone()).await;
+            assert!(!page.contains(r#"id="secret""#), "{code:?}: no new secret for a password alone");
+            assert!(page.contains("enter its current code"), "{page}");
+        }
+        let secret = alice.totp_secret.clone().expect("alice's secret");
+        let current = crate::totp::code(&secret, unix_now()).expect("a code");
+        let page = ask(current).await;
+        assert!(page.contains(r#"id="secret""#), "with the current code, a new secret is shown: {page}");
+        assert_eq!(pool.user("alice").unwrap().totp_secret, Some(secret), "nothing replaced until verified");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
