@@ -9,6 +9,7 @@ import Provider, { errors } from 'oidc-provider';
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
 const resources = [process.env.RESOURCE, process.env.OTHER_RESOURCE];
+const usernames = JSON.parse(process.env.USERNAMES || '{}');
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -32,9 +33,16 @@ const provider = new Provider(issuer, {
     },
   },
   scopes: ['openid', 'email'],
+  // A login containing `admin` is in the provider's own `admin` group. $USERNAMES (a JSON object)
+  // names some accounts otherwise: a provider may mint any `sub` and `preferred_username`, a staff
+  // user's included, which is what the trust-boundary tests need.
   extraTokenClaims: async (ctx, token) => (
     token.kind === 'AccessToken'
-      ? { amr: token.accountId.endsWith('-otp') ? ['pwd', 'otp'] : ['pwd'], preferred_username: token.accountId }
+      ? {
+        amr: token.accountId.endsWith('-otp') ? ['pwd', 'otp'] : ['pwd'],
+        preferred_username: usernames[token.accountId] ?? token.accountId,
+        groups: token.accountId.includes('admin') ? ['admin'] : [],
+      }
       : undefined
   ),
   findAccount: async (ctx, id) => ({
