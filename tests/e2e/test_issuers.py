@@ -225,11 +225,12 @@ def world(logdir, moto, pool, upstream):
     customers = harness.Pool(moto)
     # The same username in both pools; only in the staff pool has alice enrolled TOTP.
     customers.admin_reset_mfa("alice")
-    # In the staff pool: dave is an admin, carol is not; both enrolled TOTP.
-    pool.idp.create_group(GroupName="admin", UserPoolId=pool.id)
-    for user, groups in (("dave", ["admin"]), ("carol", [])):
-        pool.add_user(user, groups)
-        pool.enrol_totp(user)
+    # In the staff pool, as test_seams.py makes her: grace, enrolled, in `admin` (the shipped
+    # policy's group). alice is enrolled and in `admins` only.
+    if "grace" not in pool.subs:
+        pool.idp.create_group(GroupName="admin", UserPoolId=pool.id)
+        pool.add_user("grace", ["admin"])
+        pool.enrol_totp("grace")
     keyed = KeyedJwks()
     # A provider account that mints the staff alice's very `sub` and username.
     provider = start_provider(logdir, usernames={pool.subs["alice"]: "alice"})
@@ -365,8 +366,8 @@ def test_one_issuers_keys_down_makes_only_its_tokens_503(world):
 # Issue 24: issuers are trust boundaries, through the shipped Envoy and policy.
 
 def test_a_providers_admin_group_is_not_the_staff_pools(world):
-    dave = world["staff"].sign_in("dave")["AccessToken"]
-    assert seen(get(world, "/api/admin/users", dave))["x-user-groups"] == ["admin"], "the staff pool's admin"
+    grace = world["staff"].sign_in("grace")["AccessToken"]
+    assert seen(get(world, "/api/admin/users", grace))["x-user-groups"] == ["admin"], "the staff pool's admin"
     partner = oidc_access_token(world["provider"].url, "pat-admin-otp")
     refused = get(world, "/api/admin/users", partner)
     assert refused.status_code == 403, refused.text
@@ -376,13 +377,13 @@ def test_a_providers_admin_group_is_not_the_staff_pools(world):
 
 
 def test_envoy_groups_that_name_no_issuer_are_refused_for_everyone(world):
-    dave = world["staff"].sign_in("dave")["AccessToken"]
-    for token in (dave, oidc_access_token(world["provider"].url, "pat-admin")):
+    grace = world["staff"].sign_in("grace")["AccessToken"]
+    for token in (grace, oidc_access_token(world["provider"].url, "pat-admin")):
         refused = get(world, "/loose/x", token)
         assert refused.status_code == 403, refused.text
         assert refused.json() == {"detail": "Route names groups or scopes without their issuer"}
     # Positive control: the same token on a route that says nothing of groups.
-    assert get(world, "/api/mfa/status", dave).status_code == 200
+    assert get(world, "/api/mfa/status", grace).status_code == 200
     assert "ambiguous_route" in world["authz"].output(), "the decision log names the reason"
 
 
@@ -421,13 +422,13 @@ def test_one_enforced_spelling_wins_over_a_shadowed_prefix(world):
 
 
 def test_spellings_an_upstream_router_treats_alike_need_the_rules_groups(world):
-    carol = world["staff"].sign_in("carol")["AccessToken"]
-    dave = world["staff"].sign_in("dave")["AccessToken"]
+    alice = world["staff"].sign_in("alice")["AccessToken"]
+    grace = world["staff"].sign_in("grace")["AccessToken"]
     cases = [("GET", "/api/admin.json"), ("GET", "/api/export/"), ("GET", "/api/export.csv"), ("HEAD", "/api/report")]
     for method, path in cases:
-        headers = {"authorization": f"Bearer {dave}"}
+        headers = {"authorization": f"Bearer {grace}"}
         allowed = requests.request(method, world["envoy"].url + path, headers=headers, timeout=10)
         assert allowed.status_code == 200, (method, path, "an admin passes", allowed.text)
-        headers = {"authorization": f"Bearer {carol}"}
+        headers = {"authorization": f"Bearer {alice}"}
         refused = requests.request(method, world["envoy"].url + path, headers=headers, timeout=10)
         assert refused.status_code == 403, (method, path, refused.text)
