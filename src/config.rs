@@ -15,7 +15,7 @@ use crate::mfa::MfaSettings;
 pub use crate::oauth::{Endpoints, OAuthConfig};
 use crate::policy::Policy;
 pub use crate::pool::{DEV_ISSUER_HOST, Emulator, Pool, PoolSettings, default_issuer};
-pub use crate::secret::Secret;
+pub use crate::secret::{Secret, SecretUrl};
 pub use crate::settings::{ConfigError, ServeArgs, Settings};
 
 /// After a failed key fetch, requests answer 503 without fetching for this long (not a setting:
@@ -98,8 +98,8 @@ pub struct TlsFiles {
 pub enum StoreSpec {
     /// An append-only file (one replica).
     File(PathBuf),
-    /// A Redis URL (shared by replicas).
-    Redis(String),
+    /// A Redis URL (shared by replicas); its password is shown as `***`.
+    Redis(SecretUrl),
 }
 
 fn bad(flag: &str, problem: impl Into<String>) -> ConfigError {
@@ -211,12 +211,12 @@ impl Settings {
         if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return Err(bad("admin-token", "must be at least 16 characters"));
         }
-        let revocation_store = match self.revocation_store.as_deref() {
+        let revocation_store = match self.revocation_store.as_ref().map(|s| (s, s.expose())) {
             None => StoreSpec::File(self.data_dir.join("revocations.jsonl")),
-            Some(spec) if spec.starts_with("redis://") || spec.starts_with("rediss://") => {
-                StoreSpec::Redis(spec.to_owned())
+            Some((url, spec)) if spec.starts_with("redis://") || spec.starts_with("rediss://") => {
+                StoreSpec::Redis(url.clone())
             }
-            Some(spec) => match spec.strip_prefix("file:") {
+            Some((_, spec)) => match spec.strip_prefix("file:") {
                 Some(path) if !path.is_empty() => StoreSpec::File(PathBuf::from(path)),
                 _ => return Err(bad("revocation-store", "must be file:PATH or redis://…")),
             },

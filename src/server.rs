@@ -160,7 +160,7 @@ pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, O
             Ok((revocations, None))
         }
         StoreSpec::Redis(url) => {
-            let store = Arc::new(RedisStore::new(url, &config.pool.user_pool_id, Duration::from_secs(1))?);
+            let store = Arc::new(RedisStore::new(url.expose(), &config.pool.user_pool_id, Duration::from_secs(1))?);
             let staleness = Some(config.revocation_max_staleness);
             Ok((Revocations::new(store.clone(), config.allow_unrevocable_tokens, staleness), Some(store)))
         }

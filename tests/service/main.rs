@@ -10,6 +10,7 @@ mod issuers;
 mod observability;
 mod policy_mfa;
 mod properties;
+mod secrets;
 mod server;
 mod settings;
 mod tls;
