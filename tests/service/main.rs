@@ -9,6 +9,7 @@ mod http_module;
 mod issuers;
 mod observability;
 mod policy_mfa;
+mod promises;
 mod properties;
 mod secrets;
 mod server;
