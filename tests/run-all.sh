@@ -38,7 +38,7 @@ cargo test --locked
 # asserts before timing it (an "allow" allows) is checked too; in the dev profile `cargo test` just
 # built, not a release build of every dependency (minutes, for the same compile errors). The fuzz
 # targets (their own crate and lock file) are compiled: `cargo check` needs no nightly, no cargo-fuzz.
-cargo bench --locked --profile dev -- --test
+cargo bench --locked --profile dev --bench '*' -- --test
 cargo check --locked --manifest-path fuzz/Cargo.toml
 
 cd tests/e2e
