@@ -93,6 +93,8 @@ def test_revoke_user_from_the_command_line_refuses_every_older_session(logdir, p
         with pytest.raises(botocore.exceptions.ClientError) as refused:
             pool.refresh_with(signed_in["RefreshToken"])
         assert refused.value.response["Error"]["Code"] == "NotAuthorizedException", refused.value.response
+        # Positive control: the revocation the admin token allowed is in the log, the token is not.
+        assert "user revoked by an administrator" in authz.output()
         assert admin_token not in authz.output()
     finally:
         authz.stop()
