@@ -2,7 +2,8 @@
 //! token verification, the whole `Check` handler for allow / 401 / 403, the MFA gate warm and cold,
 //! policy matching, and a decision with five issuers configured against one.
 //!
-//! Run: `cargo bench --bench decision` (add `-- --quick` for a short run).
+//! Run: `cargo bench --bench decision` (add `-- --quick` for a short run). Each benchmark first
+//! asserts the outcome it claims to time; `tests/run-all.sh` runs every one once (`-- --test`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -125,6 +126,16 @@ fn five_issuers(rt: &tokio::runtime::Runtime, key: &SigningKey, cache: u64) -> E
     ExtAuthz::new(parts.authorizer, false, parts.metrics)
 }
 
+/// Decides `check` once and asserts its gRPC code, so a benchmark times the outcome its name claims
+/// (a refusal timed as an "allow" would look fast and mean nothing).
+fn expect(rt: &tokio::runtime::Runtime, ext: &ExtAuthz, check: &CheckRequest, now: u64, code: i32, what: &str) {
+    let decided = rt.block_on(ext.decide(check, now)).status.expect("a status").code;
+    assert_eq!(decided, code, "{what}: expected gRPC code {code}");
+}
+
+const OK: i32 = cognito_authz::error::code::OK;
+const UNAUTHENTICATED: i32 = cognito_authz::error::code::UNAUTHENTICATED;
+
 fn issuers(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let key = SigningKey::generate("bench-kid").unwrap();
@@ -132,14 +143,15 @@ fn issuers(c: &mut Criterion) {
     let t = now();
     let allow = check(&valid, "authenticated");
     let (one, five) = (service(&rt, &key, Arc::new(Enrolled), |e| e), five_issuers(&rt, &key, 100_000));
-    for (name, ext) in [("one", &one), ("five", &five)] {
-        assert_eq!(rt.block_on(ext.decide(&allow, t)).status.unwrap().code, 0, "{name}: an allow");
-    }
+    expect(&rt, &one, &allow, t, OK, "one issuer: an allow");
+    expect(&rt, &five, &allow, t, OK, "five issuers: an allow");
     c.bench_function("issuers/allow, token cache hit: one issuer", |b| b.to_async(&rt).iter(|| one.decide(&allow, t)));
     c.bench_function("issuers/allow, token cache hit: five issuers", |b| {
         b.to_async(&rt).iter(|| five.decide(&allow, t))
     });
     let (one, five) = (service_with_cache(&rt, &key, Arc::new(Enrolled), 0), five_issuers(&rt, &key, 0));
+    expect(&rt, &one, &allow, t, OK, "one issuer, cold: an allow");
+    expect(&rt, &five, &allow, t, OK, "five issuers, cold: an allow");
     c.bench_function("issuers/allow, cold (RS256 every time): one issuer", |b| {
         b.to_async(&rt).iter(|| one.decide(&allow, t))
     });
@@ -156,12 +168,14 @@ fn benches(c: &mut Criterion) {
     let t = now();
 
     let allow = check(&valid, "authenticated");
+    expect(&rt, &ext, &allow, t, OK, "allow authenticated");
     c.bench_function("check/allow authenticated (token cache hit)", |b| b.to_async(&rt).iter(|| ext.answer(&allow, t)));
     let mfa = check(&valid, "mfa");
-    rt.block_on(ext.answer(&mfa, t));
+    expect(&rt, &ext, &mfa, t, OK, "allow mfa");
     c.bench_function("check/allow mfa, warm MFA cache", |b| b.to_async(&rt).iter(|| ext.answer(&mfa, t)));
     // Cold: a service whose token cache holds nothing, so every check verifies RS256.
     let cold = service_with_cache(&rt, &key, Arc::new(Enrolled), 0);
+    expect(&rt, &cold, &allow, t, OK, "allow, cold");
     c.bench_function("check/allow authenticated, cold (RS256 verify every time)", |b| {
         b.to_async(&rt).iter(|| cold.answer(&allow, t))
     });
@@ -177,23 +191,29 @@ fn benches(c: &mut Criterion) {
     });
     // Each answer setting alone, on a cache hit.
     let metadata = service(&rt, &key, Arc::new(Enrolled), |e| e.claims_metadata(true));
+    expect(&rt, &metadata, &allow, t, OK, "allow with claims metadata");
     c.bench_function("wire/allow authenticated (token cache hit), encoded, --emit-claims-metadata", |b| {
         b.to_async(&rt).iter(|| async { wire(&metadata, &allow, t).await })
     });
     let strips = service(&rt, &key, Arc::new(Enrolled), |e| e.envoy_strips_identity_headers(true));
+    expect(&rt, &strips, &allow, t, OK, "allow, envoy strips identity headers");
     c.bench_function("wire/allow authenticated (token cache hit), encoded, --envoy-strips-identity-headers", |b| {
         b.to_async(&rt).iter(|| async { wire(&strips, &allow, t).await })
     });
     let garbage = check("eyJhbGciOiJub25lIn0.e30.", "authenticated");
+    expect(&rt, &ext, &garbage, t, UNAUTHENTICATED, "401 malformed");
     c.bench_function("check/401 malformed token", |b| b.to_async(&rt).iter(|| ext.answer(&garbage, t)));
     // Flip one character in the middle of the signature: well-formed, but wrong.
     let mut forged = valid.clone().into_bytes();
     let i = forged.len() - 40;
     forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
     let bad_sig = check(std::str::from_utf8(&forged).unwrap(), "authenticated");
+    expect(&rt, &ext, &bad_sig, t, UNAUTHENTICATED, "401 bad signature");
     c.bench_function("check/401 bad signature", |b| b.to_async(&rt).iter(|| ext.answer(&bad_sig, t)));
 
     let policy = Policy::load(std::path::Path::new("envoy/policy.toml")).unwrap();
+    let access = policy.requirement("GET", "/api/items/42?x=1", RouteContext::default()).unwrap().access;
+    assert_eq!(access, cognito_authz::policy::Access::Mfa, "the example path falls through to mfa");
     c.bench_function("policy/match example policy (falls through to mfa)", |b| {
         b.iter(|| policy.requirement("GET", "/api/items/42?x=1", RouteContext::default()).unwrap().access)
     });
@@ -209,6 +229,8 @@ fn benches(c: &mut Criterion) {
         Some(cognito_authz::cognito::Credentials::new("bench", "bench", None, None, "bench")),
     ));
     let sub = uuid::Uuid::nil();
+    let looked_up = rt.block_on(sdk.mfa_state(User { username: "alice", sub: &sub, access_token: "" }));
+    assert_eq!(looked_up, Ok(MfaState::Enrolled), "the fake Cognito answers enrolled");
     c.bench_function("mfa/cold lookup: AdminGetUser via the AWS SDK over loopback", |b| {
         b.to_async(&rt).iter(|| sdk.mfa_state(User { username: "alice", sub: &sub, access_token: "" }))
     });

@@ -134,7 +134,7 @@ pub struct CheckArgs {
     #[arg(long, default_value = "http://127.0.0.1:9001")]
     pub addr: String,
     /// Bearer token to send (omit to send none).
-    #[arg(long, env = "COGNITO_AUTHZ_TOKEN")]
+    #[arg(long, env = "COGNITO_AUTHZ_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The request's method.
     #[arg(long, default_value = "GET")]

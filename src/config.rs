@@ -15,7 +15,7 @@ use crate::mfa::MfaSettings;
 pub use crate::oauth::{Endpoints, OAuthConfig};
 use crate::policy::Policy;
 pub use crate::pool::{DEV_ISSUER_HOST, Emulator, Pool, PoolSettings, default_issuer};
-pub use crate::secret::Secret;
+pub use crate::secret::{Secret, SecretUrl};
 pub use crate::settings::{ConfigError, ServeArgs, Settings};
 
 /// After a failed key fetch, requests answer 503 without fetching for this long (not a setting:
@@ -96,28 +96,18 @@ pub struct TlsFiles {
 }
 
 /// Where revocations are kept.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// An append-only file (one replica).
     File(PathBuf),
-    /// A Redis URL (shared by replicas), and the namespace of the list's key and channel.
+    /// A Redis URL (shared by replicas; its password is shown as `***`), and the namespace of the
+    /// list's key and channel.
     Redis {
-        /// The URL; its userinfo holds the password, so `Debug` never shows it.
-        url: String,
+        /// The URL.
+        url: SecretUrl,
         /// `--revocation-namespace`, or the served pool's id.
         namespace: String,
     },
-}
-
-impl std::fmt::Debug for StoreSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreSpec::File(path) => f.debug_tuple("File").field(path).finish(),
-            StoreSpec::Redis { namespace, .. } => {
-                f.debug_struct("Redis").field("url", &"<redacted>").field("namespace", namespace).finish()
-            }
-        }
-    }
 }
 
 fn bad(flag: &str, problem: impl Into<String>) -> ConfigError {
@@ -182,7 +172,7 @@ impl Settings {
         {
             return Err(bad("unqualified-issuer", format!("{name:?} is not the name of an [[issuer]]")));
         }
-        let redis = self.revocation_store.as_deref().is_some_and(|s| s.starts_with("redis"));
+        let redis = self.revocation_store.as_ref().is_some_and(|s| s.expose().starts_with("redis"));
         if !signs_in && redis && self.revocation_namespace.is_none() {
             // A default derived from the issuers would move the list (to an empty key) whenever
             // one is added: every revocation would be dropped without a word.
@@ -247,9 +237,9 @@ impl Settings {
         if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return Err(bad("admin-token", "must be at least 16 characters"));
         }
-        let revocation_store = match self.revocation_store.as_deref() {
+        let revocation_store = match self.revocation_store.as_ref().map(|s| (s, s.expose())) {
             None => StoreSpec::File(self.data_dir.join("revocations.jsonl")),
-            Some(spec) if spec.starts_with("redis://") || spec.starts_with("rediss://") => {
+            Some((url, spec)) if spec.starts_with("redis://") || spec.starts_with("rediss://") => {
                 let namespace = self.revocation_namespace.clone().unwrap_or_else(|| pool.user_pool_id.clone());
                 if namespace.is_empty()
                     || namespace.len() > 128
@@ -260,9 +250,9 @@ impl Settings {
                         "must be 1 to 128 characters of A-Z, a-z, 0-9, -, _ and .",
                     ));
                 }
-                StoreSpec::Redis { url: spec.to_owned(), namespace }
+                StoreSpec::Redis { url: url.clone(), namespace }
             }
-            Some(spec) => match spec.strip_prefix("file:") {
+            Some((_, spec)) => match spec.strip_prefix("file:") {
                 Some(path) if !path.is_empty() => StoreSpec::File(PathBuf::from(path)),
                 _ => return Err(bad("revocation-store", "must be file:PATH or redis://…")),
             },

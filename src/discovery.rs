@@ -62,7 +62,9 @@ impl KeySource for DiscoveredKeySource {
             if self.keys.get().is_none() {
                 let document = self.document.fetch().await?;
                 let url = jwks_uri(&document, &self.issuer)?;
-                tracing::info!(issuer = %self.issuer, jwks = %url, "discovery named the signing keys");
+                // The document is the issuer's to write: credentials in its URL stay out of the log.
+                let jwks = crate::secret::without_userinfo(url.as_str());
+                tracing::info!(issuer = %self.issuer, %jwks, "discovery named the signing keys");
                 let _ = self.keys.set(HttpKeySource::new(self.client.clone(), url));
             }
             self.keys.get().expect("set above").fetch().await

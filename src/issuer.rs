@@ -363,7 +363,7 @@ mod tests {
         use crate::config::StoreSpec;
         let redis = |tables: Vec<IssuerTable>, namespace: Option<&str>| Settings {
             issuers: tables,
-            revocation_store: Some("redis://:pw@127.0.0.1:6379/0".into()),
+            revocation_store: Some(crate::secret::SecretUrl::new("redis://:pw@127.0.0.1:6379/0".into())),
             revocation_namespace: namespace.map(str::to_owned),
             ..Settings::default()
         };
@@ -389,7 +389,10 @@ mod tests {
         assert_eq!(namespace(redis(vec![staff(), second], Some("shop-prod"))), Ok("shop-prod".into()));
         assert_eq!(namespace(redis(vec![staff()], Some("a b"))), Err("revocation-namespace".into()));
         // The URL's password never shows in Debug.
-        let spec = StoreSpec::Redis { url: "redis://:hunter2@h:6379".into(), namespace: "n".into() };
+        let spec = StoreSpec::Redis {
+            url: crate::secret::SecretUrl::new("redis://:hunter2@h:6379".into()),
+            namespace: "n".into(),
+        };
         assert!(!format!("{spec:?}").contains("hunter2") && format!("{spec:?}").contains("\"n\""));
     }
 }

@@ -37,7 +37,7 @@ pub struct Pool {
 /// Which of AWS's rules were relaxed for an emulator on loopback, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emulator {
-    /// The emulator's Cognito API.
+    /// The emulator's Cognito API, for the start-up warning: credentials in it shown as `***`.
     pub endpoint: String,
     /// The pool id does not look like `{region}_{id}`.
     pub pool_id: bool,
@@ -138,7 +138,7 @@ impl PoolSettings<'_> {
             }
         }
         let emulator = (emulator_pool || emulator_issuer).then(|| Emulator {
-            endpoint: emulator.map(|e| e.to_string()).unwrap_or_default(),
+            endpoint: emulator.map(|e| crate::secret::without_userinfo(e.as_str())).unwrap_or_default(),
             pool_id: emulator_pool,
             http_issuer: emulator_issuer,
         });

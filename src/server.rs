@@ -185,7 +185,7 @@ pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, O
             Ok((revocations, None))
         }
         StoreSpec::Redis { url, namespace } => {
-            let store = Arc::new(RedisStore::new(url, namespace, Duration::from_secs(1))?);
+            let store = Arc::new(RedisStore::new(url.expose(), namespace, Duration::from_secs(1))?);
             let staleness = Some(config.revocation_max_staleness);
             let revocations = Revocations::new(store.clone(), config.allow_unrevocable_tokens, staleness);
             Ok((revocations.naming_issuers(named(config)), Some(store)))

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cognito::MfaLookup;
 use crate::headers::HeaderClaim;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretUrl};
 
 /// Where `serve` and `dev` keep local state unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = ".cognito-authz";
@@ -42,7 +42,7 @@ pub struct Settings {
     pub issuer: Option<String>,
     /// Where the signing keys are fetched. Defaults to `{issuer}/.well-known/jwks.json`.
     /// Must be https, except to a loopback address.
-    #[arg(long, env = "COGNITO_AUTHZ_JWKS_URL")]
+    #[arg(long, env = "COGNITO_AUTHZ_JWKS_URL", hide_env_values = true)]
     pub jwks_url: Option<String>,
     /// Address of the gRPC ext_authz and health server.
     #[arg(long, env = "COGNITO_AUTHZ_GRPC_LISTEN", required = false)]
@@ -109,7 +109,7 @@ pub struct Settings {
     #[arg(long, env = "COGNITO_AUTHZ_MFA_SOURCE", value_enum, required = false)]
     pub mfa_source: MfaLookup,
     /// Cognito API endpoint override (an emulator, a VPC endpoint). Defaults to the regional endpoint.
-    #[arg(long, env = "COGNITO_AUTHZ_COGNITO_ENDPOINT")]
+    #[arg(long, env = "COGNITO_AUTHZ_COGNITO_ENDPOINT", hide_env_values = true)]
     pub cognito_endpoint: Option<String>,
     /// Milliseconds a Cognito lookup may take in all, retries included. Keep it well inside
     /// Envoy's ext_authz timeout.
@@ -152,9 +152,10 @@ pub struct Settings {
     #[arg(long, env = "COGNITO_AUTHZ_DATA_DIR", required = false)]
     pub data_dir: PathBuf,
     /// Where revocations are kept: `file:PATH` (one replica) or `redis://HOST:PORT/DB` (shared by
-    /// replicas). Defaults to `file:{data-dir}/revocations.jsonl`.
-    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_STORE")]
-    pub revocation_store: Option<String>,
+    /// replicas). Defaults to `file:{data-dir}/revocations.jsonl`. A password in the URL
+    /// (`redis://:PASSWORD@HOST:PORT/DB`) is never shown.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_STORE", hide_env_values = true)]
+    pub revocation_store: Option<SecretUrl>,
     /// With Redis: the namespace of the revocation list's key and channel
     /// (`cognito-authz:{namespace}:revocations`), which replicas of one deployment share and other
     /// deployments on the same Redis must not. Defaults to the user pool id of the pool the HTTP
@@ -187,16 +188,16 @@ pub struct Settings {
     pub tls_client_ca: Option<PathBuf>,
     /// The Cognito hosted-UI domain, e.g. `https://auth.example.com`: gives `/oauth2/token`,
     /// `/oauth2/userInfo`, `/oauth2/revoke` and `/logout`.
-    #[arg(long, env = "COGNITO_AUTHZ_OAUTH_DOMAIN")]
+    #[arg(long, env = "COGNITO_AUTHZ_OAUTH_DOMAIN", hide_env_values = true)]
     pub oauth_domain: Option<String>,
     /// Token endpoint (overrides the one under `--oauth-domain`).
-    #[arg(long, env = "COGNITO_AUTHZ_TOKEN_URL")]
+    #[arg(long, env = "COGNITO_AUTHZ_TOKEN_URL", hide_env_values = true)]
     pub token_url: Option<String>,
     /// Userinfo endpoint (overrides the one under `--oauth-domain`).
-    #[arg(long, env = "COGNITO_AUTHZ_USERINFO_URL")]
+    #[arg(long, env = "COGNITO_AUTHZ_USERINFO_URL", hide_env_values = true)]
     pub userinfo_url: Option<String>,
     /// Revocation endpoint (overrides the one under `--oauth-domain`).
-    #[arg(long, env = "COGNITO_AUTHZ_REVOKE_URL")]
+    #[arg(long, env = "COGNITO_AUTHZ_REVOKE_URL", hide_env_values = true)]
     pub revoke_url: Option<String>,
     /// Hosted-UI logout endpoint (overrides the one under `--oauth-domain`).
     #[arg(long, env = "COGNITO_AUTHZ_LOGOUT_URL")]

@@ -34,6 +34,13 @@ fi
 
 cargo build --locked
 cargo test --locked
+# Nothing rots unseen. The benchmarks are built and each run once (`--test`), so the outcome each
+# asserts before timing it (an "allow" allows) is checked too; in the dev profile `cargo test` just
+# built, not a release build of every dependency (minutes, for the same compile errors). The fuzz
+# targets (their own crate and lock file) are compiled: `cargo check` needs no nightly, no cargo-fuzz.
+cargo bench --locked --profile dev --bench '*' -- --test
+cargo check --locked --manifest-path fuzz/Cargo.toml
 
 cd tests/e2e
-VIRTUAL_ENV="$PWD/../../$venv" "../../$venv/bin/python" -m pytest -p no:cacheprovider -q
+# -ra lists every skip and expected failure in the summary, so one added later cannot pass unseen.
+VIRTUAL_ENV="$PWD/../../$venv" "../../$venv/bin/python" -m pytest -p no:cacheprovider -q -ra

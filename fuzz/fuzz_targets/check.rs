@@ -1,6 +1,8 @@
 //! The whole `Check` decision on any input: the bytes as an encoded `CheckRequest` (odd byte first)
 //! or as the `authorization` header of a well-formed one (even byte first). Every input gets a
-//! response with a status; an allow needs the trusted key, which the fuzzer does not hold.
+//! response with a status. The fuzzer does not hold the trusted key, so an allow is a finding
+//! unless the request's own context permits one (`access: public`, `mode: shadow`: no policy file
+//! here says otherwise), and even then no identity header may be set: no token it made is valid.
 
 #![no_main]
 
@@ -12,6 +14,7 @@ use std::sync::{Arc, LazyLock};
 use cognito_authz::cognito::{Answer, MfaSource, MfaState, User};
 use cognito_authz::config::{Config, StoreSpec};
 use cognito_authz::ext_authz::ExtAuthz;
+use cognito_authz::headers::FIXED;
 use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request};
 use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
@@ -64,6 +67,13 @@ fn with_authorization(value: &str) -> CheckRequest {
     }
 }
 
+/// The route's context extensions let a request through without a valid token: a public route, or
+/// a shadow one (decided and logged, never enforced). The empty policy adds nothing to either.
+fn context_permits_an_allow(request: &CheckRequest) -> bool {
+    let Some(context) = request.attributes.as_ref().map(|a| &a.context_extensions) else { return false };
+    context.get("access").is_some_and(|a| a == "public") || context.get("mode").is_some_and(|m| m == "shadow")
+}
+
 fuzz_target!(|data: &[u8]| {
     let f = &*FIXTURE;
     let Some((&mode, rest)) = data.split_first() else { return };
@@ -78,10 +88,13 @@ fuzz_target!(|data: &[u8]| {
     let response = f.rt.block_on(f.ext.decide(&request, common::NOW));
     let code = response.status.as_ref().expect("every response has a status").code;
     match response.http_response {
-        Some(HttpResponse::OkResponse(_)) => {
-            // Only public routes (none here: the policy is empty, so every route is mfa) pass
-            // without a token, and no token can verify without the key.
-            panic!("allowed a request the fuzzer made: code {code}");
+        Some(HttpResponse::OkResponse(ok)) => {
+            assert_eq!(code, 0, "an allow answers OK");
+            assert!(context_permits_an_allow(&request), "allowed a request whose route needs a token");
+            for set in ok.headers.iter().filter_map(|h| h.header.as_ref()) {
+                let name = set.key.to_ascii_lowercase();
+                assert!(!FIXED.contains(&name.as_str()), "an allow without a valid token set {name}");
+            }
         }
         Some(HttpResponse::DeniedResponse(denied)) => {
             assert_ne!(code, 0, "a denial with status OK would be an allow");

@@ -38,6 +38,8 @@ def authz(logdir, pool):
     assert proc.proc.returncode == 0, "SIGTERM ends cognito-authz cleanly"
     log = proc.output()
     assert "stopped" in log
+    # Positive control: the decisions that handled the session's tokens were logged.
+    assert "request denied" in log, "the denials of the session are in the log"
     assert "eyJ" not in log, "a token (or a piece of one) reached the log"
 
 

@@ -38,15 +38,19 @@ free_port = demo.free_port
 
 
 def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
+    """Polls `predicate` until it is true; on timeout the last exception it raised (if any) is in
+    the message and chained, so a failure says why the condition never held."""
     deadline = time.monotonic() + timeout
+    last = None
     while time.monotonic() < deadline:
         try:
             if predicate():
                 return
-        except Exception:
-            pass
+        except Exception as error:  # noqa: BLE001 (kept and reported below)
+            last = error
         time.sleep(interval)
-    raise TimeoutError(f"timed out waiting for {what}")
+    detail = f" (last error: {last!r})" if last is not None else ""
+    raise TimeoutError(f"timed out waiting for {what}{detail}") from last
 
 
 class Process:
@@ -407,11 +411,21 @@ def start_redis(logdir, port=None, name="redis", password=None):
     return proc
 
 
-def redis_cli(port, *args, password=None):
+# The codes a Redis error reply starts with (redis-cli prints the reply as is when not at a terminal).
+REDIS_ERRORS = ("ERR", "NOAUTH", "WRONGPASS", "WRONGTYPE", "NOPERM", "NOSCRIPT", "BUSY", "LOADING", "READONLY",
+                "MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "MASTERDOWN", "EXECABORT")
+
+
+def redis_cli(port, *args, password=None, error_ok=False):
+    """A `redis-cli` command's reply; an error reply fails the test unless `error_ok`, so a command
+    that did nothing cannot pass for one that did."""
     env = dict(os.environ, REDISCLI_AUTH=password) if password else None
     result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10,
                             env=env)
-    return result.stdout.strip()
+    reply = result.stdout.strip()
+    if not error_ok and reply.split(" ", 1)[0] in REDIS_ERRORS:
+        raise AssertionError(f"redis-cli {' '.join(args)}: {reply}")
+    return reply
 
 
 COGNITO_LOCAL = ROOT / "tests" / "e2e" / "cognito-local" / "node_modules" / "cognito-local" / "lib" / "bin" / "start.js"

@@ -67,12 +67,18 @@ def test_sign_in_refresh_and_logout_against_a_certified_provider(code_flow):
     assert refresh_2 != refresh_1, "the provider rotates refresh tokens; the cookie follows"
     assert requests.post(f"{base}/auth/refresh", headers={"cookie": f"cognito_refresh={refresh_2}"},
                          timeout=10).status_code == 403, "no Origin, no cookie-only refresh"
+    # The rotated cookie works (once: the provider rotates it again), so a refusal after the logout
+    # below is the logout's doing, not a cookie that never worked.
+    again = requests.post(f"{base}/auth/refresh", headers={"origin": ORIGIN, "cookie": f"cognito_refresh={refresh_2}"},
+                          timeout=10)
+    assert again.status_code == 200, again.text
+    refresh_3 = cookie_value(again.headers["set-cookie"])
 
-    logout = requests.post(f"{base}/auth/logout", headers={"origin": ORIGIN, "cookie": f"cognito_refresh={refresh_2}"},
+    logout = requests.post(f"{base}/auth/logout", headers={"origin": ORIGIN, "cookie": f"cognito_refresh={refresh_3}"},
                            timeout=10)
     assert logout.status_code == 200, logout.text
     assert "Max-Age=0" in logout.headers["set-cookie"]
-    after = requests.post(f"{base}/auth/refresh", headers={"origin": ORIGIN, "cookie": f"cognito_refresh={refresh_2}"},
+    after = requests.post(f"{base}/auth/refresh", headers={"origin": ORIGIN, "cookie": f"cognito_refresh={refresh_3}"},
                           timeout=10)
     assert after.status_code == 401, "the revoked refresh token no longer refreshes"
 

@@ -7,6 +7,8 @@ import requests
 
 import harness
 
+# A header no rule touches: it shows the upstream does see what the client sent.
+HARMLESS = {"x-trace-id": "t-1"}
 IDENTITY = ("x-user-id", "x-username", "x-user-groups", "x-client-id")
 SPOOFED = {"x-user-id": "00000000-0000-0000-0000-000000000000", "x-username": "root", "x-user-groups": "admins",
            "x-client-id": "evil", "x-user-anything": "forged"}
@@ -51,7 +53,8 @@ def test_moto_access_token_is_allowed_with_trusted_identity_headers(envoy, pool,
 def test_spoofed_identity_headers_never_reach_the_upstream(envoy, pool):
     for user in ("alice", "bob"):
         token = pool.sign_in(user)["AccessToken"]
-        seen = get(envoy, "/api/mfa/status", token, SPOOFED).json()["headers"]
+        seen = get(envoy, "/api/mfa/status", token, {**SPOOFED, **HARMLESS}).json()["headers"]
+        assert seen["x-trace-id"] == ["t-1"], "positive control: a client's other headers arrive"
         assert seen["x-user-id"] == [pool.subs[user]], user
         assert seen["x-username"] == [user]
         assert "x-client-id" not in seen and "x-user-anything" not in seen
@@ -62,19 +65,23 @@ def test_spoofed_identity_headers_never_reach_the_upstream(envoy, pool):
 
 
 def test_spoofed_identity_headers_are_stripped_on_a_route_without_ext_authz(envoy):
-    response = get(envoy, "/public/logo.svg", headers=SPOOFED)
+    response = get(envoy, "/public/logo.svg", headers={**SPOOFED, **HARMLESS})
     assert response.status_code == 200
     seen = response.json()["headers"]
+    assert seen["x-trace-id"] == ["t-1"], "positive control: a client's other headers arrive"
     assert not [h for h in seen if h in IDENTITY or h.startswith("x-user")], seen
 
 
 def test_underscored_identity_header_is_rejected_before_the_upstream(envoy, pool, upstream):
     token = pool.sign_in("alice")["AccessToken"]
+    # Positive control: the same raw request without the underscored header goes through.
     before = len(upstream.requests)
+    assert harness.headers_with_underscore(envoy.url, "/api/items", {"authorization": f"Bearer {token}"}) == 200
+    assert len(upstream.requests) == before + 1
     status = harness.headers_with_underscore(envoy.url, "/api/items", {"authorization": f"Bearer {token}",
                                                                        "x_user_id": "00000000-0000-0000-0000-000000000000"})
     assert status == 400
-    assert len(upstream.requests) == before
+    assert len(upstream.requests) == before + 1
 
 
 def test_id_token_is_refused(envoy, pool):

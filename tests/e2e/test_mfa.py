@@ -132,11 +132,25 @@ def test_enforce_mfa_false_warns_and_lets_unenrolled_users_through(logdir, pool)
         authz.stop()
 
 
-def test_mfa_lookups_are_counted_in_metrics(authz, envoy, pool):
-    get(envoy, "/api/items", pool.sign_in("alice")["AccessToken"])
+def counter(authz, series):
+    """The value of one series on `/metrics` (0 while it has never been counted)."""
     metrics = requests.get(f"http://127.0.0.1:{authz.admin_port}/metrics", timeout=5).text
-    assert 'cognito_authz_mfa_lookups_total{result="enrolled"}' in metrics
-    assert "cognito_authz_mfa_enforced 1" in metrics
+    values = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(series + " ")]
+    assert len(values) <= 1, values
+    return values[0] if values else 0.0
+
+
+def test_mfa_lookups_are_counted_in_metrics(authz, envoy, pool):
+    # A user nobody has asked about yet, so the decision below is a cache miss: one lookup.
+    pool.add_user("karl")
+    pool.enrol_totp("karl")
+    token = pool.sign_in("karl")["AccessToken"]
+    enrolled, not_enrolled = ('cognito_authz_mfa_lookups_total{result="enrolled"}',
+                              'cognito_authz_mfa_lookups_total{result="not_enrolled"}')
+    before = counter(authz, enrolled), counter(authz, not_enrolled)
+    assert get(envoy, "/api/items", token).status_code == 200
+    assert (counter(authz, enrolled), counter(authz, not_enrolled)) == (before[0] + 1, before[1])
+    assert counter(authz, "cognito_authz_mfa_enforced") == 1
 
 
 def test_a_token_of_a_deleted_user_gets_nothing_from_a_new_user_of_the_same_name(envoy, pool):

@@ -120,6 +120,8 @@ def test_a_replica_whose_subscription_went_silent_refuses_or_answers_503_within_
         # B resubscribed on its own (through a new connection) and learnt the logout by reloading.
         harness.wait_until(lambda: decision(b, second) == "deny 401", timeout=10, what="b refusing after resubscribing")
         assert relay.subscriptions() >= 2, "b made a new subscription"
+        # Positive control: b's refusals of the logged-out token are in its log, the token is not.
+        assert "request denied" in b.output()
         assert "eyJ" not in b.output(), "a token (or a piece of one) reached the log"
     finally:
         for proc in (b, a):

@@ -25,6 +25,14 @@ def replicas(logdir, pool):
 
 
 logout, decision = harness.logout, harness.authenticated_decision
+# What a replica logs each time it (re)subscribes and reloads the whole list.
+RELOADED = "revocation list loaded from redis"
+
+
+def pubsub_clients(port):
+    """The pub/sub connections Redis holds, one line each."""
+    listing = harness.redis_cli(port, "CLIENT", "LIST", "TYPE", "pubsub")
+    return [line for line in listing.splitlines() if line.startswith("id=")]
 
 
 def seconds_until_refused(replica, token, within=5.0):
@@ -56,10 +64,17 @@ def test_a_replica_learns_of_logouts_made_while_its_subscription_was_down(replic
         harness.wait_until(lambda: logout(a, token).status_code == 200, what="logout once redis is back")
         assert seconds_until_refused(b, token) < 5.0
         # Pub/sub connections killed: the publish reaches nobody, the reload after resubscribing does.
+        # Both replicas subscribed again after the restart: one subscription each.
         second = pool.sign_in("alice")["AccessToken"]
-        harness.redis_cli(restarted.port, "CLIENT", "KILL", "TYPE", "pubsub")
+        harness.wait_until(lambda: len(pubsub_clients(restarted.port)) == 2, what="both replicas subscribed")
+        reloads = b.output().count(RELOADED)
+        killed = harness.redis_cli(restarted.port, "CLIENT", "KILL", "TYPE", "pubsub")
+        assert killed == "2", f"one subscription per replica killed, not {killed!r}"
+        # B waits out its backoff (at least 200 ms after the restart above) before resubscribing, so
+        # the logout's publish finds no subscription of B's: B learns of it by its reload.
         assert logout(a, second).status_code == 200
         assert seconds_until_refused(b, second) < 5.0
+        assert b.output().count(RELOADED) > reloads, "b reloaded the list after resubscribing"
     finally:
         restarted.stop()
 
@@ -95,7 +110,7 @@ def password_store(redis, password):
 def test_with_a_redis_password_a_logout_on_one_replica_is_refused_by_the_other_and_no_log_shows_it(
         password_redis, pool, logdir):
     # This Redis does refuse a client without the password.
-    assert "NOAUTH" in harness.redis_cli(password_redis.port, "PING")
+    assert "NOAUTH" in harness.redis_cli(password_redis.port, "PING", error_ok=True)
     store = password_store(password_redis, REDIS_PASSWORD)
     a = harness.start_authz(logdir, pool, store, name="password-a")
     b = harness.start_authz(logdir, pool, store, name="password-b")

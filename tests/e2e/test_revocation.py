@@ -1,6 +1,7 @@
 """Logout through Envoy revokes the token and every token of its sign-in, and no restart of
 cognito-authz (a clean one or `kill -9`) brings them back: the file store is durable."""
 
+import botocore.exceptions
 import pytest
 import requests
 
@@ -76,6 +77,8 @@ def test_revoke_user_from_the_command_line_refuses_every_older_session(logdir, p
         signed_in = pool.sign_in("alice")
         token = signed_in["AccessToken"]
         assert harness.check_cli(authz.grpc_port, token, "mfa") == "allow"
+        # Positive control: the refresh token works at Cognito before the revocation.
+        assert pool.refresh_with(signed_in["RefreshToken"])
         argv = [str(harness.BINARY), "revoke", "--user", pool.subs["alice"], "--username", "alice",
                 "--admin-url", f"http://127.0.0.1:{authz.admin_port}"]
         wrong = subprocess.run(argv + ["--admin-token", "not-the-admin-token-at-all"], capture_output=True, text=True,
@@ -87,8 +90,11 @@ def test_revoke_user_from_the_command_line_refuses_every_older_session(logdir, p
         assert '"signed_out_at_cognito":true' in done.stdout
         assert harness.check_cli(authz.grpc_port, token, "authenticated") == "deny 401"
         # Signed out at Cognito too: the old refresh token no longer works there.
-        with pytest.raises(Exception):
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
             pool.refresh_with(signed_in["RefreshToken"])
+        assert refused.value.response["Error"]["Code"] == "NotAuthorizedException", refused.value.response
+        # Positive control: the revocation the admin token allowed is in the log, the token is not.
+        assert "user revoked by an administrator" in authz.output()
         assert admin_token not in authz.output()
     finally:
         authz.stop()

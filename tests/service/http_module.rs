@@ -2,6 +2,8 @@
 //! answers on Cognito's exact paths and shapes: `/oauth2/token`, `/oauth2/userInfo`,
 //! `/oauth2/revoke`, and the JSON API's `GetUser`, `GlobalSignOut`, `AdminUserGlobalSignOut`.
 
+mod promises;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +38,8 @@ struct Seen {
     broken: bool,
     /// `/oauth2/revoke` answers 500.
     revoke_down: bool,
+    /// `/oauth2/token` answers a 302 to this URL.
+    token_redirects_to: Option<String>,
 }
 
 #[derive(Clone)]
@@ -59,6 +63,9 @@ async fn token_endpoint(
 ) -> Response {
     if fake.seen.lock().unwrap().broken {
         return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response();
+    }
+    if let Some(target) = fake.seen.lock().unwrap().token_redirects_to.clone() {
+        return (StatusCode::FOUND, [(header::LOCATION, target)]).into_response();
     }
     use base64::Engine;
     let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{SECRET}")));
@@ -157,6 +164,8 @@ async fn fake_cognito() -> (String, Fake) {
 struct Module {
     app: axum::Router,
     admin: axum::Router,
+    /// The admin router of a server started without `--admin-token`.
+    admin_without_token: axum::Router,
     fake: Fake,
 }
 
@@ -214,7 +223,8 @@ async fn module_with(
         token: Some(Secret::new("admin-token-0123456789".into())),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };
-    Module { app: module::routes(state, parts.keys), admin: admin::routes(admin_state), fake }
+    let admin_without_token = admin::routes(AdminState { token: None, ..admin_state.clone() });
+    Module { app: module::routes(state, parts.keys), admin: admin::routes(admin_state), admin_without_token, fake }
 }
 
 async fn module() -> Module {
