@@ -96,14 +96,19 @@ def keyed_claims(iss=None):
 
 
 def start_provider(logdir, usernames=None):
+    from joserfc.jwk import RSAKey
+
     port = harness.free_port()
+    key = RSAKey.generate_key(2048, parameters={"kid": "provider-1", "alg": "RS256", "use": "sig"}, private=True)
     env = {"PORT": str(port), "CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": CLIENT_SECRET, "REDIRECT_URI": REDIRECT_URI,
-           "RESOURCE": API, "OTHER_RESOURCE": OTHER_API, "USERNAMES": json.dumps(usernames or {})}
+           "RESOURCE": API, "OTHER_RESOURCE": OTHER_API, "USERNAMES": json.dumps(usernames or {}),
+           "JWKS": json.dumps({"keys": [key.as_dict(private=True)]})}
     import os
 
     proc = harness.Process("oidc-resource-provider", ["node", str(harness.OIDC_DIR / "resource-provider.mjs")], logdir,
                            dict(os.environ, **env))
     proc.url = f"http://127.0.0.1:{port}"
+    proc.key = key
     harness.wait_until(lambda: requests.get(f"{proc.url}/.well-known/openid-configuration", timeout=1).ok,
                        what="oidc-provider")
     return proc
@@ -405,12 +410,24 @@ def test_another_issuers_token_on_a_staff_public_route_is_anonymous(world):
         assert header not in partner, (header, partner)
 
 
-def test_an_oidc_id_token_is_refused(world):
-    tokens = oidc_tokens(world["provider"].url, "pat")
-    assert get(world, "/api/mfa/status", tokens["access_token"]).status_code == 200, "its access token passes"
-    refused = get(world, "/api/mfa/status", tokens["id_token"])
-    assert refused.status_code == 401, refused.text
-    assert refused.json() == {"detail": "Not an access token"}
+def stamped(provider, token, **header):
+    """The provider's own token with its header changed, signed again with the provider's key: an
+    ID token as Auth0, Okta or Entra ID issue theirs (`typ: JWT`)."""
+    from joserfc import jwt
+
+    claims = jwt.decode(token, provider.key).claims
+    return jwt.encode({"alg": "RS256", "kid": "provider-1", **header}, claims, provider.key)
+
+
+def test_an_oidc_id_token_is_refused_whatever_its_typ(world):
+    provider = world["provider"]
+    tokens = oidc_tokens(provider.url, "pat")
+    access = stamped(provider, tokens["access_token"], typ="JWT")
+    assert get(world, "/api/mfa/status", access).status_code == 200, "an access token stamped typ JWT passes"
+    for id_token in (tokens["id_token"], stamped(provider, tokens["id_token"], typ="JWT")):
+        refused = get(world, "/api/mfa/status", id_token)
+        assert refused.status_code == 401, refused.text
+        assert refused.json() == {"detail": "Not an access token"}
 
 
 def test_one_enforced_spelling_wins_over_a_shadowed_prefix(world):

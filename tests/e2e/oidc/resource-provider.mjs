@@ -11,7 +11,12 @@ const issuer = `http://127.0.0.1:${port}`;
 const resources = [process.env.RESOURCE, process.env.OTHER_RESOURCE];
 const usernames = JSON.parse(process.env.USERNAMES || '{}');
 
+// $JWKS (a private JWK Set), when given, is the provider's signing key: the tests can then stamp
+// one of its own ID tokens as other providers issue theirs (`typ: JWT`), signed as it would be.
+const jwks = process.env.JWKS ? JSON.parse(process.env.JWKS) : undefined;
+
 const provider = new Provider(issuer, {
+  ...(jwks ? { jwks } : {}),
   clients: [{
     client_id: process.env.CLIENT_ID,
     client_secret: process.env.CLIENT_SECRET,
