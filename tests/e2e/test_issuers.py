@@ -28,31 +28,22 @@ CLIENT_ID = "partner-app"
 CLIENT_SECRET = "a-test-secret-made-for-this-run"
 REDIRECT_URI = "https://app.example.com/callback"
 
-STAFF_ONLY_ROUTE = """                        - name: staff-news
-                          match: { prefix: /news/ }
-                          route: { cluster: app }
+def route(name, prefix, extensions):
+    """An Envoy route to the app with these ext_authz context extensions, indented for envoy.yaml."""
+    return f"""                        - name: {name}
+                          match: {{ prefix: {prefix} }}
+                          route: {{ cluster: app }}
                           typed_per_filter_config:
                             envoy.filters.http.ext_authz:
                               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                               check_settings:
-                                context_extensions: { access: public, issuers: "staff" }
-                        - name: loose-groups
-                          match: { prefix: /loose/ }
-                          route: { cluster: app }
-                          typed_per_filter_config:
-                            envoy.filters.http.ext_authz:
-                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                              check_settings:
-                                context_extensions: { access: authenticated, groups: "admin" }
-                        - name: staff-only
-                          match: { prefix: /staff/ }
-                          route: { cluster: app }
-                          typed_per_filter_config:
-                            envoy.filters.http.ext_authz:
-                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                              check_settings:
-                                context_extensions: { access: authenticated, issuers: "staff" }
+                                context_extensions: {{ {extensions} }}
 """
+
+
+EXTRA_ROUTES = (route("staff-news", "/news/", 'access: public, issuers: "staff"')
+                + route("loose-groups", "/loose/", 'access: authenticated, groups: "admin"')
+                + route("staff-only", "/staff/", 'access: authenticated, issuers: "staff"'))
 
 
 class KeyedJwks:
@@ -219,10 +210,10 @@ issuers = ["staff"]
 """)
 
 
-def with_staff_only_route(text):
+def with_extra_routes(text):
     app_route = "                        - name: app\n"
     assert text.count(app_route) == 1, "the shipped envoy.yaml still ends with the `app` route"
-    return text.replace(app_route, STAFF_ONLY_ROUTE + app_route)
+    return text.replace(app_route, EXTRA_ROUTES + app_route)
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +250,7 @@ def world(logdir, moto, pool, upstream):
     # SERVING only once every issuer has loaded its keys (the OIDC one through discovery).
     harness.wait_until(lambda: harness.grpc_health(ports[0], "") == "SERVING", timeout=30, what="every issuer's keys")
     envoy = harness.start_envoy(logdir, ports[0], ports[1], upstream.port, name="envoy-issuers",
-                                transform=with_staff_only_route)
+                                transform=with_extra_routes)
     yield {"staff": pool, "customers": customers, "keyed": keyed, "provider": provider, "authz": authz,
            "envoy": envoy}
     envoy.stop()
