@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use cognito_authz::cache::TokenCache;
-use cognito_authz::key_set::KeySet;
+use cognito_authz::dev::signing_key::SigningKey;
+use cognito_authz::keys::key_set::KeySet;
 use cognito_authz::revocation::{Entry, RevocationList};
-use cognito_authz::signing_key::SigningKey;
-use cognito_authz::token::RawClaims;
+use cognito_authz::verify::cache::TokenCache;
+use cognito_authz::verify::token::RawClaims;
 use cognito_authz::verify::{Rules, Verified};
 
 #[global_allocator]

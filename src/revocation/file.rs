@@ -198,7 +198,7 @@ mod tests {
     }
 
     /// What a decision sees after a restart: the log reopened and loaded, then one check per token.
-    async fn after_restart(path: &Path) -> Vec<Result<(), crate::error::Denied>> {
+    async fn after_restart(path: &Path) -> Vec<Result<(), crate::authz::error::Denied>> {
         let store = FileStore::open(path).expect("the log opens after a restart");
         let revocations = crate::revocation::Revocations::new(std::sync::Arc::new(store), false, None);
         revocations.reload(NOW).await.expect("the log loads after a restart");
@@ -213,8 +213,8 @@ mod tests {
     }
 
     /// Both logged-out tokens refused; the positive control, a token never logged out, passes.
-    fn both_refused_and_a_live_token_passes() -> Vec<Result<(), crate::error::Denied>> {
-        let revoked = Err(crate::error::Invalid::Revoked.into());
+    fn both_refused_and_a_live_token_passes() -> Vec<Result<(), crate::authz::error::Denied>> {
+        let revoked = Err(crate::authz::error::Invalid::Revoked.into());
         vec![revoked, revoked, Ok(())]
     }
 

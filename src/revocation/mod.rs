@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::claims::{Claims, Identity, TokenId};
-use crate::error::{Denied, Invalid, Unavailable};
+use crate::authz::error::{Denied, Invalid, Unavailable};
+use crate::verify::claims::{Claims, Identity, TokenId};
 
 /// One revocation. Each lives until `until` (Unix seconds), after which it can match nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +151,7 @@ impl RevocationList {
                 None => format!("{UNKNOWN_NAME}{name}").into(),
             },
             // Before entries named the `iss`, the single pool's left out its name, `default`.
-            (None, None) => match self.names.get(crate::issuer::DEFAULT_NAME) {
+            (None, None) => match self.names.get(crate::config::issuer::DEFAULT_NAME) {
                 Some(iss) => iss.as_str().into(),
                 None => ANY_COGNITO_POOL.into(),
             },

@@ -9,17 +9,17 @@ use futures_util::future::BoxFuture;
 use tower::ServiceExt;
 
 use crate::common::*;
+use cognito_authz::authz::error::code;
+use cognito_authz::authz::policy::Policy;
 use cognito_authz::cognito::{CognitoError, MfaState, UserCalls};
 use cognito_authz::config::Secret;
+use cognito_authz::config::issuer::{IssuerKind, IssuerTable, validate};
 use cognito_authz::config::{Config, ServeArgs};
-use cognito_authz::error::code;
-use cognito_authz::ext_authz::ExtAuthz;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
+use cognito_authz::envoy::pb::auth::{CheckRequest, CheckResponse};
 use cognito_authz::http::admin::{self, AdminState};
-use cognito_authz::issuer::{IssuerKind, IssuerTable, validate};
-use cognito_authz::pb::auth::check_response::HttpResponse;
-use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
-use cognito_authz::policy::Policy;
-use cognito_authz::scripted_keys::ScriptedKeys;
+use cognito_authz::testkit::scripted_keys::ScriptedKeys;
 use serde_json::{Value, json};
 
 const CUSTOMERS_POOL: &str = "eu-west-1_Customers";
@@ -38,7 +38,7 @@ struct World {
     partners: Arc<ScriptedKeys>,
     staff_mfa: Arc<FakeMfa>,
     customers_mfa: Arc<FakeMfa>,
-    metrics: cognito_authz::metrics::Metrics,
+    metrics: cognito_authz::telemetry::metrics::Metrics,
 }
 
 /// The staff, customers and partners tables, each with its keys at the URL given for it.
@@ -163,7 +163,7 @@ impl Answer {
 
 fn read(response: CheckResponse) -> Answer {
     let code = response.status.map(|s| s.code).expect("a status");
-    let pairs = |h: &[cognito_authz::pb::core::HeaderValueOption]| {
+    let pairs = |h: &[cognito_authz::envoy::pb::core::HeaderValueOption]| {
         h.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()
     };
     match response.http_response.expect("an http response") {

@@ -15,8 +15,8 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Status, body::Body};
 
 use crate::clock::unix_now;
-use crate::ext_authz::{Answer, ExtAuthz};
-use crate::pb::auth::CheckRequest;
+use crate::envoy::ext_authz::{Answer, ExtAuthz};
+use crate::envoy::pb::auth::CheckRequest;
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::key_store::{FetchError, HttpKeySource, KeySource};
+use crate::keys::key_store::{FetchError, HttpKeySource, KeySource};
 
 /// Why a discovery document cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +36,7 @@ pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<reqwest::Url, Discovery
     if doc.issuer != issuer {
         return Err(DiscoveryError::OtherIssuer);
     }
-    crate::loopback::https_unless_loopback(&doc.jwks_uri).map_err(|_| DiscoveryError::InsecureJwksUri)
+    crate::config::loopback::https_unless_loopback(&doc.jwks_uri).map_err(|_| DiscoveryError::InsecureJwksUri)
 }
 
 /// Keys found through discovery: the document first (until it has answered), then the key set.
@@ -63,7 +63,7 @@ impl KeySource for DiscoveredKeySource {
                 let document = self.document.fetch().await?;
                 let url = jwks_uri(&document, &self.issuer)?;
                 // The document is the issuer's to write: credentials in its URL stay out of the log.
-                let jwks = crate::secret::without_userinfo(url.as_str());
+                let jwks = crate::config::secret::without_userinfo(url.as_str());
                 tracing::info!(issuer = %self.issuer, %jwks, "discovery named the signing keys");
                 let _ = self.keys.set(HttpKeySource::new(self.client.clone(), url));
             }

@@ -4,11 +4,11 @@
 //! A Cognito table is checked by the very code that checks the single-pool flags (the same keys
 //! mean the same thing), so the two cannot drift apart.
 
-use crate::key_set::Algorithm;
-use crate::loopback::https_unless_loopback;
-use crate::pool::{DEV_ISSUER_HOST, Pool, PoolSettings};
-use crate::settings::{ConfigError, Settings};
-pub use crate::settings::{IssuerKind, IssuerTable};
+use crate::config::loopback::https_unless_loopback;
+use crate::config::pool::{DEV_ISSUER_HOST, Pool, PoolSettings};
+use crate::config::settings::{ConfigError, Settings};
+pub use crate::config::settings::{IssuerKind, IssuerTable};
+use crate::keys::key_set::Algorithm;
 
 /// One issuer, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,7 +363,7 @@ mod tests {
         use crate::config::StoreSpec;
         let redis = |tables: Vec<IssuerTable>, namespace: Option<&str>| Settings {
             issuers: tables,
-            revocation_store: Some(crate::secret::SecretUrl::new("redis://:pw@127.0.0.1:6379/0".into())),
+            revocation_store: Some(crate::config::secret::SecretUrl::new("redis://:pw@127.0.0.1:6379/0".into())),
             revocation_namespace: namespace.map(str::to_owned),
             ..Settings::default()
         };
@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(namespace(redis(vec![staff()], Some("a b"))), Err("revocation-namespace".into()));
         // The URL's password never shows in Debug.
         let spec = StoreSpec::Redis {
-            url: crate::secret::SecretUrl::new("redis://:hunter2@h:6379".into()),
+            url: crate::config::secret::SecretUrl::new("redis://:hunter2@h:6379".into()),
             namespace: "n".into(),
         };
         assert!(!format!("{spec:?}").contains("hunter2") && format!("{spec:?}").contains("\"n\""));

@@ -11,8 +11,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use crate::error::Invalid;
-use crate::key_set::Algorithm;
+use crate::authz::error::Invalid;
+use crate::keys::key_set::Algorithm;
 
 /// Tokens longer than this are refused before any parsing (Cognito's are about 1 KB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;

@@ -21,8 +21,8 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use uuid::Uuid;
 
 use crate::authz::Allowed;
-use crate::claims::{Claims, Identity};
-use crate::headers::{COLON, FIXED, IdentityHeaders, LIST_ITEM, Qualifiers, TEXT, TEXT_QUALIFIED};
+use crate::authz::headers::{COLON, FIXED, IdentityHeaders, LIST_ITEM, Qualifiers, TEXT, TEXT_QUALIFIED};
+use crate::verify::claims::{Claims, Identity};
 
 const fn fixed(name: &str) -> usize {
     let mut i = 0;
@@ -468,9 +468,9 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::claims::TokenId;
-    use crate::ext_authz::allowed_response;
-    use crate::headers::HeaderClaim;
+    use crate::authz::headers::HeaderClaim;
+    use crate::envoy::ext_authz::allowed_response;
+    use crate::verify::claims::TokenId;
 
     fn user(groups: &[&str], scope: Option<&str>, mapped: &[Option<&str>]) -> Claims {
         Claims {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use crate::settings::{LogFormat, LogLevel, ServeArgs};
+pub use crate::config::settings::{LogFormat, LogLevel, ServeArgs};
 
 /// Envoy ext_authz server for AWS Cognito access tokens
 #[derive(clap::Parser, Debug)]
@@ -63,7 +63,7 @@ pub struct DevArgs {
     #[command(subcommand)]
     pub action: Option<DevAction>,
     /// Where the dev signing key and user directory are kept.
-    #[arg(long, env = "COGNITO_AUTHZ_DATA_DIR", default_value = crate::settings::DEFAULT_DATA_DIR, global = true)]
+    #[arg(long, env = "COGNITO_AUTHZ_DATA_DIR", default_value = crate::config::settings::DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
     /// Address of the gRPC ext_authz and health server.
     #[arg(long, env = "COGNITO_AUTHZ_GRPC_LISTEN", default_value = "127.0.0.1:9001")]

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::error::{Denied, Invalid, Unavailable};
-use crate::key_set::{Algorithm, Key, KeySet};
+use crate::authz::error::{Denied, Invalid, Unavailable};
+use crate::keys::key_set::{Algorithm, Key, KeySet};
 
 /// Where JWK Set documents come from: the network edge, a trait so tests need no network.
 pub trait KeySource: Send + Sync + 'static {
@@ -37,10 +37,10 @@ pub enum FetchError {
     TooLarge,
     /// The document is not a usable JWK Set.
     #[error(transparent)]
-    Document(#[from] crate::key_set::JwksError),
+    Document(#[from] crate::keys::key_set::JwksError),
     /// The discovery document is unusable.
     #[error(transparent)]
-    Discovery(#[from] crate::discovery::DiscoveryError),
+    Discovery(#[from] crate::keys::discovery::DiscoveryError),
 }
 
 /// Timings of the key store. Defaults suit Envoy with a 2 s ext_authz timeout.
@@ -122,7 +122,7 @@ impl KeyStore {
         if let Some(key) = self.lookup(kid) {
             return Ok(key);
         }
-        tracing::debug!(kid = crate::audit::loggable(kid), "token names a key not in the current set");
+        tracing::debug!(kid = crate::telemetry::audit::loggable(kid), "token names a key not in the current set");
         let mut finished = {
             let mut state = self.inner.state.lock().expect("key state lock");
             if !state.in_flight {
@@ -318,8 +318,8 @@ impl KeySource for HttpKeySource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scripted_keys::{Answer, ScriptedKeys};
-    use crate::signing_key::SigningKey;
+    use crate::dev::signing_key::SigningKey;
+    use crate::testkit::scripted_keys::{Answer, ScriptedKeys};
 
     fn settings() -> KeySettings {
         crate::config::Settings::default().key_settings().expect("the defaults")

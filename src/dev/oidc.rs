@@ -6,9 +6,9 @@
 
 use uuid::Uuid;
 
+use crate::config::issuer::{IssuerConfig, KeysAt, Kind, OidcIssuer};
 use crate::dev::{DEV_CLIENT_ID, DevPool, DevUser, SigningKey};
-use crate::issuer::{IssuerConfig, KeysAt, Kind, OidcIssuer};
-use crate::key_set::Algorithm;
+use crate::keys::key_set::Algorithm;
 
 /// The issuer's name (`x-user-issuer`, `issuers` route settings).
 pub const DEV_OIDC_NAME: &str = "dev-oidc";

@@ -19,12 +19,12 @@ use quick_cache::sync::Cache;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::claims::{Claims, Identity};
+use crate::authz::error::{Denied, Forbidden, Invalid, Unavailable};
 use crate::clock::unix_now;
 use crate::cognito::{CognitoError, MfaSource, MfaState, User};
-use crate::error::{Denied, Forbidden, Invalid, Unavailable};
-use crate::metrics::Metrics;
 use crate::revocation::{Entry, Revocations};
+use crate::telemetry::metrics::Metrics;
+use crate::verify::claims::{Claims, Identity};
 
 /// The scope `GetUser` needs.
 pub const ADMIN_SCOPE: &str = "aws.cognito.signin.user.admin";

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::secret::Secret;
+pub use crate::config::secret::Secret;
 
 /// Where the endpoints are.
 #[derive(Debug, Clone, Default)]

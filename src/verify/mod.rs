@@ -4,20 +4,25 @@
 //! `nbf` and `iat` are checked, the issuer must match exactly, and only access tokens of the
 //! configured app clients pass.
 
+pub mod cache;
+pub mod claims;
+pub mod oidc;
+pub mod token;
+
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::cache::{self, Expires, TokenCache};
-pub use crate::claims::{Claims, Identity, TokenId};
+use crate::authz::error::{Denied, Invalid, StepUp};
 use crate::clock::IAT_DRIFT_SECONDS;
-use crate::error::{Denied, Invalid, StepUp};
-use crate::key_set::{Algorithm, Key};
-use crate::key_store::KeyStore;
-use crate::oidc::OidcRules;
-use crate::token::{Jwt, RawClaims};
+use crate::keys::key_set::{Algorithm, Key};
+use crate::keys::key_store::KeyStore;
+use crate::verify::cache::{Expires, TokenCache};
+pub use crate::verify::claims::{Claims, Identity, TokenId};
+use crate::verify::oidc::OidcRules;
+use crate::verify::token::{Jwt, RawClaims};
 
 /// The claim rules for one user pool.
 #[derive(Debug, Clone)]
@@ -81,7 +86,7 @@ impl Rules {
             auth_time: raw.auth_time,
             mapped: Box::default(),
             issuer: 0,
-            issuer_name: Arc::from(crate::issuer::DEFAULT_NAME),
+            issuer_name: Arc::from(crate::config::issuer::DEFAULT_NAME),
             iss: Arc::from(""),
             second_factor: None,
         })
@@ -96,12 +101,12 @@ fn header_values(claims: &serde_json::Map<String, serde_json::Value>, names: &[S
     names
         .iter()
         .map(|name| match claims.get(name)? {
-            Value::String(s) => Some(crate::headers::escape_text(s)),
+            Value::String(s) => Some(crate::authz::headers::escape_text(s)),
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(b) => Some(b.to_string()),
             Value::Array(items) => items
                 .iter()
-                .map(|item| item.as_str().map(crate::headers::escape_list_item))
+                .map(|item| item.as_str().map(crate::authz::headers::escape_list_item))
                 .collect::<Option<Vec<_>>>()
                 .map(|items| items.join(",")),
             Value::Null | Value::Object(_) => None,
@@ -220,8 +225,11 @@ crate::opaque_debug!(Verifier);
 impl Verifier {
     /// A verifier for one Cognito issuer (the single-pool flags).
     pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache<Verified>) -> Verifier {
-        let default =
-            TrustedIssuer { name: Arc::from(crate::issuer::DEFAULT_NAME), keys, rules: IssuerRules::Cognito(rules) };
+        let default = TrustedIssuer {
+            name: Arc::from(crate::config::issuer::DEFAULT_NAME),
+            keys,
+            rules: IssuerRules::Cognito(rules),
+        };
         Verifier::for_issuers(vec![default], cache)
     }
 

@@ -13,8 +13,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
-use crate::claims::{Claims, Identity};
-use crate::error::{BadRequest, Forbidden};
+use crate::authz::error::{BadRequest, Forbidden};
+use crate::verify::claims::{Claims, Identity};
 
 /// How much a route asks of its caller, from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -559,7 +559,7 @@ impl RuleFile {
         if self.access == Access::Public && !(self.scopes.is_empty() && self.groups.is_empty()) {
             return Err(bad("a public rule cannot require scopes or groups"));
         }
-        if let Some(name) = self.issuers.iter().find(|i| !crate::issuer::valid_name(i)) {
+        if let Some(name) = self.issuers.iter().find(|i| !crate::config::issuer::valid_name(i)) {
             return Err(bad(&format!("issuers: {name:?} is not an issuer name")));
         }
         Ok(Rule {

@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use crate::error::Invalid;
+use crate::authz::error::Invalid;
 
 /// Why a JWK Set document cannot be used; the previous keys stay in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

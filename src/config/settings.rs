@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
+use crate::authz::headers::HeaderClaim;
 use crate::cognito::MfaLookup;
-use crate::headers::HeaderClaim;
-use crate::secret::{Secret, SecretUrl};
+use crate::config::secret::{Secret, SecretUrl};
 
 /// Where `serve` and `dev` keep local state unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = ".cognito-authz";

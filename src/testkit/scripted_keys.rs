@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::key_store::{FetchError, KeySource};
-use crate::signing_key::SigningKey;
+use crate::dev::signing_key::SigningKey;
+use crate::keys::key_store::{FetchError, KeySource};
 
 /// What the next fetches get.
 #[derive(Debug, Clone)]

@@ -189,7 +189,7 @@ impl AuthorizeParams {
 /// Dev redirects go back to the developer's own machine only.
 fn is_loopback_http(uri: &str) -> bool {
     reqwest::Url::parse(uri).is_ok_and(|u| {
-        matches!(u.scheme(), "http" | "https") && crate::loopback::is_loopback(&u) && u.fragment().is_none()
+        matches!(u.scheme(), "http" | "https") && crate::config::loopback::is_loopback(&u) && u.fragment().is_none()
     })
 }
 
@@ -242,7 +242,7 @@ async fn login(State(ui): State<Arc<HostedUi>>, Form(form): Form<LoginForm>) -> 
     };
     if user.mfa {
         let secret = user.totp_secret.as_deref().unwrap_or("");
-        if !crate::totp::verify(secret, &form.totp, unix_now()) {
+        if !crate::dev::totp::verify(secret, &form.totp, unix_now()) {
             return page("Sign in", &sign_in_form(&form.params, Some("Invalid code received for user")));
         }
     }
@@ -436,14 +436,14 @@ async fn enrol(State(ui): State<Arc<HostedUi>>, Form(form): Form<EnrolForm>) -> 
     };
     // A password alone never replaces an enrolled authenticator (as Cognito asks an MFA-signed-in
     // session for it): whoever learnt the password would then hold the second factor too.
-    if user.mfa && !crate::totp::verify(user.totp_secret.as_deref().unwrap_or(""), &form.totp, unix_now()) {
+    if user.mfa && !crate::dev::totp::verify(user.totp_secret.as_deref().unwrap_or(""), &form.totp, unix_now()) {
         return page(
             "Set up an authenticator",
             &enrol_page(Some("You already enrolled an authenticator: enter its current code to replace it.")),
         );
     }
-    let secret = crate::totp::new_secret(crate::dev::random_bytes());
-    let uri = crate::totp::otpauth_uri("cognito-authz dev", &user.username, &secret);
+    let secret = crate::dev::totp::new_secret(crate::dev::random_bytes());
+    let uri = crate::dev::totp::otpauth_uri("cognito-authz dev", &user.username, &secret);
     let token = random_token();
     let enrolment = Enrolment { username: user.username, secret: secret.clone() };
     if ui.enrolments.insert(token.clone(), enrolment, CODE_LIFETIME, Instant::now()).is_err() {
@@ -478,7 +478,7 @@ async fn enrol_verify(State(ui): State<Arc<HostedUi>>, Form(form): Form<VerifyFo
     let Some(enrolment) = ui.enrolments.take(&form.enrolment, Instant::now()) else {
         return page("Set up an authenticator", &enrol_page(Some("This enrolment has expired; start again.")));
     };
-    if !crate::totp::verify(&enrolment.secret, &form.code, unix_now()) {
+    if !crate::dev::totp::verify(&enrolment.secret, &form.code, unix_now()) {
         return page("Set up an authenticator", &enrol_page(Some("Code mismatch; start again.")));
     }
     if let Err(error) = ui.pool.enrol(&enrolment.username, true, Some(enrolment.secret)) {
@@ -571,7 +571,7 @@ mod tests {
             assert!(page.contains("enter its current code"), "{page}");
         }
         let secret = alice.totp_secret.clone().expect("alice's secret");
-        let current = crate::totp::code(&secret, unix_now()).expect("a code");
+        let current = crate::dev::totp::code(&secret, unix_now()).expect("a code");
         let page = ask(current).await;
         assert!(page.contains(r#"id="secret""#), "with the current code, a new secret is shown: {page}");
         assert_eq!(pool.user("alice").unwrap().totp_secret, Some(secret), "nothing replaced until verified");

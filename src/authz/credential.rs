@@ -3,8 +3,8 @@
 //! ambiguities: more than one `authorization` header (or Envoy's comma-joined value), and a cookie
 //! named twice (two parsers could pick different ones).
 
-use crate::error::{BadRequest, Denied};
-use crate::token;
+use crate::authz::error::{BadRequest, Denied};
+use crate::verify::token;
 
 /// The bearer token of the `authorization` header values, `None` without any. Values that are not
 /// UTF-8 arrive as `None` items and are refused as malformed.
@@ -41,7 +41,7 @@ pub fn cookie<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Invalid;
+    use crate::authz::error::Invalid;
 
     #[test]
     fn one_bearer_header_is_read_and_more_are_refused() {

@@ -1,16 +1,20 @@
 //! The decision: request -> route requirement -> bearer token -> verified claims -> policy -> MFA
 //! -> allowed or denied.
 
+pub mod credential;
+pub mod error;
+pub mod headers;
+pub mod policy;
+
 use std::sync::Arc;
 
-use crate::claims::Claims;
-use crate::credential;
-use crate::error::{BadRequest, Denied, Forbidden, Invalid, StepUp};
-use crate::headers::Qualifiers;
+use crate::authz::error::{BadRequest, Denied, Forbidden, Invalid, StepUp};
+use crate::authz::headers::Qualifiers;
+use crate::authz::policy::{Access, LevelSource, RouteContext, SharedPolicy};
 use crate::mfa::MfaGate;
-use crate::policy::{Access, LevelSource, RouteContext, SharedPolicy};
 use crate::revocation::Revocations;
-use crate::token;
+use crate::verify::claims::Claims;
+use crate::verify::token;
 use crate::verify::{IssuerRules, Verifier};
 
 /// What a decision needs of an HTTP request, borrowed from whatever carried it.

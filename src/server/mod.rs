@@ -1,6 +1,8 @@
 //! Wiring only: build the parts, spawn background tasks (key refresh, policy reload), serve gRPC,
 //! HTTP and admin, and shut down on one signal.
 
+pub mod tls;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,30 +15,30 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::authz::Authorizer;
-use crate::cache::TokenCache;
+use crate::authz::error::StepUp;
+use crate::authz::headers::{IdentityHeaders, Qualifiers};
+use crate::authz::policy::Policy;
+use crate::authz::policy::SharedPolicy;
 use crate::clock::unix_now;
 use crate::cognito::{MfaSource, SdkCognito, UserCalls};
+use crate::config::issuer::{IssuerConfig, KeysAt, Kind};
 use crate::config::{Config, StoreSpec};
-use crate::discovery::DiscoveredKeySource;
-use crate::error::StepUp;
-use crate::ext_authz::ExtAuthz;
-use crate::grpc::AuthorizationService;
-use crate::headers::{IdentityHeaders, Qualifiers};
+use crate::envoy::ext_authz::ExtAuthz;
+use crate::envoy::grpc::AuthorizationService;
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminIssuer, AdminState};
-use crate::issuer::{IssuerConfig, KeysAt, Kind};
-use crate::key_store::{HttpKeySource, KeyStore};
-use crate::key_store::{KeySettings, KeySource};
-use crate::metrics::{IssuerReadings, Metrics, Readings};
+use crate::http::oauth::OAuthClient;
+use crate::keys::discovery::DiscoveredKeySource;
+use crate::keys::key_store::{HttpKeySource, KeyStore};
+use crate::keys::key_store::{KeySettings, KeySource};
 use crate::mfa::MfaGate;
-use crate::oauth::OAuthClient;
-use crate::oidc::OidcRules;
-use crate::policy::Policy;
-use crate::policy::SharedPolicy;
 use crate::revocation::Revocations;
 use crate::revocation::file::FileStore;
 use crate::revocation::redis::RedisStore;
-use crate::tls::{Tls, TlsListener};
+use crate::server::tls::{Tls, TlsListener};
+use crate::telemetry::metrics::{IssuerReadings, Metrics, Readings};
+use crate::verify::cache::TokenCache;
+use crate::verify::oidc::OidcRules;
 use crate::verify::{IssuerRules, Rules, TrustedIssuer, Verifier};
 
 /// The service name Envoy and Kubernetes ask the health service about.
@@ -155,7 +157,7 @@ pub async fn build_for_issuers(
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
-        .redirect(crate::key_store::same_origin_redirects())
+        .redirect(crate::keys::key_store::same_origin_redirects())
         .build()?;
     // The policy's group and scope names must be tied to the issuers configured here.
     let names: Vec<String> = config.all_issuers().iter().map(|i| i.name.clone()).collect();

@@ -2,21 +2,27 @@
 //! `Config` the parts are built from, one section at a time. A bad setting stops start-up with one
 //! line naming its flag and environment variable, both read from the CLI definition.
 
+pub mod issuer;
+pub mod loopback;
+pub mod pool;
+pub mod secret;
+pub mod settings;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::headers::HeaderClaim;
+use crate::authz::headers::HeaderClaim;
+use crate::authz::policy::Policy;
+use crate::config::issuer::IssuerConfig;
+use crate::config::loopback::https_unless_loopback;
+pub use crate::config::pool::{DEV_ISSUER_HOST, Emulator, Pool, PoolSettings, default_issuer};
+pub use crate::config::secret::{Secret, SecretUrl};
+pub use crate::config::settings::{ConfigError, ServeArgs, Settings};
 use crate::http::auth::{AuthSettings, CookieSettings};
-use crate::issuer::IssuerConfig;
-use crate::key_store::KeySettings;
-use crate::loopback::https_unless_loopback;
+pub use crate::http::oauth::{Endpoints, OAuthConfig};
+use crate::keys::key_store::KeySettings;
 use crate::mfa::MfaSettings;
-pub use crate::oauth::{Endpoints, OAuthConfig};
-use crate::policy::Policy;
-pub use crate::pool::{DEV_ISSUER_HOST, Emulator, Pool, PoolSettings, default_issuer};
-pub use crate::secret::{Secret, SecretUrl};
-pub use crate::settings::{ConfigError, ServeArgs, Settings};
 
 /// After a failed key fetch, requests answer 503 without fetching for this long (not a setting:
 /// it only spaces out fetches while the keys are unreachable).
@@ -137,7 +143,7 @@ impl Config {
     /// flags (named `default`).
     pub fn all_issuers(&self) -> Vec<IssuerConfig> {
         if self.issuers.is_empty() {
-            vec![IssuerConfig::for_pool(crate::issuer::DEFAULT_NAME, &self.pool)]
+            vec![IssuerConfig::for_pool(crate::config::issuer::DEFAULT_NAME, &self.pool)]
         } else {
             self.issuers.clone()
         }
@@ -148,13 +154,13 @@ impl Settings {
     /// Validates the settings into the configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         if self.issuers.is_empty() {
-            if self.unqualified_issuer.as_deref().is_some_and(|name| name != crate::issuer::DEFAULT_NAME) {
+            if self.unqualified_issuer.as_deref().is_some_and(|name| name != crate::config::issuer::DEFAULT_NAME) {
                 return Err(bad("unqualified-issuer", "names an [[issuer]], but there are no [[issuer]] tables"));
             }
             let pool = self.pool_settings().check()?;
             return self.with_pool(pool);
         }
-        let (issuers, served) = crate::issuer::from_tables(&self)?;
+        let (issuers, served) = crate::config::issuer::from_tables(&self)?;
         let signs_in = served.is_some();
         // With no Cognito issuer to serve, the HTTP module gets an inert pool nothing is verified
         // against (only `issuers` verifies) and no sign-in.
@@ -224,7 +230,8 @@ impl Settings {
         }
         for (i, mapping) in self.header.iter().enumerate() {
             let problem = |what: String| bad("config", format!("[[header]] {}: {what}", i + 1));
-            crate::headers::check_name(&mapping.name).map_err(|p| problem(format!("name {:?} {p}", mapping.name)))?;
+            crate::authz::headers::check_name(&mapping.name)
+                .map_err(|p| problem(format!("name {:?} {p}", mapping.name)))?;
             if mapping.claim.is_empty() {
                 return Err(problem("claim must name a claim".into()));
             }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::claims::{Claims, Identity, TokenId};
+use crate::authz::error::Invalid;
 use crate::clock::IAT_DRIFT_SECONDS;
-use crate::error::Invalid;
+use crate::verify::claims::{Claims, Identity, TokenId};
 
 /// The claim rules for one OIDC issuer.
 #[derive(Debug, Clone)]

@@ -14,24 +14,24 @@ use prost_types::value::Kind;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::Instrument;
 
-use crate::answer::{Allow, AllowWriter, Carried};
-use crate::audit::{AuditLimiter, loggable, loggable_path};
+use crate::authz::error::{BadRequest, Denied, code};
+use crate::authz::headers::IdentityHeaders;
+use crate::authz::policy::RouteContext;
 use crate::authz::{Allowed, Authorizer, Decision, Request};
-use crate::claims::{Claims, Identity};
 use crate::clock::unix_now;
-use crate::error::{BadRequest, Denied, code};
-use crate::headers::IdentityHeaders;
-use crate::metrics::Metrics;
-use crate::pb::auth::attribute_context::HttpRequest;
-use crate::pb::auth::authorization_server::Authorization;
-use crate::pb::auth::check_response::HttpResponse;
-use crate::pb::auth::{CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse};
-use crate::pb::core::header_value_option::HeaderAppendAction;
-use crate::pb::core::{HeaderValue, HeaderValueOption};
-use crate::pb::rpc;
-use crate::pb::types::HttpStatus;
-use crate::policy::RouteContext;
-use crate::trace_context::{TraceContext, parse_traceparent};
+use crate::envoy::answer::{Allow, AllowWriter, Carried};
+use crate::envoy::pb::auth::attribute_context::HttpRequest;
+use crate::envoy::pb::auth::authorization_server::Authorization;
+use crate::envoy::pb::auth::check_response::HttpResponse;
+use crate::envoy::pb::auth::{CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse};
+use crate::envoy::pb::core::header_value_option::HeaderAppendAction;
+use crate::envoy::pb::core::{HeaderValue, HeaderValueOption};
+use crate::envoy::pb::rpc;
+use crate::envoy::pb::types::HttpStatus;
+use crate::telemetry::audit::{AuditLimiter, loggable, loggable_path};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace_context::{TraceContext, parse_traceparent};
+use crate::verify::claims::{Claims, Identity};
 
 /// The Envoy `Authorization` service.
 pub struct ExtAuthz {
@@ -368,7 +368,7 @@ pub fn allowed_response(
 ) -> CheckResponse {
     let set: Vec<(&str, String)> = match allowed {
         Allowed::Anonymous => vec![],
-        Allowed::Verified(claims) => crate::answer::identity_header_values(claims, identity.qualifiers())
+        Allowed::Verified(claims) => crate::envoy::answer::identity_header_values(claims, identity.qualifiers())
             .into_iter()
             .map(|(i, value)| (identity.names()[i].as_str(), value))
             .collect(),

@@ -4,6 +4,11 @@
 //! JWKS on loopback, mints Cognito-shaped access tokens, and keeps a small user directory with
 //! each user's MFA state. Its issuer lives under `cognito-authz.invalid`, which `serve` refuses.
 
+pub mod hosted_ui;
+pub mod oidc;
+pub mod signing_key;
+pub mod totp;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,8 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::pool::DEV_ISSUER_HOST;
-pub use crate::signing_key::SigningKey;
+use crate::config::pool::DEV_ISSUER_HOST;
+pub use crate::dev::signing_key::SigningKey;
 
 /// The issuer of dev tokens.
 pub const DEV_ISSUER: &str = "https://cognito-authz.invalid/dev-pool";
@@ -222,7 +227,7 @@ fn complete(user: &mut DevUser) {
         user.password = format!("dev-{}", &URL_SAFE_NO_PAD.encode(random_bytes::<12>()));
     }
     if user.mfa && user.totp_secret.is_none() {
-        user.totp_secret = Some(crate::totp::new_secret(random_bytes()));
+        user.totp_secret = Some(crate::dev::totp::new_secret(random_bytes()));
     }
 }
 

@@ -1,5 +1,7 @@
 //! What each subcommand does, from parsed arguments to a running server or a printed answer.
 
+pub mod cli;
+
 use crate::clock::unix_now;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -11,14 +13,14 @@ use axum::Json;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::cli::{CheckArgs, DevAction, DevArgs, RevokeArgs};
+use crate::authz::policy::Policy;
+use crate::cmd::cli::{CheckArgs, DevAction, DevArgs, RevokeArgs};
 use crate::config::{Config, Settings};
 use crate::dev::{DEV_CLIENT_ID, DEV_ISSUER, DevPool};
-use crate::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
-use crate::pb::auth::authorization_client::AuthorizationClient;
-use crate::pb::auth::check_response::HttpResponse;
-use crate::pb::auth::{AttributeContext, CheckRequest};
-use crate::policy::Policy;
+use crate::envoy::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
+use crate::envoy::pb::auth::authorization_client::AuthorizationClient;
+use crate::envoy::pb::auth::check_response::HttpResponse;
+use crate::envoy::pb::auth::{AttributeContext, CheckRequest};
 use crate::server;
 
 /// `cognito-authz serve`.
@@ -47,15 +49,15 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             let now = unix_now();
             let oidc = match issuer.as_deref() {
                 None | Some("default") if amr.is_empty() => None,
-                None | Some("default") => anyhow::bail!("--amr is for --issuer {}", crate::dev_oidc::DEV_OIDC_NAME),
-                Some(crate::dev_oidc::DEV_OIDC_NAME) => Some(crate::dev_oidc::key(&pool)?),
+                None | Some("default") => anyhow::bail!("--amr is for --issuer {}", crate::dev::oidc::DEV_OIDC_NAME),
+                Some(crate::dev::oidc::DEV_OIDC_NAME) => Some(crate::dev::oidc::key(&pool)?),
                 Some(other) => {
-                    anyhow::bail!("unknown dev issuer {other:?}: default or {}", crate::dev_oidc::DEV_OIDC_NAME)
+                    anyhow::bail!("unknown dev issuer {other:?}: default or {}", crate::dev::oidc::DEV_OIDC_NAME)
                 }
             };
             let amr = if amr.is_empty() { vec!["pwd".to_owned()] } else { amr };
             let token = |now| match &oidc {
-                Some(key) => crate::dev_oidc::access_token(key, &user, &amr, now, expires_in),
+                Some(key) => crate::dev::oidc::access_token(key, &user, &amr, now, expires_in),
                 None => pool.access_token(&user, now, expires_in),
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -99,7 +101,7 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
     };
     let jwks_url = format!("http://{}/.well-known/jwks.json", listeners.http.local_addr()?);
     let jwks_url =
-        crate::loopback::https_unless_loopback(&jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
+        crate::config::loopback::https_unless_loopback(&jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
     let mut config = Config::with_defaults(DEV_ISSUER, jwks_url.clone(), vec![DEV_CLIENT_ID.to_owned()]);
     config.grpc_listen = listeners.grpc.local_addr()?;
     if let Some(path) = args.policy {
@@ -109,23 +111,23 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
     // The companion module signs in through the dev hosted UI on this same listener.
     let domain: reqwest::Url = format!("http://{}", listeners.http.local_addr()?).parse()?;
     config.oauth = Some(crate::config::OAuthConfig {
-        endpoints: crate::oauth::Endpoints::under(&domain),
+        endpoints: crate::http::oauth::Endpoints::under(&domain),
         client_id: DEV_CLIENT_ID.to_owned(),
         secret: None,
     });
     config.auth.allowed_origins = args.allowed_origin.clone();
     // The second, OIDC-style issuer beside the dev pool (named `default`, as the flags' pool is).
-    let oidc_key = crate::dev_oidc::key(&pool)?;
-    let oidc_jwks_url = format!("http://{}{}", listeners.http.local_addr()?, crate::dev_oidc::DEV_OIDC_JWKS_PATH);
-    let oidc_jwks_url =
-        crate::loopback::https_unless_loopback(&oidc_jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
+    let oidc_key = crate::dev::oidc::key(&pool)?;
+    let oidc_jwks_url = format!("http://{}{}", listeners.http.local_addr()?, crate::dev::oidc::DEV_OIDC_JWKS_PATH);
+    let oidc_jwks_url = crate::config::loopback::https_unless_loopback(&oidc_jwks_url)
+        .map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
     config.issuers = vec![
-        crate::issuer::IssuerConfig::for_pool(crate::issuer::DEFAULT_NAME, &config.pool),
-        crate::dev_oidc::issuer(oidc_jwks_url.clone()),
+        crate::config::issuer::IssuerConfig::for_pool(crate::config::issuer::DEFAULT_NAME, &config.pool),
+        crate::dev::oidc::issuer(oidc_jwks_url.clone()),
     ];
     // The dev pool's users keep bare identity headers (the README's examples); dev-oidc's are
     // qualified (`dev-oidc:<sub>`).
-    config.unqualified_issuer = Some(crate::issuer::DEFAULT_NAME.to_owned());
+    config.unqualified_issuer = Some(crate::config::issuer::DEFAULT_NAME.to_owned());
     let oidc_jwks = serde_json::json!({ "keys": [oidc_key.jwk()] });
     config.emit_claims_metadata = args.emit_claims_metadata.unwrap_or(config.emit_claims_metadata);
     config.envoy_strips_identity_headers =
@@ -134,8 +136,8 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
     let jwks = pool.jwks();
     let routes = axum::Router::new()
         .route("/.well-known/jwks.json", get(move || async move { Json(jwks) }))
-        .route(crate::dev_oidc::DEV_OIDC_JWKS_PATH, get(move || async move { Json(oidc_jwks) }))
-        .merge(crate::hosted_ui::routes(pool.clone()));
+        .route(crate::dev::oidc::DEV_OIDC_JWKS_PATH, get(move || async move { Json(oidc_jwks) }))
+        .merge(crate::dev::hosted_ui::routes(pool.clone()));
     let data_dir = args.data_dir.display();
     eprintln!(
         "\n  dev server: gRPC ext_authz on {grpc}, JWKS on {jwks_url}\n  hosted UI (sign-in, TOTP enrolment): {domain}login, {domain}mfa/enrol; users and passwords: cognito-authz dev --data-dir {data_dir} users\n  try:  cognito-authz check --addr http://{grpc} --token \"$(cognito-authz dev --data-dir {data_dir} token alice)\"\n  the OIDC-style issuer dev-oidc (keys on {oidc_jwks_url}):  cognito-authz dev --data-dir {data_dir} token --issuer dev-oidc alice --amr pwd,otp\n",
