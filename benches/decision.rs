@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cognito_authz::authz::policy::{Policy, RouteContext};
-use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, SdkCognito, User};
+use cognito_authz::aws::SdkCognito;
+use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, User};
 use cognito_authz::config::Config;
 use cognito_authz::dev::signing_key::SigningKey;
 use cognito_authz::envoy::ext_authz::ExtAuthz;
@@ -226,7 +227,7 @@ fn benches(c: &mut Criterion) {
         "eu-west-1_Bench",
         MfaLookup::AdminGetUser,
         (Duration::from_millis(400), Duration::from_secs(1)),
-        Some(cognito_authz::cognito::Credentials::new("bench", "bench", None, None, "bench")),
+        Some(cognito_authz::aws::Credentials::new("bench", "bench", None, None, "bench")),
     ));
     let sub = uuid::Uuid::nil();
     let looked_up = rt.block_on(sdk.mfa_state(User { username: "alice", sub: &sub, access_token: "" }));

@@ -23,13 +23,16 @@ pub mod authz;
 pub mod clock;
 pub mod cognito;
 pub mod keys;
+pub mod loopback;
 pub mod mfa;
 pub mod private_fs;
 pub mod revocation;
+pub mod secret;
 pub mod telemetry;
 pub mod verify;
 
-// Configuration, the transports (Envoy, HTTP), the wiring, and the commands.
+// Configuration, the AWS SDK, the transports (Envoy, HTTP), the wiring, and the commands.
+pub mod aws;
 pub mod cmd;
 pub mod config;
 pub mod envoy;

@@ -559,7 +559,7 @@ impl RuleFile {
         if self.access == Access::Public && !(self.scopes.is_empty() && self.groups.is_empty()) {
             return Err(bad("a public rule cannot require scopes or groups"));
         }
-        if let Some(name) = self.issuers.iter().find(|i| !crate::config::issuer::valid_name(i)) {
+        if let Some(name) = self.issuers.iter().find(|i| !crate::verify::claims::valid_issuer_name(i)) {
             return Err(bad(&format!("issuers: {name:?} is not an issuer name")));
         }
         Ok(Rule {

@@ -101,7 +101,7 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
     };
     let jwks_url = format!("http://{}/.well-known/jwks.json", listeners.http.local_addr()?);
     let jwks_url =
-        crate::config::loopback::https_unless_loopback(&jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
+        crate::loopback::https_unless_loopback(&jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
     let mut config = Config::with_defaults(DEV_ISSUER, jwks_url.clone(), vec![DEV_CLIENT_ID.to_owned()]);
     config.grpc_listen = listeners.grpc.local_addr()?;
     if let Some(path) = args.policy {
@@ -119,15 +119,15 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
     // The second, OIDC-style issuer beside the dev pool (named `default`, as the flags' pool is).
     let oidc_key = crate::dev::oidc::key(&pool)?;
     let oidc_jwks_url = format!("http://{}{}", listeners.http.local_addr()?, crate::dev::oidc::DEV_OIDC_JWKS_PATH);
-    let oidc_jwks_url = crate::config::loopback::https_unless_loopback(&oidc_jwks_url)
-        .map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
+    let oidc_jwks_url =
+        crate::loopback::https_unless_loopback(&oidc_jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
     config.issuers = vec![
-        crate::config::issuer::IssuerConfig::for_pool(crate::config::issuer::DEFAULT_NAME, &config.pool),
+        crate::config::issuer::IssuerConfig::for_pool(crate::verify::claims::DEFAULT_ISSUER, &config.pool),
         crate::dev::oidc::issuer(oidc_jwks_url.clone()),
     ];
     // The dev pool's users keep bare identity headers (the README's examples); dev-oidc's are
     // qualified (`dev-oidc:<sub>`).
-    config.unqualified_issuer = Some(crate::config::issuer::DEFAULT_NAME.to_owned());
+    config.unqualified_issuer = Some(crate::verify::claims::DEFAULT_ISSUER.to_owned());
     let oidc_jwks = serde_json::json!({ "keys": [oidc_key.jwk()] });
     config.emit_claims_metadata = args.emit_claims_metadata.unwrap_or(config.emit_claims_metadata);
     config.envoy_strips_identity_headers =

@@ -4,11 +4,11 @@
 //! A Cognito table is checked by the very code that checks the single-pool flags (the same keys
 //! mean the same thing), so the two cannot drift apart.
 
-use crate::config::loopback::https_unless_loopback;
 use crate::config::pool::{DEV_ISSUER_HOST, Pool, PoolSettings};
 use crate::config::settings::{ConfigError, Settings};
 pub use crate::config::settings::{IssuerKind, IssuerTable};
 use crate::keys::key_set::Algorithm;
+use crate::loopback::https_unless_loopback;
 
 /// One issuer, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +58,6 @@ pub struct OidcIssuer {
     pub mfa_acr: Vec<String>,
 }
 
-/// The name the single-pool flags give their issuer.
-pub const DEFAULT_NAME: &str = "default";
-
 impl IssuerConfig {
     /// The issuer `name` of a user pool.
     pub fn for_pool(name: &str, pool: &Pool) -> IssuerConfig {
@@ -92,11 +89,6 @@ impl IssuerTable {
 
 fn problem(n: usize, name: &str, what: impl std::fmt::Display) -> ConfigError {
     ConfigError::new("config", format!("[[issuer]] {n} ({name:?}): {what}"))
-}
-
-/// True for a name of `[a-z0-9-]`, 1 to 32 characters.
-pub fn valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The issuers of `args`' `[[issuer]]` tables (which replace the single-pool flags), and the pool
@@ -152,7 +144,7 @@ pub fn validate(tables: &[IssuerTable]) -> Result<Vec<IssuerConfig>, ConfigError
     for (i, table) in tables.iter().enumerate() {
         let n = i + 1;
         let name = table.name.as_str();
-        if !valid_name(name) {
+        if !crate::verify::claims::valid_issuer_name(name) {
             return Err(problem(n, name, "name must be 1 to 32 characters of a-z, 0-9 and -"));
         }
         if tables[..i].iter().any(|t| t.name == table.name) {
@@ -363,7 +355,7 @@ mod tests {
         use crate::config::StoreSpec;
         let redis = |tables: Vec<IssuerTable>, namespace: Option<&str>| Settings {
             issuers: tables,
-            revocation_store: Some(crate::config::secret::SecretUrl::new("redis://:pw@127.0.0.1:6379/0".into())),
+            revocation_store: Some(crate::secret::SecretUrl::new("redis://:pw@127.0.0.1:6379/0".into())),
             revocation_namespace: namespace.map(str::to_owned),
             ..Settings::default()
         };
@@ -390,7 +382,7 @@ mod tests {
         assert_eq!(namespace(redis(vec![staff()], Some("a b"))), Err("revocation-namespace".into()));
         // The URL's password never shows in Debug.
         let spec = StoreSpec::Redis {
-            url: crate::config::secret::SecretUrl::new("redis://:hunter2@h:6379".into()),
+            url: crate::secret::SecretUrl::new("redis://:hunter2@h:6379".into()),
             namespace: "n".into(),
         };
         assert!(!format!("{spec:?}").contains("hunter2") && format!("{spec:?}").contains("\"n\""));

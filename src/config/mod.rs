@@ -3,9 +3,7 @@
 //! line naming its flag and environment variable, both read from the CLI definition.
 
 pub mod issuer;
-pub mod loopback;
 pub mod pool;
-pub mod secret;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -15,14 +13,14 @@ use std::time::Duration;
 use crate::authz::headers::HeaderClaim;
 use crate::authz::policy::Policy;
 use crate::config::issuer::IssuerConfig;
-use crate::config::loopback::https_unless_loopback;
 pub use crate::config::pool::{DEV_ISSUER_HOST, Emulator, Pool, PoolSettings, default_issuer};
-pub use crate::config::secret::{Secret, SecretUrl};
 pub use crate::config::settings::{ConfigError, ServeArgs, Settings};
 use crate::http::auth::{AuthSettings, CookieSettings};
 pub use crate::http::oauth::{Endpoints, OAuthConfig};
 use crate::keys::key_store::KeySettings;
+use crate::loopback::https_unless_loopback;
 use crate::mfa::MfaSettings;
+pub use crate::secret::{Secret, SecretUrl};
 
 /// After a failed key fetch, requests answer 503 without fetching for this long (not a setting:
 /// it only spaces out fetches while the keys are unreachable).
@@ -143,7 +141,7 @@ impl Config {
     /// flags (named `default`).
     pub fn all_issuers(&self) -> Vec<IssuerConfig> {
         if self.issuers.is_empty() {
-            vec![IssuerConfig::for_pool(crate::config::issuer::DEFAULT_NAME, &self.pool)]
+            vec![IssuerConfig::for_pool(crate::verify::claims::DEFAULT_ISSUER, &self.pool)]
         } else {
             self.issuers.clone()
         }
@@ -154,7 +152,7 @@ impl Settings {
     /// Validates the settings into the configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         if self.issuers.is_empty() {
-            if self.unqualified_issuer.as_deref().is_some_and(|name| name != crate::config::issuer::DEFAULT_NAME) {
+            if self.unqualified_issuer.as_deref().is_some_and(|name| name != crate::verify::claims::DEFAULT_ISSUER) {
                 return Err(bad("unqualified-issuer", "names an [[issuer]], but there are no [[issuer]] tables"));
             }
             let pool = self.pool_settings().check()?;

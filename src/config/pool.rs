@@ -5,8 +5,8 @@
 //! `kind = "cognito"` table are checked here, so the two cannot drift apart.
 
 use crate::cognito::MfaLookup;
-use crate::config::loopback::{https_unless_loopback, is_loopback};
 use crate::config::settings::ConfigError;
+use crate::loopback::{https_unless_loopback, is_loopback};
 
 /// Issuers under this host belong to `cognito-authz dev` and are never accepted by `serve`.
 pub const DEV_ISSUER_HOST: &str = "cognito-authz.invalid";
@@ -138,7 +138,7 @@ impl PoolSettings<'_> {
             }
         }
         let emulator = (emulator_pool || emulator_issuer).then(|| Emulator {
-            endpoint: emulator.map(|e| crate::config::secret::without_userinfo(e.as_str())).unwrap_or_default(),
+            endpoint: emulator.map(|e| crate::secret::without_userinfo(e.as_str())).unwrap_or_default(),
             pool_id: emulator_pool,
             http_issuer: emulator_issuer,
         });

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::headers::HeaderClaim;
 use crate::cognito::MfaLookup;
-use crate::config::secret::{Secret, SecretUrl};
+use crate::secret::{Secret, SecretUrl};
 
 /// Where `serve` and `dev` keep local state unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = ".cognito-authz";

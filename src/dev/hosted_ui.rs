@@ -189,7 +189,7 @@ impl AuthorizeParams {
 /// Dev redirects go back to the developer's own machine only.
 fn is_loopback_http(uri: &str) -> bool {
     reqwest::Url::parse(uri).is_ok_and(|u| {
-        matches!(u.scheme(), "http" | "https") && crate::config::loopback::is_loopback(&u) && u.fragment().is_none()
+        matches!(u.scheme(), "http" | "https") && crate::loopback::is_loopback(&u) && u.fragment().is_none()
     })
 }
 

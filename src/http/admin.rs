@@ -20,9 +20,9 @@ use uuid::Uuid;
 use super::HttpError;
 use crate::clock::unix_now;
 use crate::cognito::{CognitoError, UserCalls};
-use crate::config::secret::Secret;
 use crate::mfa::MfaGate;
 use crate::revocation::{Entry, Revocations};
+use crate::secret::Secret;
 use crate::telemetry::metrics::Metrics;
 
 /// What the admin routes need.

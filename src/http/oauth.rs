@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::config::secret::Secret;
+pub use crate::secret::Secret;
 
 /// Where the endpoints are.
 #[derive(Debug, Clone, Default)]

@@ -7,21 +7,7 @@ use std::sync::OnceLock;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::keys::key_store::{FetchError, HttpKeySource, KeySource};
-
-/// Why a discovery document cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DiscoveryError {
-    /// Discovery document is not valid json or has no jwks_uri.
-    #[error("discovery document is not valid json or has no jwks_uri")]
-    NotADocument,
-    /// Discovery document names another issuer than the configured one.
-    #[error("discovery document names another issuer than the configured one")]
-    OtherIssuer,
-    /// Discovery document's jwks_uri must be https, or http on loopback.
-    #[error("discovery document's jwks_uri must be https, or http on loopback")]
-    InsecureJwksUri,
-}
+use crate::keys::source::{DiscoveryError, FetchError, HttpKeySource, KeySource};
 
 #[derive(Deserialize)]
 struct Document {
@@ -36,7 +22,7 @@ pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<reqwest::Url, Discovery
     if doc.issuer != issuer {
         return Err(DiscoveryError::OtherIssuer);
     }
-    crate::config::loopback::https_unless_loopback(&doc.jwks_uri).map_err(|_| DiscoveryError::InsecureJwksUri)
+    crate::loopback::https_unless_loopback(&doc.jwks_uri).map_err(|_| DiscoveryError::InsecureJwksUri)
 }
 
 /// Keys found through discovery: the document first (until it has answered), then the key set.
@@ -63,7 +49,7 @@ impl KeySource for DiscoveredKeySource {
                 let document = self.document.fetch().await?;
                 let url = jwks_uri(&document, &self.issuer)?;
                 // The document is the issuer's to write: credentials in its URL stay out of the log.
-                let jwks = crate::config::secret::without_userinfo(url.as_str());
+                let jwks = crate::secret::without_userinfo(url.as_str());
                 tracing::info!(issuer = %self.issuer, %jwks, "discovery named the signing keys");
                 let _ = self.keys.set(HttpKeySource::new(self.client.clone(), url));
             }

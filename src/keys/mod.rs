@@ -4,3 +4,4 @@
 pub mod discovery;
 pub mod key_set;
 pub mod key_store;
+pub mod source;

@@ -151,7 +151,7 @@ impl RevocationList {
                 None => format!("{UNKNOWN_NAME}{name}").into(),
             },
             // Before entries named the `iss`, the single pool's left out its name, `default`.
-            (None, None) => match self.names.get(crate::config::issuer::DEFAULT_NAME) {
+            (None, None) => match self.names.get(crate::verify::claims::DEFAULT_ISSUER) {
                 Some(iss) => iss.as_str().into(),
                 None => ANY_COGNITO_POOL.into(),
             },

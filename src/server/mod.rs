@@ -19,8 +19,9 @@ use crate::authz::error::StepUp;
 use crate::authz::headers::{IdentityHeaders, Qualifiers};
 use crate::authz::policy::Policy;
 use crate::authz::policy::SharedPolicy;
+use crate::aws::SdkCognito;
 use crate::clock::unix_now;
-use crate::cognito::{MfaSource, SdkCognito, UserCalls};
+use crate::cognito::{MfaSource, UserCalls};
 use crate::config::issuer::{IssuerConfig, KeysAt, Kind};
 use crate::config::{Config, StoreSpec};
 use crate::envoy::ext_authz::ExtAuthz;
@@ -29,8 +30,10 @@ use crate::http::AuthState;
 use crate::http::admin::{self, AdminIssuer, AdminState};
 use crate::http::oauth::OAuthClient;
 use crate::keys::discovery::DiscoveredKeySource;
-use crate::keys::key_store::{HttpKeySource, KeyStore};
-use crate::keys::key_store::{KeySettings, KeySource};
+use crate::keys::key_store::KeySettings;
+use crate::keys::key_store::KeyStore;
+use crate::keys::source::HttpKeySource;
+use crate::keys::source::KeySource;
 use crate::mfa::MfaGate;
 use crate::revocation::Revocations;
 use crate::revocation::file::FileStore;
@@ -157,7 +160,7 @@ pub async fn build_for_issuers(
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
-        .redirect(crate::keys::key_store::same_origin_redirects())
+        .redirect(crate::keys::source::same_origin_redirects())
         .build()?;
     // The policy's group and scope names must be tied to the issuers configured here.
     let names: Vec<String> = config.all_issuers().iter().map(|i| i.name.clone()).collect();

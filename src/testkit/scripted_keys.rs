@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::dev::signing_key::SigningKey;
-use crate::keys::key_store::{FetchError, KeySource};
+use crate::keys::source::{FetchError, KeySource};
 
 /// What the next fetches get.
 #[derive(Debug, Clone)]

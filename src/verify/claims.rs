@@ -6,6 +6,15 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+/// The name the single-pool flags give their issuer (an `[[issuer]]` table names its own).
+pub const DEFAULT_ISSUER: &str = "default";
+
+/// True for an issuer name: `[a-z0-9-]`, 1 to 32 characters (a metrics label, a policy value and
+/// an identity-header prefix, so nothing that needs escaping).
+pub fn valid_issuer_name(name: &str) -> bool {
+    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// Who a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {

@@ -86,7 +86,7 @@ impl Rules {
             auth_time: raw.auth_time,
             mapped: Box::default(),
             issuer: 0,
-            issuer_name: Arc::from(crate::config::issuer::DEFAULT_NAME),
+            issuer_name: Arc::from(crate::verify::claims::DEFAULT_ISSUER),
             iss: Arc::from(""),
             second_factor: None,
         })
@@ -226,7 +226,7 @@ impl Verifier {
     /// A verifier for one Cognito issuer (the single-pool flags).
     pub fn new(keys: KeyStore, rules: Rules, cache: TokenCache<Verified>) -> Verifier {
         let default = TrustedIssuer {
-            name: Arc::from(crate::config::issuer::DEFAULT_NAME),
+            name: Arc::from(crate::verify::claims::DEFAULT_ISSUER),
             keys,
             rules: IssuerRules::Cognito(rules),
         };

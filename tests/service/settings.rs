@@ -5,8 +5,8 @@ use std::process::Command;
 
 use clap::Parser;
 use cognito_authz::cmd::cli::{Cli, Command as Subcommand};
-use cognito_authz::config::loopback::https_unless_loopback;
 use cognito_authz::config::*;
+use cognito_authz::loopback::https_unless_loopback;
 
 use crate::common::temp_dir;
 

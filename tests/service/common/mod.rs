@@ -18,7 +18,8 @@ use cognito_authz::config::{Config, StoreSpec};
 use cognito_authz::dev::signing_key::SigningKey;
 use cognito_authz::envoy::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
-use cognito_authz::keys::key_store::{FetchError, KeyStore};
+use cognito_authz::keys::key_store::KeyStore;
+use cognito_authz::keys::source::FetchError;
 use cognito_authz::server;
 use cognito_authz::testkit::scripted_keys::{self, ScriptedKeys};
 use serde_json::{Value, json};
@@ -222,8 +223,8 @@ impl MfaSource for FakeMfa {
 
 /// Dummy AWS credentials for the SDK client against a fake Cognito, given to the client itself so no
 /// test writes the process environment (which other threads read).
-pub(crate) fn test_credentials() -> cognito_authz::cognito::Credentials {
-    cognito_authz::cognito::Credentials::new("testing", "testing", None, None, "tests")
+pub(crate) fn test_credentials() -> cognito_authz::aws::Credentials {
+    cognito_authz::aws::Credentials::new("testing", "testing", None, None, "tests")
 }
 
 /// Builds the service parts for `config` with a fake MFA source, fetching keys over HTTP from its
