@@ -496,6 +496,21 @@ def test_redis_requires_the_password_cognito_authz_puts_in_its_store_url_from_on
     assert "change-me" in password.lower()
 
 
+def test_serve_help_in_the_deployments_environment_shows_no_secret():
+    """`serve --help` run with the Deployment's own environment (as `kubectl exec … -- cognito-authz
+    serve --help` would be): the Redis password in the store URL, from the Secret, is not printed."""
+    objects = k8s_objects()
+    env = service_env(objects)
+    password = urlsplit(env["COGNITO_AUTHZ_REVOCATION_STORE"]).password
+    assert password, "the shipped store URL carries a password"
+    help_text = subprocess.run([str(harness.BINARY), "serve", "--help"], capture_output=True, text=True, check=True,
+                               env={"PATH": os.environ.get("PATH", ""), **env}).stdout
+    # Positive control: a non-secret setting of the same environment is shown with its value.
+    assert f"[env: COGNITO_AUTHZ_REGION={env['COGNITO_AUTHZ_REGION']}]" in help_text
+    assert "[env: COGNITO_AUTHZ_REVOCATION_STORE]" in help_text, "named, without its value"
+    assert password not in help_text
+
+
 # Who may reach cognito-authz (networkpolicy.yaml): the proxies' pods, and Prometheus in `monitoring`.
 PROXY_PEERS = [
     {"namespaceSelector": {}, "podSelector": {"matchLabels": {"istio": "ingressgateway"}}},
