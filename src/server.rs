@@ -34,6 +34,7 @@ use crate::policy::SharedPolicy;
 use crate::revocation::Revocations;
 use crate::revocation::file::FileStore;
 use crate::revocation::redis::RedisStore;
+use crate::secret::without_userinfo;
 use crate::tls::{Tls, TlsListener};
 use crate::verify::{IssuerRules, Rules, TrustedIssuer, Verifier};
 
@@ -382,8 +383,10 @@ pub async fn serve(
     });
 
     let Listeners { grpc, http, admin } = listeners;
+    // Credentials in a URL's userinfo stay out of the log; where it points is what an operator needs.
+    let (issuer, jwks) = (without_userinfo(&config.pool.issuer), without_userinfo(config.pool.jwks_url.as_str()));
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, admin = %admin.local_addr()?,
-        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuers = parts.issuer_keys.len(), issuer = %config.pool.issuer, jwks = %config.pool.jwks_url, clients = config.pool.client_ids.len(), "listening");
+        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuers = parts.issuer_keys.len(), %issuer, %jwks, clients = config.pool.client_ids.len(), "listening");
     let auth_state = AuthState {
         authorizer: parts.authorizer.clone(),
         verifier: parts.verifier.clone(),
