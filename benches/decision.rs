@@ -8,16 +8,16 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cognito_authz::authz::policy::{Policy, RouteContext};
 use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, SdkCognito, User};
 use cognito_authz::config::Config;
-use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::key_store::KeyStore;
-use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
-use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
-use cognito_authz::policy::{Policy, RouteContext};
-use cognito_authz::scripted_keys::ScriptedKeys;
+use cognito_authz::dev::signing_key::SigningKey;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
+use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::keys::key_store::KeyStore;
 use cognito_authz::server;
-use cognito_authz::signing_key::SigningKey;
+use cognito_authz::testkit::scripted_keys::ScriptedKeys;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
@@ -94,7 +94,7 @@ fn service_with_cache(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<d
 /// The same service with five Cognito issuers configured, the token's own last (the issuer is
 /// found by comparing `iss` with each in turn), each with its own static key set.
 fn five_issuers(rt: &tokio::runtime::Runtime, key: &SigningKey, cache: u64) -> ExtAuthz {
-    use cognito_authz::issuer::{IssuerTable, validate};
+    use cognito_authz::config::issuer::{IssuerTable, validate};
     let mut config = Config::with_defaults(ISSUER, "https://unused.invalid/jwks".parse().unwrap(), vec![CLIENT.into()]);
     config.token_cache_size = cache;
     let pools = ["eu-west-1_One", "eu-west-1_Two", "eu-west-1_Three", "eu-west-1_Four", "eu-west-1_Bench"];
@@ -133,8 +133,8 @@ fn expect(rt: &tokio::runtime::Runtime, ext: &ExtAuthz, check: &CheckRequest, no
     assert_eq!(decided, code, "{what}: expected gRPC code {code}");
 }
 
-const OK: i32 = cognito_authz::error::code::OK;
-const UNAUTHENTICATED: i32 = cognito_authz::error::code::UNAUTHENTICATED;
+const OK: i32 = cognito_authz::authz::error::code::OK;
+const UNAUTHENTICATED: i32 = cognito_authz::authz::error::code::UNAUTHENTICATED;
 
 fn issuers(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -213,7 +213,7 @@ fn benches(c: &mut Criterion) {
 
     let policy = Policy::load(std::path::Path::new("envoy/policy.toml")).unwrap();
     let access = policy.requirement("GET", "/api/items/42?x=1", RouteContext::default()).unwrap().access;
-    assert_eq!(access, cognito_authz::policy::Access::Mfa, "the example path falls through to mfa");
+    assert_eq!(access, cognito_authz::authz::policy::Access::Mfa, "the example path falls through to mfa");
     c.bench_function("policy/match example policy (falls through to mfa)", |b| {
         b.iter(|| policy.requirement("GET", "/api/items/42?x=1", RouteContext::default()).unwrap().access)
     });

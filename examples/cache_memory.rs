@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use cognito_authz::cache::TokenCache;
-use cognito_authz::key_set::KeySet;
+use cognito_authz::dev::signing_key::SigningKey;
+use cognito_authz::keys::key_set::KeySet;
 use cognito_authz::revocation::{Entry, RevocationList};
-use cognito_authz::signing_key::SigningKey;
-use cognito_authz::token::RawClaims;
+use cognito_authz::verify::cache::TokenCache;
+use cognito_authz::verify::token::RawClaims;
 use cognito_authz::verify::{Rules, Verified};
 
 #[global_allocator]
@@ -79,9 +79,9 @@ fn main() {
     for i in 0..revocations {
         let until = NOW + 30 * 86400;
         list.apply(if i % 2 == 0 {
-            Entry::Jti { id: uuid(i, 4), until, issuer: None }
+            Entry::Jti { id: uuid(i, 4), until, issuer: None, iss: None }
         } else {
-            Entry::Origin { id: uuid(i, 5), until, issuer: None }
+            Entry::Origin { id: uuid(i, 5), until, issuer: None, iss: None }
         });
     }
     let after_revocations = rss_kib();

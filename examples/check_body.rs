@@ -2,8 +2,8 @@
 //!
 //! `cargo run --release --example check_body -- TOKEN ACCESS OUT_FILE`
 
-use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request};
-use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::envoy::pb::auth::attribute_context::{HttpRequest, Request};
+use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
 use prost::Message;
 
 fn main() {

@@ -3,9 +3,9 @@
 //!
 //! `cargo run --release --example ok_server -- 127.0.0.1:PORT`
 
-use cognito_authz::pb::auth::authorization_server::{Authorization, AuthorizationServer};
-use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
-use cognito_authz::pb::rpc;
+use cognito_authz::envoy::pb::auth::authorization_server::{Authorization, AuthorizationServer};
+use cognito_authz::envoy::pb::auth::{CheckRequest, CheckResponse};
+use cognito_authz::envoy::pb::rpc;
 use tonic::{Request, Response, Status};
 
 /// The same allocator as the service, so the ratio measures the service's work, not malloc's.

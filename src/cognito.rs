@@ -222,7 +222,7 @@ fn classify<E: ProvideErrorMetadata, R>(error: SdkError<E, R>) -> CognitoError {
             ) => CognitoError::Refused,
             Some("TooManyRequestsException" | "LimitExceededException") => CognitoError::Throttled,
             Some(code) => {
-                tracing::warn!(code = crate::audit::loggable(code), "cognito answered an unexpected error");
+                tracing::warn!(code = crate::telemetry::audit::loggable(code), "cognito answered an unexpected error");
                 CognitoError::Unexpected
             }
             None => CognitoError::Unexpected,

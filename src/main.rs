@@ -8,7 +8,7 @@ use clap::Parser;
 /// it is faster than glibc's malloc and keeps the resident set tighter (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use cognito_authz::cli::{Cli, Command, LogFormat, LogLevel};
+use cognito_authz::cmd::cli::{Cli, Command, LogFormat, LogLevel};
 use cognito_authz::config::{ConfigError, Settings};
 
 /// Exit statuses: 0 done, 1 a runtime failure, 2 bad command-line usage (clap), 78 a bad setting
@@ -35,12 +35,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match (cli.command, settings) {
             (_, Some(settings)) => match settings {
-                Ok(settings) => cognito_authz::run::serve(settings).await,
+                Ok(settings) => cognito_authz::cmd::serve(settings).await,
                 Err(error) => Err(error.into()),
             },
-            (Command::Dev(args), None) => cognito_authz::run::dev(args).await,
-            (Command::Check(args), None) => cognito_authz::run::check(args).await,
-            (Command::Revoke(args), None) => cognito_authz::run::revoke(args).await,
+            (Command::Dev(args), None) => cognito_authz::cmd::dev(args).await,
+            (Command::Check(args), None) => cognito_authz::cmd::check(args).await,
+            (Command::Revoke(args), None) => cognito_authz::cmd::revoke(args).await,
             (Command::Serve(_), None) => unreachable!("serve's settings are read above"),
         }
     });

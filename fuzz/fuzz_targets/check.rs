@@ -13,11 +13,11 @@ use std::sync::{Arc, LazyLock};
 
 use cognito_authz::cognito::{Answer, MfaSource, MfaState, User};
 use cognito_authz::config::{Config, StoreSpec};
-use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::headers::FIXED;
-use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request};
-use cognito_authz::pb::auth::check_response::HttpResponse;
-use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::authz::headers::FIXED;
+use cognito_authz::envoy::pb::auth::attribute_context::{HttpRequest, Request};
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
+use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
 use cognito_authz::server;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;

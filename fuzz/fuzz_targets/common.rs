@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use cognito_authz::signing_key::SigningKey;
+use cognito_authz::dev::signing_key::SigningKey;
 use cognito_authz::config::Settings;
-use cognito_authz::key_store::KeyStore;
-use cognito_authz::scripted_keys::ScriptedKeys;
+use cognito_authz::keys::key_store::KeyStore;
+use cognito_authz::testkit::scripted_keys::ScriptedKeys;
 
 pub const ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz";
 pub const CLIENT: &str = "fuzz-client";

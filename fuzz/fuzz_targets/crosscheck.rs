@@ -10,8 +10,8 @@ mod common;
 
 use std::sync::LazyLock;
 
-use cognito_authz::cache::TokenCache;
-use cognito_authz::signing_key::SigningKey;
+use cognito_authz::verify::cache::TokenCache;
+use cognito_authz::dev::signing_key::SigningKey;
 use cognito_authz::verify::{Rules, Verifier};
 use jsonwebtoken::errors::ErrorKind;
 use libfuzzer_sys::fuzz_target;

@@ -9,8 +9,8 @@ mod common;
 
 use std::sync::LazyLock;
 
-use cognito_authz::cache::TokenCache;
-use cognito_authz::signing_key::SigningKey;
+use cognito_authz::verify::cache::TokenCache;
+use cognito_authz::dev::signing_key::SigningKey;
 use cognito_authz::verify::{Identity, Rules, Verifier};
 use libfuzzer_sys::fuzz_target;
 

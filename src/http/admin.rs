@@ -20,10 +20,10 @@ use uuid::Uuid;
 use super::HttpError;
 use crate::clock::unix_now;
 use crate::cognito::{CognitoError, UserCalls};
-use crate::metrics::Metrics;
+use crate::config::secret::Secret;
 use crate::mfa::MfaGate;
 use crate::revocation::{Entry, Revocations};
-use crate::secret::Secret;
+use crate::telemetry::metrics::Metrics;
 
 /// What the admin routes need.
 #[derive(Clone)]
@@ -34,8 +34,8 @@ pub struct AdminState {
     pub revocations: Revocations,
     /// Whose cached answer `revoke-user` drops.
     pub mfa: MfaGate,
-    /// Where `revoke-user` signs the user out, when configured.
-    pub cognito: Option<Arc<dyn UserCalls>>,
+    /// The issuers whose users `revoke-user` may name, in configuration order.
+    pub issuers: Arc<[AdminIssuer]>,
     /// Without a token the revoke route is off.
     pub token: Option<Secret>,
     /// How long a user revocation is kept.
@@ -43,6 +43,21 @@ pub struct AdminState {
 }
 
 crate::opaque_debug!(AdminState);
+
+/// An issuer as `revoke-user` sees it.
+#[derive(Clone)]
+pub struct AdminIssuer {
+    /// Its configured name (the request's `issuer`).
+    pub name: String,
+    /// Its `iss` (an OIDC user's revocation is scoped by it).
+    pub iss: String,
+    /// True for a Cognito pool (its users' `sub` is a UUID).
+    pub cognito: bool,
+    /// Where its users are signed out: that pool's API, when this service has a client for it.
+    pub calls: Option<Arc<dyn UserCalls>>,
+}
+
+crate::opaque_debug!(AdminIssuer);
 
 /// `/metrics`, `/livez` and the admin routes.
 pub fn routes(state: AdminState) -> Router {
@@ -62,9 +77,12 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeUser {
-    sub: Uuid,
+    /// A Cognito pool's user: a UUID; an OIDC provider's: its `sub`, any non-empty text.
+    sub: String,
     /// The Cognito username, for `AdminUserGlobalSignOut` (defaults to the `sub`).
     username: Option<String>,
+    /// The issuer's name; may be left out when only one is configured.
+    issuer: Option<String>,
 }
 
 /// Refuses every token of a user signed in before now, signs them out at Cognito and forgets
@@ -76,24 +94,49 @@ async fn revoke_user(
 ) -> Result<impl IntoResponse, HttpError> {
     authorize(&state, &headers)?;
     let request: RevokeUser = serde_json::from_slice(&body).map_err(|_| HttpError::BadBody)?;
+    // The user of the named issuer, never a same-named user of another: with several issuers the
+    // request must say which.
+    let issuer = match request.issuer.as_deref() {
+        Some(name) => state.issuers.iter().find(|i| i.name == name),
+        None if state.issuers.len() == 1 => state.issuers.first(),
+        None => None,
+    }
+    .ok_or(HttpError::BadBody)?;
     let now = unix_now();
-    let entry = Entry::User { sub: request.sub, before: now, until: now + state.refresh_token_lifetime.as_secs() };
+    let until = now + state.refresh_token_lifetime.as_secs();
+    let sub = if issuer.cognito { Some(Uuid::parse_str(&request.sub).map_err(|_| HttpError::BadBody)?) } else { None };
+    if request.sub.is_empty() || (sub.is_none() && request.username.is_some()) {
+        return Err(HttpError::BadBody);
+    }
+    let entry = match sub {
+        Some(sub) => Entry::User { sub, before: now, until },
+        None => Entry::Subject { iss: issuer.iss.clone(), sub: request.sub.clone(), before: now, until },
+    };
     state.revocations.revoke(vec![entry]).await.map_err(|error| {
         tracing::warn!(%error, "revocation store unavailable; user revocation not acknowledged");
         HttpError::StoreUnavailable
     })?;
-    state.mfa.forget(&request.sub).await;
+    if let Some(sub) = &sub {
+        state.mfa.forget(sub).await;
+    }
+    // Signed out at the user's own pool only; an OIDC provider's sessions are its own business:
+    // this service refuses the user's tokens, and says it signed nobody out there.
     let mut signed_out = false;
-    if let Some(cognito) = &state.cognito {
-        let username = request.username.unwrap_or_else(|| request.sub.to_string());
-        match cognito.admin_global_sign_out(&username).await {
+    if let Some(calls) = issuer.calls.as_ref().filter(|_| issuer.cognito) {
+        let username = request.username.clone().unwrap_or_else(|| request.sub.clone());
+        match calls.admin_global_sign_out(&username).await {
             Ok(()) => signed_out = true,
             Err(CognitoError::Refused) => {}
             Err(e) => return Err(HttpError::from_cognito(e)),
         }
     }
-    tracing::info!(user = %request.sub, "user revoked by an administrator");
-    Ok(Json(json!({ "revoked": request.sub, "before": now, "signed_out_at_cognito": signed_out })))
+    tracing::info!(issuer = %issuer.name, "user revoked by an administrator");
+    Ok(Json(json!({
+        "revoked": request.sub,
+        "issuer": issuer.name,
+        "before": now,
+        "signed_out_at_cognito": signed_out,
+    })))
 }
 
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), HttpError> {

@@ -15,14 +15,14 @@ use serde_json::{Map, Value, json};
 
 use super::HttpError;
 use crate::authz::Authorizer;
-use crate::claims::{Claims, Identity};
+use crate::authz::credential;
+use crate::authz::error::{Denied, Invalid};
 use crate::clock::unix_now;
 use crate::cognito::UserCalls;
-use crate::credential;
-use crate::error::{Denied, Invalid};
+use crate::http::oauth::{OAuthClient, OAuthError, Tokens};
 use crate::mfa::ADMIN_SCOPE;
-use crate::oauth::{OAuthClient, OAuthError, Tokens};
 use crate::revocation::logout_entries;
+use crate::verify::claims::{Claims, Identity};
 
 /// The refresh-token cookie.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub struct AuthState {
     /// The module's settings.
     pub settings: Arc<AuthSettings>,
     /// Requests are counted by route and status.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::telemetry::metrics::Metrics,
 }
 
 crate::opaque_debug!(AuthState);

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod oauth;
 
 use axum::Json;
 use axum::Router;
@@ -14,10 +15,10 @@ use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::authz::error::Denied;
 use crate::cognito::CognitoError;
-use crate::error::Denied;
-use crate::key_store::KeyStore;
-use crate::oauth::OAuthError;
+use crate::http::oauth::OAuthError;
+use crate::keys::key_store::KeyStore;
 use crate::revocation::Revocations;
 
 pub use auth::AuthState;
@@ -57,7 +58,7 @@ pub fn routes_for_issuers(state: AuthState, keys: Vec<KeyStore>) -> Router {
 /// Counts each request to the module by route and status (the route from a fixed set, so a caller
 /// cannot multiply series).
 async fn count_request(
-    State(metrics): State<crate::metrics::Metrics>,
+    State(metrics): State<crate::telemetry::metrics::Metrics>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

@@ -179,8 +179,8 @@ mod tests {
         let path = dir("file-store").join("revocations.jsonl");
         let store = FileStore::open(&path).unwrap();
         let entries = vec![
-            Entry::Jti { id: "a".into(), until: NOW + 10, issuer: None },
-            Entry::Origin { id: "b".into(), until: NOW + 1000, issuer: None },
+            Entry::Jti { id: "a".into(), until: NOW + 10, issuer: None, iss: None },
+            Entry::Origin { id: "b".into(), until: NOW + 1000, issuer: None, iss: None },
         ];
         store.append(&entries).await.unwrap();
         drop(store);
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(store.load(NOW).await.unwrap(), entries);
         store.compact(NOW + 100).await.unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1);
-        store.append(&[Entry::Jti { id: "c".into(), until: NOW + 500, issuer: None }]).await.unwrap();
+        store.append(&[Entry::Jti { id: "c".into(), until: NOW + 500, issuer: None, iss: None }]).await.unwrap();
         assert_eq!(store.load(NOW + 100).await.unwrap().len(), 2, "appends go to the compacted file");
         #[cfg(unix)]
         {
@@ -198,7 +198,7 @@ mod tests {
     }
 
     /// What a decision sees after a restart: the log reopened and loaded, then one check per token.
-    async fn after_restart(path: &Path) -> Vec<Result<(), crate::error::Denied>> {
+    async fn after_restart(path: &Path) -> Vec<Result<(), crate::authz::error::Denied>> {
         let store = FileStore::open(path).expect("the log opens after a restart");
         let revocations = crate::revocation::Revocations::new(std::sync::Arc::new(store), false, None);
         revocations.reload(NOW).await.expect("the log loads after a restart");
@@ -209,12 +209,12 @@ mod tests {
     }
 
     fn logout(jti: &str) -> Entry {
-        Entry::Jti { id: jti.into(), until: NOW + 600, issuer: None }
+        Entry::Jti { id: jti.into(), until: NOW + 600, issuer: None, iss: None }
     }
 
     /// Both logged-out tokens refused; the positive control, a token never logged out, passes.
-    fn both_refused_and_a_live_token_passes() -> Vec<Result<(), crate::error::Denied>> {
-        let revoked = Err(crate::error::Invalid::Revoked.into());
+    fn both_refused_and_a_live_token_passes() -> Vec<Result<(), crate::authz::error::Denied>> {
+        let revoked = Err(crate::authz::error::Invalid::Revoked.into());
         vec![revoked, revoked, Ok(())]
     }
 

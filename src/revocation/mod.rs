@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::claims::{Claims, Identity, TokenId};
-use crate::error::{Denied, Invalid, Unavailable};
+use crate::authz::error::{Denied, Invalid, Unavailable};
+use crate::verify::claims::{Claims, Identity, TokenId};
 
 /// One revocation. Each lives until `until` (Unix seconds), after which it can match nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,9 +32,13 @@ pub enum Entry {
         id: String,
         /// Its `exp`.
         until: u64,
-        /// The issuer's name; absent for `default` (the single pool), as before issuers existed.
+        /// The issuer's name, as entries were scoped before they named the `iss`; absent for
+        /// `default` (the single pool). Read, never written.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         issuer: Option<String>,
+        /// The issuer's `iss`, which a renamed issuer keeps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iss: Option<String>,
     },
     /// Every access token minted from one sign-in, by `origin_jti`; lives until the refresh token
     /// of that sign-in could have expired.
@@ -43,9 +47,12 @@ pub enum Entry {
         id: String,
         /// When that sign-in's refresh token could have expired.
         until: u64,
-        /// The issuer's name; absent for `default`.
+        /// The issuer's name (read, never written); absent for `default`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         issuer: Option<String>,
+        /// The issuer's `iss`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iss: Option<String>,
     },
     /// Every token of a user whose `auth_time` is at or before `before`.
     User {
@@ -56,49 +63,122 @@ pub enum Entry {
         /// When the last such sign-in's refresh token could have expired.
         until: u64,
     },
+    /// Every token of an OIDC provider's user (whose `sub` is any text, unique at that provider
+    /// only) issued at or before `before`.
+    Subject {
+        /// The provider's `iss`.
+        iss: String,
+        /// The user's `sub` there.
+        sub: String,
+        /// Tokens issued (or signed in, by `auth_time`) at or before this are revoked.
+        before: u64,
+        /// When the entry may be forgotten.
+        until: u64,
+    },
 }
 
 impl Entry {
     /// When the entry may be forgotten (Unix seconds).
     pub fn until(&self) -> u64 {
         match self {
-            Entry::Jti { until, .. } | Entry::Origin { until, .. } | Entry::User { until, .. } => *until,
+            Entry::Jti { until, .. }
+            | Entry::Origin { until, .. }
+            | Entry::User { until, .. }
+            | Entry::Subject { until, .. } => *until,
         }
     }
 }
 
-/// Token ids by issuer name: the same `jti` text from two issuers is two entries.
-type ByIssuer = HashMap<Box<str>, HashMap<TokenId, u64>>;
+/// Token ids by scope (`Scope`): the same `jti` text from two issuers is two entries.
+type ByScope = HashMap<Box<str>, HashMap<TokenId, u64>>;
 
-/// The entries in force, in memory. Pure: time is passed in. User entries are not scoped: they
-/// name a Cognito `sub`, a UUID no two pools share.
+/// The scope of entries that name no issuer: written by the single pool before entries were
+/// scoped. They match the tokens of every Cognito pool, never an OIDC provider's: a pool's `jti`s
+/// are random UUIDs that no caller chooses, so they cannot meet another pool's by accident or
+/// design, and the entry survives the pool's move into an `[[issuer]]` table under any name.
+const ANY_COGNITO_POOL: &str = "";
+
+/// The scope of an entry that names an issuer no longer configured: kept (written back as it came)
+/// but matching nothing.
+const UNKNOWN_NAME: &str = "name:";
+
+/// The entries in force, in memory. Pure: time is passed in. Token entries are scoped by their
+/// issuer's `iss`, which stays when a configuration renames the issuer. User entries are not
+/// scoped: they name a Cognito `sub`, a UUID no two pools share.
 #[derive(Debug, Default)]
 pub struct RevocationList {
-    jti: ByIssuer,
-    origin: ByIssuer,
+    jti: ByScope,
+    origin: ByScope,
     users: HashMap<Uuid, (u64, u64)>,
+    /// OIDC users by (`iss`, `sub`): (before, until).
+    subjects: HashMap<(Box<str>, Box<str>), (u64, u64)>,
+    /// Issuer names and their `iss`, to read entries that were scoped by name.
+    names: Arc<HashMap<String, String>>,
 }
 
-fn slot(ids: &mut ByIssuer, issuer: Option<String>, id: String) -> &mut u64 {
-    let issuer = issuer.unwrap_or_else(|| crate::issuer::DEFAULT_NAME.to_owned());
-    ids.entry(issuer.into()).or_default().entry(id.into()).or_default()
+/// Writes a scope back as the entry fields `issuer` and `iss`.
+fn unscope(scope: &str) -> (Option<String>, Option<String>) {
+    match scope {
+        ANY_COGNITO_POOL => (None, None),
+        _ => match scope.strip_prefix(UNKNOWN_NAME) {
+            Some(name) => (Some(name.to_owned()), None),
+            None => (None, Some(scope.to_owned())),
+        },
+    }
 }
 
-fn flatten(ids: &ByIssuer) -> impl Iterator<Item = (Option<String>, String, u64)> + '_ {
-    ids.iter().flat_map(|(issuer, ids)| {
-        let issuer = (&**issuer != crate::issuer::DEFAULT_NAME).then(|| issuer.to_string());
-        ids.iter().map(move |(id, until)| (issuer.clone(), id.to_string(), *until))
+fn flatten(ids: &ByScope) -> impl Iterator<Item = (Option<String>, Option<String>, String, u64)> + '_ {
+    ids.iter().flat_map(|(scope, ids)| {
+        let (issuer, iss) = unscope(scope);
+        ids.iter().map(move |(id, until)| (issuer.clone(), iss.clone(), id.to_string(), *until))
     })
 }
 
 impl RevocationList {
+    /// An empty list that reads entries scoped by an issuer's name as scoped by its `iss`
+    /// (`names`: name to `iss`, the configured issuers).
+    pub fn naming(names: Arc<HashMap<String, String>>) -> RevocationList {
+        RevocationList { names, ..RevocationList::default() }
+    }
+
+    /// Where an entry belongs: the `iss` it names, else the `iss` of the issuer it names, else
+    /// (no issuer at all) every Cognito pool.
+    fn scope(&self, issuer: Option<String>, iss: Option<String>) -> Box<str> {
+        match (iss, issuer) {
+            (Some(iss), _) => iss.into(),
+            (None, Some(name)) => match self.names.get(&name) {
+                Some(iss) => iss.as_str().into(),
+                None => format!("{UNKNOWN_NAME}{name}").into(),
+            },
+            // Before entries named the `iss`, the single pool's left out its name, `default`.
+            (None, None) => match self.names.get(crate::config::issuer::DEFAULT_NAME) {
+                Some(iss) => iss.as_str().into(),
+                None => ANY_COGNITO_POOL.into(),
+            },
+        }
+    }
+
+    fn slot(ids: &mut ByScope, scope: Box<str>, id: String) -> &mut u64 {
+        ids.entry(scope).or_default().entry(id.into()).or_default()
+    }
+
     /// Adds an entry.
     pub fn apply(&mut self, entry: Entry) {
         match entry {
-            Entry::Jti { id, until, issuer } => keep_latest(slot(&mut self.jti, issuer, id), until),
-            Entry::Origin { id, until, issuer } => keep_latest(slot(&mut self.origin, issuer, id), until),
+            Entry::Jti { id, until, issuer, iss } => {
+                let scope = self.scope(issuer, iss);
+                keep_latest(Self::slot(&mut self.jti, scope, id), until);
+            }
+            Entry::Origin { id, until, issuer, iss } => {
+                let scope = self.scope(issuer, iss);
+                keep_latest(Self::slot(&mut self.origin, scope, id), until);
+            }
             Entry::User { sub, before, until } => {
                 let slot = self.users.entry(sub).or_default();
+                *slot = (slot.0.max(before), slot.1.max(until));
+            }
+            Entry::Subject { iss, sub, before, until } => {
+                let slot = self.subjects.entry((iss.into(), sub.into())).or_default();
                 *slot = (slot.0.max(before), slot.1.max(until));
             }
         }
@@ -127,13 +207,15 @@ impl RevocationList {
     /// True when a token with these claims has been revoked, at Unix time `now`.
     pub fn revokes(&self, claims: &Claims, now: u64) -> bool {
         let live = |until: Option<&u64>| until.is_some_and(|u| *u > now);
-        let issuer = &*claims.issuer_name;
-        let (jti, origin) = (self.jti.get(issuer), self.origin.get(issuer));
-        if claims.jti.as_ref().is_some_and(|j| live(jti.and_then(|ids| ids.get(j)))) {
-            return true;
-        }
-        if claims.origin_jti.as_ref().is_some_and(|o| live(origin.and_then(|ids| ids.get(o)))) {
-            return true;
+        let scopes = [Some(&*claims.iss), claims.from_cognito().then_some(ANY_COGNITO_POOL)];
+        for scope in scopes.into_iter().flatten() {
+            let (jti, origin) = (self.jti.get(scope), self.origin.get(scope));
+            if claims.jti.as_ref().is_some_and(|j| live(jti.and_then(|ids| ids.get(j)))) {
+                return true;
+            }
+            if claims.origin_jti.as_ref().is_some_and(|o| live(origin.and_then(|ids| ids.get(o)))) {
+                return true;
+            }
         }
         if let Identity::User { sub, .. } = &claims.identity
             && let Some((before, until)) = self.users.get(sub)
@@ -145,6 +227,13 @@ impl RevocationList {
             let signed_in = claims.auth_time.or(claims.iat).unwrap_or(0);
             return signed_in <= *before;
         }
+        if let Identity::Subject { sub, .. } = &claims.identity
+            && !self.subjects.is_empty()
+            && let Some((before, until)) = self.subjects.get(&(Box::from(&*claims.iss), Box::from(&**sub)))
+            && *until > now
+        {
+            return claims.auth_time.or(claims.iat).unwrap_or(0) <= *before;
+        }
         false
     }
 
@@ -155,21 +244,28 @@ impl RevocationList {
             ids.retain(|_, ids| !ids.is_empty());
         }
         self.users.retain(|_, (_, until)| *until > now);
+        self.subjects.retain(|_, (_, until)| *until > now);
     }
 
     /// How many entries.
     pub fn len(&self) -> usize {
-        let count = |ids: &ByIssuer| ids.values().map(HashMap::len).sum::<usize>();
-        count(&self.jti) + count(&self.origin) + self.users.len()
+        let count = |ids: &ByScope| ids.values().map(HashMap::len).sum::<usize>();
+        count(&self.jti) + count(&self.origin) + self.users.len() + self.subjects.len()
     }
 
     /// Every entry, as the store would hold it.
     pub fn entries(&self) -> Vec<Entry> {
-        let jti = flatten(&self.jti).map(|(issuer, id, until)| Entry::Jti { id, until, issuer });
-        let origin = flatten(&self.origin).map(|(issuer, id, until)| Entry::Origin { id, until, issuer });
+        let jti = flatten(&self.jti).map(|(issuer, iss, id, until)| Entry::Jti { id, until, issuer, iss });
+        let origin = flatten(&self.origin).map(|(issuer, iss, id, until)| Entry::Origin { id, until, issuer, iss });
         let users =
             self.users.iter().map(|(sub, (before, until))| Entry::User { sub: *sub, before: *before, until: *until });
-        jti.chain(origin).chain(users).collect()
+        let subjects = self.subjects.iter().map(|((iss, sub), (before, until))| Entry::Subject {
+            iss: iss.to_string(),
+            sub: sub.to_string(),
+            before: *before,
+            until: *until,
+        });
+        jti.chain(origin).chain(users).chain(subjects).collect()
     }
 
     /// True without entries.
@@ -226,6 +322,8 @@ struct Inner {
     loaded: watch::Sender<bool>,
     /// Told of each user revocation this replica learns; set once, at wiring.
     on_user_revoked: OnceLock<UserRevokedListener>,
+    /// The configured issuers' names and `iss`, for entries scoped by name (`naming_issuers`).
+    names: Arc<HashMap<String, String>>,
 }
 
 /// What `Revocations::on_user_revoked` is given.
@@ -248,8 +346,20 @@ impl Revocations {
                 epoch: tokio::time::Instant::now(),
                 loaded: watch::channel(false).0,
                 on_user_revoked: OnceLock::new(),
+                names: Arc::default(),
             }),
         }
+    }
+
+    /// Reads entries scoped by an issuer's name (as this service wrote them before it scoped them
+    /// by `iss`) as those of the issuer of that name here (`names`: name and `iss` of each
+    /// configured issuer). Call before the list is shared or loaded.
+    pub fn naming_issuers(mut self, names: impl IntoIterator<Item = (String, String)>) -> Revocations {
+        let names: Arc<HashMap<String, String>> = Arc::new(names.into_iter().collect());
+        let inner = Arc::get_mut(&mut self.inner).expect("issuers are named before the list is shared");
+        inner.list = RwLock::new(RevocationList::naming(names.clone()));
+        inner.names = names;
+        self
     }
 
     /// Sets what to do about each user whose revocation this replica learns, however it learns it
@@ -298,7 +408,7 @@ impl Revocations {
     /// Loads the whole list from the store, replacing the local copy.
     pub async fn reload(&self, now: u64) -> Result<usize, StoreError> {
         let entries = self.inner.store.load(now).await?;
-        let mut list = RevocationList::default();
+        let mut list = RevocationList::naming(self.inner.names.clone());
         let users = {
             let mut known = self.inner.list.write().expect("revocation lock");
             let users = entries.iter().filter_map(|e| known.newly_revoked_user(e)).collect();
@@ -396,15 +506,17 @@ impl Revocations {
 /// entry lives as long as the token is accepted: `exp` plus the verifier's `leeway`.
 pub fn logout_entries(claims: &Claims, refresh_token_lifetime: Duration, leeway: u64, now: u64) -> Vec<Entry> {
     let mut entries = Vec::with_capacity(2);
-    // Entries of the single pool keep the format they had before issuers existed.
-    let issuer = || (&*claims.issuer_name != crate::issuer::DEFAULT_NAME).then(|| claims.issuer_name.to_string());
+    // Scoped by `iss`, which a renamed issuer keeps (a replica of the version before reads the
+    // entry as the single pool's, which is what it is with the single-pool flags).
+    let iss = || Some(claims.iss.to_string());
     if let Some(jti) = &claims.jti {
-        entries.push(Entry::Jti { id: jti.to_string(), until: claims.exp.saturating_add(leeway), issuer: issuer() });
+        let until = claims.exp.saturating_add(leeway);
+        entries.push(Entry::Jti { id: jti.to_string(), until, issuer: None, iss: iss() });
     }
     if let Some(origin) = &claims.origin_jti {
         let signed_in = claims.auth_time.or(claims.iat).unwrap_or(now);
         let until = signed_in.max(now).saturating_add(refresh_token_lifetime.as_secs());
-        entries.push(Entry::Origin { id: origin.to_string(), until, issuer: issuer() });
+        entries.push(Entry::Origin { id: origin.to_string(), until, issuer: None, iss: iss() });
     }
     entries
 }
@@ -414,6 +526,9 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_800_000_000;
+    const ISS: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Staff";
+    const OTHER_POOL: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Other";
+    const PARTNERS: &str = "https://idp.partner.example";
 
     /// Claims of alice's token `jti`, from sign-in `origin` at `auth_time`.
     pub(super) fn claims(jti: &str, origin: &str, auth_time: u64) -> Claims {
@@ -430,6 +545,7 @@ mod tests {
             mapped: Box::default(),
             issuer: 0,
             issuer_name: "default".into(),
+            iss: Arc::from(ISS),
             second_factor: None,
         }
     }
@@ -437,8 +553,8 @@ mod tests {
     #[test]
     fn a_revoked_jti_or_origin_jti_matches_until_it_expires() {
         let mut list = RevocationList::default();
-        list.apply(Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None });
-        list.apply(Entry::Origin { id: "o1".into(), until: NOW + 100, issuer: None });
+        list.apply(Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None, iss: None });
+        list.apply(Entry::Origin { id: "o1".into(), until: NOW + 100, issuer: None, iss: None });
         assert!(list.revokes(&claims("j1", "o9", NOW), NOW));
         assert!(list.revokes(&claims("j2", "o1", NOW), NOW), "a sibling from the same sign-in");
         assert!(!list.revokes(&claims("j2", "o2", NOW), NOW));
@@ -463,8 +579,8 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                Entry::Jti { id: "j1".into(), until: NOW + 600, issuer: None },
-                Entry::Origin { id: "o1".into(), until: NOW + 30 * 86400, issuer: None }
+                Entry::Jti { id: "j1".into(), until: NOW + 600, issuer: None, iss: Some(ISS.into()) },
+                Entry::Origin { id: "o1".into(), until: NOW + 30 * 86400, issuer: None, iss: Some(ISS.into()) }
             ]
         );
     }
@@ -482,32 +598,75 @@ mod tests {
         assert!(!list.revokes(&c, c.exp + 30), "gone once the verifier itself refuses the token");
     }
 
+    /// Alice's token from another issuer: another Cognito pool, or an OIDC provider.
+    fn of(iss: &str, jti: &str) -> Claims {
+        let oidc = iss == PARTNERS;
+        Claims {
+            issuer: 1,
+            issuer_name: if oidc { "partners" } else { "other" }.into(),
+            iss: Arc::from(iss),
+            second_factor: oidc.then_some(false),
+            ..claims(jti, "o9", NOW)
+        }
+    }
+
+    fn names(pairs: &[(&str, &str)]) -> Arc<HashMap<String, String>> {
+        Arc::new(pairs.iter().map(|(n, i)| (n.to_string(), i.to_string())).collect())
+    }
+
     #[test]
-    fn the_same_jti_from_two_issuers_never_collides_and_old_entries_mean_default() {
-        // A line written before issuers existed: no `issuer`, so the single pool's (`default`).
-        let old: Entry = serde_json::from_str(&format!(r#"{{"kind":"jti","id":"j1","until":{}}}"#, NOW + 10)).unwrap();
-        assert_eq!(old, Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None });
+    fn entries_are_scoped_by_iss_so_the_same_jti_from_two_issuers_never_collides() {
         let mut list = RevocationList::default();
-        list.apply(old);
-        let staff = |jti: &str| Claims { issuer: 1, issuer_name: "staff".into(), ..claims(jti, "o9", NOW) };
-        assert!(list.revokes(&claims("j1", "o9", NOW), NOW), "the default issuer's j1 is revoked");
-        assert!(!list.revokes(&staff("j1"), NOW), "staff's j1 is another token");
-        let logout = logout_entries(&staff("j2"), Duration::from_secs(60), 0, NOW);
-        assert_eq!(logout[0], Entry::Jti { id: "j2".into(), until: NOW + 600, issuer: Some("staff".into()) });
+        let logout = logout_entries(&claims("j1", "o1", NOW), Duration::from_secs(60), 0, NOW);
         let line = serde_json::to_string(&logout[0]).unwrap();
-        assert!(line.contains(r#""issuer":"staff""#), "{line}");
+        assert_eq!(line, format!(r#"{{"kind":"jti","id":"j1","until":{},"iss":"{ISS}"}}"#, NOW + 600));
         logout.into_iter().for_each(|e| list.apply(e));
-        assert!(list.revokes(&staff("j2"), NOW));
-        assert!(!list.revokes(&claims("j2", "o8", NOW), NOW), "the default issuer's j2 is untouched");
-        assert!(list.entries().contains(&Entry::Jti {
-            id: "j2".into(),
-            until: NOW + 600,
-            issuer: Some("staff".into())
-        }));
-        assert!(list.entries().contains(&Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None }));
-        // And a default entry written now is spelled as before: no `issuer` key.
-        let default = logout_entries(&claims("j3", "o3", NOW), Duration::from_secs(60), 0, NOW);
-        assert!(!serde_json::to_string(&default[0]).unwrap().contains("issuer"));
+        assert!(list.revokes(&claims("j1", "o9", NOW), NOW), "the logged-out token");
+        assert!(!list.revokes(&of(PARTNERS, "j1"), NOW), "a provider's j1 is another token");
+        assert!(!list.revokes(&of(OTHER_POOL, "j1"), NOW), "so is another pool's");
+        // A provider's logout never reaches the staff pool's token of the same jti.
+        logout_entries(&of(PARTNERS, "j7"), Duration::from_secs(60), 0, NOW).into_iter().for_each(|e| list.apply(e));
+        assert!(list.revokes(&of(PARTNERS, "j7"), NOW));
+        assert!(!list.revokes(&claims("j7", "o7", NOW), NOW));
+    }
+
+    #[test]
+    fn entries_survive_the_issuer_being_renamed_or_moved_into_a_table() {
+        // Logged out under the single-pool flags, by the version that scoped entries by name
+        // (the single pool's entries named none).
+        let old: Entry = serde_json::from_str(&format!(r#"{{"kind":"jti","id":"j1","until":{}}}"#, NOW + 10)).unwrap();
+        assert_eq!(old, Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None, iss: None });
+        // Read again with the pool in an [[issuer]] table named staff, beside an OIDC provider.
+        let mut tables = RevocationList::naming(names(&[("staff", ISS), ("partners", PARTNERS)]));
+        tables.apply(old.clone());
+        let staff = Claims { issuer_name: "staff".into(), ..claims("j1", "o9", NOW) };
+        assert!(tables.revokes(&staff, NOW), "still refused after the move");
+        assert!(!tables.revokes(&of(PARTNERS, "j1"), NOW), "never a provider's token: its jti is its choice");
+        assert!(!tables.revokes(&claims("j2", "o9", NOW), NOW), "positive control: another jti passes");
+        // Still the single pool: scoped to its iss.
+        let mut single = RevocationList::naming(names(&[("default", ISS)]));
+        single.apply(old);
+        assert!(single.revokes(&claims("j1", "o9", NOW), NOW));
+        assert_eq!(
+            single.entries()[0],
+            Entry::Jti { id: "j1".into(), until: NOW + 10, issuer: None, iss: Some(ISS.into()) }
+        );
+        // An entry scoped by a table's name, read after the table was renamed (same pool).
+        let named: Entry =
+            serde_json::from_str(&format!(r#"{{"kind":"origin","id":"o5","until":{},"issuer":"staff"}}"#, NOW + 10))
+                .unwrap();
+        let mut before = RevocationList::naming(names(&[("staff", ISS)]));
+        before.apply(named.clone());
+        assert!(before.revokes(&claims("j9", "o5", NOW), NOW), "the name is read as its iss");
+        // Written back with the iss, it survives the rename.
+        let mut renamed = RevocationList::naming(names(&[("employees", ISS)]));
+        before.entries().into_iter().for_each(|e| renamed.apply(e));
+        assert!(renamed.revokes(&claims("j9", "o5", NOW), NOW));
+        // A name no longer configured is kept, as it came, and matches nothing.
+        let mut gone = RevocationList::naming(names(&[("employees", ISS)]));
+        gone.apply(named.clone());
+        assert!(!gone.revokes(&claims("j9", "o5", NOW), NOW));
+        assert_eq!(gone.entries(), vec![named]);
     }
 
     #[test]

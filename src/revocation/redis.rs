@@ -35,7 +35,8 @@ fn redis_error(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    /// `namespace` keeps pools apart when they share a Redis (the user pool id).
+    /// `namespace` keeps deployments apart when they share a Redis (`--revocation-namespace`, by
+    /// default the served pool's id).
     pub fn new(url: &str, namespace: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url).map_err(redis_error)?;
         Ok(RedisStore {

@@ -91,12 +91,12 @@ class Process:
 
 
 class JsonServer:
-    """A loopback HTTP server answering every GET with `answer(path, headers)`: a status and a
-    JSON document, or None for an empty body."""
+    """A loopback HTTP server answering every GET (and HEAD and POST, a body read and dropped)
+    with `answer(path, headers)`: a status and a JSON document, or None for an empty body."""
 
     def __init__(self, answer):
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
+            def do_GET(self, head=False):
                 status, document = answer(self.path, self.headers)
                 body = b"" if document is None else json.dumps(document).encode()
                 self.send_response(status)
@@ -104,7 +104,15 @@ class JsonServer:
                     self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self):
+                self.do_GET(head=True)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.do_GET()
 
             def log_message(self, *args):
                 pass

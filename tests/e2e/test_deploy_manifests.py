@@ -344,7 +344,7 @@ def test_readiness_is_the_grpc_health_check_and_liveness_is_livez_on_the_admin_p
     """Readiness asks the ext_authz service's gRPC health (NOT_SERVING until Cognito's keys load).
     Liveness asks GET /livez on the admin listener, which depends on nothing external, so a Cognito or
     JWKS outage restarts no pod. No startup probe: one on key readiness kills pods that wait for Cognito."""
-    server = (ROOT / "src" / "server.rs").read_text()
+    server = (ROOT / "src" / "server" / "mod.rs").read_text()
     [health_service] = re.findall(r'pub const AUTHZ_SERVICE: &str = "([^"]+)";', server)
     objects = k8s_objects()
     c = container(the(objects, "Deployment", APP))

@@ -37,9 +37,12 @@ def check(dev, tok, access):
 def test_dev_oidc_tokens_pass_and_name_their_issuer(dev):
     out = check(dev, token(dev, "--issuer", "dev-oidc", "alice"), "authenticated")
     assert out.startswith("allow"), out
-    assert "set    x-user-issuer: dev-oidc" in out and "set    x-username: alice" in out
+    # Two issuers: the dev pool's values stay bare, dev-oidc's are qualified by its name, so its
+    # alice is never the pool's alice.
+    assert "set    x-user-issuer: dev-oidc" in out and "set    x-username: dev-oidc:alice" in out, out
     pool = check(dev, token(dev, "alice"), "authenticated")
     assert pool.startswith("allow") and "set    x-user-issuer: default" in pool, pool
+    assert "set    x-username: alice\n" in pool, pool
 
 
 def test_dev_oidc_mfa_routes_need_a_second_factor_in_amr(dev):

@@ -10,6 +10,7 @@ client is not pool B's). That per-issuer keys keep one issuer's key from verifyi
 tokens is shown with the `keyed` pool, whose own key is not moto's (and, in-process, in
 tests/service/issuers.rs)."""
 
+import json
 import time
 import uuid
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse
@@ -27,15 +28,22 @@ CLIENT_ID = "partner-app"
 CLIENT_SECRET = "a-test-secret-made-for-this-run"
 REDIRECT_URI = "https://app.example.com/callback"
 
-STAFF_ONLY_ROUTE = """                        - name: staff-only
-                          match: { prefix: /staff/ }
-                          route: { cluster: app }
+def route(name, prefix, extensions):
+    """An Envoy route to the app with these ext_authz context extensions, indented for envoy.yaml."""
+    return f"""                        - name: {name}
+                          match: {{ prefix: {prefix} }}
+                          route: {{ cluster: app }}
                           typed_per_filter_config:
                             envoy.filters.http.ext_authz:
                               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                               check_settings:
-                                context_extensions: { access: authenticated, issuers: "staff" }
+                                context_extensions: {{ {extensions} }}
 """
+
+
+EXTRA_ROUTES = (route("staff-news", "/news/", 'access: public, issuers: "staff"')
+                + route("loose-groups", "/loose/", 'access: authenticated, groups: "admin"')
+                + route("staff-only", "/staff/", 'access: authenticated, issuers: "staff"'))
 
 
 class KeyedJwks:
@@ -78,26 +86,36 @@ def keyed_claims(iss=None):
             "origin_jti": str(uuid.uuid4())}
 
 
-def start_provider(logdir):
+def start_provider(logdir, usernames=None):
+    from joserfc.jwk import RSAKey
+
     port = harness.free_port()
+    key = RSAKey.generate_key(2048, parameters={"kid": "provider-1", "alg": "RS256", "use": "sig"}, private=True)
     env = {"PORT": str(port), "CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": CLIENT_SECRET, "REDIRECT_URI": REDIRECT_URI,
-           "RESOURCE": API, "OTHER_RESOURCE": OTHER_API}
+           "RESOURCE": API, "OTHER_RESOURCE": OTHER_API, "USERNAMES": json.dumps(usernames or {}),
+           "JWKS": json.dumps({"keys": [key.as_dict(private=True)]})}
     import os
 
     proc = harness.Process("oidc-resource-provider", ["node", str(harness.OIDC_DIR / "resource-provider.mjs")], logdir,
                            dict(os.environ, **env))
     proc.url = f"http://127.0.0.1:{port}"
+    proc.key = key
     harness.wait_until(lambda: requests.get(f"{proc.url}/.well-known/openid-configuration", timeout=1).ok,
                        what="oidc-provider")
     return proc
 
 
 def oidc_access_token(provider_url, user, resource=API):
+    return oidc_tokens(provider_url, user, resource)["access_token"]
+
+
+def oidc_tokens(provider_url, user, resource=API):
     """The code flow with PKCE and a resource indicator, scripted as harness.scripted_login does."""
     verifier, challenge = harness.pkce_pair()
     session = requests.Session()
     query = urlencode({"client_id": CLIENT_ID, "response_type": "code", "redirect_uri": REDIRECT_URI,
                        "scope": "openid api:read", "prompt": "consent", "state": "s-1", "resource": resource,
+                       "nonce": "n-" + uuid.uuid4().hex,
                        "code_challenge": challenge, "code_challenge_method": "S256"})
     url = f"{provider_url}/auth?{query}"
     response = session.get(url, allow_redirects=False, timeout=10)
@@ -118,7 +136,7 @@ def oidc_access_token(provider_url, user, resource=API):
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier,
         "resource": resource})
     assert token.ok, token.text
-    return token.json()["access_token"]
+    return token.json()
 
 
 def write_config(path, staff, customers, keyed_jwks, provider_url):
@@ -151,16 +169,51 @@ jwks-url = "{keyed_jwks.url}"
 name = "partners"
 kind = "oidc"
 issuer = "{provider_url}"
-audience = ["{API}"]
+# The client id too, as Entra ID and Okta setups often accept it: then an ID token (whose `aud` is
+# the client) would pass the audience check, and only its ID-token markers refuse it.
+audience = ["{API}", "{CLIENT_ID}"]
 mfa-amr = ["mfa", "otp"]
 """
     path.write_text(tables)
 
 
-def with_staff_only_route(text):
+def write_policy(path):
+    """The shipped envoy/policy.toml with its admin rule tied to the staff pool (with several
+    issuers, a rule's groups must name their issuers), and the rules of the shadow case."""
+    shipped = (harness.ROOT / "envoy" / "policy.toml").read_text()
+    admin_rule = 'prefix = "/api/admin"\naccess = "mfa"\ngroups = ["admin"]\n'
+    assert shipped.count(admin_rule) == 1, "the shipped policy still has its admin rule"
+    tied = shipped.replace(admin_rule, admin_rule + 'issuers = ["staff"]\n')
+    path.write_text(tied + """
+# Rolling out /api/v2 in shadow, but purging items is enforced.
+[[rule]]
+path = "/api/v2/items:purge"
+access = "mfa"
+
+[[rule]]
+prefix = "/api/v2"
+access = "authenticated"
+mode = "shadow"
+
+[[rule]]
+path = "/api/export"
+access = "mfa"
+groups = ["admin"]
+issuers = ["staff"]
+
+[[rule]]
+methods = ["GET"]
+path = "/api/report"
+access = "mfa"
+groups = ["admin"]
+issuers = ["staff"]
+""")
+
+
+def with_extra_routes(text):
     app_route = "                        - name: app\n"
     assert text.count(app_route) == 1, "the shipped envoy.yaml still ends with the `app` route"
-    return text.replace(app_route, STAFF_ONLY_ROUTE + app_route)
+    return text.replace(app_route, EXTRA_ROUTES + app_route)
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +221,22 @@ def world(logdir, moto, pool, upstream):
     customers = harness.Pool(moto)
     # The same username in both pools; only in the staff pool has alice enrolled TOTP.
     customers.admin_reset_mfa("alice")
+    # In the staff pool, as test_seams.py makes her: grace, enrolled, in `admin` (the shipped
+    # policy's group). alice is enrolled and in `admins` only.
+    if "grace" not in pool.subs:
+        pool.idp.create_group(GroupName="admin", UserPoolId=pool.id)
+        pool.add_user("grace", ["admin"])
+        pool.enrol_totp("grace")
     keyed = KeyedJwks()
-    provider = start_provider(logdir)
+    # A provider account that mints the staff alice's very `sub` and username.
+    provider = start_provider(logdir, usernames={pool.subs["alice"]: "alice"})
     config = logdir / "issuers.toml"
     write_config(config, pool, customers, keyed, provider.url)
+    policy = logdir / "issuers-policy.toml"
+    write_policy(policy)
     ports = (harness.free_port(), harness.free_port(), harness.free_port())
-    argv = [str(harness.BINARY), "serve", "--config", str(config),
+    argv = [str(harness.BINARY), "serve", "--config", str(config), "--policy", str(policy),
+            "--unqualified-issuer", "staff",
             "--grpc-listen", f"127.0.0.1:{ports[0]}", "--http-listen", f"127.0.0.1:{ports[1]}",
             "--admin-listen", f"127.0.0.1:{ports[2]}", "--mfa-cache-ttl", "1",
             "--jwks-fetch-wait-ms", "1000", "--jwks-cooldown-seconds", "1", "--data-dir", str(logdir / "authz-issuers-data")]
@@ -187,7 +250,7 @@ def world(logdir, moto, pool, upstream):
     # SERVING only once every issuer has loaded its keys (the OIDC one through discovery).
     harness.wait_until(lambda: harness.grpc_health(ports[0], "") == "SERVING", timeout=30, what="every issuer's keys")
     envoy = harness.start_envoy(logdir, ports[0], ports[1], upstream.port, name="envoy-issuers",
-                                transform=with_staff_only_route)
+                                transform=with_extra_routes)
     yield {"staff": pool, "customers": customers, "keyed": keyed, "provider": provider, "authz": authz,
            "envoy": envoy}
     envoy.stop()
@@ -208,14 +271,18 @@ def seen(response):
 
 def test_every_issuers_tokens_pass_through_envoy_naming_their_issuer(world):
     staff = seen(get(world, "/api/mfa/status", world["staff"].sign_in("alice")["AccessToken"]))
+    # `--unqualified-issuer staff`: the staff pool keeps the single-pool headers.
     assert staff["x-user-issuer"] == ["staff"] and staff["x-user-id"] == [world["staff"].subs["alice"]]
+    assert staff["x-username"] == ["alice"]
     customers = seen(get(world, "/api/mfa/status", world["customers"].sign_in("alice")["AccessToken"]))
     assert customers["x-user-issuer"] == ["customers"]
-    assert customers["x-user-id"] == [world["customers"].subs["alice"]], "the same username, the other pool's user"
+    # The same username, the other pool's user: qualified by its issuer.
+    assert customers["x-user-id"] == ["customers:" + world["customers"].subs["alice"]]
+    assert customers["x-username"] == ["customers:alice"]
     assert seen(get(world, "/api/mfa/status", world["keyed"].sign(keyed_claims())))["x-user-issuer"] == ["keyed"]
     partner = seen(get(world, "/api/mfa/status", oidc_access_token(world["provider"].url, "pat")))
     assert partner["x-user-issuer"] == ["partners"]
-    assert partner["x-user-id"] == ["pat"] and partner["x-username"] == ["pat"]
+    assert partner["x-user-id"] == ["partners:pat"] and partner["x-username"] == ["partners:pat"]
 
 
 def test_a_token_is_refused_unless_the_issuer_it_names_signed_it(world):
@@ -290,3 +357,86 @@ def test_one_issuers_keys_down_makes_only_its_tokens_503(world):
     keyed.down = False
     harness.wait_until(lambda: get(world, "/api/mfa/status", rotated).status_code == 200, timeout=15,
                        what="the keyed pool's keys back")
+
+
+# Issue 24: issuers are trust boundaries, through the shipped Envoy and policy.
+
+def test_a_providers_admin_group_is_not_the_staff_pools(world):
+    grace = world["staff"].sign_in("grace")["AccessToken"]
+    assert seen(get(world, "/api/admin/users", grace))["x-user-groups"] == ["admin"], "the staff pool's admin"
+    partner = oidc_access_token(world["provider"].url, "pat-admin-otp")
+    refused = get(world, "/api/admin/users", partner)
+    assert refused.status_code == 403, refused.text
+    assert refused.json() == {"detail": "Token issuer is not accepted on this route"}
+    # Where the groups come along on an authenticated route, they are the provider's own, qualified.
+    assert seen(get(world, "/api/mfa/status", partner))["x-user-groups"] == ["partners:admin"]
+
+
+def test_envoy_groups_that_name_no_issuer_are_refused_for_everyone(world):
+    grace = world["staff"].sign_in("grace")["AccessToken"]
+    for token in (grace, oidc_access_token(world["provider"].url, "pat-admin")):
+        refused = get(world, "/loose/x", token)
+        assert refused.status_code == 403, refused.text
+        assert refused.json() == {"detail": "Route names groups or scopes without their issuer"}
+    # Positive control: the same token on a route that says nothing of groups.
+    assert get(world, "/api/mfa/status", grace).status_code == 200
+    assert "ambiguous_route" in world["authz"].output(), "the decision log names the reason"
+
+
+def test_a_provider_minting_a_staff_users_sub_and_name_is_another_user(world):
+    alice_sub = world["staff"].subs["alice"]
+    staff = seen(get(world, "/api/mfa/status", world["staff"].sign_in("alice")["AccessToken"]))
+    mimic = seen(get(world, "/api/mfa/status", oidc_access_token(world["provider"].url, alice_sub)))
+    assert mimic["x-user-issuer"] == ["partners"]
+    assert mimic["x-user-id"] == ["partners:" + alice_sub] and mimic["x-username"] == ["partners:alice"]
+    assert (staff["x-user-id"], staff["x-username"]) == ([alice_sub], ["alice"])
+    assert mimic["x-user-id"] != staff["x-user-id"] and mimic["x-username"] != staff["x-username"]
+
+
+def test_another_issuers_token_on_a_staff_public_route_is_anonymous(world):
+    staff = seen(get(world, "/news/today", world["staff"].sign_in("alice")["AccessToken"]))
+    assert staff["x-user-issuer"] == ["staff"], "positive control: the staff token is seen"
+    partner = seen(get(world, "/news/today", oidc_access_token(world["provider"].url, "pat")))
+    for header in ("x-user-id", "x-username", "x-user-groups", "x-user-issuer"):
+        assert header not in partner, (header, partner)
+
+
+def stamped(provider, token, **header):
+    """The provider's own token with its header changed, signed again with the provider's key: an
+    ID token as Auth0, Okta or Entra ID issue theirs (`typ: JWT`)."""
+    from joserfc import jwt
+
+    claims = jwt.decode(token, provider.key).claims
+    return jwt.encode({"alg": "RS256", "kid": "provider-1", **header}, claims, provider.key)
+
+
+def test_an_oidc_id_token_is_refused_whatever_its_typ(world):
+    provider = world["provider"]
+    tokens = oidc_tokens(provider.url, "pat")
+    access = stamped(provider, tokens["access_token"], typ="JWT")
+    assert get(world, "/api/mfa/status", access).status_code == 200, "an access token stamped typ JWT passes"
+    for id_token in (tokens["id_token"], stamped(provider, tokens["id_token"], typ="JWT")):
+        refused = get(world, "/api/mfa/status", id_token)
+        assert refused.status_code == 401, refused.text
+        assert refused.json() == {"detail": "Not an access token"}
+
+
+def test_one_enforced_spelling_wins_over_a_shadowed_prefix(world):
+    observed = requests.post(world["envoy"].url + "/api/v2/items", timeout=10)
+    assert observed.status_code == 200, "the shadowed prefix only observes: " + observed.text
+    for path in ("/api/v2/items:purge", "/api/v2/items%3Apurge", "/api/v2/items%3apurge"):
+        refused = requests.post(world["envoy"].url + path, timeout=10)
+        assert refused.status_code == 401, (path, refused.text)
+
+
+def test_spellings_an_upstream_router_treats_alike_need_the_rules_groups(world):
+    alice = world["staff"].sign_in("alice")["AccessToken"]
+    grace = world["staff"].sign_in("grace")["AccessToken"]
+    cases = [("GET", "/api/admin.json"), ("GET", "/api/export/"), ("GET", "/api/export.csv"), ("HEAD", "/api/report")]
+    for method, path in cases:
+        headers = {"authorization": f"Bearer {grace}"}
+        allowed = requests.request(method, world["envoy"].url + path, headers=headers, timeout=10)
+        assert allowed.status_code == 200, (method, path, "an admin passes", allowed.text)
+        headers = {"authorization": f"Bearer {alice}"}
+        refused = requests.request(method, world["envoy"].url + path, headers=headers, timeout=10)
+        assert refused.status_code == 403, (method, path, refused.text)

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use crate::common::*;
-use cognito_authz::error::code;
-use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::pb::auth::check_response::HttpResponse;
-use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
-use cognito_authz::scripted_keys::ScriptedKeys;
+use cognito_authz::authz::error::code;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
+use cognito_authz::envoy::pb::auth::{CheckRequest, CheckResponse};
+use cognito_authz::testkit::scripted_keys::ScriptedKeys;
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -193,7 +193,7 @@ async fn tampered_payload_or_signature_is_refused() {
 #[tokio::test]
 async fn another_key_with_the_same_kid_is_refused() {
     let h = harness().await;
-    let impostor = cognito_authz::signing_key::SigningKey::generate("kid-1").unwrap();
+    let impostor = cognito_authz::dev::signing_key::SigningKey::generate("kid-1").unwrap();
     assert_unauthenticated(&h.token(&impostor.sign(&access_claims())).await, "Could not validate credentials");
 }
 
@@ -377,8 +377,8 @@ async fn a_cached_token_still_expires_at_its_exp() {
     assert_unauthenticated(&decode(h.ext.decide(&bearer(&token), n + 2).await), "Token has expired");
 }
 
-fn mapping(name: &str, claim: &str) -> cognito_authz::headers::HeaderClaim {
-    cognito_authz::headers::HeaderClaim { name: name.into(), claim: claim.into() }
+fn mapping(name: &str, claim: &str) -> cognito_authz::authz::headers::HeaderClaim {
+    cognito_authz::authz::headers::HeaderClaim { name: name.into(), claim: claim.into() }
 }
 
 #[tokio::test]
@@ -393,7 +393,7 @@ async fn mapped_claims_become_headers_and_are_removed_when_absent() {
         mapping("x-profile", "profile"),
     ];
     let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
-    let identity = cognito_authz::headers::IdentityHeaders::with_mapped(&config.header_claims);
+    let identity = cognito_authz::authz::headers::IdentityHeaders::with_mapped(&config.header_claims);
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics).identity_headers(identity);
     let rich = with(json!({
         "email": "alice@example.com", "custom:tenant": "acme\r\nx-evil: 1", "level": 3, "beta": true,
@@ -470,7 +470,7 @@ async fn shadow_mode_decides_logs_and_counts_but_lets_the_request_through() {
 async fn shadow_everywhere_yields_to_a_route_or_rule_that_says_enforce() {
     let mut config = crate::common::config(NO_JWKS);
     config.shadow = true;
-    config.policy = cognito_authz::policy::Policy::from_toml(
+    config.policy = cognito_authz::authz::policy::Policy::from_toml(
         "[[rule]]\nprefix = \"/billing\"\naccess = \"mfa\"\nmode = \"enforce\"\n\n[[rule]]\nprefix = \"/beta\"\naccess = \"mfa\"\n",
     )
     .unwrap();

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use cognito_authz::error::code;
-use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::pb::auth::check_response::HttpResponse;
-use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
-use cognito_authz::pb::core::{HeaderMap, HeaderValue};
+use cognito_authz::authz::error::code;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
+use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::envoy::pb::core::{HeaderMap, HeaderValue};
 use serde_json::json;
 
 fn b64(s: &str) -> String {
@@ -46,7 +46,7 @@ fn corpus(evil: &str) -> Vec<(&'static str, String)> {
         );
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()))
     };
-    let attacker = cognito_authz::signing_key::SigningKey::generate("attacker").unwrap();
+    let attacker = cognito_authz::dev::signing_key::SigningKey::generate("attacker").unwrap();
     let embedded_jwk = format!(r#"{{"alg":"RS256","kid":"attacker","jwk":{}}}"#, attacker.jwk());
     let nested = format!("{{\"deep\":{}{}}}", "[".repeat(200), "]".repeat(200));
     vec![
@@ -134,7 +134,7 @@ async fn service() -> ExtAuthz {
     ExtAuthz::new(parts.authorizer, false, parts.metrics)
 }
 
-fn status(response: &cognito_authz::pb::auth::CheckResponse) -> (i32, Option<i32>) {
+fn status(response: &cognito_authz::envoy::pb::auth::CheckResponse) -> (i32, Option<i32>) {
     let code = response.status.as_ref().map_or(0, |s| s.code);
     match &response.http_response {
         Some(HttpResponse::DeniedResponse(d)) => (code, d.status.map(|s| s.code)),
@@ -156,10 +156,11 @@ async fn fastest(ext: &ExtAuthz, header: &str, rounds: u32) -> (Duration, (i32, 
 
 #[tokio::test]
 async fn every_hostile_token_is_refused_quickly_and_no_foreign_key_is_fetched() {
-    let evil = JwksServer::start(crate::common::jwks(&[
-        &cognito_authz::signing_key::SigningKey::generate("attacker").unwrap()
-    ]))
-    .await;
+    let evil =
+        JwksServer::start(crate::common::jwks(&[
+            &cognito_authz::dev::signing_key::SigningKey::generate("attacker").unwrap()
+        ]))
+        .await;
     let ext = service().await;
     // Positive control: this instance allows a valid token, so every refusal below is the token's.
     let good = raw(H, &access_claims().to_string());

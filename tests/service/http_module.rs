@@ -19,8 +19,8 @@ use axum::routing::{get, post};
 use cognito_authz::cognito::{CognitoError, MfaLookup, SdkCognito, UserCalls};
 use cognito_authz::config::{Endpoints, Secret};
 use cognito_authz::http::admin::{self, AdminState};
+use cognito_authz::http::oauth::OAuthClient;
 use cognito_authz::http::{self as module, AuthState};
-use cognito_authz::oauth::OAuthClient;
 use cognito_authz::revocation::{Entry, RevocationStore, Revocations, StoreError, StoreFuture};
 use cognito_authz::server;
 use serde_json::{Value, json};
@@ -219,7 +219,7 @@ async fn module_with(
         metrics: parts.metrics.clone(),
         revocations: parts.revocations.clone(),
         mfa: parts.mfa.clone(),
-        cognito: Some(cognito),
+        issuers: server::admin_issuers(&config, &[Some(cognito)]),
         token: Some(Secret::new("admin-token-0123456789".into())),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };

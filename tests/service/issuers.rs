@@ -5,16 +5,21 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+use tower::ServiceExt;
+
 use crate::common::*;
-use cognito_authz::cognito::MfaState;
+use cognito_authz::authz::error::code;
+use cognito_authz::authz::policy::Policy;
+use cognito_authz::cognito::{CognitoError, MfaState, UserCalls};
+use cognito_authz::config::Secret;
+use cognito_authz::config::issuer::{IssuerKind, IssuerTable, validate};
 use cognito_authz::config::{Config, ServeArgs};
-use cognito_authz::error::code;
-use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::issuer::{IssuerKind, IssuerTable, validate};
-use cognito_authz::pb::auth::check_response::HttpResponse;
-use cognito_authz::pb::auth::{CheckRequest, CheckResponse};
-use cognito_authz::policy::Policy;
-use cognito_authz::scripted_keys::ScriptedKeys;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
+use cognito_authz::envoy::pb::auth::{CheckRequest, CheckResponse};
+use cognito_authz::http::admin::{self, AdminState};
+use cognito_authz::testkit::scripted_keys::ScriptedKeys;
 use serde_json::{Value, json};
 
 const CUSTOMERS_POOL: &str = "eu-west-1_Customers";
@@ -33,7 +38,7 @@ struct World {
     partners: Arc<ScriptedKeys>,
     staff_mfa: Arc<FakeMfa>,
     customers_mfa: Arc<FakeMfa>,
-    metrics: cognito_authz::metrics::Metrics,
+    metrics: cognito_authz::telemetry::metrics::Metrics,
 }
 
 /// The staff, customers and partners tables, each with its keys at the URL given for it.
@@ -158,7 +163,7 @@ impl Answer {
 
 fn read(response: CheckResponse) -> Answer {
     let code = response.status.map(|s| s.code).expect("a status");
-    let pairs = |h: &[cognito_authz::pb::core::HeaderValueOption]| {
+    let pairs = |h: &[cognito_authz::envoy::pb::core::HeaderValueOption]| {
         h.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()
     };
     match response.http_response.expect("an http response") {
@@ -186,14 +191,108 @@ async fn each_issuers_tokens_pass_and_name_their_issuer() {
     let w = world().await;
     let staff = w.authenticated(&staff_token()).await;
     assert_eq!((staff.code, staff.header("x-user-issuer")), (code::OK, Some("staff")), "{staff:?}");
-    assert_eq!(staff.header("x-user-id"), Some(SUB));
+    // With several issuers and none named bare, every value is qualified by its issuer.
+    assert_eq!(staff.header("x-user-id"), Some(format!("staff:{SUB}").as_str()));
     let customers = w.authenticated(&customers_token()).await;
     assert_eq!((customers.code, customers.header("x-user-issuer")), (code::OK, Some("customers")), "{customers:?}");
     let partners = w.authenticated(&partners_token(json!({}))).await;
     assert_eq!((partners.code, partners.header("x-user-issuer")), (code::OK, Some("partners")), "{partners:?}");
-    assert_eq!(partners.header("x-user-id"), Some("00u1partner"), "an OIDC sub is any string");
-    assert_eq!(partners.header("x-username"), Some("pat@partner.example"), "from username-claim");
-    assert_eq!(partners.header("x-user-groups"), Some("partner"), "from groups-claim");
+    assert_eq!(partners.header("x-user-id"), Some("partners:00u1partner"), "an OIDC sub is any string");
+    assert_eq!(partners.header("x-username"), Some("partners:pat@partner.example"), "from username-claim");
+    assert_eq!(partners.header("x-user-groups"), Some("partners:partner"), "from groups-claim");
+}
+
+#[tokio::test]
+async fn a_provider_minting_a_staff_users_sub_and_name_gets_another_identity() {
+    let w = world_with(|c| c.unqualified_issuer = Some("staff".into())).await;
+    let staff = w.authenticated(&staff_token()).await;
+    assert_eq!(
+        (staff.code, staff.header("x-user-id"), staff.header("x-username")),
+        (code::OK, Some(SUB), Some("alice")),
+        "the unqualified issuer keeps the single-pool headers: {staff:?}"
+    );
+    let mimic = partners_token(json!({"sub": SUB, "preferred_username": "alice", "groups": ["admin"]}));
+    let partner = w.authenticated(&mimic).await;
+    assert_eq!(partner.code, code::OK, "{partner:?}");
+    assert_eq!(partner.header("x-user-id"), Some(format!("partners:{SUB}").as_str()));
+    assert_eq!(partner.header("x-username"), Some("partners:alice"));
+    assert_eq!(partner.header("x-user-groups"), Some("partners:admin"));
+    assert_ne!(partner.header("x-user-id"), staff.header("x-user-id"));
+}
+
+#[tokio::test]
+async fn a_group_name_means_a_group_of_the_issuers_the_route_names() {
+    // The README's example: the admin rule is tied to the staff pool.
+    let policy = Policy::from_toml(
+        "[[rule]]\nprefix = \"/api/admin\"\naccess = \"authenticated\"\ngroups = [\"admin\"]\nissuers = [\"staff\"]\n",
+    )
+    .expect("policy");
+    let mut admin = access_claims();
+    admin["cognito:groups"] = json!(["admin"]);
+    let staff_admin = key("staff-key").sign(&admin);
+    let w = world_with(|c| c.policy = policy).await;
+    let route = [("access", "authenticated")];
+    assert_eq!(w.ask("/api/admin/users", &staff_admin, &route).await.code, code::OK, "the staff pool's admin");
+    let partner = w.ask("/api/admin/users", &partners_token(json!({"groups": ["admin"]})), &route).await;
+    assert_eq!((partner.code, partner.status), (code::PERMISSION_DENIED, Some(403)), "a provider's admin: {partner:?}");
+    // Envoy's per-route groups that name no issuer are ambiguous with several issuers: refused
+    // for everyone, the staff admin too, with a reason the decision log shows.
+    let loose = [("access", "authenticated"), ("groups", "admin")];
+    let refused = w.ask("/other", &staff_admin, &loose).await;
+    assert_eq!((refused.code, refused.status), (code::PERMISSION_DENIED, Some(403)), "{refused:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&refused.body).unwrap()["detail"],
+        "Route names groups or scopes without their issuer"
+    );
+    let tied = [("access", "authenticated"), ("groups", "admin"), ("issuers", "staff")];
+    assert_eq!(w.ask("/other", &staff_admin, &tied).await.code, code::OK, "tied to staff, it passes");
+    assert_eq!(
+        w.ask("/other", &partners_token(json!({"groups": ["admin"]})), &tied).await.code,
+        code::PERMISSION_DENIED
+    );
+}
+
+#[tokio::test]
+async fn a_policy_rule_with_groups_but_no_issuers_stops_start_up_with_several_issuers() {
+    let policy = Policy::from_toml("[[rule]]\nprefix = \"/api/admin\"\naccess = \"mfa\"\ngroups = [\"admin\"]\n")
+        .expect("policy");
+    let mut config = config(NO_JWKS);
+    config.issuers = validate(&tables([NO_JWKS; 3])).expect("valid tables");
+    config.policy = policy.clone();
+    let refused = cognito_authz::server::build(&config).await.err().expect("refused").to_string();
+    assert!(refused.contains("--policy"), "{refused}");
+    let chain = format!("{:#}", cognito_authz::server::build(&config).await.err().unwrap());
+    assert!(chain.contains("rule 1 (/api/admin)") && chain.contains("names no issuers"), "{chain}");
+    // Positive control: the same rule with one issuer is fine.
+    assert!(policy.check_issuers(&["default".to_owned()]).is_ok());
+}
+
+#[tokio::test]
+async fn on_a_public_route_another_issuers_token_is_anonymous() {
+    let w = world().await;
+    let route = [("access", "public"), ("issuers", "staff")];
+    let staff = w.ask("/news", &staff_token(), &route).await;
+    assert_eq!((staff.code, staff.header("x-user-issuer")), (code::OK, Some("staff")), "{staff:?}");
+    let partner = w.ask("/news", &partners_token(json!({})), &route).await;
+    assert_eq!(partner.code, code::OK, "a public route stays open: {partner:?}");
+    for header in ["x-user-id", "x-username", "x-user-groups", "x-user-issuer"] {
+        assert_eq!(partner.header(header), None, "{header}: another issuer's token is anonymous here");
+    }
+}
+
+#[tokio::test]
+async fn an_oidc_id_token_is_refused_whatever_its_typ() {
+    let w = world().await;
+    let jwt = |claims: Value| {
+        let header = json!({"alg": "RS256", "kid": "partners-key", "typ": "JWT"});
+        key("partners-key").sign_raw(&header.to_string(), &partners_claims(claims).to_string())
+    };
+    assert_eq!(w.authenticated(&jwt(json!({}))).await.code, code::OK, "an access token stamped typ JWT passes");
+    for marker in [json!({"nonce": "n"}), json!({"at_hash": "h"}), json!({"c_hash": "h"}), json!({"typ": "ID"})] {
+        let id = w.authenticated(&jwt(marker.clone())).await;
+        assert_eq!((id.code, id.status), (code::UNAUTHENTICATED, Some(401)), "{marker}: {id:?}");
+        assert_eq!(serde_json::from_str::<Value>(&id.body).unwrap()["detail"], "Not an access token");
+    }
 }
 
 #[tokio::test]
@@ -474,4 +573,98 @@ async fn only_the_served_issuers_tokens_may_reach_its_cognito_or_oauth_endpoints
     let parts = scripted_issuers(&config, vec![(serving(&["partners-key"]), FakeMfa::new())]).await;
     let claims = parts.verifier.verify(&partners_token(json!({})), now()).await.expect("partners token");
     assert!(!parts.verifier.serves(&claims));
+}
+
+/// One pool's Cognito API answered in-process: the admin sign-outs asked of it are recorded.
+#[derive(Default)]
+struct PoolCalls {
+    admin_sign_outs: std::sync::Mutex<Vec<String>>,
+}
+
+impl UserCalls for PoolCalls {
+    fn user_attributes<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<(String, String)>, CognitoError>> {
+        Box::pin(async { Err(CognitoError::Refused) })
+    }
+
+    fn global_sign_out<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), CognitoError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn admin_global_sign_out<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<(), CognitoError>> {
+        self.admin_sign_outs.lock().unwrap().push(username.to_owned());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn revoke_user_signs_out_the_user_of_the_named_pool_only() {
+    const CUSTOMER: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let mut config = config(NO_JWKS);
+    config.issuers = validate(&tables([NO_JWKS; 3])).expect("valid tables");
+    let kids = ["staff-key", "customers-key", "partners-key"];
+    let parts = scripted_issuers(&config, kids.map(|kid| (serving(&[kid]), FakeMfa::new())).into()).await;
+    let (staff_pool, customers_pool) = (Arc::new(PoolCalls::default()), Arc::new(PoolCalls::default()));
+    let calls: [Option<Arc<dyn UserCalls>>; 3] = [Some(staff_pool.clone()), Some(customers_pool.clone()), None];
+    let admin = admin::routes(AdminState {
+        metrics: parts.metrics.clone(),
+        revocations: parts.revocations.clone(),
+        mfa: parts.mfa.clone(),
+        issuers: cognito_authz::server::admin_issuers(&config, &calls),
+        token: Some(Secret::new("admin-token-0123456789".into())),
+        refresh_token_lifetime: config.auth.refresh_token_lifetime,
+    });
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    let ask = |token: String| {
+        let ext = &ext;
+        async move { ext.decide(&request("/api/items", &token, &[("access", "authenticated")]), now()).await }
+    };
+    let mut customer = customers_claims();
+    customer["sub"] = json!(CUSTOMER);
+    let (staff, customer) = (staff_token(), key("customers-key").sign(&customer));
+    let partner = partners_token(json!({}));
+    for token in [&staff, &customer, &partner] {
+        assert_eq!(read(ask(token.clone()).await).code, code::OK, "every session passes before");
+    }
+    let revoke = |body: Value| {
+        let admin = admin.clone();
+        async move {
+            let request = axum::http::Request::post("/admin/revoke-user")
+                .header("authorization", "Bearer admin-token-0123456789")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            let response = admin.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    // With several issuers, a request that names none (or an unknown one) is refused: which
+    // pool's alice would it be?
+    for body in [
+        json!({"sub": CUSTOMER, "username": "alice"}),
+        json!({"sub": CUSTOMER, "username": "alice", "issuer": "nobody"}),
+        json!({"sub": "not-a-uuid", "username": "alice", "issuer": "customers"}),
+    ] {
+        assert_eq!(revoke(body.clone()).await.0, axum::http::StatusCode::BAD_REQUEST, "{body}");
+    }
+    assert!(
+        staff_pool.admin_sign_outs.lock().unwrap().is_empty()
+            && customers_pool.admin_sign_outs.lock().unwrap().is_empty()
+    );
+    // The customers pool's alice: signed out there, and only there.
+    let (status, body) = revoke(json!({"sub": CUSTOMER, "username": "alice", "issuer": "customers"})).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{body}");
+    assert_eq!((body["issuer"].as_str(), body["signed_out_at_cognito"].as_bool()), (Some("customers"), Some(true)));
+    assert_eq!(*customers_pool.admin_sign_outs.lock().unwrap(), ["alice"]);
+    assert!(staff_pool.admin_sign_outs.lock().unwrap().is_empty(), "the staff pool's alice is not signed out");
+    assert_eq!(read(ask(customer.clone()).await).code, code::UNAUTHENTICATED, "her older session is refused");
+    assert_eq!(read(ask(staff.clone()).await).code, code::OK, "the staff pool's alice still passes");
+    // A provider's user: refused here, and the answer says nobody was signed out upstream.
+    let (status, body) = revoke(json!({"sub": "00u1partner", "issuer": "partners"})).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{body}");
+    assert_eq!(body["signed_out_at_cognito"], json!(false));
+    assert_eq!(read(ask(partner).await).code, code::UNAUTHENTICATED);
+    let other_partner = partners_token(json!({"sub": "00u1other", "jti": "p-2"}));
+    assert_eq!(read(ask(other_partner).await).code, code::OK, "another of its users passes");
+    assert_eq!(customers_pool.admin_sign_outs.lock().unwrap().len(), 1, "no Cognito call for a provider's user");
 }

@@ -5,12 +5,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use crate::common::*;
-use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::pb::auth::authorization_server::Authorization;
-use cognito_authz::scripted_keys::ScriptedKeys;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::authorization_server::Authorization;
+use cognito_authz::testkit::scripted_keys::ScriptedKeys;
 use serde_json::json;
 
-async fn service() -> (ExtAuthz, cognito_authz::metrics::Metrics, Arc<ScriptedKeys>) {
+async fn service() -> (ExtAuthz, cognito_authz::telemetry::metrics::Metrics, Arc<ScriptedKeys>) {
     let keys = serving(&["kid-1"]);
     let parts = scripted_parts(&crate::common::config(NO_JWKS), FakeMfa::new(), &keys).await;
     let metrics = parts.metrics.clone();
@@ -113,7 +113,7 @@ async fn a_checked_requests_traceparent_reaches_the_services_log_lines() {
         let request =
             check_request("/api/items", &[("authorization", "Bearer not-a-token"), ("traceparent", traceparent)]);
         let response = ext.check(tonic::Request::new(request)).await.unwrap().into_inner();
-        assert_eq!(response.status.unwrap().code, cognito_authz::error::code::UNAUTHENTICATED);
+        assert_eq!(response.status.unwrap().code, cognito_authz::authz::error::code::UNAUTHENTICATED);
     }
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let denied: Vec<&str> = log.lines().filter(|l| l.contains("request denied")).collect();

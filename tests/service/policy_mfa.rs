@@ -9,20 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
+use cognito_authz::authz::error::code;
+use cognito_authz::authz::policy::Policy;
 use cognito_authz::cognito::{CognitoError, MfaLookup, MfaSource, MfaState, SdkCognito, User};
 use cognito_authz::config::Config;
-use cognito_authz::error::code;
-use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::pb::auth::CheckRequest;
-use cognito_authz::pb::auth::CheckResponse;
-use cognito_authz::pb::auth::check_response::HttpResponse;
-use cognito_authz::policy::Policy;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::CheckRequest;
+use cognito_authz::envoy::pb::auth::CheckResponse;
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
 use serde_json::{Value, json};
 
 struct Gate {
     ext: ExtAuthz,
     mfa: Arc<FakeMfa>,
-    metrics: cognito_authz::metrics::Metrics,
+    metrics: cognito_authz::telemetry::metrics::Metrics,
 }
 
 /// The decision path in-process, keys from a script: the tests may pause the clock.

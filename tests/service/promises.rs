@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use cognito_authz::authz::error::code;
 use cognito_authz::cognito::MfaLookup;
 use cognito_authz::config::ServeArgs;
-use cognito_authz::error::code;
-use cognito_authz::ext_authz::ExtAuthz;
-use cognito_authz::pb::auth::CheckResponse;
-use cognito_authz::pb::auth::check_response::HttpResponse;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::CheckResponse;
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
 use cognito_authz::server;
 use serde_json::{Value, json};
 
@@ -63,7 +63,7 @@ async fn a_token_no_logout_could_revoke_is_refused_unless_unrevocable_tokens_are
 }
 
 /// A self-signed certificate for `key`, base64 DER as `x5c` carries it.
-fn certificate_of(key: &cognito_authz::signing_key::SigningKey) -> String {
+fn certificate_of(key: &cognito_authz::dev::signing_key::SigningKey) -> String {
     let der = key.pkcs8().expect("pkcs8");
     let pair = rcgen::KeyPair::try_from(der.as_slice()).expect("rsa key pair");
     let params = rcgen::CertificateParams::new(vec!["attacker.example".to_owned()]).unwrap();
@@ -73,7 +73,7 @@ fn certificate_of(key: &cognito_authz::signing_key::SigningKey) -> String {
 #[tokio::test]
 async fn an_x5c_header_member_is_ignored_like_jku_x5u_and_jwk() {
     let ext = service(false).await;
-    let attacker = cognito_authz::signing_key::SigningKey::generate("kid-1").unwrap();
+    let attacker = cognito_authz::dev::signing_key::SigningKey::generate("kid-1").unwrap();
     let payload = access_claims().to_string();
     let header = |member: &str, value: &Value| json!({"alg": "RS256", "kid": "kid-1", member: value}).to_string();
     // Positive control: the trusted key's token passes with any of these members in its header
@@ -115,7 +115,7 @@ fn serve_refuses_the_dev_issuers_in_oidc_issuer_tables() {
     assert_eq!(accepted.issuers[0].iss, "https://idp.example.com/realms/acme");
     for dev in [
         cognito_authz::dev::DEV_ISSUER,
-        cognito_authz::dev_oidc::DEV_OIDC_ISSUER,
+        cognito_authz::dev::oidc::DEV_OIDC_ISSUER,
         "https://COGNITO-AUTHZ.invalid/anything",
     ] {
         let line = config_of(dev).expect_err("the dev issuer is refused").to_string();

@@ -4,9 +4,9 @@
 use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cognito_authz::error::{BadRequest, Invalid};
-use cognito_authz::policy::{Access, Policy, RouteContext, checked_path};
-use cognito_authz::token::{Jwt, MAX_HEADER_BYTES, bearer, checked_token, ensure_unique_keys};
+use cognito_authz::authz::error::{BadRequest, Invalid};
+use cognito_authz::authz::policy::{Access, Policy, RouteContext, checked_path};
+use cognito_authz::verify::token::{Jwt, MAX_HEADER_BYTES, bearer, checked_token, ensure_unique_keys};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 

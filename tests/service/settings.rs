@@ -4,9 +4,9 @@
 use std::process::Command;
 
 use clap::Parser;
-use cognito_authz::cli::{Cli, Command as Subcommand};
+use cognito_authz::cmd::cli::{Cli, Command as Subcommand};
+use cognito_authz::config::loopback::https_unless_loopback;
 use cognito_authz::config::*;
-use cognito_authz::loopback::https_unless_loopback;
 
 use crate::common::temp_dir;
 
@@ -206,7 +206,7 @@ fn the_file_fills_what_flags_and_environment_leave_unset() {
         assert!(settings.is_given(given), "{given}: given in the file or by a flag");
     }
     assert!(!settings.is_given("token-cache-size") && !settings.is_given("mfa-source"), "defaults are not given");
-    assert_eq!(settings.log_format, cognito_authz::settings::LogFormat::Json, "every key, log-format too");
+    assert_eq!(settings.log_format, cognito_authz::config::settings::LogFormat::Json, "every key, log-format too");
     let config = settings.into_config().expect("file completes the flags");
     assert_eq!(config.leeway_seconds, 1, "a flag wins over the file");
     assert!(!config.shadow, "a flag wins over the file, also to say false");

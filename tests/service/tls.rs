@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use cognito_authz::config::{Config, TlsFiles};
-use cognito_authz::pb::auth::authorization_client::AuthorizationClient;
+use cognito_authz::envoy::pb::auth::authorization_client::AuthorizationClient;
 use cognito_authz::server;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,

@@ -9,8 +9,14 @@ import Provider, { errors } from 'oidc-provider';
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
 const resources = [process.env.RESOURCE, process.env.OTHER_RESOURCE];
+const usernames = JSON.parse(process.env.USERNAMES || '{}');
+
+// $JWKS (a private JWK Set), when given, is the provider's signing key: the tests can then stamp
+// one of its own ID tokens as other providers issue theirs (`typ: JWT`), signed as it would be.
+const jwks = process.env.JWKS ? JSON.parse(process.env.JWKS) : undefined;
 
 const provider = new Provider(issuer, {
+  ...(jwks ? { jwks } : {}),
   clients: [{
     client_id: process.env.CLIENT_ID,
     client_secret: process.env.CLIENT_SECRET,
@@ -32,9 +38,16 @@ const provider = new Provider(issuer, {
     },
   },
   scopes: ['openid', 'email'],
+  // A login containing `admin` is in the provider's own `admin` group. $USERNAMES (a JSON object)
+  // names some accounts otherwise: a provider may mint any `sub` and `preferred_username`, a staff
+  // user's included, which is what the trust-boundary tests need.
   extraTokenClaims: async (ctx, token) => (
     token.kind === 'AccessToken'
-      ? { amr: token.accountId.endsWith('-otp') ? ['pwd', 'otp'] : ['pwd'], preferred_username: token.accountId }
+      ? {
+        amr: token.accountId.endsWith('-otp') ? ['pwd', 'otp'] : ['pwd'],
+        preferred_username: usernames[token.accountId] ?? token.accountId,
+        groups: token.accountId.includes('admin') ? ['admin'] : [],
+      }
       : undefined
   ),
   findAccount: async (ctx, id) => ({

@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cognito_authz::cognito::{Answer, CognitoError, MfaSource, MfaState, User};
 use cognito_authz::config::{Config, StoreSpec};
-use cognito_authz::key_store::{FetchError, KeyStore};
-use cognito_authz::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
-use cognito_authz::pb::auth::{AttributeContext, CheckRequest};
-use cognito_authz::scripted_keys::{self, ScriptedKeys};
+use cognito_authz::dev::signing_key::SigningKey;
+use cognito_authz::envoy::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
+use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::keys::key_store::{FetchError, KeyStore};
 use cognito_authz::server;
-use cognito_authz::signing_key::SigningKey;
+use cognito_authz::testkit::scripted_keys::{self, ScriptedKeys};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 

@@ -10,11 +10,11 @@ use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cognito_authz::cognito::MfaState;
-use cognito_authz::ext_authz::ExtAuthz;
+use cognito_authz::config::secret::Secret;
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
 use cognito_authz::http::admin::{self, AdminState};
-use cognito_authz::pb::auth::check_response::HttpResponse;
 use cognito_authz::revocation::{Entry, RevocationStore, Revocations, StoreFuture};
-use cognito_authz::secret::Secret;
 use cognito_authz::server;
 use serde_json::json;
 use tower::ServiceExt;
@@ -69,7 +69,7 @@ async fn replica(store: Arc<SharedStore>) -> Replica {
         metrics: parts.metrics.clone(),
         revocations: revocations.clone(),
         mfa: parts.mfa.clone(),
-        cognito: None,
+        issuers: server::admin_issuers(&config, &[]),
         token: Some(Secret::new(ADMIN_TOKEN.into())),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     });

@@ -1,0 +1,6 @@
+//! What the service tells operators: the metrics registry and process metrics, the decision log's
+//! hygiene and rate limit, and the W3C trace context carried into log lines.
+
+pub mod audit;
+pub mod metrics;
+pub mod trace_context;
