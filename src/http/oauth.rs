@@ -147,6 +147,7 @@ impl OAuthClient {
         let form = [("token", refresh_token), ("token_type_hint", "refresh_token")];
         let response = self.authed(self.http.post(url)).form(&self.with_client(&form)).send().await;
         let response = response.map_err(|_| OAuthError::Unreachable)?;
+        tracing::debug!(status = response.status().as_u16(), "revocation endpoint answered");
         if response.status().is_success() { Ok(()) } else { Err(OAuthError::Upstream) }
     }
 
@@ -155,6 +156,9 @@ impl OAuthClient {
         let response = self.authed(self.http.post(url)).form(&self.with_client(form)).send().await;
         let response = response.map_err(|_| OAuthError::Unreachable)?;
         let status = response.status().as_u16();
+        // The grant type only (a fixed value): never the code, the refresh token or the secret.
+        let grant = form.iter().find(|(k, _)| *k == "grant_type").map_or("none", |(_, v)| *v);
+        tracing::debug!(grant, status, "token endpoint answered");
         if status == 200 {
             return response.json().await.map_err(|_| OAuthError::Upstream);
         }

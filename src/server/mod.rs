@@ -23,6 +23,7 @@ use crate::aws::SdkCognito;
 use crate::clock::unix_now;
 use crate::cognito::{MfaSource, UserCalls};
 use crate::config::issuer::{IssuerConfig, KeysAt, Kind};
+use crate::config::secret::without_userinfo;
 use crate::config::{Config, StoreSpec};
 use crate::envoy::ext_authz::ExtAuthz;
 use crate::envoy::grpc::AuthorizationService;
@@ -441,8 +442,10 @@ pub async fn serve(
     });
 
     let Listeners { grpc, http, admin } = listeners;
+    // Credentials in a URL's userinfo stay out of the log; where it points is what an operator needs.
+    let (issuer, jwks) = (without_userinfo(&config.pool.issuer), without_userinfo(config.pool.jwks_url.as_str()));
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, admin = %admin.local_addr()?,
-        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuers = parts.issuer_keys.len(), issuer = %config.pool.issuer, jwks = %config.pool.jwks_url, clients = config.pool.client_ids.len(), "listening");
+        tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), issuers = parts.issuer_keys.len(), %issuer, %jwks, clients = config.pool.client_ids.len(), "listening");
     let auth_state = AuthState {
         authorizer: parts.authorizer.clone(),
         verifier: parts.verifier.clone(),

@@ -28,7 +28,13 @@ def code_flow(logdir, pool):
     yield provider, authz
     authz.stop()
     provider.stop()
-    assert CLIENT_SECRET not in authz.output(), "the client secret never reaches a log"
+    log = authz.output()
+    # Positive control: the calls that carried the secret (as HTTP basic auth) are in the log.
+    exchanged = [line for line in log.splitlines() if "token endpoint answered" in line
+                 and 'grant="authorization_code"' in line and "status=200" in line]
+    assert exchanged, log
+    assert "revocation endpoint answered" in log
+    assert CLIENT_SECRET not in log, "the client secret never reaches a log"
 
 
 def cookie_value(set_cookie):

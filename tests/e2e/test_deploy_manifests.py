@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import kubernetes_validate
 import pytest
+import requests
 import yaml
 
 import harness
@@ -343,7 +344,7 @@ def test_readiness_is_the_grpc_health_check_and_liveness_is_livez_on_the_admin_p
     """Readiness asks the ext_authz service's gRPC health (NOT_SERVING until Cognito's keys load).
     Liveness asks GET /livez on the admin listener, which depends on nothing external, so a Cognito or
     JWKS outage restarts no pod. No startup probe: one on key readiness kills pods that wait for Cognito."""
-    server = (ROOT / "src" / "server.rs").read_text()
+    server = (ROOT / "src" / "server" / "mod.rs").read_text()
     [health_service] = re.findall(r'pub const AUTHZ_SERVICE: &str = "([^"]+)";', server)
     objects = k8s_objects()
     c = container(the(objects, "Deployment", APP))
@@ -495,6 +496,21 @@ def test_redis_requires_the_password_cognito_authz_puts_in_its_store_url_from_on
     assert "change-me" in password.lower()
 
 
+def test_serve_help_in_the_deployments_environment_shows_no_secret():
+    """`serve --help` run with the Deployment's own environment (as `kubectl exec … -- cognito-authz
+    serve --help` would be): the Redis password in the store URL, from the Secret, is not printed."""
+    objects = k8s_objects()
+    env = service_env(objects)
+    password = urlsplit(env["COGNITO_AUTHZ_REVOCATION_STORE"]).password
+    assert password, "the shipped store URL carries a password"
+    help_text = subprocess.run([str(harness.BINARY), "serve", "--help"], capture_output=True, text=True, check=True,
+                               env={"PATH": os.environ.get("PATH", ""), **env}).stdout
+    # Positive control: a non-secret setting of the same environment is shown with its value.
+    assert f"[env: COGNITO_AUTHZ_REGION={env['COGNITO_AUTHZ_REGION']}]" in help_text
+    assert "[env: COGNITO_AUTHZ_REVOCATION_STORE]" in help_text, "named, without its value"
+    assert password not in help_text
+
+
 # Who may reach cognito-authz (networkpolicy.yaml): the proxies' pods, and Prometheus in `monitoring`.
 PROXY_PEERS = [
     {"namespaceSelector": {}, "podSelector": {"matchLabels": {"istio": "ingressgateway"}}},
@@ -576,33 +592,6 @@ def test_cognito_authz_reaches_out_only_to_dns_redis_https_istiod_and_the_pod_id
 
 # --- Prometheus (deploy/kubernetes/monitoring) ------------------------------------------------------------
 
-# The metrics cognito-authz exports on the admin listener's /metrics: the names the service promises
-# (README, "Metrics"), with their labels. An alert on any other name would never fire.
-EXPORTED_METRICS = {
-    "cognito_authz_decisions_total": {"outcome", "reason", "mode"},
-    "cognito_authz_decision_duration_seconds": {"outcome"},
-    "cognito_authz_jwks_fetches_total": set(),
-    "cognito_authz_jwks_fetch_failures_total": set(),
-    "cognito_authz_jwks_keys": set(),
-    "cognito_authz_jwks_last_refresh_timestamp_seconds": set(),
-    "cognito_authz_token_cache_hits_total": set(),
-    "cognito_authz_token_cache_misses_total": set(),
-    "cognito_authz_token_cache_entries": set(),
-    "cognito_authz_mfa_lookups_total": {"result"},
-    "cognito_authz_mfa_lookup_duration_seconds": {"outcome"},
-    "cognito_authz_mfa_lookups_refused_total": set(),
-    "cognito_authz_mfa_enforced": set(),
-    "cognito_authz_revocation_entries": set(),
-    "cognito_authz_revocation_sync_age_seconds": set(),
-    "cognito_authz_http_requests_total": {"route", "status"},
-    "cognito_authz_build_info": {"version"},
-    "process_cpu_seconds_total": set(),
-    "process_resident_memory_bytes": set(),
-    "process_open_fds": set(),
-    "process_max_fds": set(),
-    "process_start_time_seconds": set(),
-}
-HISTOGRAMS = {"cognito_authz_decision_duration_seconds", "cognito_authz_mfa_lookup_duration_seconds"}
 # Prometheus's own series of every scrape target.
 SCRAPE_METRICS = {"up": set()}
 # Labels Prometheus (through the operator's ServiceMonitor) puts on every series of a target.
@@ -615,13 +604,42 @@ PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "gr
                    "bool", "offset", "inf", "nan"}
 
 
-def selectable_metrics():
-    """Every series name an expression may select: the exported metrics, a histogram's series, `up`."""
-    names = {name: labels for name, labels in EXPORTED_METRICS.items() if name not in HISTOGRAMS}
-    for name in HISTOGRAMS:
-        names[f"{name}_bucket"] = EXPORTED_METRICS[name] | {"le"}
-        names[f"{name}_sum"] = names[f"{name}_count"] = EXPORTED_METRICS[name]
-    return names | SCRAPE_METRICS
+@pytest.fixture(scope="module")
+def exported_metrics(logdir, tmp_path_factory):
+    """Every series the binary exports on its admin listener's `/metrics`, with its label names: read
+    from a running `cognito-authz dev` (no cloud needed) after an allow, a denial, an MFA lookup and an
+    HTTP module request, so the labelled families have series. Not a list kept beside the alerts."""
+    data = tmp_path_factory.mktemp("metrics-dev-data")
+    grpc, http, admin = harness.free_port(), harness.free_port(), harness.free_port()
+    argv = [str(harness.BINARY), "dev", "--data-dir", str(data), "--grpc-listen", f"127.0.0.1:{grpc}",
+            "--http-listen", f"127.0.0.1:{http}", "--admin-listen", f"127.0.0.1:{admin}"]
+    proc = harness.Process("dev-metrics", argv, logdir, dict(os.environ, RUST_LOG="warn"))
+    try:
+        harness.wait_until(lambda: harness.grpc_health(grpc, "") == "SERVING", what="dev server serving")
+        token = subprocess.run([str(harness.BINARY), "dev", "--data-dir", str(data), "token", "alice"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        assert harness.check_cli(grpc, token, "mfa") == "allow"
+        assert harness.check_cli(grpc, "", "mfa") == "deny 401"
+        assert requests.get(f"http://127.0.0.1:{http}/auth/me", timeout=5).status_code == 403
+        text = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=5).text
+    finally:
+        proc.stop()
+    series = {}
+    for line in text.splitlines():
+        sample = re.match(r"([A-Za-z_:][A-Za-z0-9_:]*)(?:\{([^}]*)\})? ", line)
+        if sample and not line.startswith("#"):
+            labels = set(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="', sample.group(2) or ""))
+            series.setdefault(sample.group(1), set()).update(labels)
+    # Guards the parsing itself: a regex that silently read nothing would let no alert pass, and
+    # one that read no labels would let none name one.
+    assert series["cognito_authz_decisions_total"] == {"outcome", "reason", "mode"}, series
+    assert series["cognito_authz_decision_duration_seconds_bucket"] == {"outcome", "le"}, series
+    return series
+
+
+def selectable_metrics(exported):
+    """Every series name an expression may select: what the binary exports, and `up`."""
+    return exported | SCRAPE_METRICS
 
 
 def metric_names(expr):
@@ -744,10 +762,11 @@ def test_the_service_monitor_scrapes_the_admin_service_metrics_port():
     assert endpoint.get("scheme", "http") == "http", "the admin listener is plaintext"
 
 
-def test_every_alert_names_only_metrics_the_service_exports():
-    """A renamed or misspelt metric makes an alert that can never fire: every name, label and label
-    value an expression uses is one the service (or Prometheus, for `up`) produces."""
-    known = selectable_metrics()
+def test_every_alert_names_only_metrics_the_service_exports(exported_metrics):
+    """A renamed or misspelt metric makes an alert that can never fire: every name and label an
+    expression uses is one the running service (or Prometheus, for `up`) produces, and every label
+    value one of the fixed sets the code draws them from."""
+    known = selectable_metrics(exported_metrics)
     all_labels = set().union(*known.values()) | TARGET_LABELS
     rules = alerts()
     assert len(rules) >= 8

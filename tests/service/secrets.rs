@@ -122,3 +122,40 @@ fn a_refused_setting_prints_no_secret_setting_value() {
     assert!(output.contains("--revocation-store (COGNITO_AUTHZ_REVOCATION_STORE)"), "{output}");
     assert_no_marker(&output);
 }
+
+#[test]
+fn a_start_up_that_fails_after_listening_prints_no_secret_setting_value() {
+    // A good certificate and a key file that is not one: start-up logs where it listens and what it
+    // trusts, then stops on the key, naming the file but never printing what is in it.
+    let dir = crate::common::temp_dir("secrets-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, "-----BEGIN PRIVATE KEY-----\nmarker-tls-key-content\n-----END PRIVATE KEY-----\n")
+        .unwrap();
+    let mut env = SECRETS.to_vec();
+    env.extend([
+        ("COGNITO_AUTHZ_REGION", "eu-west-1"),
+        ("COGNITO_AUTHZ_USER_POOL_ID", "eu-west-1_AbC123"),
+        ("COGNITO_AUTHZ_CLIENT_IDS", "app"),
+        ("COGNITO_AUTHZ_GRPC_LISTEN", "127.0.0.1:0"),
+        ("COGNITO_AUTHZ_HTTP_LISTEN", "127.0.0.1:0"),
+        ("COGNITO_AUTHZ_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("COGNITO_AUTHZ_DATA_DIR", dir.to_str().unwrap()),
+        ("COGNITO_AUTHZ_TLS_CERT", cert_path.to_str().unwrap()),
+        ("COGNITO_AUTHZ_TLS_KEY", key_path.to_str().unwrap()),
+        ("COGNITO_AUTHZ_LOG_LEVEL", "debug"),
+    ]);
+    let out = run(&["serve"], &env);
+    let output = printed(&out);
+    assert_eq!(out.status.code(), Some(78), "a bad key file: {output}");
+    // Positive controls: the listening line names where the keys are fetched (without its
+    // credentials), and the refusal names the key file.
+    let listening = output.lines().find(|l| l.contains("listening")).expect("start-up got as far as listening");
+    assert!(listening.contains("127.0.0.1:1/jwks.json"), "{listening}");
+    assert!(output.contains(key_path.to_str().unwrap()), "{output}");
+    assert!(!output.contains("marker-tls-key-content"), "the key file's contents were printed:\n{output}");
+    assert_no_marker(&output);
+}
