@@ -378,7 +378,7 @@ def test_env_names_are_ones_the_binary_reads():
     assert not unknown, f"cognito-authz reads no such variable (renamed flag?): {sorted(unknown)}"
     for required in ("COGNITO_AUTHZ_REGION", "COGNITO_AUTHZ_USER_POOL_ID", "COGNITO_AUTHZ_CLIENT_IDS"):
         assert env.get(required), required
-    # The same rule as src/pool.rs, so the example values start.
+    # The same rule as src/config/pool.rs, so the example values start.
     region = env["COGNITO_AUTHZ_REGION"]
     assert re.fullmatch(r"[a-z]+(-[a-z0-9]+)+-[0-9]+", region)
     assert re.fullmatch(re.escape(region) + r"_[A-Za-z0-9]+", env["COGNITO_AUTHZ_USER_POOL_ID"])
