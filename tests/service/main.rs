@@ -7,6 +7,7 @@ mod decisions;
 mod hostile;
 mod http_module;
 mod issuers;
+mod layout;
 mod observability;
 mod policy_mfa;
 mod promises;
