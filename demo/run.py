@@ -28,7 +28,7 @@ DEMO_DIR = ROOT / "demo"
 BINARY = pathlib.Path(os.environ.get("COGNITO_AUTHZ_BIN", ROOT / "target" / "debug" / "cognito-authz"))
 SHIPPED_CONFIG = ROOT / "envoy" / "envoy.yaml"
 DEV_CLIENT_ID = "cognito-authz-dev-client"
-# The headers cognito-authz sets on an allow (src/headers.rs), which the application echoes.
+# The headers cognito-authz sets on an allow (src/authz/headers.rs), which the application echoes.
 IDENTITY_PREFIXES = ("x-user-", "x-username", "x-client-id")
 
 
