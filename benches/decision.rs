@@ -88,7 +88,7 @@ fn service_with_cache(rt: &tokio::runtime::Runtime, key: &SigningKey, mfa: Arc<d
     let dir = std::env::temp_dir().join(format!("cognito-authz-bench-{}", std::process::id()));
     let store = cognito_authz::revocation::file::FileStore::open(&dir.join("revocations.jsonl")).unwrap();
     let revocations = cognito_authz::revocation::Revocations::new(Arc::new(store), false, None);
-    let parts = server::assemble(&config, keys, mfa, revocations);
+    let parts = server::assemble(&config, vec![keys], vec![mfa], revocations);
     ExtAuthz::new(parts.authorizer, false, parts.metrics)
 }
 
@@ -123,7 +123,7 @@ fn five_issuers(rt: &tokio::runtime::Runtime, key: &SigningKey, cache: u64) -> E
     let store = cognito_authz::revocation::file::FileStore::open(&dir.join("revocations.jsonl")).unwrap();
     let revocations = cognito_authz::revocation::Revocations::new(Arc::new(store), false, None);
     let sources: Vec<Arc<dyn MfaSource>> = pools.iter().map(|_| Arc::new(Enrolled) as Arc<dyn MfaSource>).collect();
-    let parts = server::assemble_issuers(&config, stores, sources, revocations);
+    let parts = server::assemble(&config, stores, sources, revocations);
     ExtAuthz::new(parts.authorizer, false, parts.metrics)
 }
 

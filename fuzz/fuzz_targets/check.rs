@@ -46,7 +46,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let dir = std::env::temp_dir().join(format!("cognito-authz-fuzz-{}", std::process::id()));
     config.revocation_store = StoreSpec::File(dir.join("revocations.jsonl"));
     let (revocations, _) = rt.block_on(server::open_revocations(&config)).expect("revocations");
-    let parts = server::assemble(&config, common::keys(&rt, &key), Arc::new(Enrolled), revocations);
+    let parts = server::assemble(&config, vec![common::keys(&rt, &key)], vec![Arc::new(Enrolled)], revocations);
     Fixture { ext: ExtAuthz::new(parts.authorizer, false, parts.metrics), rt }
 });
 

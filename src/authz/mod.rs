@@ -80,10 +80,9 @@ pub struct Authorizer {
     verifier: Verifier,
     revocations: Revocations,
     policy: SharedPolicy,
-    mfa: MfaGate,
-    /// Each Cognito issuer's own gate (its pool, its endpoint), by issuer position; empty with
-    /// one issuer, whose gate is `mfa`.
-    issuer_gates: Arc<[MfaGate]>,
+    /// Each issuer's MFA gate (a Cognito issuer's asks its own pool at its own endpoint), by
+    /// issuer position; never empty.
+    gates: Arc<[MfaGate]>,
     token_cookie: Option<String>,
     /// Origins from which a cookie credential may come on a request that is not a plain GET/HEAD.
     allowed_origins: Arc<[String]>,
@@ -98,12 +97,13 @@ crate::opaque_debug!(Authorizer);
 impl Authorizer {
     /// `token_cookie` names a cookie that may carry the token when no `authorization` header is
     /// sent (browsers cannot set headers on WebSocket or EventSource requests); `allowed_origins`
-    /// are the sites that may use it beyond a plain GET or HEAD.
+    /// are the sites that may use it beyond a plain GET or HEAD. `gates`: one MFA gate per issuer,
+    /// in the verifier's issuer order (an OIDC issuer's is never asked).
     pub fn new(
         verifier: Verifier,
         revocations: Revocations,
         policy: SharedPolicy,
-        mfa: MfaGate,
+        gates: Vec<MfaGate>,
         token_cookie: Option<String>,
         allowed_origins: Vec<String>,
     ) -> Authorizer {
@@ -111,8 +111,10 @@ impl Authorizer {
             verifier,
             revocations,
             policy,
-            mfa,
-            issuer_gates: Arc::from([]),
+            gates: {
+                assert!(!gates.is_empty(), "one MFA gate per issuer");
+                gates.into()
+            },
             token_cookie,
             allowed_origins: allowed_origins.into(),
             shadow: false,
@@ -137,12 +139,6 @@ impl Authorizer {
     /// How each issuer's identity values are written.
     pub fn qualifiers(&self) -> &Qualifiers {
         &self.qualifiers
-    }
-
-    /// One MFA gate per issuer, in the verifier's issuer order (an OIDC issuer's is never asked).
-    pub fn with_issuer_gates(mut self, gates: Vec<MfaGate>) -> Authorizer {
-        self.issuer_gates = gates.into();
-        self
     }
 
     /// The whole decision, at Unix time `now`.
@@ -190,8 +186,8 @@ impl Authorizer {
     /// the RFC 9470 challenge: sign in again with a second factor). No Cognito call for OIDC.
     async fn require_mfa(&self, claims: &Arc<Claims>, token: &str) -> Result<(), Denied> {
         match claims.second_factor {
-            None => self.issuer_gates.get(claims.issuer).unwrap_or(&self.mfa).require(claims, token).await,
-            Some(_) if !self.mfa.enforced() => Ok(()),
+            None => self.gates.get(claims.issuer).unwrap_or(&self.gates[0]).require(claims, token).await,
+            Some(_) if !self.gates[0].enforced() => Ok(()),
             Some(true) => Ok(()),
             Some(false) => {
                 let step_up = match self.verifier.issuers().get(claims.issuer).map(|i| &i.rules) {

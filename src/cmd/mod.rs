@@ -144,7 +144,10 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         grpc = config.grpc_listen
     );
     config.revocation_store = crate::config::StoreSpec::File(args.data_dir.join("revocations.jsonl"));
-    let parts = server::build_with(&config, pool, None).await?;
+    // The dev pool answers for both issuers (dev-oidc's tokens show their factors: never asked).
+    let sources: Vec<Arc<dyn crate::cognito::MfaSource>> =
+        config.all_issuers().iter().map(|_| pool.clone() as _).collect();
+    let parts = server::build_with(&config, sources, None).await?;
     server::serve(&config, parts, listeners, routes, server::termination()).await
 }
 

@@ -23,14 +23,10 @@ use crate::revocation::Revocations;
 
 pub use auth::AuthState;
 
-/// The HTTP listener's routes: the companion module and `GET /healthz`. Every response carries
-/// `Cache-Control: no-store`; CORS is off unless origins are configured.
-pub fn routes(state: AuthState, keys: KeyStore) -> Router {
-    routes_for_issuers(state, vec![keys])
-}
-
-/// As [`routes`], `/healthz` waiting for every issuer's keys.
-pub fn routes_for_issuers(state: AuthState, keys: Vec<KeyStore>) -> Router {
+/// The HTTP listener's routes: the companion module and `GET /healthz` (waiting for every issuer's
+/// keys). Every response carries `Cache-Control: no-store`; CORS is off unless origins are
+/// configured.
+pub fn routes(state: AuthState, keys: Vec<KeyStore>) -> Router {
     let revocations = state.revocations.clone();
     let metrics = state.metrics.clone();
     let origins: Vec<HeaderValue> =
@@ -42,7 +38,7 @@ pub fn routes_for_issuers(state: AuthState, keys: Vec<KeyStore>) -> Router {
         .route("/auth/logout", get(auth::logout).post(auth::logout))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(metrics, count_request))
-        .merge(issuers_health_routes(keys, revocations));
+        .merge(health_routes(keys, revocations));
     if !origins.is_empty() {
         router = router.layer(
             CorsLayer::new()
@@ -76,12 +72,7 @@ async fn count_request(
 
 /// `GET /healthz`: 200 once every issuer's signing keys and the revocation list are loaded (as gRPC
 /// health says SERVING), 503 before (for HTTP-only probes).
-pub fn health_routes(keys: KeyStore, revocations: Revocations) -> Router {
-    issuers_health_routes(vec![keys], revocations)
-}
-
-/// As [`health_routes`], for every issuer's keys.
-pub fn issuers_health_routes(keys: Vec<KeyStore>, revocations: Revocations) -> Router {
+pub fn health_routes(keys: Vec<KeyStore>, revocations: Revocations) -> Router {
     Router::new().route("/healthz", get(healthz)).with_state((keys, revocations))
 }
 

@@ -135,24 +135,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
             }
         }
     }
-    let mut parts = build_for_issuers(config, sources, Some(cognito)).await?;
+    let mut parts = build_with(config, sources, Some(cognito)).await?;
     parts.user_calls = calls;
     Ok(parts)
 }
 
-/// Builds the parts around a given MFA source, fetching keys over HTTP(S).
+/// Builds the parts with one MFA source per issuer (in configuration order; a single pool is the
+/// one-issuer case), fetching keys over HTTP(S).
 pub async fn build_with(
-    config: &Config,
-    mfa_source: Arc<dyn MfaSource>,
-    cognito: Option<Arc<dyn UserCalls>>,
-) -> anyhow::Result<Parts> {
-    let sources = config.all_issuers().iter().map(|_| mfa_source.clone()).collect();
-    build_for_issuers(config, sources, cognito).await
-}
-
-/// Builds the parts with one MFA source per issuer (in configuration order), fetching keys over
-/// HTTP(S).
-pub async fn build_for_issuers(
     config: &Config,
     mfa_sources: Vec<Arc<dyn MfaSource>>,
     cognito: Option<Arc<dyn UserCalls>>,
@@ -168,7 +158,7 @@ pub async fn build_for_issuers(
     config.policy.check_issuers(&names).context("--policy")?;
     let stores = config.all_issuers().iter().map(|i| key_store(i, &client, &config.keys)).collect();
     let (revocations, redis) = open_revocations(config).await?;
-    let mut parts = assemble_issuers(config, stores, mfa_sources, revocations);
+    let mut parts = assemble(config, stores, mfa_sources, revocations);
     if let Some(served) = parts.verifier.served() {
         parts.user_calls[served] = cognito.clone();
     }
@@ -267,14 +257,9 @@ fn rules(issuer: &IssuerConfig, leeway: u64) -> IssuerRules {
     }
 }
 
-/// Builds the MFA gate and the authorizer around a key store, an MFA source and revocations.
-pub fn assemble(config: &Config, keys: KeyStore, mfa_source: Arc<dyn MfaSource>, revocations: Revocations) -> Parts {
-    assemble_issuers(config, vec![keys], vec![mfa_source], revocations)
-}
-
 /// Builds the MFA gates and the authorizer around each issuer's key store and MFA source (in
-/// configuration order) and revocations.
-pub fn assemble_issuers(
+/// configuration order; a single pool is the one-issuer case) and revocations.
+pub fn assemble(
     config: &Config,
     stores: Vec<KeyStore>,
     mfa_sources: Vec<Arc<dyn MfaSource>>,
@@ -329,11 +314,11 @@ pub fn assemble_issuers(
         .mapping_claims(config.header_claims.iter().map(|h| h.claim.clone()).collect())
         .serving(served);
     let mfa = gates[0].clone();
-    let mut authorizer = Authorizer::new(
+    let authorizer = Authorizer::new(
         verifier.clone(),
         revocations.clone(),
         policy.clone(),
-        gates[0].clone(),
+        gates.clone(),
         config.token_cookie.clone(),
         config.auth.allowed_origins.clone(),
     )
@@ -342,9 +327,6 @@ pub fn assemble_issuers(
         &issuers.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
         config.unqualified_issuer.as_deref(),
     ));
-    if gates.len() > 1 {
-        authorizer = authorizer.with_issuer_gates(gates);
-    }
     let parts_of = (verifier.clone(), revocations.clone());
     // The closure holds the verifier and revocations, not the authorizer (which holds the metrics).
     metrics.read_parts(move || {
@@ -485,7 +467,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(AuthorizationService::new(ext_authz))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone()));
-    let http_app = http_routes.merge(crate::http::routes_for_issuers(auth_state, parts.issuer_keys));
+    let http_app = http_routes.merge(crate::http::routes(auth_state, parts.issuer_keys));
     let http_stopped = stopped(stop_rx.clone());
     let http_server = async move {
         match tls.map(|tls| tls.http()) {

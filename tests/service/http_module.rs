@@ -186,7 +186,7 @@ async fn module_with(
     let mut parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
     if let Some(store) = store {
         let revocations = Revocations::new(store, false, None);
-        parts = server::assemble(&config, parts.keys.clone(), FakeMfa::new(), revocations);
+        parts = server::assemble(&config, vec![parts.keys.clone()], vec![FakeMfa::new()], revocations);
     }
     let sdk: Arc<dyn UserCalls> = Arc::new(
         SdkCognito::new(
@@ -225,7 +225,12 @@ async fn module_with(
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };
     let admin_without_token = admin::routes(AdminState { token: None, ..admin_state.clone() });
-    Module { app: module::routes(state, parts.keys), admin: admin::routes(admin_state), admin_without_token, fake }
+    Module {
+        app: module::routes(state, vec![parts.keys]),
+        admin: admin::routes(admin_state),
+        admin_without_token,
+        fake,
+    }
 }
 
 async fn module() -> Module {

@@ -520,7 +520,7 @@ async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
         async move { reqwest::get(healthz).await.expect("healthz answers").status().as_u16() }
     };
     let sources: Vec<Arc<dyn cognito_authz::cognito::MfaSource>> = vec![FakeMfa::new(), FakeMfa::new(), FakeMfa::new()];
-    let parts = server::build_for_issuers(&config, sources, None).await.expect("parts");
+    let parts = server::build_with(&config, sources, None).await.expect("parts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         server::serve(&config, parts, listeners, axum::Router::new(), async {

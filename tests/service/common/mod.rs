@@ -230,7 +230,8 @@ pub(crate) fn test_credentials() -> cognito_authz::aws::Credentials {
 /// Builds the service parts for `config` with a fake MFA source, fetching keys over HTTP from its
 /// JWKS URL (nothing is fetched until asked).
 pub(crate) async fn parts(config: &Config, mfa: Arc<FakeMfa>) -> server::Parts {
-    server::build_with(config, mfa, None).await.expect("parts build")
+    let sources = config.all_issuers().iter().map(|_| mfa.clone() as Arc<dyn MfaSource>).collect();
+    server::build_with(config, sources, None).await.expect("parts build")
 }
 
 /// The JWKS URL of a configuration whose keys come from a script: never fetched (`.invalid` names
@@ -262,7 +263,7 @@ pub(crate) async fn scripted_issuers(
         .map(|(issuer, (keys, mfa))| (server::key_store_over(issuer, keys, &config.keys), mfa as Arc<dyn MfaSource>))
         .unzip();
     let (revocations, _) = server::open_revocations(config).await.expect("revocations open");
-    server::assemble_issuers(config, stores, mfa_sources, revocations)
+    server::assemble(config, stores, mfa_sources, revocations)
 }
 
 /// The service parts for `config`'s one issuer with keys from `keys`, loaded.

@@ -64,7 +64,7 @@ async fn replica(store: Arc<SharedStore>) -> Replica {
     let mfa = FakeMfa::new();
     let built = scripted_parts(&config, mfa.clone(), &serving(&["kid-1"])).await;
     let revocations = Revocations::new(store, false, None);
-    let parts = server::assemble(&config, built.keys.clone(), mfa.clone(), revocations.clone());
+    let parts = server::assemble(&config, vec![built.keys.clone()], vec![mfa.clone()], revocations.clone());
     let admin = admin::routes(AdminState {
         metrics: parts.metrics.clone(),
         revocations: revocations.clone(),
