@@ -4,6 +4,7 @@
 pub mod credential;
 pub mod error;
 pub mod headers;
+pub mod observed;
 pub mod policy;
 
 use std::sync::Arc;

@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prost::Message;
 use prost_types::value::Kind;
@@ -16,8 +15,9 @@ use tracing::Instrument;
 
 use crate::authz::error::{BadRequest, Denied, code};
 use crate::authz::headers::IdentityHeaders;
+use crate::authz::observed::Decider;
 use crate::authz::policy::RouteContext;
-use crate::authz::{Allowed, Authorizer, Decision, Request};
+use crate::authz::{Allowed, Authorizer, Request};
 use crate::clock::unix_now;
 use crate::envoy::answer::{Allow, AllowWriter, Carried};
 use crate::envoy::pb::auth::attribute_context::HttpRequest;
@@ -28,25 +28,20 @@ use crate::envoy::pb::core::header_value_option::HeaderAppendAction;
 use crate::envoy::pb::core::{HeaderValue, HeaderValueOption};
 use crate::envoy::pb::rpc;
 use crate::envoy::pb::types::HttpStatus;
-use crate::telemetry::audit::{AuditLimiter, loggable, loggable_path};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace_context::{TraceContext, parse_traceparent};
 use crate::verify::claims::{Claims, Identity};
 
 /// The Envoy `Authorization` service.
 pub struct ExtAuthz {
-    authorizer: Authorizer,
+    /// The decision with its metrics, log and shadow mode: this file only converts.
+    decider: Decider,
     strip_authorization: bool,
-    audit: AuditLimiter,
-    metrics: Metrics,
     identity: IdentityHeaders,
     claims_metadata: bool,
     only_carried: bool,
     /// How allows are written, from the settings above.
     writer: Arc<AllowWriter>,
-    /// The share of allows written to the decision log (0 to 1).
-    allow_sample_rate: f64,
-    sampler: AtomicU64,
 }
 
 crate::opaque_debug!(ExtAuthz);
@@ -56,23 +51,19 @@ impl ExtAuthz {
     pub fn new(authorizer: Authorizer, strip_authorization: bool, metrics: Metrics) -> ExtAuthz {
         let identity = IdentityHeaders::default().qualified(authorizer.qualifiers().clone());
         ExtAuthz {
-            authorizer,
+            decider: Decider::new(authorizer, metrics),
             strip_authorization,
-            audit: AuditLimiter::per_second(20),
-            metrics,
             writer: Arc::new(AllowWriter::new(&identity, strip_authorization, false, false)),
             identity,
             claims_metadata: false,
             only_carried: false,
-            allow_sample_rate: 0.0,
-            sampler: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
     }
 
     /// The identity headers, mapped ones included (the fixed five by default); their values are
     /// qualified by issuer as the authorizer says.
     pub fn identity_headers(mut self, identity: IdentityHeaders) -> ExtAuthz {
-        self.identity = identity.qualified(self.authorizer.qualifiers().clone());
+        self.identity = identity.qualified(self.decider.authorizer().qualifiers().clone());
         self.rewrite()
     }
 
@@ -105,7 +96,7 @@ impl ExtAuthz {
     /// Writes this share of allows (0 to 1) to the decision log; every denial is written (within
     /// the per-second limit). Defaults to 0.
     pub fn sampling_allows(mut self, rate: f64) -> ExtAuthz {
-        self.allow_sample_rate = rate.clamp(0.0, 1.0);
+        self.decider = self.decider.sampling_allows(rate);
         self
     }
 
@@ -120,46 +111,15 @@ impl ExtAuthz {
         let started = Instant::now();
         let attributes = check.attributes.as_ref();
         let Some(http) = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref()) else {
-            let denied = Denied::BadRequest(BadRequest::NoHttpAttributes);
-            self.metrics.decision(denied.outcome(), denied.reason(), false, started.elapsed());
+            let denied = self.decider.unreadable(BadRequest::NoHttpAttributes.into(), started);
             return Answer::Other(Box::new(denied_response(&denied)));
         };
         let no_context = HashMap::new();
         let context = attributes.map_or(&no_context, |a| &a.context_extensions);
         let request = request_from(http, context, &self.identity);
-        let decision = self.authorizer.decide(&request, now).await;
-        let shadow = decision.route.is_some_and(|r| r.shadow);
-        let took = started.elapsed();
-        if let Some(caller) = &decision.caller {
-            let outcome = decision.outcome.as_ref().map_or_else(Denied::outcome, |_| "allow");
-            self.metrics.issuer_decision(caller.issuer, outcome);
-        }
-        match &decision.outcome {
-            Ok(allowed) => {
-                self.metrics.decision("allow", "none", shadow, took);
-                // Field expressions run only when the line is enabled: nothing here costs an
-                // undebugged Check.
-                tracing::debug!(outcome = "allow", who = %who(allowed), path = loggable_path(request.path).0,
-                    query = loggable_path(request.path).1, "decision");
-                if self.sampled() {
-                    log_decision(&request, &decision, took, None, "request allowed");
-                }
-                self.allow(allowed, http)
-            }
-            Err(denied) => {
-                self.metrics.decision(denied.outcome(), denied.reason(), shadow, took);
-                tracing::debug!(outcome = denied.outcome(), reason = %denied, path = loggable_path(request.path).0,
-                    query = loggable_path(request.path).1, "decision");
-                if let Some(suppressed) = self.audit.admit(now) {
-                    log_decision(&request, &decision, took, Some(suppressed), "request denied");
-                }
-                if shadow {
-                    // Observed, not enforced: the request goes on with what a valid token gives.
-                    let allowed = decision.caller.clone().map_or(Allowed::Anonymous, Allowed::Verified);
-                    return self.allow(&allowed, http);
-                }
-                Answer::Other(Box::new(denied_response(denied)))
-            }
+        match self.decider.decide(&request, now).await {
+            Ok(allowed) => self.allow(&allowed, http),
+            Err(denied) => Answer::Other(Box::new(denied_response(&denied))),
         }
     }
 
@@ -179,53 +139,6 @@ impl ExtAuthz {
             None => self.answer(check, now).await,
         }
     }
-
-    /// True for the share of allows the decision log keeps (a cheap shared xorshift; no lock).
-    fn sampled(&self) -> bool {
-        if self.allow_sample_rate <= 0.0 {
-            return false;
-        }
-        let mut x = self.sampler.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.sampler.store(x, Ordering::Relaxed);
-        (x >> 11) as f64 / (1u64 << 53) as f64 <= self.allow_sample_rate
-    }
-}
-
-/// One structured line per logged decision: who asked for what, what the route required and who
-/// set it, and the answer. Never a token, a cookie or a query value.
-fn log_decision(request: &Request<'_>, decision: &Decision, took: Duration, suppressed: Option<u64>, line: &str) {
-    let (path, query) = loggable_path(request.path);
-    let (outcome, reason) = match &decision.outcome {
-        Ok(_) => ("allow", "none"),
-        Err(denied) => (denied.outcome(), denied.reason()),
-    };
-    let route = decision.route;
-    let sub = match decision.caller.as_deref().map(|c| &c.identity) {
-        Some(Identity::User { sub, .. }) => sub.to_string(),
-        Some(Identity::Subject { sub, .. }) => loggable(sub).to_string(),
-        Some(Identity::Machine) => "machine".to_owned(),
-        None => "none".to_owned(),
-    };
-    let issuer = decision.caller.as_deref().map_or("none", |c| &*c.issuer_name);
-    tracing::info!(
-        request_id = request.request_id.map(loggable),
-        method = loggable(request.method),
-        path,
-        query,
-        level = route.map_or("none", |r| r.level.label()),
-        level_source = route.map_or("none", |r| r.source.label()),
-        mode = if route.is_some_and(|r| r.shadow) { "shadow" } else { "enforce" },
-        issuer,
-        sub,
-        outcome,
-        reason,
-        latency_us = took.as_micros() as u64,
-        suppressed,
-        "{line}"
-    );
 }
 
 #[tonic::async_trait]
@@ -449,16 +362,4 @@ fn claims_struct(c: &Claims) -> prost_types::Struct {
     }
     fields.insert("issuer".to_owned(), s(&c.issuer_name));
     prost_types::Struct { fields }
-}
-
-/// Who was allowed, for the decision log line.
-fn who(allowed: &Allowed) -> String {
-    match allowed {
-        Allowed::Anonymous => "anonymous".to_owned(),
-        Allowed::Verified(claims) => match &claims.identity {
-            Identity::User { sub, .. } => sub.to_string(),
-            Identity::Subject { sub, .. } => loggable(sub).to_string(),
-            Identity::Machine => "machine".to_owned(),
-        },
-    }
 }
