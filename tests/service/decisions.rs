@@ -6,64 +6,8 @@ use std::sync::Arc;
 use crate::common::*;
 use cognito_authz::authz::error::code;
 use cognito_authz::envoy::ext_authz::ExtAuthz;
-use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
-use cognito_authz::envoy::pb::auth::{CheckRequest, CheckResponse};
 use cognito_authz::testkit::scripted_keys::ScriptedKeys;
-use prost::Message;
 use serde_json::{Value, json};
-
-struct Decided {
-    code: i32,
-    http_status: Option<i32>,
-    set: Vec<(String, String)>,
-    removed: Vec<String>,
-    body: String,
-    metadata: Option<prost_types::Struct>,
-}
-
-impl Decided {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Encodes and decodes the response, so the test reads the bytes Envoy reads.
-fn decode(response: CheckResponse) -> Decided {
-    let wire = response.encode_to_vec();
-    let response = CheckResponse::decode(wire.as_slice()).expect("a decodable CheckResponse");
-    let code = response.status.as_ref().map(|s| s.code).expect("status is always set");
-    match response.http_response.expect("an http response is always set") {
-        HttpResponse::OkResponse(ok) => Decided {
-            code,
-            http_status: None,
-            set: ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
-            removed: ok.headers_to_remove,
-            body: String::new(),
-            metadata: response.dynamic_metadata,
-        },
-        HttpResponse::DeniedResponse(denied) => Decided {
-            code,
-            http_status: denied.status.map(|s| s.code),
-            set: denied
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
-            removed: vec![],
-            body: denied.body,
-            metadata: response.dynamic_metadata,
-        },
-        HttpResponse::ErrorResponse(_) => {
-            panic!("error_response sends Envoy down its error path; never used")
-        }
-    }
-}
 
 struct Harness {
     ext: ExtAuthz,
@@ -80,7 +24,7 @@ async fn harness() -> Harness {
 
 impl Harness {
     async fn token(&self, token: &str) -> Decided {
-        decode(self.ext.decide(&bearer(token), now()).await)
+        decode(&self.ext.decide(&bearer(token), now()).await)
     }
 }
 
@@ -245,10 +189,10 @@ async fn oversized_garbage_and_missing_tokens_are_refused_without_a_fetch() {
     }
     assert_eq!(h.keys.fetches(), before, "no JWKS fetch for malformed tokens");
 
-    let d = decode(h.ext.decide(&check_request("/", &[]), now()).await);
+    let d = decode(&h.ext.decide(&check_request("/", &[]), now()).await);
     assert_eq!((d.code, d.http_status), (code::UNAUTHENTICATED, Some(401)));
     assert_eq!(d.header("www-authenticate"), Some("Bearer"));
-    let d = decode(h.ext.decide(&check_request("/", &[("authorization", "Basic dXNlcjpwYXNz")]), now()).await);
+    let d = decode(&h.ext.decide(&check_request("/", &[("authorization", "Basic dXNlcjpwYXNz")]), now()).await);
     assert_eq!(d.http_status, Some(401));
 }
 
@@ -257,7 +201,7 @@ async fn repeated_authorization_headers_are_a_bad_request() {
     let h = harness().await;
     let t = signed(&access_claims());
     let joined = format!("Bearer {t},Bearer {t}");
-    let d = decode(h.ext.decide(&check_request("/", &[("authorization", &joined)]), now()).await);
+    let d = decode(&h.ext.decide(&check_request("/", &[("authorization", &joined)]), now()).await);
     assert_eq!((d.code, d.http_status), (code::INVALID_ARGUMENT, Some(400)));
     assert!(d.header("www-authenticate").unwrap().starts_with("Bearer error=\"invalid_request\""));
 }
@@ -265,7 +209,7 @@ async fn repeated_authorization_headers_are_a_bad_request() {
 #[tokio::test]
 async fn check_request_without_http_attributes_is_a_bad_request() {
     let h = harness().await;
-    let d = decode(h.ext.decide(&Default::default(), now()).await);
+    let d = decode(&h.ext.decide(&Default::default(), now()).await);
     assert_eq!((d.code, d.http_status), (code::INVALID_ARGUMENT, Some(400)));
 }
 
@@ -275,7 +219,7 @@ async fn unreachable_keys_give_503_not_401() {
     keys.answer(fetch_fails());
     let parts = scripted_issuers(&crate::common::config(NO_JWKS), vec![(keys, FakeMfa::new())]).await;
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
-    let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
+    let d = decode(&ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!((d.code, d.http_status), (code::UNAVAILABLE, Some(503)));
     assert_eq!(d.header("www-authenticate"), None);
     assert_eq!(serde_json::from_str::<Value>(&d.body).unwrap()["detail"], "Authorization is temporarily unavailable");
@@ -285,7 +229,7 @@ async fn unreachable_keys_give_503_not_401() {
 async fn strip_authorization_removes_the_header_on_allow() {
     let parts = scripted_parts(&crate::common::config(NO_JWKS), FakeMfa::new(), &serving(&["kid-1"])).await;
     let ext = ExtAuthz::new(parts.authorizer, true, parts.metrics);
-    let d = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
+    let d = decode(&ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!(d.code, code::OK);
     assert!(d.removed.contains(&"authorization".to_owned()));
 }
@@ -298,16 +242,11 @@ async fn token_cookie_is_read_when_no_header_is_sent() {
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let t = signed(&access_claims());
     let cookie = format!("theme=dark; access_token={t}");
-    let d = decode(ext.decide(&check_request("/ws", &[("cookie", &cookie)]), now()).await);
+    let d = decode(&ext.decide(&check_request("/ws", &[("cookie", &cookie)]), now()).await);
     assert_eq!(d.code, code::OK);
     let twice = format!("access_token={t}; access_token={t}");
-    let d = decode(ext.decide(&check_request("/ws", &[("cookie", &twice)]), now()).await);
+    let d = decode(&ext.decide(&check_request("/ws", &[("cookie", &twice)]), now()).await);
     assert_eq!(d.http_status, Some(400));
-}
-
-fn with_method(mut request: CheckRequest, method: &str) -> CheckRequest {
-    request.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap().method = method.into();
-    request
 }
 
 #[tokio::test]
@@ -334,17 +273,17 @@ async fn a_cookie_credential_needs_a_same_site_request() {
         ("GET", vec![upgrade]),
     ];
     for (method, extra) in allowed {
-        assert_eq!(decode(ext.decide(&request(method, &extra), now()).await).code, code::OK, "{method} {extra:?}");
+        assert_eq!(decode(&ext.decide(&request(method, &extra), now()).await).code, code::OK, "{method} {extra:?}");
     }
     let refused = [("POST", vec![]), ("POST", vec![evil]), ("PUT", vec![evil]), ("GET", vec![upgrade, evil])];
     for (method, extra) in refused {
-        let d = decode(ext.decide(&request(method, &extra), now()).await);
+        let d = decode(&ext.decide(&request(method, &extra), now()).await);
         assert_eq!(d.http_status, Some(403), "{method} {extra:?}");
         assert_eq!(d.body, json!({"detail": "Cookie credentials need a request from an allowed origin"}).to_string());
     }
     // A bearer header is not a cookie: other sites cannot set it.
     let bearer_post = with_method(bearer(&signed(&access_claims())), "POST");
-    assert_eq!(decode(ext.decide(&bearer_post, now()).await).code, code::OK);
+    assert_eq!(decode(&ext.decide(&bearer_post, now()).await).code, code::OK);
 }
 
 #[tokio::test]
@@ -356,16 +295,16 @@ async fn a_cached_token_is_dropped_when_its_key_leaves_the_jwks() {
     let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
     let token = key("kid-2").sign(&access_claims());
     for _ in 0..3 {
-        assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::OK);
+        assert_eq!(decode(&ext.decide(&bearer(&token), now()).await).code, code::OK);
     }
     assert_eq!(cache.len(), 1, "verified once, then served from the cache");
     // A refresh that keeps kid-2 unchanged keeps the entry good.
     assert!(keys.refresh().await);
-    assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::OK);
+    assert_eq!(decode(&ext.decide(&bearer(&token), now()).await).code, code::OK);
     // kid-2 is rotated out: the cached verification no longer counts.
     script.rotate(&[&key("kid-1")]);
     assert!(keys.refresh().await);
-    assert_eq!(decode(ext.decide(&bearer(&token), now()).await).code, code::UNAUTHENTICATED);
+    assert_eq!(decode(&ext.decide(&bearer(&token), now()).await).code, code::UNAUTHENTICATED);
 }
 
 #[tokio::test]
@@ -373,8 +312,8 @@ async fn a_cached_token_still_expires_at_its_exp() {
     let h = harness().await;
     let n = now();
     let token = signed(&with(json!({"exp": n + 2})));
-    assert_eq!(decode(h.ext.decide(&bearer(&token), n).await).code, code::OK);
-    assert_unauthenticated(&decode(h.ext.decide(&bearer(&token), n + 2).await), "Token has expired");
+    assert_eq!(decode(&h.ext.decide(&bearer(&token), n).await).code, code::OK);
+    assert_unauthenticated(&decode(&h.ext.decide(&bearer(&token), n + 2).await), "Token has expired");
 }
 
 fn mapping(name: &str, claim: &str) -> cognito_authz::authz::headers::HeaderClaim {
@@ -399,7 +338,7 @@ async fn mapped_claims_become_headers_and_are_removed_when_absent() {
         "email": "alice@example.com", "custom:tenant": "acme\r\nx-evil: 1", "level": 3, "beta": true,
         "teams": ["a,b", "c d"], "profile": {"nested": 1}, "jti": "mapped-1"
     }));
-    let d = decode(ext.decide(&bearer(&signed(&rich)), now()).await);
+    let d = decode(&ext.decide(&bearer(&signed(&rich)), now()).await);
     assert_eq!(d.code, code::OK);
     assert_eq!(d.header("x-user-email"), Some("alice@example.com"));
     assert_eq!(d.header("x-tenant"), Some("acme%0D%0Ax-evil: 1"), "control characters cannot break the header");
@@ -409,7 +348,7 @@ async fn mapped_claims_become_headers_and_are_removed_when_absent() {
     assert_eq!(d.header("x-profile"), None, "an object is no header value");
     assert!(d.removed.contains(&"x-profile".to_owned()), "so a client-sent x-profile is removed");
     // A token without the claims: every mapped header is removed, none set.
-    let plain = decode(ext.decide(&bearer(&signed(&access_claims())), now()).await);
+    let plain = decode(&ext.decide(&bearer(&signed(&access_claims())), now()).await);
     assert_eq!(plain.code, code::OK);
     for name in ["x-user-email", "x-tenant", "x-level", "x-beta", "x-teams", "x-profile"] {
         assert!(plain.header(name).is_none() && plain.removed.contains(&name.to_owned()), "{name}");
@@ -417,14 +356,8 @@ async fn mapped_claims_become_headers_and_are_removed_when_absent() {
     // A mapped header under another spelling is refused like the fixed ones.
     let token = format!("Bearer {}", signed(&rich));
     let spoof =
-        decode(ext.decide(&check_request("/api/items", &[("authorization", &token), ("x_tenant", "x")]), now()).await);
+        decode(&ext.decide(&check_request("/api/items", &[("authorization", &token), ("x_tenant", "x")]), now()).await);
     assert_eq!(spoof.http_status, Some(400));
-}
-
-fn in_route(mut request: CheckRequest, route: &[(&str, &str)]) -> CheckRequest {
-    let attributes = request.attributes.as_mut().unwrap();
-    attributes.context_extensions = route.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    request
 }
 
 #[tokio::test]
@@ -442,19 +375,19 @@ async fn shadow_mode_decides_logs_and_counts_but_lets_the_request_through() {
         route
     }
     // Enforced: bob has not enrolled.
-    let enforced = decode(ext.decide(&in_route(bearer(&bob), &mfa_route(None)), now()).await);
+    let enforced = decode(&ext.decide(&in_route(bearer(&bob), &mfa_route(None)), now()).await);
     assert_eq!(enforced.http_status, Some(403));
     // Shadow: the same decision, counted as such, and the request goes on with bob's identity.
-    let shadow = decode(ext.decide(&in_route(bearer(&bob), &mfa_route(Some("shadow"))), now()).await);
+    let shadow = decode(&ext.decide(&in_route(bearer(&bob), &mfa_route(Some("shadow"))), now()).await);
     assert_eq!(shadow.code, code::OK);
     assert_eq!(shadow.header("x-user-id"), Some(SUB));
     assert_eq!(shadow.header("x-username"), Some("bob"));
     // An invalid token in shadow: through, but with no identity at all.
-    let invalid = decode(ext.decide(&in_route(bearer("not.a.token"), &mfa_route(Some("shadow"))), now()).await);
+    let invalid = decode(&ext.decide(&in_route(bearer("not.a.token"), &mfa_route(Some("shadow"))), now()).await);
     assert_eq!(invalid.code, code::OK);
     assert!(invalid.header("x-user-id").is_none() && invalid.removed.contains(&"x-user-id".to_owned()));
     // Anything but `shadow` enforces.
-    let unknown = decode(ext.decide(&in_route(bearer(&bob), &mfa_route(Some("Shadow"))), now()).await);
+    let unknown = decode(&ext.decide(&in_route(bearer(&bob), &mfa_route(Some("Shadow"))), now()).await);
     assert_eq!(unknown.http_status, Some(403));
     let text = metrics.render();
     for series in [
@@ -480,10 +413,10 @@ async fn shadow_everywhere_yields_to_a_route_or_rule_that_says_enforce() {
     bob["username"] = json!("bob");
     let bob = format!("Bearer {}", signed(&bob));
     let at = |path: &str, route: &[(&str, &str)]| in_route(check_request(path, &[("authorization", &bob)]), route);
-    assert_eq!(decode(ext.decide(&at("/beta/x", &[]), now()).await).code, code::OK, "--shadow: observed");
-    assert_eq!(decode(ext.decide(&at("/billing/x", &[]), now()).await).http_status, Some(403), "the rule enforces");
+    assert_eq!(decode(&ext.decide(&at("/beta/x", &[]), now()).await).code, code::OK, "--shadow: observed");
+    assert_eq!(decode(&ext.decide(&at("/billing/x", &[]), now()).await).http_status, Some(403), "the rule enforces");
     let envoy_enforces = at("/beta/x", &[("access", "mfa"), ("mode", "enforce")]);
-    assert_eq!(decode(ext.decide(&envoy_enforces, now()).await).http_status, Some(403), "the route enforces");
+    assert_eq!(decode(&ext.decide(&envoy_enforces, now()).await).http_status, Some(403), "the route enforces");
     let disagree = at("/billing/x", &[("access", "mfa"), ("mode", "shadow")]);
-    assert_eq!(decode(ext.decide(&disagree, now()).await).http_status, Some(403), "enforce, the stricter, wins");
+    assert_eq!(decode(&ext.decide(&disagree, now()).await).http_status, Some(403), "enforce, the stricter, wins");
 }

@@ -10,7 +10,6 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use cognito_authz::authz::error::code;
 use cognito_authz::envoy::ext_authz::ExtAuthz;
-use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
 use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
 use cognito_authz::envoy::pb::core::{HeaderMap, HeaderValue};
 use serde_json::json;
@@ -135,11 +134,8 @@ async fn service() -> ExtAuthz {
 }
 
 fn status(response: &cognito_authz::envoy::pb::auth::CheckResponse) -> (i32, Option<i32>) {
-    let code = response.status.as_ref().map_or(0, |s| s.code);
-    match &response.http_response {
-        Some(HttpResponse::DeniedResponse(d)) => (code, d.status.map(|s| s.code)),
-        _ => (code, None),
-    }
+    let decided = decode(response);
+    (decided.code, decided.http_status)
 }
 
 /// The fastest of `rounds` single Checks of `header`, and its answer.

@@ -16,8 +16,7 @@ use cognito_authz::config::Secret;
 use cognito_authz::config::issuer::{IssuerKind, IssuerTable, validate};
 use cognito_authz::config::{Config, ServeArgs};
 use cognito_authz::envoy::ext_authz::ExtAuthz;
-use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
-use cognito_authz::envoy::pb::auth::{CheckRequest, CheckResponse};
+use cognito_authz::envoy::pb::auth::CheckRequest;
 use cognito_authz::http::admin::{self, AdminState};
 use cognito_authz::testkit::scripted_keys::ScriptedKeys;
 use serde_json::{Value, json};
@@ -141,47 +140,16 @@ fn partners_token(changes: Value) -> String {
 }
 
 fn request(path: &str, token: &str, route: &[(&str, &str)]) -> CheckRequest {
-    let mut req = check_request(path, &[("authorization", &format!("Bearer {token}"))]);
-    let attrs = req.attributes.as_mut().unwrap();
-    attrs.context_extensions = route.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    req
-}
-
-#[derive(Debug)]
-struct Answer {
-    code: i32,
-    status: Option<i32>,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
-fn read(response: CheckResponse) -> Answer {
-    let code = response.status.map(|s| s.code).expect("a status");
-    let pairs = |h: &[cognito_authz::envoy::pb::core::HeaderValueOption]| {
-        h.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()
-    };
-    match response.http_response.expect("an http response") {
-        HttpResponse::OkResponse(ok) => Answer { code, status: None, headers: pairs(&ok.headers), body: String::new() },
-        HttpResponse::DeniedResponse(d) => {
-            Answer { code, status: d.status.map(|s| s.code), headers: pairs(&d.headers), body: d.body }
-        }
-        HttpResponse::ErrorResponse(_) => panic!("never used"),
-    }
+    in_route(check_request(path, &[("authorization", &format!("Bearer {token}"))]), route)
 }
 
 impl World {
-    async fn ask(&self, path: &str, token: &str, route: &[(&str, &str)]) -> Answer {
-        read(self.ext.decide(&request(path, token, route), now()).await)
+    async fn ask(&self, path: &str, token: &str, route: &[(&str, &str)]) -> Decided {
+        decode(&self.ext.decide(&request(path, token, route), now()).await)
     }
 
     /// On an `authenticated` route, so MFA stays out of it.
-    async fn authenticated(&self, token: &str) -> Answer {
+    async fn authenticated(&self, token: &str) -> Decided {
         self.ask("/api/items", token, &[("access", "authenticated")]).await
     }
 }
@@ -234,12 +202,16 @@ async fn a_group_name_means_a_group_of_the_issuers_the_route_names() {
     let route = [("access", "authenticated")];
     assert_eq!(w.ask("/api/admin/users", &staff_admin, &route).await.code, code::OK, "the staff pool's admin");
     let partner = w.ask("/api/admin/users", &partners_token(json!({"groups": ["admin"]})), &route).await;
-    assert_eq!((partner.code, partner.status), (code::PERMISSION_DENIED, Some(403)), "a provider's admin: {partner:?}");
+    assert_eq!(
+        (partner.code, partner.http_status),
+        (code::PERMISSION_DENIED, Some(403)),
+        "a provider's admin: {partner:?}"
+    );
     // Envoy's per-route groups that name no issuer are ambiguous with several issuers: refused
     // for everyone, the staff admin too, with a reason the decision log shows.
     let loose = [("access", "authenticated"), ("groups", "admin")];
     let refused = w.ask("/other", &staff_admin, &loose).await;
-    assert_eq!((refused.code, refused.status), (code::PERMISSION_DENIED, Some(403)), "{refused:?}");
+    assert_eq!((refused.code, refused.http_status), (code::PERMISSION_DENIED, Some(403)), "{refused:?}");
     assert_eq!(
         serde_json::from_str::<Value>(&refused.body).unwrap()["detail"],
         "Route names groups or scopes without their issuer"
@@ -290,7 +262,7 @@ async fn an_oidc_id_token_is_refused_whatever_its_typ() {
     assert_eq!(w.authenticated(&jwt(json!({}))).await.code, code::OK, "an access token stamped typ JWT passes");
     for marker in [json!({"nonce": "n"}), json!({"at_hash": "h"}), json!({"c_hash": "h"}), json!({"typ": "ID"})] {
         let id = w.authenticated(&jwt(marker.clone())).await;
-        assert_eq!((id.code, id.status), (code::UNAUTHENTICATED, Some(401)), "{marker}: {id:?}");
+        assert_eq!((id.code, id.http_status), (code::UNAUTHENTICATED, Some(401)), "{marker}: {id:?}");
         assert_eq!(serde_json::from_str::<Value>(&id.body).unwrap()["detail"], "Not an access token");
     }
 }
@@ -303,7 +275,7 @@ async fn a_token_naming_one_pool_but_signed_with_another_pools_key_is_refused() 
     // Signed with the staff key, naming the customers pool: the staff key's kid is unknown there.
     let forged = key("staff-key").sign(&customers_claims());
     let answer = w.authenticated(&forged).await;
-    assert_eq!((answer.code, answer.status), (code::UNAUTHENTICATED, Some(401)), "{answer:?}");
+    assert_eq!((answer.code, answer.http_status), (code::UNAUTHENTICATED, Some(401)), "{answer:?}");
     // Even under the customers key's own kid, the staff key's signature does not verify.
     let header = json!({"alg": "RS256", "kid": "customers-key", "typ": "JWT"});
     let same_kid = key("staff-key").sign_raw(&header.to_string(), &customers_claims().to_string());
@@ -319,7 +291,7 @@ async fn an_iss_no_issuer_has_is_refused_without_fetching_any_keys() {
     stranger["iss"] = json!("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Stranger");
     let fetches = || w.staff.fetches() + w.customers.fetches() + w.partners.fetches();
     let answer = w.authenticated(&key("stranger").sign(&stranger)).await;
-    assert_eq!((answer.code, answer.status), (code::UNAUTHENTICATED, Some(401)));
+    assert_eq!((answer.code, answer.http_status), (code::UNAUTHENTICATED, Some(401)));
     assert_eq!(fetches(), 0, "no issuer's keys were fetched");
     // Positive control: a known iss does make its own issuer fetch, and only its own.
     assert_eq!(w.authenticated(&staff_token()).await.code, code::OK);
@@ -333,7 +305,7 @@ async fn a_route_restricted_to_some_issuers_refuses_the_others_with_403() {
     assert_eq!(w.ask("/api/items", &staff_token(), &route).await.code, code::OK);
     assert_eq!(w.ask("/api/items", &customers_token(), &route).await.code, code::OK);
     let partner = w.ask("/api/items", &partners_token(json!({})), &route).await;
-    assert_eq!((partner.code, partner.status), (code::PERMISSION_DENIED, Some(403)), "{partner:?}");
+    assert_eq!((partner.code, partner.http_status), (code::PERMISSION_DENIED, Some(403)), "{partner:?}");
     assert_eq!(
         partner.header("www-authenticate"),
         Some("Bearer error=\"insufficient_scope\", error_description=\"Token issuer is not accepted on this route\"")
@@ -373,7 +345,7 @@ async fn mfa_is_asked_of_the_tokens_own_pool() {
     assert_eq!(staff.code, code::OK, "alice enrolled TOTP in the staff pool: {staff:?}");
     assert_eq!((w.staff_mfa.lookups(), w.customers_mfa.lookups()), (1, 0), "only the staff pool was asked");
     let customers = w.ask("/api/items", &customers_token(), &mfa).await;
-    assert_eq!((customers.code, customers.status), (code::PERMISSION_DENIED, Some(403)), "{customers:?}");
+    assert_eq!((customers.code, customers.http_status), (code::PERMISSION_DENIED, Some(403)), "{customers:?}");
     assert_eq!((w.staff_mfa.lookups(), w.customers_mfa.lookups()), (1, 1), "only the customers pool was asked");
 }
 
@@ -382,7 +354,7 @@ async fn an_oidc_token_without_a_second_factor_gets_the_step_up_challenge_and_no
     let w = world().await;
     let mfa = [("access", "mfa")];
     let one_factor = w.ask("/api/items", &partners_token(json!({"amr": ["pwd"]})), &mfa).await;
-    assert_eq!((one_factor.code, one_factor.status), (code::UNAUTHENTICATED, Some(401)), "{one_factor:?}");
+    assert_eq!((one_factor.code, one_factor.http_status), (code::UNAUTHENTICATED, Some(401)), "{one_factor:?}");
     assert_eq!(
         one_factor.header("www-authenticate"),
         Some(
@@ -404,7 +376,7 @@ async fn an_oidc_token_for_another_audience_or_of_another_type_is_refused() {
     let w = world().await;
     assert_eq!(w.authenticated(&partners_token(json!({}))).await.code, code::OK, "positive control");
     let other_aud = w.authenticated(&partners_token(json!({"aud": "https://other.example.com"}))).await;
-    assert_eq!((other_aud.code, other_aud.status), (code::UNAUTHENTICATED, Some(401)));
+    assert_eq!((other_aud.code, other_aud.http_status), (code::UNAUTHENTICATED, Some(401)));
     let id_token_header = json!({"alg": "RS256", "kid": "partners-key", "typ": "id+jwt"});
     let id_token = key("partners-key").sign_raw(&id_token_header.to_string(), &partners_claims(json!({})).to_string());
     assert_eq!(w.authenticated(&id_token).await.code, code::UNAUTHENTICATED);
@@ -424,7 +396,7 @@ async fn one_issuers_keys_down_makes_only_its_own_tokens_503() {
     let header = json!({"alg": "RS256", "kid": "partners-key-2", "typ": "at+jwt"});
     let rotated = key("partners-key-2").sign_raw(&header.to_string(), &partners_claims(json!({})).to_string());
     let down = w.authenticated(&rotated).await;
-    assert_eq!((down.code, down.status), (code::UNAVAILABLE, Some(503)), "{down:?}");
+    assert_eq!((down.code, down.http_status), (code::UNAVAILABLE, Some(503)), "{down:?}");
     // Every other issuer's tokens, new ones included, are decided as before.
     assert_eq!(w.authenticated(&customers_token()).await.code, code::OK);
     let mut fresh = access_claims();
@@ -623,7 +595,7 @@ async fn revoke_user_signs_out_the_user_of_the_named_pool_only() {
     let (staff, customer) = (staff_token(), key("customers-key").sign(&customer));
     let partner = partners_token(json!({}));
     for token in [&staff, &customer, &partner] {
-        assert_eq!(read(ask(token.clone()).await).code, code::OK, "every session passes before");
+        assert_eq!(decode(&ask(token.clone()).await).code, code::OK, "every session passes before");
     }
     let revoke = |body: Value| {
         let admin = admin.clone();
@@ -657,14 +629,14 @@ async fn revoke_user_signs_out_the_user_of_the_named_pool_only() {
     assert_eq!((body["issuer"].as_str(), body["signed_out_at_cognito"].as_bool()), (Some("customers"), Some(true)));
     assert_eq!(*customers_pool.admin_sign_outs.lock().unwrap(), ["alice"]);
     assert!(staff_pool.admin_sign_outs.lock().unwrap().is_empty(), "the staff pool's alice is not signed out");
-    assert_eq!(read(ask(customer.clone()).await).code, code::UNAUTHENTICATED, "her older session is refused");
-    assert_eq!(read(ask(staff.clone()).await).code, code::OK, "the staff pool's alice still passes");
+    assert_eq!(decode(&ask(customer.clone()).await).code, code::UNAUTHENTICATED, "her older session is refused");
+    assert_eq!(decode(&ask(staff.clone()).await).code, code::OK, "the staff pool's alice still passes");
     // A provider's user: refused here, and the answer says nobody was signed out upstream.
     let (status, body) = revoke(json!({"sub": "00u1partner", "issuer": "partners"})).await;
     assert_eq!(status, axum::http::StatusCode::OK, "{body}");
     assert_eq!(body["signed_out_at_cognito"], json!(false));
-    assert_eq!(read(ask(partner).await).code, code::UNAUTHENTICATED);
+    assert_eq!(decode(&ask(partner).await).code, code::UNAUTHENTICATED);
     let other_partner = partners_token(json!({"sub": "00u1other", "jti": "p-2"}));
-    assert_eq!(read(ask(other_partner).await).code, code::OK, "another of its users passes");
+    assert_eq!(decode(&ask(other_partner).await).code, code::OK, "another of its users passes");
     assert_eq!(customers_pool.admin_sign_outs.lock().unwrap().len(), 1, "no Cognito call for a provider's user");
 }

@@ -16,8 +16,6 @@ use cognito_authz::cognito::{CognitoError, MfaLookup, MfaSource, MfaState, User}
 use cognito_authz::config::Config;
 use cognito_authz::envoy::ext_authz::ExtAuthz;
 use cognito_authz::envoy::pb::auth::CheckRequest;
-use cognito_authz::envoy::pb::auth::CheckResponse;
-use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
 use serde_json::{Value, json};
 
 struct Gate {
@@ -44,10 +42,7 @@ fn request(path: &str, token: Option<&str>, route: &[(&str, &str)], headers: &[(
     if let Some(a) = &auth {
         all.push(("authorization", a));
     }
-    let mut req = check_request(path, &all);
-    let attrs = req.attributes.as_mut().unwrap();
-    attrs.context_extensions = route.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    req
+    in_route(check_request(path, &all), route)
 }
 
 fn token_for(user: &str, changes: Value) -> String {
@@ -72,44 +67,9 @@ fn sub_of(user: &str) -> String {
     uuid::Uuid::from_u64_pair(h.finish(), 0x8000_0000_0000_0000).to_string()
 }
 
-struct Answer {
-    code: i32,
-    status: Option<i32>,
-    set: Vec<(String, String)>,
-    removed: Vec<String>,
-    body: Value,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
-fn read(response: CheckResponse) -> Answer {
-    let code = response.status.unwrap().code;
-    match response.http_response.unwrap() {
-        HttpResponse::OkResponse(ok) => Answer {
-            code,
-            status: None,
-            set: ok.headers.iter().filter_map(|h| h.header.clone()).map(|h| (h.key, h.value)).collect(),
-            removed: ok.headers_to_remove,
-            body: Value::Null,
-        },
-        HttpResponse::DeniedResponse(d) => Answer {
-            code,
-            status: d.status.map(|s| s.code),
-            set: d.headers.iter().filter_map(|h| h.header.clone()).map(|h| (h.key, h.value)).collect(),
-            removed: vec![],
-            body: serde_json::from_str(&d.body).unwrap(),
-        },
-        HttpResponse::ErrorResponse(_) => panic!("never used"),
-    }
-}
-
 impl Gate {
-    async fn ask(&self, req: CheckRequest) -> Answer {
-        read(self.ext.decide(&req, now()).await)
+    async fn ask(&self, req: CheckRequest) -> Decided {
+        decode(&self.ext.decide(&req, now()).await)
     }
 }
 
@@ -122,8 +82,8 @@ async fn mfa_route_without_totp_is_forbidden_and_authenticated_route_is_not() {
     let g = gate().await;
     let bob = token_for("bob", json!({}));
     let a = g.ask(request("/api/items", Some(&bob), MFA, &[])).await;
-    assert_eq!((a.code, a.status), (code::PERMISSION_DENIED, Some(403)));
-    assert_eq!(a.body, json!({"detail": "MFA enrolment required"}));
+    assert_eq!((a.code, a.http_status), (code::PERMISSION_DENIED, Some(403)));
+    assert_eq!(a.json(), json!({"detail": "MFA enrolment required"}));
     assert_eq!(g.ask(request("/api/mfa/status", Some(&bob), AUTHENTICATED, &[])).await.code, code::OK);
     let alice = token_for("alice", json!({}));
     assert_eq!(g.ask(request("/api/items", Some(&alice), MFA, &[])).await.code, code::OK);
@@ -133,9 +93,12 @@ async fn mfa_route_without_totp_is_forbidden_and_authenticated_route_is_not() {
 async fn unmatched_routes_and_unknown_access_values_need_mfa() {
     let g = gate().await;
     let bob = token_for("bob", json!({}));
-    assert_eq!(g.ask(request("/anything", Some(&bob), &[], &[])).await.status, Some(403));
-    assert_eq!(g.ask(request("/anything", Some(&bob), &[("access", "Authenticated")], &[])).await.status, Some(403));
-    assert_eq!(g.ask(request("/anything", Some(&bob), &[("access", "none")], &[])).await.status, Some(403));
+    assert_eq!(g.ask(request("/anything", Some(&bob), &[], &[])).await.http_status, Some(403));
+    assert_eq!(
+        g.ask(request("/anything", Some(&bob), &[("access", "Authenticated")], &[])).await.http_status,
+        Some(403)
+    );
+    assert_eq!(g.ask(request("/anything", Some(&bob), &[("access", "none")], &[])).await.http_status, Some(403));
 }
 
 #[tokio::test]
@@ -160,7 +123,7 @@ async fn odd_paths_are_a_bad_request() {
     let alice = token_for("alice", json!({}));
     for path in ["/api/../admin", "/api/%2e%2e/admin", "/a//b", "/a%2fb", "/a;jsessionid=1", "/a\\b"] {
         let a = g.ask(request(path, Some(&alice), PUBLIC, &[])).await;
-        assert_eq!((a.code, a.status), (code::INVALID_ARGUMENT, Some(400)), "{path}");
+        assert_eq!((a.code, a.http_status), (code::INVALID_ARGUMENT, Some(400)), "{path}");
     }
 }
 
@@ -172,9 +135,9 @@ async fn scopes_and_groups_from_the_route_are_required() {
     assert_eq!(g.ask(request("/r", Some(&alice), &route("reports/read", ""), &[])).await.code, code::OK);
     assert_eq!(g.ask(request("/r", Some(&alice), &route("", "ops,admin"), &[])).await.code, code::OK);
     let a = g.ask(request("/r", Some(&alice), &route("reports/read,reports/write", ""), &[])).await;
-    assert_eq!(a.status, Some(403));
+    assert_eq!(a.http_status, Some(403));
     assert!(a.header("www-authenticate").unwrap().starts_with("Bearer error=\"insufficient_scope\""));
-    assert_eq!(g.ask(request("/r", Some(&alice), &route("", "ops"), &[])).await.status, Some(403));
+    assert_eq!(g.ask(request("/r", Some(&alice), &route("", "ops"), &[])).await.http_status, Some(403));
 }
 
 #[tokio::test]
@@ -194,8 +157,8 @@ async fn policy_file_rules_apply_when_envoy_sets_no_access() {
     let g = gate_with(|c| c.policy = policy.clone(), FakeMfa::new()).await;
     let bob = token_for("bob", json!({"cognito:groups": null}));
     assert_eq!(g.ask(request("/api/mfa/enrol", Some(&bob), &[], &[])).await.code, code::OK);
-    assert_eq!(g.ask(request("/api/admin/users", Some(&bob), &[], &[])).await.status, Some(403));
-    assert_eq!(g.ask(request("/api/other", Some(&bob), &[], &[])).await.status, Some(403), "unmatched is mfa");
+    assert_eq!(g.ask(request("/api/admin/users", Some(&bob), &[], &[])).await.http_status, Some(403));
+    assert_eq!(g.ask(request("/api/other", Some(&bob), &[], &[])).await.http_status, Some(403), "unmatched is mfa");
     assert_eq!(g.ask(request("/api/other", Some(&bob), AUTHENTICATED, &[])).await.code, code::OK, "envoy wins");
 }
 
@@ -211,7 +174,7 @@ fn machine_token(scope: &str) -> String {
 async fn machine_tokens_are_refused_unless_allowed() {
     let g = gate().await;
     let a = g.ask(request("/api/reports", Some(&machine_token("reports/read")), AUTHENTICATED, &[])).await;
-    assert_eq!(a.status, Some(401));
+    assert_eq!(a.http_status, Some(401));
 }
 
 #[tokio::test]
@@ -224,12 +187,12 @@ async fn allowed_machine_tokens_pass_only_scoped_non_mfa_rules() {
     assert_eq!(a.header("x-client-id"), Some(CLIENT));
     assert!(a.header("x-user-id").is_none() && a.removed.contains(&"x-user-id".to_owned()));
     assert_eq!(
-        g.ask(request("/api/reports", Some(&token), AUTHENTICATED, &[])).await.status,
+        g.ask(request("/api/reports", Some(&token), AUTHENTICATED, &[])).await.http_status,
         Some(403),
         "unscoped rule"
     );
     let mfa_scoped = [("access", "mfa"), ("scopes", "reports/read")];
-    assert_eq!(g.ask(request("/api/reports", Some(&token), &mfa_scoped, &[])).await.status, Some(403), "mfa rule");
+    assert_eq!(g.ask(request("/api/reports", Some(&token), &mfa_scoped, &[])).await.http_status, Some(403), "mfa rule");
 }
 
 #[tokio::test]
@@ -257,12 +220,12 @@ async fn not_enrolled_is_cached_briefly_so_a_new_enrolment_is_seen_soon() {
     let mfa = FakeMfa::new();
     let g = gate_with(|c| c.mfa.negative_ttl = Duration::from_millis(300), mfa.clone()).await;
     let bob = token_for("bob", json!({}));
-    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403));
+    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.http_status, Some(403));
     mfa.set("bob", Ok(MfaState::Enrolled));
-    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403), "still cached");
+    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.http_status, Some(403), "still cached");
     assert_eq!(mfa.lookups(), 1);
     tokio::time::advance(Duration::from_millis(299)).await;
-    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403), "1 ms before the TTL ends");
+    assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.http_status, Some(403), "1 ms before the TTL ends");
     tokio::time::advance(Duration::from_millis(1)).await;
     assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.code, code::OK, "enrolment seen after the short TTL");
 }
@@ -277,7 +240,7 @@ async fn an_admin_reset_is_seen_after_the_positive_ttl() {
     tokio::time::advance(Duration::from_millis(299)).await;
     assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.code, code::OK, "1 ms before the TTL ends");
     tokio::time::advance(Duration::from_millis(1)).await;
-    assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.status, Some(403));
+    assert_eq!(g.ask(request("/x", Some(&alice), MFA, &[])).await.http_status, Some(403));
 }
 
 #[tokio::test]
@@ -288,11 +251,11 @@ async fn disabled_users_are_unauthenticated_and_cognito_trouble_is_503() {
     mfa.set("una", Err(CognitoError::Unreachable));
     let g = gate_with(|_| {}, mfa).await;
     let dora = g.ask(request("/x", Some(&token_for("dora", json!({}))), MFA, &[])).await;
-    assert_eq!((dora.status, dora.body.clone()), (Some(401), json!({"detail": "User is disabled"})));
+    assert_eq!((dora.http_status, dora.json()), (Some(401), json!({"detail": "User is disabled"})));
     for user in ["tess", "una"] {
         let a = g.ask(request("/x", Some(&token_for(user, json!({}))), MFA, &[])).await;
-        assert_eq!((a.code, a.status), (code::UNAVAILABLE, Some(503)), "{user}");
-        assert_eq!(a.body, json!({"detail": "MFA status is temporarily unavailable"}));
+        assert_eq!((a.code, a.http_status), (code::UNAVAILABLE, Some(503)), "{user}");
+        assert_eq!(a.json(), json!({"detail": "MFA status is temporarily unavailable"}));
         let public = g.ask(request("/p", Some(&token_for(user, json!({}))), PUBLIC, &[])).await;
         assert_eq!(public.code, code::OK, "public routes are unaffected");
     }
@@ -307,7 +270,7 @@ async fn get_user_source_needs_the_admin_scope_and_says_so() {
     let g = gate_with(|_| {}, mfa.clone()).await;
     let hosted_ui = token_for("alice", json!({"scope": "openid email"}));
     let a = g.ask(request("/x", Some(&hosted_ui), MFA, &[])).await;
-    assert_eq!(a.status, Some(403));
+    assert_eq!(a.http_status, Some(403));
     assert!(a.header("www-authenticate").unwrap().contains("scope=\"aws.cognito.signin.user.admin\""));
     assert_eq!(mfa.lookups(), 0, "refused locally, not at Cognito");
     let with_scope = token_for("alice", json!({"scope": "aws.cognito.signin.user.admin"}));
@@ -425,9 +388,9 @@ async fn a_replaced_user_is_unauthenticated_and_nothing_is_cached_for_the_tokens
     let g = gate_with(|_| {}, mfa.clone()).await;
     let zed = token_for("zed", json!({}));
     let a = g.ask(request("/x", Some(&zed), MFA, &[])).await;
-    assert_eq!((a.code, a.status), (code::UNAUTHENTICATED, Some(401)));
-    assert_eq!(a.body, json!({"detail": "Could not validate credentials"}));
-    assert_eq!(g.ask(request("/x", Some(&zed), MFA, &[])).await.status, Some(401));
+    assert_eq!((a.code, a.http_status), (code::UNAUTHENTICATED, Some(401)));
+    assert_eq!(a.json(), json!({"detail": "Could not validate credentials"}));
+    assert_eq!(g.ask(request("/x", Some(&zed), MFA, &[])).await.http_status, Some(401));
     assert_eq!(mfa.lookups(), 2, "asked again: the other user's answer was not cached for this sub");
     mfa.set("zed", Ok(MfaState::Enrolled));
     assert_eq!(g.ask(request("/x", Some(&zed), MFA, &[])).await.code, code::OK, "the same token once it is theirs");
@@ -444,8 +407,8 @@ async fn the_process_spends_at_most_its_budget_of_lookups_and_cached_answers_sti
     let mut bodies = Vec::new();
     for i in 0..6 {
         let answer = g.ask(request("/x", Some(&token_for(&format!("mallory{i}"), json!({}))), MFA, &[])).await;
-        statuses.push(answer.status);
-        bodies.push(answer.body);
+        statuses.push(answer.http_status);
+        bodies.push(answer.json());
     }
     // The bucket refills at 3 a second: a slow machine may let one more through, never more.
     assert_eq!(statuses[..2], [Some(403), Some(403)], "looked up: not enrolled");
@@ -474,7 +437,7 @@ async fn a_user_who_keeps_asking_is_looked_up_less_and_less_often() {
     let bob = token_for("bob", json!({}));
     // Ask every 50 ms for 1.5 s: lookups at 0, 100, 300, 700 and 1500 ms (the cache doubling).
     for _ in 0..30 {
-        assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.status, Some(403));
+        assert_eq!(g.ask(request("/x", Some(&bob), MFA, &[])).await.http_status, Some(403));
         tokio::time::advance(Duration::from_millis(50)).await;
     }
     assert_eq!(mfa.lookups(), 4, "four lookups in 1.5 s; a fixed 100 ms cache would make 15");
@@ -497,14 +460,14 @@ async fn sessions_before_an_observed_enrolment_are_revoked_when_asked_to() {
         )
         .await;
         let password_only = token_for("bob", json!({"auth_time": now() - 100, "iat": now() - 100}));
-        assert_eq!(g.ask(request("/x", Some(&password_only), MFA, &[])).await.status, Some(403));
+        assert_eq!(g.ask(request("/x", Some(&password_only), MFA, &[])).await.http_status, Some(403));
         mfa.set("bob", Ok(MfaState::Enrolled));
         tokio::time::advance(Duration::from_millis(100)).await;
         let after = g.ask(request("/x", Some(&password_only), MFA, &[])).await;
         if revoke {
-            assert_eq!((after.status, after.body), (Some(401), json!({"detail": "Token has been revoked"})));
+            assert_eq!((after.http_status, after.json()), (Some(401), json!({"detail": "Token has been revoked"})));
             let again = g.ask(request("/y", Some(&password_only), AUTHENTICATED, &[])).await;
-            assert_eq!(again.status, Some(401), "revoked everywhere, not only on mfa routes");
+            assert_eq!(again.http_status, Some(401), "revoked everywhere, not only on mfa routes");
             let with_mfa = token_for("bob", json!({"auth_time": now() + 1, "jti": "j-new", "origin_jti": "o-new"}));
             assert_eq!(g.ask(request("/x", Some(&with_mfa), MFA, &[])).await.code, code::OK, "a new sign-in passes");
         } else {

@@ -14,21 +14,15 @@ use cognito_authz::cognito::MfaLookup;
 use cognito_authz::config::ServeArgs;
 use cognito_authz::envoy::ext_authz::ExtAuthz;
 use cognito_authz::envoy::pb::auth::CheckResponse;
-use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
 use cognito_authz::server;
 use serde_json::{Value, json};
 
 /// The gRPC code and, for a denial, the HTTP status (its body goes to the test's output, shown
 /// when the test fails).
 fn answer(response: &CheckResponse) -> (i32, Option<i32>) {
-    let code = response.status.as_ref().expect("a status").code;
-    match &response.http_response {
-        Some(HttpResponse::DeniedResponse(d)) => {
-            println!("denied: {}", d.body);
-            (code, d.status.map(|s| s.code))
-        }
-        _ => (code, None),
-    }
+    let decided = decode(response);
+    println!("body: {}", decided.body);
+    (decided.code, decided.http_status)
 }
 
 async fn service(allow_unrevocable_tokens: bool) -> ExtAuthz {

@@ -260,10 +260,8 @@ fn set_header<'a>(ok: &'a OkHttpResponse, name: &str) -> Option<&'a str> {
     ok.headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name).map(|h| h.value.as_str())
 }
 
-fn with_access(mut request: CheckRequest, access: &str) -> CheckRequest {
-    let attributes = request.attributes.as_mut().expect("attributes");
-    attributes.context_extensions.insert("access".to_owned(), access.to_owned());
-    request
+fn with_access(request: CheckRequest, access: &str) -> CheckRequest {
+    in_route(request, &[("access", access)])
 }
 
 #[tokio::test]

@@ -17,11 +17,14 @@ use cognito_authz::cognito::{Answer, CognitoError, MfaSource, MfaState, User};
 use cognito_authz::config::{Config, StoreSpec};
 use cognito_authz::dev::signing_key::SigningKey;
 use cognito_authz::envoy::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
-use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::envoy::pb::auth::check_response::HttpResponse;
+use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest, CheckResponse};
+use cognito_authz::envoy::pb::core::HeaderValueOption;
 use cognito_authz::keys::key_store::KeyStore;
 use cognito_authz::keys::source::FetchError;
 use cognito_authz::server;
 use cognito_authz::testkit::scripted_keys::{self, ScriptedKeys};
+use prost::Message;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -85,6 +88,72 @@ pub(crate) fn check_request(path: &str, headers: &[(&str, &str)]) -> CheckReques
 
 pub(crate) fn bearer(token: &str) -> CheckRequest {
     check_request("/api/items", &[("authorization", &format!("Bearer {token}"))])
+}
+
+/// A decision as Envoy reads it: the response is encoded and decoded first, so a test reads the
+/// very bytes Envoy would. The one reader of `CheckResponse`s for every service test.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    pub(crate) code: i32,
+    pub(crate) http_status: Option<i32>,
+    pub(crate) set: Vec<(String, String)>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) body: String,
+    pub(crate) metadata: Option<prost_types::Struct>,
+}
+
+impl Decided {
+    /// The value of a header the answer sets.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A denial's JSON body.
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Reads `response` as Envoy would (through its encoding).
+pub(crate) fn decode(response: &CheckResponse) -> Decided {
+    let wire = response.encode_to_vec();
+    let response = CheckResponse::decode(wire.as_slice()).expect("a decodable CheckResponse");
+    let code = response.status.as_ref().map(|s| s.code).expect("status is always set");
+    let pairs = |h: &[HeaderValueOption]| -> Vec<(String, String)> {
+        h.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()
+    };
+    match response.http_response.expect("an http response is always set") {
+        HttpResponse::OkResponse(ok) => Decided {
+            code,
+            http_status: None,
+            set: pairs(&ok.headers),
+            removed: ok.headers_to_remove,
+            body: String::new(),
+            metadata: response.dynamic_metadata,
+        },
+        HttpResponse::DeniedResponse(denied) => Decided {
+            code,
+            http_status: denied.status.map(|s| s.code),
+            set: pairs(&denied.headers),
+            removed: vec![],
+            body: denied.body,
+            metadata: response.dynamic_metadata,
+        },
+        HttpResponse::ErrorResponse(_) => panic!("this service never answers an error_response"),
+    }
+}
+
+/// `request` with its method replaced.
+pub(crate) fn with_method(mut request: CheckRequest, method: &str) -> CheckRequest {
+    request.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap().method = method.into();
+    request
+}
+
+/// `request` on a route with these context extensions (Envoy's per-route settings).
+pub(crate) fn in_route(mut request: CheckRequest, route: &[(&str, &str)]) -> CheckRequest {
+    let attributes = request.attributes.as_mut().unwrap();
+    attributes.context_extensions = route.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    request
 }
 
 /// How the fake JWKS endpoint answers.
