@@ -83,6 +83,15 @@ impl serde::Serialize for SecretUrl {
     }
 }
 
+/// A URL in `Debug` output, its userinfo shown as `***` (as `without_userinfo` writes it).
+pub struct ShownUrl<'a>(pub &'a str);
+
+impl std::fmt::Debug for ShownUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&without_userinfo(self.0), f)
+    }
+}
+
 /// `url` fit for a log line: a user name or password replaced by `***`. Text that does not parse
 /// as a URL is not shown at all, since where its credentials are cannot be told.
 pub fn without_userinfo(url: &str) -> String {

@@ -9,6 +9,7 @@ use crate::config::settings::{ConfigError, Settings};
 pub use crate::config::settings::{IssuerKind, IssuerTable};
 use crate::keys::key_set::Algorithm;
 use crate::loopback::https_unless_loopback;
+use crate::secret::ShownUrl;
 
 /// One issuer, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +25,21 @@ pub struct IssuerConfig {
 }
 
 /// Where an issuer's keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum KeysAt {
     /// This JWK Set URL.
     Jwks(reqwest::Url),
     /// The `jwks_uri` of this OpenID discovery document, read at start-up.
     Discovery(reqwest::Url),
+}
+
+impl std::fmt::Debug for KeysAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeysAt::Jwks(url) => f.debug_tuple("Jwks").field(&ShownUrl(url.as_str())).finish(),
+            KeysAt::Discovery(url) => f.debug_tuple("Discovery").field(&ShownUrl(url.as_str())).finish(),
+        }
+    }
 }
 
 /// An issuer's kind, with what that kind needs.

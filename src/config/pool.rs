@@ -7,12 +7,13 @@
 use crate::cognito::MfaLookup;
 use crate::config::settings::ConfigError;
 use crate::loopback::{https_unless_loopback, is_loopback};
+use crate::secret::ShownUrl;
 
 /// Issuers under this host belong to `cognito-authz dev` and are never accepted by `serve`.
 pub const DEV_ISSUER_HOST: &str = "cognito-authz.invalid";
 
 /// A user pool, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Pool {
     /// The `iss` its tokens carry, compared exactly.
     pub issuer: String,
@@ -34,8 +35,36 @@ pub struct Pool {
     pub emulator: Option<Emulator>,
 }
 
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("endpoint", &ShownUrl(&self.endpoint))
+            .field("pool_id", &self.pool_id)
+            .field("http_issuer", &self.http_issuer)
+            .finish()
+    }
+}
+
+/// URLs are shown without their userinfo: a password in `--jwks-url` or `--cognito-endpoint` never
+/// reaches a log line or an error through `Debug`.
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("issuer", &ShownUrl(&self.issuer))
+            .field("jwks_url", &ShownUrl(self.jwks_url.as_str()))
+            .field("client_ids", &self.client_ids)
+            .field("region", &self.region)
+            .field("user_pool_id", &self.user_pool_id)
+            .field("cognito_endpoint", &self.cognito_endpoint.as_deref().map(ShownUrl))
+            .field("mfa_source", &self.mfa_source)
+            .field("allow_machine_tokens", &self.allow_machine_tokens)
+            .field("emulator", &self.emulator)
+            .finish()
+    }
+}
+
 /// Which of AWS's rules were relaxed for an emulator on loopback, and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Emulator {
     /// The emulator's Cognito API, for the start-up warning: credentials in it shown as `***`.
     pub endpoint: String,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 pub use crate::secret::Secret;
 
 /// Where the endpoints are.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Endpoints {
     /// `/oauth2/token`: code and refresh grants.
     pub token: Option<reqwest::Url>,
@@ -18,6 +18,21 @@ pub struct Endpoints {
     pub revoke: Option<reqwest::Url>,
     /// The hosted UI's `/logout`, which the browser visits to end the Cognito session.
     pub logout: Option<reqwest::Url>,
+}
+
+/// Each URL without its userinfo.
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn shown(url: &Option<reqwest::Url>) -> Option<crate::secret::ShownUrl<'_>> {
+            url.as_ref().map(|u| crate::secret::ShownUrl(u.as_str()))
+        }
+        f.debug_struct("Endpoints")
+            .field("token", &shown(&self.token))
+            .field("userinfo", &shown(&self.userinfo))
+            .field("revoke", &shown(&self.revoke))
+            .field("logout", &shown(&self.logout))
+            .finish()
+    }
 }
 
 impl Endpoints {

@@ -159,3 +159,45 @@ fn a_start_up_that_fails_after_listening_prints_no_secret_setting_value() {
     assert!(!output.contains("marker-tls-key-content"), "the key file's contents were printed:\n{output}");
     assert_no_marker(&output);
 }
+
+#[test]
+fn the_configurations_debug_shows_no_password_of_any_url() {
+    use cognito_authz::config::Settings;
+    use cognito_authz::config::issuer::{IssuerKind, IssuerTable};
+    let with_password = |host: &str| format!("https://user:pw-in-{host}@{host}.example");
+    let settings = Settings {
+        issuers: vec![
+            IssuerTable {
+                name: "staff".into(),
+                region: Some("eu-west-1".into()),
+                user_pool_id: Some("eu-west-1_AbC123".into()),
+                client_id: vec!["c1".into()],
+                jwks_url: Some(format!("{}/jwks.json", with_password("keys"))),
+                cognito_endpoint: Some(with_password("cognito")),
+                ..IssuerTable::default()
+            },
+            IssuerTable {
+                name: "partners".into(),
+                kind: IssuerKind::Oidc,
+                issuer: Some("https://idp.example/realms/acme".into()),
+                jwks_url: Some(format!("{}/jwks", with_password("idp-keys"))),
+                audience: vec!["https://api.example".into()],
+                ..IssuerTable::default()
+            },
+        ],
+        oauth_domain: Some(with_password("auth")),
+        redirect_uri: Some("https://app.example/callback".into()),
+        revocation_store: Some("redis://:pw-in-redis@redis.example:6379/0".parse().unwrap()),
+        revocation_namespace: Some("shop".into()),
+        ..Settings::default()
+    };
+    let config = settings.into_config().expect("valid settings");
+    let shown = format!("{config:?}");
+    // Positive control: the URLs are there, with their hosts.
+    for host in ["keys.example", "cognito.example", "idp-keys.example", "auth.example", "redis.example"] {
+        assert!(shown.contains(host), "{host} is shown: {shown}");
+    }
+    for password in ["pw-in-keys", "pw-in-cognito", "pw-in-idp-keys", "pw-in-auth", "pw-in-redis"] {
+        assert!(!shown.contains(password), "{password} leaked: {shown}");
+    }
+}
