@@ -257,7 +257,10 @@ def world(logdir, moto, pool, upstream):
     authz.stop()
     provider.stop()
     keyed.stop()
-    assert "eyJ" not in authz.output(), "a token (or a piece of one) reached the log"
+    log = authz.output()
+    # Positive control: the refusals of this module's tests were logged (with their reasons).
+    assert "request denied" in log and "ambiguous_route" in log, "the denials reached the log"
+    assert "eyJ" not in log, "a token (or a piece of one) reached the log"
 
 
 def get(world, path, token):

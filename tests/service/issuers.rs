@@ -231,9 +231,9 @@ async fn a_policy_rule_with_groups_but_no_issuers_stops_start_up_with_several_is
     let mut config = config(NO_JWKS);
     config.issuers = validate(&tables([NO_JWKS; 3])).expect("valid tables");
     config.policy = policy.clone();
-    let refused = cognito_authz::server::build(&config).await.err().expect("refused").to_string();
-    assert!(refused.contains("--policy"), "{refused}");
-    let chain = format!("{:#}", cognito_authz::server::build(&config).await.err().unwrap());
+    let Err(refused) = cognito_authz::server::build(&config).await else { panic!("start-up is refused") };
+    assert!(refused.to_string().contains("--policy"), "{refused}");
+    let chain = format!("{refused:#}");
     assert!(chain.contains("rule 1 (/api/admin)") && chain.contains("names no issuers"), "{chain}");
     // Positive control: the same rule with one issuer is fine.
     assert!(policy.check_issuers(&["default".to_owned()]).is_ok());
