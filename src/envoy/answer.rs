@@ -11,155 +11,16 @@
 //! the memory budget in BENCHMARKS.md), for a saving of tens of nanoseconds.
 //!
 //! The bytes are exactly prost's encoding of `ext_authz::allowed_response` (the tests compare
-//! them), so an identity header is added in one place: `identity_values` below.
+//! them), so an identity header is added in one place: `authz::headers::identity_values`.
 
 use std::sync::Arc;
 
-use percent_encoding::{AsciiSet, utf8_percent_encode};
 use prost::bytes::BufMut;
 use prost::encoding::{encode_varint, encoded_len_varint};
-use uuid::Uuid;
 
 use crate::authz::Allowed;
-use crate::authz::headers::{COLON, FIXED, IdentityHeaders, LIST_ITEM, Qualifiers, TEXT, TEXT_QUALIFIED};
+use crate::authz::headers::{IdentityHeaders, Qualifiers, Value, identity_values};
 use crate::verify::claims::{Claims, Identity};
-
-const fn fixed(name: &str) -> usize {
-    let mut i = 0;
-    while i < FIXED.len() {
-        let (a, b) = (FIXED[i].as_bytes(), name.as_bytes());
-        if a.len() == b.len() {
-            let mut j = 0;
-            while j < a.len() && a[j] == b[j] {
-                j += 1;
-            }
-            if j == a.len() {
-                return i;
-            }
-        }
-        i += 1;
-    }
-    panic!("not an identity header")
-}
-
-const USER_ID: usize = fixed("x-user-id");
-const USERNAME: usize = fixed("x-username");
-const USER_GROUPS: usize = fixed("x-user-groups");
-const CLIENT_ID: usize = fixed("x-client-id");
-const USER_ISSUER: usize = fixed("x-user-issuer");
-
-/// A header value as the claims hold it; written without building a string. `prefix` is the
-/// issuer's name where its values are qualified (`partners:<value>`; each item of a list).
-#[derive(Clone, Copy)]
-enum Value<'a> {
-    /// A UUID, hyphenated lower case.
-    Uuid(Option<&'a str>, &'a Uuid),
-    /// Text written as it is (names this service chose, already escaped values).
-    Text(&'a str),
-    /// Text percent-encoded with the given set (`headers::TEXT`: control characters, `%` and
-    /// non-ASCII; with several issuers `:` too).
-    Escaped(Option<&'a str>, &'a str, &'static AsciiSet),
-    /// Items percent-encoded (`headers::escape_list_item`), comma-joined.
-    List(Option<&'a str>, &'a [String]),
-}
-
-/// The identity headers an allow sets, by their index in `IdentityHeaders::names`, in that order.
-/// The one place an identity value is chosen: the pre-encoded allow and the prost-built one
-/// (`ext_authz::allowed_response`) both write these.
-fn identity_values<'c>(claims: &'c Claims, q: &'c Qualifiers) -> impl Iterator<Item = (usize, Value<'c>)> {
-    let prefix = q.prefix(claims.issuer);
-    let text = if q.several() { TEXT_QUALIFIED } else { TEXT };
-    let groups = (!claims.groups.is_empty()).then_some((USER_GROUPS, Value::List(prefix, &claims.groups)));
-    let issuer = Some((USER_ISSUER, Value::Text(&claims.issuer_name)));
-    let fixed: [Option<(usize, Value<'_>)>; 4] = match &claims.identity {
-        Identity::User { sub, username } => [
-            Some((USER_ID, Value::Uuid(prefix, sub))),
-            Some((USERNAME, Value::Escaped(prefix, username, text))),
-            groups,
-            issuer,
-        ],
-        Identity::Subject { sub, username } => [
-            Some((USER_ID, Value::Escaped(prefix, sub, text))),
-            Some((USERNAME, Value::Escaped(prefix, username, text))),
-            groups,
-            issuer,
-        ],
-        Identity::Machine => [Some((CLIENT_ID, Value::Escaped(prefix, &claims.client_id, text))), issuer, None, None],
-    };
-    let mapped = claims.mapped.iter().enumerate().filter_map(move |(i, v)| {
-        let v = v.as_deref()?;
-        Some((FIXED.len() + i, if q.several() { Value::Escaped(prefix, v, COLON) } else { Value::Text(v) }))
-    });
-    fixed.into_iter().flatten().chain(mapped)
-}
-
-/// The identity headers an allow sets, as (index in `IdentityHeaders::names`, value) pairs.
-pub(crate) fn identity_header_values(claims: &Claims, q: &Qualifiers) -> Vec<(usize, String)> {
-    identity_values(claims, q)
-        .map(|(i, value)| {
-            let mut bytes = Vec::with_capacity(value.len());
-            value.put(&mut bytes);
-            (i, String::from_utf8(bytes).expect("identity values are written as UTF-8"))
-        })
-        .collect()
-}
-
-fn prefix_len(prefix: Option<&str>) -> usize {
-    prefix.map_or(0, |p| p.len() + 1)
-}
-
-fn put_prefix(buf: &mut impl BufMut, prefix: Option<&str>) {
-    if let Some(p) = prefix {
-        buf.put_slice(p.as_bytes());
-        buf.put_u8(b':');
-    }
-}
-
-impl Value<'_> {
-    fn len(self) -> usize {
-        match self {
-            Value::Uuid(prefix, _) => prefix_len(prefix) + uuid::fmt::Hyphenated::LENGTH,
-            Value::Text(text) => text.len(),
-            Value::Escaped(prefix, text, set) => {
-                prefix_len(prefix) + utf8_percent_encode(text, set).map(str::len).sum::<usize>()
-            }
-            Value::List(prefix, items) => {
-                let escaped: usize = items
-                    .iter()
-                    .map(|i| prefix_len(prefix) + utf8_percent_encode(i, LIST_ITEM).map(str::len).sum::<usize>())
-                    .sum();
-                escaped + items.len().saturating_sub(1)
-            }
-        }
-    }
-
-    fn put(self, buf: &mut impl BufMut) {
-        match self {
-            Value::Uuid(prefix, uuid) => {
-                put_prefix(buf, prefix);
-                buf.put_slice(uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
-            }
-            Value::Text(text) => buf.put_slice(text.as_bytes()),
-            Value::Escaped(prefix, text, set) => {
-                put_prefix(buf, prefix);
-                for chunk in utf8_percent_encode(text, set) {
-                    buf.put_slice(chunk.as_bytes());
-                }
-            }
-            Value::List(prefix, items) => {
-                for (n, item) in items.iter().enumerate() {
-                    if n > 0 {
-                        buf.put_u8(b',');
-                    }
-                    put_prefix(buf, prefix);
-                    for chunk in utf8_percent_encode(item, LIST_ITEM) {
-                        buf.put_slice(chunk.as_bytes());
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Tag bytes (field number << 3 | wire type), named for the message and field they open.
 mod tag {
@@ -467,8 +328,10 @@ fn put_metadata(buf: &mut impl BufMut, c: &Claims) {
 mod tests {
     use prost::Message;
 
+    use uuid::Uuid;
+
     use super::*;
-    use crate::authz::headers::HeaderClaim;
+    use crate::authz::headers::{FIXED, HeaderClaim, identity_header_values};
     use crate::envoy::ext_authz::allowed_response;
     use crate::verify::claims::TokenId;
 

@@ -281,7 +281,7 @@ pub fn allowed_response(
 ) -> CheckResponse {
     let set: Vec<(&str, String)> = match allowed {
         Allowed::Anonymous => vec![],
-        Allowed::Verified(claims) => crate::envoy::answer::identity_header_values(claims, identity.qualifiers())
+        Allowed::Verified(claims) => crate::authz::headers::identity_header_values(claims, identity.qualifiers())
             .into_iter()
             .map(|(i, value)| (identity.names()[i].as_str(), value))
             .collect(),
