@@ -35,6 +35,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         grpc: bind(config.grpc_listen, "--grpc-listen").await?,
         http: bind(config.http_listen, "--http-listen").await?,
         admin: bind(config.admin_listen, "--admin-listen").await?,
+        authz_http: match &config.authz_http {
+            Some(settings) => Some(bind(settings.listen, "--authz-http-listen").await?),
+            None => None,
+        },
     };
     server::serve(&config, parts, listeners, axum::Router::new(), server::termination()).await?;
     Ok(ExitCode::SUCCESS)
@@ -98,6 +102,7 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         grpc: bind(args.grpc_listen, "--grpc-listen").await?,
         http: bind(args.http_listen, "--http-listen").await?,
         admin: bind(args.admin_listen, "--admin-listen").await?,
+        authz_http: None,
     };
     let jwks_url = format!("http://{}/.well-known/jwks.json", listeners.http.local_addr()?);
     let jwks_url =

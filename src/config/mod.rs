@@ -8,6 +8,7 @@ pub mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authz::headers::HeaderClaim;
@@ -68,6 +69,8 @@ pub struct Config {
     pub cognito_timeout: Duration,
     /// The admin listener (`/metrics`, `/livez`, admin routes).
     pub admin_listen: SocketAddr,
+    /// The HTTP authorization listener, when on.
+    pub authz_http: Option<AuthzHttp>,
     /// The bearer token of the admin routes; off without one.
     pub admin_token: Option<Secret>,
     /// How many verified tokens are cached.
@@ -97,6 +100,17 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// With it, gRPC clients must present a certificate this CA signed.
     pub client_ca: Option<PathBuf>,
+}
+
+/// The HTTP authorization listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzHttp {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The proxies that may ask it.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Envoy `http_service`'s `path_prefix`, taken off the path.
+    pub prefix: String,
 }
 
 /// Where revocations are kept.
@@ -135,6 +149,11 @@ impl Config {
             emulator: None,
         };
         defaults.with_pool(pool).expect("the default settings are valid")
+    }
+
+    /// The proxies the HTTP authorization listener answers (none when it is off).
+    pub fn authz_http_trusted(&self) -> Arc<[ipnet::IpNet]> {
+        self.authz_http.as_ref().map_or_else(|| Arc::from([]), |a| a.trusted_proxies.clone().into())
     }
 
     /// The issuers this configuration verifies: its `[[issuer]]` tables, or the single pool of its
@@ -268,6 +287,23 @@ impl Settings {
                 return Err(bad("allowed-origin", "each must be an origin like https://app.example.com"));
             }
         }
+        let trusted_proxies = self
+            .trusted_proxy
+            .iter()
+            .map(|cidr| {
+                cidr.trim().parse::<ipnet::IpNet>().map_err(|_| bad("trusted-proxy", format!("{cidr:?} is not a CIDR")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !self.authz_http_prefix.is_empty()
+            && (!self.authz_http_prefix.starts_with('/') || self.authz_http_prefix.ends_with('/'))
+        {
+            return Err(bad("authz-http-prefix", "must start with / and not end with one (e.g. /authz)"));
+        }
+        let authz_http = self.authz_http_listen.map(|listen| AuthzHttp {
+            listen,
+            trusted_proxies,
+            prefix: self.authz_http_prefix.clone(),
+        });
         let tls = match (self.tls_cert, self.tls_key, self.tls_client_ca) {
             (Some(cert), Some(key), client_ca) => Some(TlsFiles { cert, key, client_ca }),
             (None, None, None) => None,
@@ -301,6 +337,7 @@ impl Settings {
             policy_path: self.policy,
             cognito_timeout,
             admin_listen: self.admin_listen,
+            authz_http,
             pool,
             grpc_listen: self.grpc_listen,
             http_listen: self.http_listen,

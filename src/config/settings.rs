@@ -139,6 +139,19 @@ pub struct Settings {
     /// Address of the admin server (`/metrics`); never route Envoy traffic to it.
     #[arg(long, env = "COGNITO_AUTHZ_ADMIN_LISTEN", required = false)]
     pub admin_listen: SocketAddr,
+    /// Address of the HTTP authorization listener, for proxies that ask over plain HTTP (Envoy's
+    /// `http_service`, nginx `auth_request`, Traefik and Caddy forward auth). Defaults to none: off.
+    #[arg(long, env = "COGNITO_AUTHZ_AUTHZ_HTTP_LISTEN")]
+    pub authz_http_listen: Option<SocketAddr>,
+    /// Addresses (CIDRs) of the proxies allowed to ask the HTTP authorization listener; anyone
+    /// else gets 400, since the original method and URI come from headers a client could send.
+    /// Comma-separated. Defaults to loopback only.
+    #[arg(long = "trusted-proxy", env = "COGNITO_AUTHZ_TRUSTED_PROXIES", value_delimiter = ',', required = false)]
+    pub trusted_proxy: Vec<String>,
+    /// For Envoy's `http_service`: the `path_prefix` Envoy puts before the original path, taken off
+    /// again. Defaults to none.
+    #[arg(long, env = "COGNITO_AUTHZ_AUTHZ_HTTP_PREFIX", required = false)]
+    pub authz_http_prefix: String,
     /// How many verified tokens are cached (each until its `exp`); 0 turns the cache off.
     #[arg(long, env = "COGNITO_AUTHZ_TOKEN_CACHE_SIZE", required = false)]
     pub token_cache_size: u64,
@@ -290,6 +303,9 @@ impl Default for Settings {
             revoke_sessions_on_mfa_enrolment: false,
             allow_machine_tokens: false,
             admin_listen: ([127, 0, 0, 1], 9090).into(),
+            authz_http_listen: None,
+            trusted_proxy: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
+            authz_http_prefix: String::new(),
             token_cache_size: 100_000,
             admin_token: None,
             admin_token_file: None,

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod forward_auth;
 pub mod oauth;
 
 use axum::Json;

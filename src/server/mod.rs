@@ -17,6 +17,7 @@ use tonic_health::ServingStatus;
 use crate::authz::Authorizer;
 use crate::authz::error::StepUp;
 use crate::authz::headers::{IdentityHeaders, Qualifiers};
+use crate::authz::observed::Decider;
 use crate::authz::policy::Policy;
 use crate::authz::policy::SharedPolicy;
 use crate::aws::SdkCognito;
@@ -28,6 +29,7 @@ use crate::envoy::ext_authz::ExtAuthz;
 use crate::envoy::grpc::AuthorizationService;
 use crate::http::AuthState;
 use crate::http::admin::{self, AdminIssuer, AdminState};
+use crate::http::forward_auth::ForwardAuth;
 use crate::http::oauth::OAuthClient;
 use crate::keys::discovery::DiscoveredKeySource;
 use crate::keys::key_store::KeySettings;
@@ -85,6 +87,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// `/metrics`, `/livez` and the admin routes.
     pub admin: TcpListener,
+    /// The HTTP authorization listener for proxies that ask over HTTP, when on.
+    pub authz_http: Option<TcpListener>,
 }
 
 crate::opaque_debug!(Listeners);
@@ -423,7 +427,7 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
 
-    let Listeners { grpc, http, admin } = listeners;
+    let Listeners { grpc, http, admin, authz_http } = listeners;
     // Credentials in a URL's userinfo stay out of the log; where it points is what an operator needs.
     let (issuer, jwks) = (without_userinfo(&config.pool.issuer), without_userinfo(config.pool.jwks_url.as_str()));
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, admin = %admin.local_addr()?,
@@ -447,6 +451,15 @@ pub async fn serve(
         token: config.admin_token.clone(),
         refresh_token_lifetime: config.auth.refresh_token_lifetime,
     };
+    // The same decision for the proxies that ask over HTTP, with its own decision-log budget.
+    let forward_auth = config.authz_http.as_ref().map(|settings| ForwardAuth {
+        decider: Arc::new(
+            Decider::new(parts.authorizer.clone(), parts.metrics.clone()).sampling_allows(config.log_allow_sample_rate),
+        ),
+        identity: IdentityHeaders::with_mapped(&config.header_claims).qualified(parts.authorizer.qualifiers().clone()),
+        trusted: config.authz_http_trusted(),
+        prefix: Arc::from(settings.prefix.as_str()),
+    });
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone())
         .identity_headers(IdentityHeaders::with_mapped(&config.header_claims))
         .sampling_allows(config.log_allow_sample_rate)
@@ -477,8 +490,20 @@ pub async fn serve(
             None => axum::serve(http, http_app).with_graceful_shutdown(http_stopped).await,
         }
     };
+    let authz_http_stopped = stopped(stop_rx.clone());
+    let authz_http_server = async move {
+        match (authz_http, forward_auth) {
+            (Some(listener), Some(state)) => {
+                let app = crate::http::forward_auth::routes(state)
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+                axum::serve(listener, app).with_graceful_shutdown(authz_http_stopped).await
+            }
+            _ => Ok(()),
+        }
+    };
     let admin_server = axum::serve(admin, admin::routes(admin_state)).with_graceful_shutdown(stopped(stop_rx));
-    let (grpc_result, http_result, admin_result) = tokio::join!(grpc_server, http_server, admin_server);
+    let (grpc_result, http_result, admin_result, authz_http_result) =
+        tokio::join!(grpc_server, http_server, admin_server, authz_http_server);
     refresh.iter().for_each(|task| task.abort());
     purge.abort();
     for task in [reload, follow].into_iter().flatten() {
@@ -487,6 +512,7 @@ pub async fn serve(
     grpc_result?;
     http_result?;
     admin_result?;
+    authz_http_result?;
     tracing::info!("stopped");
     Ok(())
 }

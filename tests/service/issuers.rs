@@ -484,6 +484,7 @@ async fn readiness_waits_until_every_issuer_has_loaded_its_keys() {
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        authz_http: None,
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
     let healthz = format!("http://{}/healthz", listeners.http.local_addr().unwrap());

@@ -4,6 +4,7 @@
 mod common;
 
 mod decisions;
+mod forward_auth;
 mod hostile;
 mod http_module;
 mod issuers;

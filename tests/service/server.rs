@@ -55,6 +55,7 @@ async fn run(config: Config, parts: server::Parts) -> Running {
         grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        authz_http: None,
     };
     let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
     let (mfa, revocations) = (parts.mfa.clone(), parts.revocations.clone());

@@ -78,6 +78,7 @@ async fn start(config: Config) -> Result<Running, String> {
         grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        authz_http: None,
     };
     let grpc = format!("https://localhost:{}", listeners.grpc.local_addr().unwrap().port());
     let http = format!("https://localhost:{}", listeners.http.local_addr().unwrap().port());

@@ -1,0 +1,138 @@
+//! The HTTP authorization listener in-process (`http::forward_auth`): the same decision as the gRPC
+//! path, asked the way nginx, Traefik and Caddy, and Envoy's `http_service` ask; forwarded
+//! method and URI believed from the trusted proxies only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use cognito_authz::authz::headers::IdentityHeaders;
+use cognito_authz::authz::observed::Decider;
+use cognito_authz::http::forward_auth::{self, ForwardAuth};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::common::*;
+
+const PROXY: &str = "127.0.0.1:40000";
+
+async fn listener() -> axum::Router {
+    let config = config(NO_JWKS);
+    let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
+    forward_auth::routes(ForwardAuth {
+        identity: IdentityHeaders::default().qualified(parts.authorizer.qualifiers().clone()),
+        decider: Arc::new(Decider::new(parts.authorizer, parts.metrics)),
+        trusted: Arc::from(["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]),
+        prefix: Arc::from("/authz"),
+    })
+}
+
+struct Reply {
+    status: StatusCode,
+    user: Option<String>,
+    challenge: Option<String>,
+    body: Value,
+}
+
+async fn ask(app: &axum::Router, from: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let mut request = request.body(Body::empty()).unwrap();
+    request.extensions_mut().insert(ConnectInfo(from.parse::<SocketAddr>().unwrap()));
+    let response = app.clone().oneshot(request).await.unwrap();
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let (status, user, challenge) = (response.status(), header("x-user-id"), header("www-authenticate"));
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    Reply { status, user, challenge, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+}
+
+fn valid() -> String {
+    format!("Bearer {}", key("kid-1").sign(&access_claims()))
+}
+
+#[tokio::test]
+async fn nginx_traefik_caddy_and_envoy_shapes_get_the_same_decision() {
+    let app = listener().await;
+    let token = valid();
+    let shapes: [(&str, &str, Vec<(&str, &str)>); 4] = [
+        ("GET", "/_auth", vec![("x-original-method", "GET"), ("x-original-uri", "/api/mfa/status?x=1")]),
+        ("GET", "/_auth", vec![("x-original-method", "GET"), ("x-original-url", "https://app.example/api/mfa/status")]),
+        ("GET", "/verify", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/api/mfa/status")]),
+        ("GET", "/authz/api/mfa/status", vec![]),
+    ];
+    for (method, path, mut headers) in shapes {
+        let allowed = {
+            let mut with_token = headers.clone();
+            with_token.push(("authorization", &token));
+            ask(&app, PROXY, method, path, &with_token).await
+        };
+        assert_eq!((allowed.status, allowed.user.as_deref()), (StatusCode::OK, Some(SUB)), "{path} {headers:?}");
+        headers.push(("x-request-id", "r-1"));
+        let refused = ask(&app, PROXY, method, path, &headers).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path} {headers:?}");
+        assert_eq!(
+            (refused.challenge.as_deref(), refused.body.clone()),
+            (Some("Bearer"), json!({"detail": "Not authenticated"}))
+        );
+        assert_eq!(refused.user, None);
+    }
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_believed_from_trusted_proxies_only() {
+    let app = listener().await;
+    let token = valid();
+    let forwarded = [("x-forwarded-method", "GET"), ("x-forwarded-uri", "/api/mfa/status"), ("authorization", &token)];
+    assert_eq!(ask(&app, PROXY, "GET", "/verify", &forwarded).await.status, StatusCode::OK, "positive control");
+    // Not a connection made here: an address the listener is told it came from.
+    let untrusted = ask(&app, "10.9.8.7:5000", "GET", "/verify", &forwarded).await;
+    assert_eq!(untrusted.status, StatusCode::BAD_REQUEST);
+    assert_eq!(untrusted.body["detail"], "Authorization requests are answered for trusted proxies only");
+    // A forwarded URI sent twice (a client's copy beside the proxy's) cannot be told apart.
+    let twice = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/public"),
+        ("x-forwarded-uri", "/api/mfa/status"),
+        ("authorization", token.as_str()),
+    ];
+    assert_eq!(ask(&app, PROXY, "GET", "/verify", &twice).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_grpc_paths_rules_hold_over_http() {
+    let app = listener().await;
+    let token = valid();
+    let at = |uri: &'static str| [("x-original-method", "GET"), ("x-original-uri", uri)];
+    // An odd path is refused, not guessed at.
+    for odd in ["/a/../b", "/a%2fb", "/a%252e", "api"] {
+        let mut headers = at(odd).to_vec();
+        headers.push(("authorization", &token));
+        let reply = ask(&app, PROXY, "GET", "/_auth", &headers).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{odd}");
+    }
+    // A client-sent identity header under another spelling is refused, as on the gRPC path.
+    let mut spoof = at("/api/mfa/status").to_vec();
+    spoof.extend([("authorization", token.as_str()), ("x_user_id", "someone")]);
+    let reply = ask(&app, PROXY, "GET", "/_auth", &spoof).await;
+    assert_eq!(
+        (reply.status, reply.body["detail"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("Request carries a reserved header"))
+    );
+    // Two credentials are one too many.
+    let mut two = at("/api/mfa/status").to_vec();
+    two.extend([("authorization", token.as_str()), ("authorization", token.as_str())]);
+    assert_eq!(ask(&app, PROXY, "GET", "/_auth", &two).await.status, StatusCode::BAD_REQUEST);
+    // The route's level: an unmatched path is `mfa`, and this alice has enrolled (the fake pool).
+    let mut mfa = at("/reports").to_vec();
+    mfa.push(("authorization", &token));
+    assert_eq!(ask(&app, PROXY, "GET", "/_auth", &mfa).await.status, StatusCode::OK);
+    // Envoy's shape outside the configured prefix cannot be judged.
+    assert_eq!(
+        ask(&app, PROXY, "GET", "/elsewhere/api", &[("authorization", &token)]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
