@@ -20,6 +20,14 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 
+# nginx and Caddy for the HTTP authorization tests (Debian's packages). Installing them may start
+# their system services on port 80: stopped at once, since each test runs its own on loopback.
+if ! [ -x /usr/sbin/nginx ] || ! command -v caddy >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nginx caddy >/dev/null
+  pkill -x nginx || true
+  pkill -x caddy || true
+fi
+
 # Chromium for the browser test (Debian's package: no test tool may download a browser).
 if ! [ -x /usr/bin/chromium ]; then
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null

@@ -294,10 +294,9 @@ impl Settings {
                 cidr.trim().parse::<ipnet::IpNet>().map_err(|_| bad("trusted-proxy", format!("{cidr:?} is not a CIDR")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if !self.authz_http_prefix.is_empty()
-            && (!self.authz_http_prefix.starts_with('/') || self.authz_http_prefix.ends_with('/'))
-        {
-            return Err(bad("authz-http-prefix", "must start with / and not end with one (e.g. /authz)"));
+        let prefix = &self.authz_http_prefix;
+        if prefix.len() < 2 || !prefix.starts_with('/') || prefix.ends_with('/') {
+            return Err(bad("authz-http-prefix", "must be a path like /envoy"));
         }
         let authz_http = self.authz_http_listen.map(|listen| AuthzHttp {
             listen,

@@ -149,7 +149,7 @@ pub struct Settings {
     #[arg(long = "trusted-proxy", env = "COGNITO_AUTHZ_TRUSTED_PROXIES", value_delimiter = ',', required = false)]
     pub trusted_proxy: Vec<String>,
     /// For Envoy's `http_service`: the `path_prefix` Envoy puts before the original path, taken off
-    /// again. Defaults to none.
+    /// again (nginx asks at `/auth-request`, Traefik and Caddy at `/forward-auth`). Defaults to `/envoy`.
     #[arg(long, env = "COGNITO_AUTHZ_AUTHZ_HTTP_PREFIX", required = false)]
     pub authz_http_prefix: String,
     /// How many verified tokens are cached (each until its `exp`); 0 turns the cache off.
@@ -305,7 +305,7 @@ impl Default for Settings {
             admin_listen: ([127, 0, 0, 1], 9090).into(),
             authz_http_listen: None,
             trusted_proxy: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
-            authz_http_prefix: String::new(),
+            authz_http_prefix: "/envoy".to_owned(),
             token_cache_size: 100_000,
             admin_token: None,
             admin_token_file: None,

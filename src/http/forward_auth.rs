@@ -5,7 +5,10 @@
 //! - **Traefik** `forwardAuth` and **Caddy** `forward_auth`: `X-Forwarded-Method` and
 //!   `X-Forwarded-Uri`;
 //! - **Envoy** `http_service` (also Envoy Gateway's and Istio's HTTP ext_authz): the request's own
-//!   method and path, after the configured `path_prefix`.
+//!   method and path, after the configured `path_prefix` (`--authz-http-prefix`, `/envoy`).
+//!
+//! Each asks at its own path (`/auth-request`, `/forward-auth`, the prefix), so which headers are
+//! read never depends on which headers a client managed to add.
 //!
 //! The request becomes the neutral `Request`, the one decision core decides (metrics, decision
 //! log, shadow mode included), and the answer is rendered: 200 with the identity headers, or the
@@ -74,33 +77,44 @@ async fn decide(
     }
 }
 
-/// The proxied request's method and path (query included), by the headers each proxy sets.
+/// Where each proxy asks: the shape of the request is chosen by the path the shipped configs use,
+/// never by which headers are present (a client could add those: through Caddy, a forged
+/// `X-Original-URI` would otherwise pass for nginx's).
+pub const NGINX_PATH: &str = "/auth-request";
+/// Where Traefik and Caddy ask.
+pub const FORWARD_PATH: &str = "/forward-auth";
+
+/// The proxied request's method and path (query included), read as the proxy asking sends them.
 fn original<'a>(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap, prefix: &str) -> Option<(&'a str, String)> {
     let text = |name: &str| -> Option<&'a str> {
         let mut values = headers.get_all(name).iter();
         let first = values.next()?;
         // Sent twice, the header cannot be told from a client's copy beside the proxy's.
         if values.next().is_some() {
-            return Some("");
+            return None;
         }
         first.to_str().ok()
     };
     // An empty method or a path not starting with `/` cannot be judged.
     let judged =
         |method: &'a str, path: String| (!method.is_empty() && path.starts_with('/')).then_some((method, path));
-    if let Some(uri) = text("x-original-uri") {
-        return judged(text("x-original-method")?, uri.to_owned());
+    match uri.path() {
+        // nginx `auth_request`, ingress-nginx `auth-url`: X-Original-URI, or the whole X-Original-URL.
+        NGINX_PATH => {
+            let path = match text("x-original-uri") {
+                Some(uri) => uri.to_owned(),
+                None => text("x-original-url")?.parse::<Uri>().ok()?.path_and_query()?.as_str().to_owned(),
+            };
+            judged(text("x-original-method")?, path)
+        }
+        // Traefik `forwardAuth`, Caddy `forward_auth`.
+        FORWARD_PATH => judged(text("x-forwarded-method")?, text("x-forwarded-uri")?.to_owned()),
+        // Envoy `http_service`: the request itself, under its `path_prefix`.
+        _ => {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str()).strip_prefix(prefix)?;
+            judged(method.as_str(), path.to_owned())
+        }
     }
-    if let Some(url) = text("x-original-url") {
-        let parsed: Uri = url.parse().ok()?;
-        return judged(text("x-original-method")?, parsed.path_and_query()?.as_str().to_owned());
-    }
-    if let Some(uri) = text("x-forwarded-uri") {
-        return judged(text("x-forwarded-method")?, uri.to_owned());
-    }
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = if prefix.is_empty() { path } else { path.strip_prefix(prefix)? };
-    judged(method.as_str(), path.to_owned())
 }
 
 /// The neutral request: the credential, the cookie rules' inputs, and the spoofed-identity check.
@@ -123,15 +137,19 @@ fn request_from<'a>(method: &'a str, path: &'a str, headers: &'a HeaderMap, iden
 }
 
 /// 200 with the identity headers for the proxy to pass on (`auth_request_set`, `copy_headers`,
-/// `authResponseHeaders`, `allowed_upstream_headers`); none for an anonymous allow.
+/// `authResponseHeaders`, `allowed_upstream_headers`). Every identity header is in the answer,
+/// empty where the caller has none (an anonymous allow: all of them): a proxy that copies a header
+/// the answer lacks may otherwise send a client's copy, or its own placeholder text, upstream.
 fn allow(allowed: &Allowed, identity: &IdentityHeaders) -> Response {
-    let mut response = StatusCode::OK.into_response();
+    let mut values: Vec<String> = vec![String::new(); identity.names().len()];
     if let Allowed::Verified(claims) = allowed {
         for (i, value) in identity_header_values(claims, identity.qualifiers()) {
-            let (Ok(name), Ok(value)) = (HeaderName::try_from(&identity.names()[i]), HeaderValue::try_from(value))
-            else {
-                continue;
-            };
+            values[i] = value;
+        }
+    }
+    let mut response = StatusCode::OK.into_response();
+    for (name, value) in identity.names().iter().zip(values) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value)) {
             response.headers_mut().insert(name, value);
         }
     }

@@ -25,7 +25,7 @@ async fn listener() -> axum::Router {
         identity: IdentityHeaders::default().qualified(parts.authorizer.qualifiers().clone()),
         decider: Arc::new(Decider::new(parts.authorizer, parts.metrics)),
         trusted: Arc::from(["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]),
-        prefix: Arc::from("/authz"),
+        prefix: Arc::from("/envoy"),
     })
 }
 
@@ -59,10 +59,14 @@ async fn nginx_traefik_caddy_and_envoy_shapes_get_the_same_decision() {
     let app = listener().await;
     let token = valid();
     let shapes: [(&str, &str, Vec<(&str, &str)>); 4] = [
-        ("GET", "/_auth", vec![("x-original-method", "GET"), ("x-original-uri", "/api/mfa/status?x=1")]),
-        ("GET", "/_auth", vec![("x-original-method", "GET"), ("x-original-url", "https://app.example/api/mfa/status")]),
-        ("GET", "/verify", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/api/mfa/status")]),
-        ("GET", "/authz/api/mfa/status", vec![]),
+        ("GET", "/auth-request", vec![("x-original-method", "GET"), ("x-original-uri", "/api/mfa/status?x=1")]),
+        (
+            "GET",
+            "/auth-request",
+            vec![("x-original-method", "GET"), ("x-original-url", "https://app.example/api/mfa/status")],
+        ),
+        ("GET", "/forward-auth", vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/api/mfa/status")]),
+        ("GET", "/envoy/api/mfa/status", vec![]),
     ];
     for (method, path, mut headers) in shapes {
         let allowed = {
@@ -87,9 +91,9 @@ async fn forwarded_headers_are_believed_from_trusted_proxies_only() {
     let app = listener().await;
     let token = valid();
     let forwarded = [("x-forwarded-method", "GET"), ("x-forwarded-uri", "/api/mfa/status"), ("authorization", &token)];
-    assert_eq!(ask(&app, PROXY, "GET", "/verify", &forwarded).await.status, StatusCode::OK, "positive control");
+    assert_eq!(ask(&app, PROXY, "GET", "/forward-auth", &forwarded).await.status, StatusCode::OK, "positive control");
     // Not a connection made here: an address the listener is told it came from.
-    let untrusted = ask(&app, "10.9.8.7:5000", "GET", "/verify", &forwarded).await;
+    let untrusted = ask(&app, "10.9.8.7:5000", "GET", "/forward-auth", &forwarded).await;
     assert_eq!(untrusted.status, StatusCode::BAD_REQUEST);
     assert_eq!(untrusted.body["detail"], "Authorization requests are answered for trusted proxies only");
     // A forwarded URI sent twice (a client's copy beside the proxy's) cannot be told apart.
@@ -99,7 +103,18 @@ async fn forwarded_headers_are_believed_from_trusted_proxies_only() {
         ("x-forwarded-uri", "/api/mfa/status"),
         ("authorization", token.as_str()),
     ];
-    assert_eq!(ask(&app, PROXY, "GET", "/verify", &twice).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(ask(&app, PROXY, "GET", "/forward-auth", &twice).await.status, StatusCode::BAD_REQUEST);
+    // Which headers are read depends on where the proxy asks, never on which a client added: a
+    // forged nginx header on Caddy's path names nothing.
+    let forged = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/api/../admin"),
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/api/mfa/status"),
+        ("authorization", token.as_str()),
+    ];
+    let refused = ask(&app, PROXY, "GET", "/forward-auth", &forged).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "Caddy's path was judged, not the forged one");
 }
 
 #[tokio::test]
@@ -111,13 +126,13 @@ async fn the_grpc_paths_rules_hold_over_http() {
     for odd in ["/a/../b", "/a%2fb", "/a%252e", "api"] {
         let mut headers = at(odd).to_vec();
         headers.push(("authorization", &token));
-        let reply = ask(&app, PROXY, "GET", "/_auth", &headers).await;
+        let reply = ask(&app, PROXY, "GET", "/auth-request", &headers).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{odd}");
     }
     // A client-sent identity header under another spelling is refused, as on the gRPC path.
     let mut spoof = at("/api/mfa/status").to_vec();
     spoof.extend([("authorization", token.as_str()), ("x_user_id", "someone")]);
-    let reply = ask(&app, PROXY, "GET", "/_auth", &spoof).await;
+    let reply = ask(&app, PROXY, "GET", "/auth-request", &spoof).await;
     assert_eq!(
         (reply.status, reply.body["detail"].as_str()),
         (StatusCode::BAD_REQUEST, Some("Request carries a reserved header"))
@@ -125,11 +140,11 @@ async fn the_grpc_paths_rules_hold_over_http() {
     // Two credentials are one too many.
     let mut two = at("/api/mfa/status").to_vec();
     two.extend([("authorization", token.as_str()), ("authorization", token.as_str())]);
-    assert_eq!(ask(&app, PROXY, "GET", "/_auth", &two).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(ask(&app, PROXY, "GET", "/auth-request", &two).await.status, StatusCode::BAD_REQUEST);
     // The route's level: an unmatched path is `mfa`, and this alice has enrolled (the fake pool).
     let mut mfa = at("/reports").to_vec();
     mfa.push(("authorization", &token));
-    assert_eq!(ask(&app, PROXY, "GET", "/_auth", &mfa).await.status, StatusCode::OK);
+    assert_eq!(ask(&app, PROXY, "GET", "/auth-request", &mfa).await.status, StatusCode::OK);
     // Envoy's shape outside the configured prefix cannot be judged.
     assert_eq!(
         ask(&app, PROXY, "GET", "/elsewhere/api", &[("authorization", &token)]).await.status,
