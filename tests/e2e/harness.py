@@ -149,6 +149,15 @@ class Pool:
         for group in groups:
             self.idp.admin_add_user_to_group(UserPoolId=self.id, Username=user, GroupName=group)
 
+    def with_admin(self):
+        """grace: enrolled, in `admin` (the shipped policy's group), made once for the pool; alice is
+        enrolled and in `admins` only, bob enrolled nothing."""
+        if "grace" not in self.subs:
+            self.idp.create_group(GroupName="admin", UserPoolId=self.id)
+            self.add_user("grace", ["admin"])
+            self.enrol_totp("grace")
+        return self
+
     def enrol_totp(self, user):
         """What a user does in an authenticator app: associate, verify a code, prefer TOTP."""
         token = self.sign_in(user)["AccessToken"]

@@ -221,12 +221,9 @@ def world(logdir, moto, pool, upstream):
     customers = harness.Pool(moto)
     # The same username in both pools; only in the staff pool has alice enrolled TOTP.
     customers.admin_reset_mfa("alice")
-    # In the staff pool, as test_seams.py makes her: grace, enrolled, in `admin` (the shipped
-    # policy's group). alice is enrolled and in `admins` only.
-    if "grace" not in pool.subs:
-        pool.idp.create_group(GroupName="admin", UserPoolId=pool.id)
-        pool.add_user("grace", ["admin"])
-        pool.enrol_totp("grace")
+    # In the staff pool: grace, enrolled, in `admin` (the shipped policy's group); alice is
+    # enrolled and in `admins` only.
+    pool.with_admin()
     keyed = KeyedJwks()
     # A provider account that mints the staff alice's very `sub` and username.
     provider = start_provider(logdir, usernames={pool.subs["alice"]: "alice"})

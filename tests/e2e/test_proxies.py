@@ -64,13 +64,9 @@ def start_authz(logdir, pool, name, extra=(), cognito_endpoint=None):
 
 @pytest.fixture(scope="module")
 def users(pool):
-    """grace: enrolled, in `admin` (the shipped policy's group), as test_seams.py makes her; alice:
-    enrolled, in `admins` only; bob: not enrolled."""
-    if "grace" not in pool.subs:
-        pool.idp.create_group(GroupName="admin", UserPoolId=pool.id)
-        pool.add_user("grace", ["admin"])
-        pool.enrol_totp("grace")
-    return pool
+    """grace: enrolled, in `admin` (the shipped policy's group); alice: enrolled, in `admins` only;
+    bob: not enrolled."""
+    return pool.with_admin()
 
 
 @pytest.fixture(scope="module")

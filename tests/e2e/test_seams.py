@@ -14,11 +14,7 @@ SMUGGLED = ("x_user_id", "x-user_id", "x_username", "x_user_groups", "x_client_i
 @pytest.fixture(scope="module")
 def users(pool):
     """grace: enrolled, in `admin` (the shipped policy's group). alice: enrolled, in `admins` only."""
-    if "grace" not in pool.subs:
-        pool.idp.create_group(GroupName="admin", UserPoolId=pool.id)
-        pool.add_user("grace", ["admin"])
-        pool.enrol_totp("grace")
-    return pool
+    return pool.with_admin()
 
 
 @pytest.fixture(scope="module")
