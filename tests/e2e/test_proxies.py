@@ -5,7 +5,6 @@ changed), in front of the echo upstream, with moto tokens and the shipped policy
 
 import os
 import pathlib
-import subprocess
 
 import pytest
 import requests
