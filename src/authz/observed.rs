@@ -20,20 +20,23 @@ pub struct Decider {
     /// The share of allows written to the decision log (0 to 1).
     allow_sample_rate: f64,
     sampler: AtomicU64,
+    /// The metrics' `transport` label: how the proxy asked.
+    transport: &'static str,
 }
 
 crate::opaque_debug!(Decider);
 
 impl Decider {
-    /// Counts into `metrics`; denials are logged at most 20 a second, allows not at all until
-    /// `sampling_allows`.
-    pub fn new(authorizer: Authorizer, metrics: Metrics) -> Decider {
+    /// Counts into `metrics` under `transport` (`grpc`, `http`); denials are logged at most 20 a
+    /// second, allows not at all until `sampling_allows`.
+    pub fn new(authorizer: Authorizer, metrics: Metrics, transport: &'static str) -> Decider {
         Decider {
             authorizer,
             metrics,
             audit: AuditLimiter::per_second(20),
             allow_sample_rate: 0.0,
             sampler: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            transport,
         }
     }
 
@@ -63,7 +66,7 @@ impl Decider {
         }
         match &decision.outcome {
             Ok(allowed) => {
-                self.metrics.decision("allow", "none", shadow, took);
+                self.metrics.decision("allow", "none", shadow, self.transport, took);
                 // Field expressions run only when the line is enabled: nothing here costs an
                 // undebugged decision.
                 tracing::debug!(outcome = "allow", who = %who(allowed), path = loggable_path(request.path).0,
@@ -73,7 +76,7 @@ impl Decider {
                 }
             }
             Err(denied) => {
-                self.metrics.decision(denied.outcome(), denied.reason(), shadow, took);
+                self.metrics.decision(denied.outcome(), denied.reason(), shadow, self.transport, took);
                 tracing::debug!(outcome = denied.outcome(), reason = %denied, path = loggable_path(request.path).0,
                     query = loggable_path(request.path).1, "decision");
                 if let Some(suppressed) = self.audit.admit(now) {
@@ -90,7 +93,7 @@ impl Decider {
 
     /// Counts a request the transport could not even turn into a `Request`, and gives it back.
     pub fn unreadable(&self, denied: Denied, started: Instant) -> Denied {
-        self.metrics.decision(denied.outcome(), denied.reason(), false, started.elapsed());
+        self.metrics.decision(denied.outcome(), denied.reason(), false, self.transport, started.elapsed());
         denied
     }
 

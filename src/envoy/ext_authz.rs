@@ -51,7 +51,7 @@ impl ExtAuthz {
     pub fn new(authorizer: Authorizer, strip_authorization: bool, metrics: Metrics) -> ExtAuthz {
         let identity = IdentityHeaders::default().qualified(authorizer.qualifiers().clone());
         ExtAuthz {
-            decider: Decider::new(authorizer, metrics),
+            decider: Decider::new(authorizer, metrics, "grpc"),
             strip_authorization,
             writer: Arc::new(AllowWriter::new(&identity, strip_authorization, false, false)),
             identity,

@@ -454,7 +454,8 @@ pub async fn serve(
     // The same decision for the proxies that ask over HTTP, with its own decision-log budget.
     let forward_auth = config.authz_http.as_ref().map(|settings| ForwardAuth {
         decider: Arc::new(
-            Decider::new(parts.authorizer.clone(), parts.metrics.clone()).sampling_allows(config.log_allow_sample_rate),
+            Decider::new(parts.authorizer.clone(), parts.metrics.clone(), "http")
+                .sampling_allows(config.log_allow_sample_rate),
         ),
         identity: IdentityHeaders::with_mapped(&config.header_claims).qualified(parts.authorizer.qualifiers().clone()),
         trusted: config.authz_http_trusted(),

@@ -22,6 +22,9 @@ struct Decision {
     reason: &'static str,
     /// `enforce`, or `shadow` when the decision was only logged and counted.
     mode: &'static str,
+    /// How the proxy asked: `grpc` (Envoy's ext_authz) or `http` (nginx, Caddy, Traefik, Envoy's
+    /// `http_service`).
+    transport: &'static str,
 }
 
 /// A decision on a verified token, by its issuer (a configured name, never a token's `iss`).
@@ -301,9 +304,16 @@ impl Metrics {
 
     /// Counts a decision (`reason` is "none" for an allow; `shadow` when it was only observed) and
     /// the time it took.
-    pub fn decision(&self, outcome: &'static str, reason: &'static str, shadow: bool, took: Duration) {
+    pub fn decision(
+        &self,
+        outcome: &'static str,
+        reason: &'static str,
+        shadow: bool,
+        transport: &'static str,
+        took: Duration,
+    ) {
         let mode = if shadow { "shadow" } else { "enforce" };
-        self.inner.decisions.get_or_create(&Decision { outcome, reason, mode }).inc();
+        self.inner.decisions.get_or_create(&Decision { outcome, reason, mode, transport }).inc();
         self.inner.decision_duration.get_or_create(&Outcome { outcome }).observe(took.as_secs_f64());
     }
 

@@ -632,7 +632,7 @@ def exported_metrics(logdir, tmp_path_factory):
             series.setdefault(sample.group(1), set()).update(labels)
     # Guards the parsing itself: a regex that silently read nothing would let no alert pass, and
     # one that read no labels would let none name one.
-    assert series["cognito_authz_decisions_total"] == {"outcome", "reason", "mode"}, series
+    assert series["cognito_authz_decisions_total"] == {"outcome", "reason", "mode", "transport"}, series
     assert series["cognito_authz_decision_duration_seconds_bucket"] == {"outcome", "le"}, series
     return series
 

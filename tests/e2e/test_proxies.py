@@ -1,7 +1,8 @@
-"""The same decision behind nginx (`auth_request`) and Caddy (`forward_auth`), the real Debian
-packages running the shipped deploy/nginx/nginx.conf and deploy/caddy/Caddyfile (only their ports
-changed), in front of the echo upstream, with moto tokens and the shipped policy
-(envoy/policy.toml). Each refusal is shown beside the allow it would otherwise be."""
+"""The same decision behind nginx (`auth_request`), Caddy (`forward_auth`) and Envoy's ext_authz over
+HTTP (`http_service`): Debian's nginx and Caddy running the shipped deploy/nginx/nginx.conf and
+deploy/caddy/Caddyfile, and the tests' Envoy running envoy/envoy.yaml with envoy/ext-authz-http.yaml
+spliced in (only ports changed), in front of the echo upstream, with moto tokens and the shipped
+policy (envoy/policy.toml). Each refusal is shown beside the allow it would otherwise be."""
 
 import os
 import pathlib
@@ -50,7 +51,36 @@ def start_caddy(logdir, name, authz, module, app):
     return proc
 
 
-STARTERS = {"nginx": start_nginx, "caddy": start_caddy}
+HTTP_SERVICE = harness.ROOT / "envoy" / "ext-authz-http.yaml"
+GRPC_SERVICE = """                      grpc_service:
+                        envoy_grpc: { cluster_name: cognito_authz }
+                        # Envoy's default of 200 ms is shorter than a key refetch (which
+                        # cognito-authz bounds at 1 s).
+                        timeout: 2s
+"""
+HTTP2_OPTIONS = """      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {}
+"""
+
+
+def with_http_service(text):
+    """The shipped envoy.yaml as envoy/ext-authz-http.yaml says: its block for the gRPC service, and
+    the `cognito_authz` cluster speaking HTTP/1.1 (its port is the test's --authz-http-listen)."""
+    block = "".join(line + "\n" for line in HTTP_SERVICE.read_text().splitlines() if not line.startswith("#"))
+    for old, new in ((GRPC_SERVICE, block), (HTTP2_OPTIONS, "")):
+        assert text.count(old) == 1, f"the shipped envoy.yaml no longer has exactly one {old.strip()[:40]!r}"
+        text = text.replace(old, new)
+    return text
+
+
+def start_envoy_http(logdir, name, authz, module, app):
+    return harness.start_envoy(logdir, authz, module, app, name=name, transform=with_http_service)
+
+
+STARTERS = {"nginx": start_nginx, "caddy": start_caddy, "envoy-http": start_envoy_http}
 
 
 def start_authz(logdir, pool, name, extra=(), cognito_endpoint=None):
@@ -138,7 +168,7 @@ def test_a_client_forged_original_uri_is_ignored(proxy, users):
 def test_an_ambiguous_path_is_refused(proxy, users):
     alice = users.sign_in("alice")["AccessToken"]
     refused = get(proxy, "/api/mfa/x%252fy", alice)
-    # nginx turns every auth_request answer but 2xx, 401 and 403 into 500; Caddy passes it on.
+    # nginx turns every auth_request answer but 2xx, 401 and 403 into 500; Caddy and Envoy pass it on.
     assert refused.status_code == (500 if proxy.kind == "nginx" else 400), refused.text
     assert get(proxy, "/api/mfa/xy", alice).status_code == 200
 

@@ -391,9 +391,9 @@ async fn shadow_mode_decides_logs_and_counts_but_lets_the_request_through() {
     assert_eq!(unknown.http_status, Some(403));
     let text = metrics.render();
     for series in [
-        r#"cognito_authz_decisions_total{outcome="forbidden",reason="mfa_required",mode="enforce"} 2"#,
-        r#"cognito_authz_decisions_total{outcome="forbidden",reason="mfa_required",mode="shadow"} 1"#,
-        r#"cognito_authz_decisions_total{outcome="unauthenticated",reason="malformed",mode="shadow"} 1"#,
+        r#"cognito_authz_decisions_total{outcome="forbidden",reason="mfa_required",mode="enforce",transport="grpc"} 2"#,
+        r#"cognito_authz_decisions_total{outcome="forbidden",reason="mfa_required",mode="shadow",transport="grpc"} 1"#,
+        r#"cognito_authz_decisions_total{outcome="unauthenticated",reason="malformed",mode="shadow",transport="grpc"} 1"#,
     ] {
         assert!(text.contains(series), "{series} in\n{text}");
     }

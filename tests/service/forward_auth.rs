@@ -19,14 +19,20 @@ use crate::common::*;
 const PROXY: &str = "127.0.0.1:40000";
 
 async fn listener() -> axum::Router {
+    listener_and_metrics().await.0
+}
+
+async fn listener_and_metrics() -> (axum::Router, cognito_authz::telemetry::metrics::Metrics) {
     let config = config(NO_JWKS);
     let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
-    forward_auth::routes(ForwardAuth {
+    let metrics = parts.metrics.clone();
+    let app = forward_auth::routes(ForwardAuth {
         identity: IdentityHeaders::default().qualified(parts.authorizer.qualifiers().clone()),
-        decider: Arc::new(Decider::new(parts.authorizer, parts.metrics)),
+        decider: Arc::new(Decider::new(parts.authorizer, parts.metrics, "http")),
         trusted: Arc::from(["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]),
         prefix: Arc::from("/envoy"),
-    })
+    });
+    (app, metrics)
 }
 
 struct Reply {
@@ -56,7 +62,7 @@ fn valid() -> String {
 
 #[tokio::test]
 async fn nginx_traefik_caddy_and_envoy_shapes_get_the_same_decision() {
-    let app = listener().await;
+    let (app, metrics) = listener_and_metrics().await;
     let token = valid();
     let shapes: [(&str, &str, Vec<(&str, &str)>); 4] = [
         ("GET", "/auth-request", vec![("x-original-method", "GET"), ("x-original-uri", "/api/mfa/status?x=1")]),
@@ -83,6 +89,14 @@ async fn nginx_traefik_caddy_and_envoy_shapes_get_the_same_decision() {
             (Some("Bearer"), json!({"detail": "Not authenticated"}))
         );
         assert_eq!(refused.user, None);
+    }
+    // Counted as the gRPC path counts, under its own transport.
+    let shown = metrics.render();
+    for series in [
+        r#"cognito_authz_decisions_total{outcome="allow",reason="none",mode="enforce",transport="http"} 4"#,
+        r#"cognito_authz_decisions_total{outcome="unauthenticated",reason="missing_token",mode="enforce",transport="http"} 4"#,
+    ] {
+        assert!(shown.contains(series), "{series} in {shown}");
     }
 }
 

@@ -45,19 +45,28 @@ async fn metrics_count_decisions_by_outcome_and_reason_and_read_the_parts() {
     let text = metrics.render();
     let at = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} missing from\n{text}"));
     let prefix = "cognito_authz_";
-    assert_eq!(at(&format!("{prefix}decisions_total{{outcome=\"allow\",reason=\"none\",mode=\"enforce\"}}")), 2.0);
     assert_eq!(
-        at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"expired\",mode=\"enforce\"}}")),
-        1.0
+        at(&format!(
+            "{prefix}decisions_total{{outcome=\"allow\",reason=\"none\",mode=\"enforce\",transport=\"grpc\"}}"
+        )),
+        2.0
     );
     assert_eq!(
         at(&format!(
-            "{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"missing_token\",mode=\"enforce\"}}"
+            "{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"expired\",mode=\"enforce\",transport=\"grpc\"}}"
         )),
         1.0
     );
     assert_eq!(
-        at(&format!("{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"unknown_key\",mode=\"enforce\"}}")),
+        at(&format!(
+            "{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"missing_token\",mode=\"enforce\",transport=\"grpc\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        at(&format!(
+            "{prefix}decisions_total{{outcome=\"unauthenticated\",reason=\"unknown_key\",mode=\"enforce\",transport=\"grpc\"}}"
+        )),
         20.0
     );
     assert_eq!(at(&format!("{prefix}decision_duration_seconds_count{{outcome=\"allow\"}}")), 2.0);
