@@ -126,8 +126,8 @@ def test_shadow_mode_lets_requests_through_and_counts_what_it_would_have_done(lo
         invalid = get(envoy, "/api/items", "not-a-token", {"x-user-id": "forged"})
         assert invalid.status_code == 200 and "x-user-id" not in invalid.json()["headers"], "no identity from a bad token"
         text = metrics(authz)
-        assert 'cognito_authz_decisions_total{outcome="forbidden",reason="mfa_required",mode="shadow"} 1' in text
-        assert 'cognito_authz_decisions_total{outcome="unauthenticated",reason="malformed",mode="shadow"} 1' in text
+        assert 'cognito_authz_decisions_total{outcome="forbidden",reason="mfa_required",mode="shadow",transport="grpc"} 1' in text
+        assert 'cognito_authz_decisions_total{outcome="unauthenticated",reason="malformed",mode="shadow",transport="grpc"} 1' in text
     finally:
         envoy.stop()
         authz.stop()
