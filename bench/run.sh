@@ -272,7 +272,7 @@ wrk -t1 -c"$CONNS" -d60s -s "$WORK/rotate.lua" "http://127.0.0.1:${PORT[cognito_
 WRK=$!
 # Stop once every token has been seen once (the cache metric counts them).
 for _ in $(seq 120); do
-  n=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^cognito_authz_decisions_total\{outcome="allow",reason="none",mode="enforce"\}/ {print $2}')
+  n=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^cognito_authz_decisions_total\{outcome="allow",reason="none",mode="enforce",transport="grpc"\}/ {print $2}')
   [ "${n:-0}" -ge 110000 ] && break; sleep 0.5
 done
 kill $WRK 2>/dev/null || true; wait $WRK 2>/dev/null || true
