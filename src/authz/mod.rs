@@ -42,6 +42,16 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// Per-route settings from the proxy.
     pub route: RouteContext<'a>,
+    /// The client prefers an HTML page (a browser navigating): see [`prefers_html`].
+    pub html: bool,
+}
+
+/// True when an `Accept` header names `text/html` before any JSON type: a browser navigating to a
+/// page, not a script calling an API (which asks for JSON, or for anything).
+pub fn prefers_html(accept: &str) -> bool {
+    let html = accept.find("text/html");
+    let json = accept.find("json");
+    html.is_some_and(|h| json.is_none_or(|j| h < j))
 }
 
 /// An allowed request and who made it.

@@ -3,6 +3,7 @@
 //! mode. A transport only turns its request into a `Request` and renders what comes back: an allow
 //! (as whom) or a denial (why), so Envoy's gRPC and any HTTP protocol answer alike.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ pub struct Decider {
     sampler: AtomicU64,
     /// The metrics' `transport` label: how the proxy asked.
     transport: &'static str,
+    /// `--sign-in-url`: where a browser refused for want of credentials is sent instead.
+    sign_in: Option<Arc<str>>,
 }
 
 crate::opaque_debug!(Decider);
@@ -37,7 +40,23 @@ impl Decider {
             allow_sample_rate: 0.0,
             sampler: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             transport,
+            sign_in: None,
         }
+    }
+
+    /// Sends a browser refused for want of (valid) credentials to `url` to sign in, instead of a
+    /// 401. Defaults to none: every transport answers 401.
+    pub fn sending_browsers_to(mut self, url: Option<String>) -> Decider {
+        self.sign_in = url.map(Arc::from);
+        self
+    }
+
+    /// Where to send this refused request to sign in, if anywhere: a browser's `GET` of a page
+    /// (`Accept` prefers HTML) refused with 401, when `--sign-in-url` is set. API calls, other
+    /// methods and every other denial keep their answer.
+    pub fn sign_in_for(&self, request: &Request<'_>, denied: &Denied) -> Option<&str> {
+        let unauthenticated = matches!(denied, Denied::Unauthenticated(_) | Denied::StepUp(_));
+        (unauthenticated && request.method == "GET" && request.html).then_some(self.sign_in.as_deref()).flatten()
     }
 
     /// Writes this share of allows (0 to 1) to the decision log; every denial is written (within

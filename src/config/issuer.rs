@@ -397,4 +397,23 @@ mod tests {
         };
         assert!(!format!("{spec:?}").contains("hunter2") && format!("{spec:?}").contains("\"n\""));
     }
+
+    #[test]
+    fn a_sign_in_url_is_a_path_of_this_site_or_an_https_url() {
+        let with = |url: &str| {
+            let flags = Settings {
+                region: Some("eu-west-1".into()),
+                user_pool_id: Some("eu-west-1_AbC123".into()),
+                client_id: vec!["c1".into()],
+                sign_in_url: Some(url.into()),
+                ..Settings::default()
+            };
+            flags.into_config().map(|c| c.sign_in_url.unwrap()).map_err(|e| e.flag)
+        };
+        assert_eq!(with("/auth/login"), Ok("/auth/login".into()));
+        assert_eq!(with("https://auth.example.com/login"), Ok("https://auth.example.com/login".into()));
+        for bad in ["//evil.example/login", "http://auth.example.com/login", "javascript:alert(1)", "login"] {
+            assert_eq!(with(bad), Err("sign-in-url".into()), "{bad}");
+        }
+    }
 }

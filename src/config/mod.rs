@@ -71,6 +71,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// The HTTP authorization listener, when on.
     pub authz_http: Option<AuthzHttp>,
+    /// Where browsers refused for want of credentials are sent (`--sign-in-url`).
+    pub sign_in_url: Option<String>,
     /// The bearer token of the admin routes; off without one.
     pub admin_token: Option<Secret>,
     /// How many verified tokens are cached.
@@ -298,6 +300,18 @@ impl Settings {
         if prefix.len() < 2 || !prefix.starts_with('/') || prefix.ends_with('/') {
             return Err(bad("authz-http-prefix", "must be a path like /envoy"));
         }
+        let sign_in_url = match self.sign_in_url.as_deref() {
+            None => None,
+            // A path on the same site; `//` would be another host.
+            Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains(['\r', '\n']) => {
+                Some(path.to_owned())
+            }
+            Some(url) => Some(
+                https_unless_loopback(url)
+                    .map_err(|p| bad("sign-in-url", format!("{p} (or give a path such as /auth/login)")))?
+                    .to_string(),
+            ),
+        };
         let authz_http = self.authz_http_listen.map(|listen| AuthzHttp {
             listen,
             trusted_proxies,
@@ -337,6 +351,7 @@ impl Settings {
             cognito_timeout,
             admin_listen: self.admin_listen,
             authz_http,
+            sign_in_url,
             pool,
             grpc_listen: self.grpc_listen,
             http_listen: self.http_listen,

@@ -148,6 +148,11 @@ pub struct Settings {
     /// Comma-separated. Defaults to loopback only.
     #[arg(long = "trusted-proxy", env = "COGNITO_AUTHZ_TRUSTED_PROXIES", value_delimiter = ',', required = false)]
     pub trusted_proxy: Vec<String>,
+    /// Where a browser refused for want of credentials is sent to sign in (a 302 instead of the
+    /// 401, for a `GET` whose `Accept` prefers HTML; API calls always get 401): a path on the same
+    /// site (`/auth/login`), or an https URL. Defaults to none: always 401.
+    #[arg(long, env = "COGNITO_AUTHZ_SIGN_IN_URL")]
+    pub sign_in_url: Option<String>,
     /// For Envoy's `http_service`: the `path_prefix` Envoy puts before the original path, taken off
     /// again (nginx asks at `/auth-request`, Traefik and Caddy at `/forward-auth`). Defaults to `/envoy`.
     #[arg(long, env = "COGNITO_AUTHZ_AUTHZ_HTTP_PREFIX", required = false)]
@@ -306,6 +311,7 @@ impl Default for Settings {
             authz_http_listen: None,
             trusted_proxy: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
             authz_http_prefix: "/envoy".to_owned(),
+            sign_in_url: None,
             token_cache_size: 100_000,
             admin_token: None,
             admin_token_file: None,

@@ -17,7 +17,7 @@ use crate::authz::error::{BadRequest, Denied, code};
 use crate::authz::headers::IdentityHeaders;
 use crate::authz::observed::Decider;
 use crate::authz::policy::RouteContext;
-use crate::authz::{Allowed, Authorizer, Request};
+use crate::authz::{Allowed, Authorizer, Request, prefers_html};
 use crate::clock::unix_now;
 use crate::envoy::answer::{Allow, AllowWriter, Carried};
 use crate::envoy::pb::auth::attribute_context::HttpRequest;
@@ -100,6 +100,12 @@ impl ExtAuthz {
         self
     }
 
+    /// Sends browsers refused for want of credentials to `url` (`--sign-in-url`). Defaults to none.
+    pub fn sending_browsers_to(mut self, url: Option<String>) -> ExtAuthz {
+        self.decider = self.decider.sending_browsers_to(url);
+        self
+    }
+
     /// Decides one `CheckRequest` at Unix time `now`, as the message Envoy reads (the answer's
     /// own bytes, decoded).
     pub async fn decide(&self, check: &CheckRequest, now: u64) -> CheckResponse {
@@ -119,7 +125,10 @@ impl ExtAuthz {
         let request = request_from(http, context, &self.identity);
         match self.decider.decide(&request, now).await {
             Ok(allowed) => self.allow(&allowed, http),
-            Err(denied) => Answer::Other(Box::new(denied_response(&denied))),
+            Err(denied) => match self.decider.sign_in_for(&request, &denied) {
+                Some(url) => Answer::Other(Box::new(sign_in_response(&denied, url))),
+                None => Answer::Other(Box::new(denied_response(&denied))),
+            },
         }
     }
 
@@ -190,6 +199,8 @@ pub fn request_from<'a>(
                 request.websocket = value.is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
             } else if header.key.eq_ignore_ascii_case("x-request-id") {
                 request.request_id = value;
+            } else if header.key.eq_ignore_ascii_case("accept") {
+                request.html = value.is_some_and(prefers_html);
             }
         }
     } else {
@@ -198,6 +209,7 @@ pub fn request_from<'a>(
         request.origin = http.headers.get("origin").map(String::as_str);
         request.websocket = http.headers.get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         request.request_id = http.headers.get("x-request-id").map(String::as_str);
+        request.html = http.headers.get("accept").is_some_and(|a| prefers_html(a));
         request.spoofed_identity = http.headers.keys().any(|key| identity.spoofed_by(key));
     }
     request
@@ -321,6 +333,19 @@ pub fn denied_response(denied: &Denied) -> CheckResponse {
             status: Some(HttpStatus { code: i32::from(denied.http_status().as_u16()) }),
             headers,
             body,
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+/// A browser sent to sign in: 302 to `url` (the denial is still the reason, in the gRPC status).
+pub fn sign_in_response(denied: &Denied, url: &str) -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status { code: denied.grpc_code(), message: denied.outcome().to_owned(), details: vec![] }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: 302 }),
+            headers: vec![overwrite("location", url.to_owned()), overwrite("cache-control", "no-store".to_owned())],
+            body: String::new(),
         })),
         dynamic_metadata: None,
     }

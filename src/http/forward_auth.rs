@@ -28,7 +28,7 @@ use super::HttpError;
 use crate::authz::error::{BadRequest, Denied};
 use crate::authz::headers::{IdentityHeaders, identity_header_values};
 use crate::authz::observed::Decider;
-use crate::authz::{Allowed, Request};
+use crate::authz::{Allowed, Request, prefers_html};
 use crate::clock::unix_now;
 
 /// What the listener needs.
@@ -73,7 +73,17 @@ async fn decide(
     let request = request_from(original_method, &path, &headers, &state.identity);
     match state.decider.decide(&request, unix_now()).await {
         Ok(allowed) => allow(&allowed, &state.identity),
-        Err(denied) => deny(denied),
+        Err(denied) => match state.decider.sign_in_for(&request, &denied) {
+            Some(url) => {
+                let mut response = StatusCode::FOUND.into_response();
+                if let Ok(location) = HeaderValue::from_str(url) {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            None => deny(denied),
+        },
     }
 }
 
@@ -133,6 +143,7 @@ fn request_from<'a>(method: &'a str, path: &'a str, headers: &'a HeaderMap, iden
         request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()),
         path,
         route: Default::default(),
+        html: headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(prefers_html),
     }
 }
 

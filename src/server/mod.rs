@@ -455,7 +455,8 @@ pub async fn serve(
     let forward_auth = config.authz_http.as_ref().map(|settings| ForwardAuth {
         decider: Arc::new(
             Decider::new(parts.authorizer.clone(), parts.metrics.clone(), "http")
-                .sampling_allows(config.log_allow_sample_rate),
+                .sampling_allows(config.log_allow_sample_rate)
+                .sending_browsers_to(config.sign_in_url.clone()),
         ),
         identity: IdentityHeaders::with_mapped(&config.header_claims).qualified(parts.authorizer.qualifiers().clone()),
         trusted: config.authz_http_trusted(),
@@ -464,6 +465,7 @@ pub async fn serve(
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone())
         .identity_headers(IdentityHeaders::with_mapped(&config.header_claims))
         .sampling_allows(config.log_allow_sample_rate)
+        .sending_browsers_to(config.sign_in_url.clone())
         .claims_metadata(config.emit_claims_metadata)
         .envoy_strips_identity_headers(config.envoy_strips_identity_headers);
     // Unreadable or mismatched files are a bad setting (exit 78), not a runtime failure.

@@ -206,3 +206,24 @@ def test_a_request_from_an_untrusted_address_is_refused(logdir, users):
     finally:
         authz.stop()
         trusting.stop()
+
+
+def test_a_browser_is_sent_to_sign_in_where_the_proxy_passes_a_redirect(logdir, users, upstream):
+    authz = start_authz(logdir, users, "authz-sign-in", ["--sign-in-url", "/auth/login"])
+    page = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    proxies = [start_caddy(logdir, "caddy-sign-in", authz.authz_http_port, authz.http_port, upstream.port),
+               start_envoy_http(logdir, "envoy-http-sign-in", authz.authz_http_port, authz.http_port, upstream.port),
+               harness.start_envoy(logdir, authz.grpc_port, authz.http_port, upstream.port, name="envoy-grpc-sign-in")]
+    try:
+        grace = users.sign_in("grace")["AccessToken"]
+        for proc in proxies:
+            browser = requests.get(proc.url + "/reports", headers=page, allow_redirects=False, timeout=10)
+            assert (browser.status_code, browser.headers.get("location")) == (302, "/auth/login"), proc.name
+            api = requests.get(proc.url + "/reports", headers={"accept": "application/json"}, timeout=10)
+            assert api.status_code == 401 and api.headers["www-authenticate"] == "Bearer", proc.name
+            signed_in = get(proc, "/reports", grace, page)
+            assert signed_in.status_code == 200, (proc.name, signed_in.text)
+    finally:
+        for proc in proxies:
+            proc.stop()
+        authz.stop()

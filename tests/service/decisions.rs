@@ -420,3 +420,21 @@ async fn shadow_everywhere_yields_to_a_route_or_rule_that_says_enforce() {
     let disagree = at("/billing/x", &[("access", "mfa"), ("mode", "shadow")]);
     assert_eq!(decode(&ext.decide(&disagree, now()).await).http_status, Some(403), "enforce, the stricter, wins");
 }
+
+#[tokio::test]
+async fn with_a_sign_in_url_a_browser_is_sent_there_and_an_api_call_gets_401() {
+    let parts = scripted_parts(&crate::common::config(NO_JWKS), FakeMfa::new(), &serving(&["kid-1"])).await;
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics).sending_browsers_to(Some("/auth/login".into()));
+    let page = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
+    let browser = decode(&ext.decide(&check_request("/reports", &[("accept", page)]), now()).await);
+    assert_eq!((browser.code, browser.http_status), (code::UNAUTHENTICATED, Some(302)), "still a denial");
+    assert_eq!(browser.header("location"), Some("/auth/login"));
+    let api = decode(&ext.decide(&check_request("/reports", &[("accept", "application/json")]), now()).await);
+    assert_eq!((api.http_status, api.header("location")), (Some(401), None));
+    let post = with_method(check_request("/reports", &[("accept", page)]), "POST");
+    assert_eq!(decode(&ext.decide(&post, now()).await).http_status, Some(401), "only a GET is redirected");
+    let token = format!("Bearer {}", signed(&access_claims()));
+    let signed_in =
+        decode(&ext.decide(&check_request("/reports", &[("accept", page), ("authorization", &token)]), now()).await);
+    assert_eq!(signed_in.code, code::OK, "positive control: with a token the page is served");
+}

@@ -23,12 +23,18 @@ async fn listener() -> axum::Router {
 }
 
 async fn listener_and_metrics() -> (axum::Router, cognito_authz::telemetry::metrics::Metrics) {
+    listener_with(None).await
+}
+
+async fn listener_with(sign_in: Option<&str>) -> (axum::Router, cognito_authz::telemetry::metrics::Metrics) {
     let config = config(NO_JWKS);
     let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
     let metrics = parts.metrics.clone();
     let app = forward_auth::routes(ForwardAuth {
         identity: IdentityHeaders::default().qualified(parts.authorizer.qualifiers().clone()),
-        decider: Arc::new(Decider::new(parts.authorizer, parts.metrics, "http")),
+        decider: Arc::new(
+            Decider::new(parts.authorizer, parts.metrics, "http").sending_browsers_to(sign_in.map(str::to_owned)),
+        ),
         trusted: Arc::from(["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]),
         prefix: Arc::from("/envoy"),
     });
@@ -37,6 +43,7 @@ async fn listener_and_metrics() -> (axum::Router, cognito_authz::telemetry::metr
 
 struct Reply {
     status: StatusCode,
+    location: Option<String>,
     user: Option<String>,
     challenge: Option<String>,
     body: Value,
@@ -51,9 +58,10 @@ async fn ask(app: &axum::Router, from: &str, method: &str, path: &str, headers: 
     request.extensions_mut().insert(ConnectInfo(from.parse::<SocketAddr>().unwrap()));
     let response = app.clone().oneshot(request).await.unwrap();
     let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
-    let (status, user, challenge) = (response.status(), header("x-user-id"), header("www-authenticate"));
+    let (status, user, challenge, location) =
+        (response.status(), header("x-user-id"), header("www-authenticate"), header("location"));
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
-    Reply { status, user, challenge, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    Reply { status, location, user, challenge, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
 }
 
 fn valid() -> String {
@@ -164,4 +172,27 @@ async fn the_grpc_paths_rules_hold_over_http() {
         ask(&app, PROXY, "GET", "/elsewhere/api", &[("authorization", &token)]).await.status,
         StatusCode::BAD_REQUEST
     );
+}
+
+#[tokio::test]
+async fn a_browser_without_credentials_is_sent_to_sign_in_and_an_api_call_gets_401() {
+    let (app, _) = listener_with(Some("/auth/login")).await;
+    let page = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let at = |method: &'static str, accept: &'static str| {
+        [("x-forwarded-method", method), ("x-forwarded-uri", "/reports"), ("accept", accept)]
+    };
+    let browser = ask(&app, PROXY, "GET", "/forward-auth", &at("GET", page)).await;
+    assert_eq!((browser.status, browser.location.as_deref()), (StatusCode::FOUND, Some("/auth/login")));
+    // API calls, other methods and other denials keep their answer.
+    for (method, accept) in [("GET", "application/json"), ("GET", "*/*"), ("POST", page)] {
+        let reply = ask(&app, PROXY, "GET", "/forward-auth", &at(method, accept)).await;
+        assert_eq!((reply.status, reply.location), (StatusCode::UNAUTHORIZED, None), "{method} {accept}");
+    }
+    let token = valid();
+    let mut with_token = at("GET", page).to_vec();
+    with_token.push(("authorization", &token));
+    assert_eq!(ask(&app, PROXY, "GET", "/forward-auth", &with_token).await.status, StatusCode::OK, "signed in");
+    // Without --sign-in-url, a browser gets the 401 too.
+    let (plain, _) = listener_with(None).await;
+    assert_eq!(ask(&plain, PROXY, "GET", "/forward-auth", &at("GET", page)).await.status, StatusCode::UNAUTHORIZED);
 }
