@@ -72,7 +72,9 @@ fn valid() -> String {
 async fn nginx_traefik_caddy_and_envoy_shapes_get_the_same_decision() {
     let (app, metrics) = listener_and_metrics().await;
     let token = valid();
-    let shapes: [(&str, &str, Vec<(&str, &str)>); 4] = [
+    // (the proxy's method, where it asks, the headers it sets)
+    type Shape<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let shapes: [Shape<'_>; 4] = [
         ("GET", "/auth-request", vec![("x-original-method", "GET"), ("x-original-uri", "/api/mfa/status?x=1")]),
         (
             "GET",
