@@ -74,6 +74,10 @@ pub struct DevArgs {
     /// Address of the admin server (`/metrics`).
     #[arg(long, env = "COGNITO_AUTHZ_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// The HTTP authorization listener (nginx, Caddy, Traefik, Envoy `http_service`); off unless
+    /// given. Loopback proxies only.
+    #[arg(long)]
+    pub authz_http_listen: Option<SocketAddr>,
     /// Policy file (see `serve --help`); without one every route is `mfa` unless `check --access`
     /// says otherwise.
     #[arg(long, env = "COGNITO_AUTHZ_POLICY")]

@@ -102,13 +102,25 @@ async fn run_dev_server(pool: DevPool, args: DevArgs) -> anyhow::Result<()> {
         grpc: bind(args.grpc_listen, "--grpc-listen").await?,
         http: bind(args.http_listen, "--http-listen").await?,
         admin: bind(args.admin_listen, "--admin-listen").await?,
-        authz_http: None,
+        authz_http: match args.authz_http_listen {
+            Some(listen) => Some(bind(listen, "--authz-http-listen").await?),
+            None => None,
+        },
     };
     let jwks_url = format!("http://{}/.well-known/jwks.json", listeners.http.local_addr()?);
     let jwks_url =
         crate::loopback::https_unless_loopback(&jwks_url).map_err(|e| anyhow::anyhow!("dev jwks url {e}"))?;
     let mut config = Config::with_defaults(DEV_ISSUER, jwks_url.clone(), vec![DEV_CLIENT_ID.to_owned()]);
     config.grpc_listen = listeners.grpc.local_addr()?;
+    if let Some(listener) = &listeners.authz_http {
+        // The serve defaults: loopback proxies, Envoy's prefix.
+        let defaults = crate::config::Settings::default();
+        config.authz_http = Some(crate::config::AuthzHttp {
+            listen: listener.local_addr()?,
+            trusted_proxies: defaults.trusted_proxy.iter().map(|c| c.parse()).collect::<Result<_, _>>()?,
+            prefix: defaults.authz_http_prefix,
+        });
+    }
     if let Some(path) = args.policy {
         config.policy = Policy::load(&path)?;
         config.policy_path = Some(path);
