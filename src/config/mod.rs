@@ -8,7 +8,6 @@ pub mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authz::headers::HeaderClaim;
@@ -151,11 +150,6 @@ impl Config {
             emulator: None,
         };
         defaults.with_pool(pool).expect("the default settings are valid")
-    }
-
-    /// The proxies the HTTP authorization listener answers (none when it is off).
-    pub fn authz_http_trusted(&self) -> Arc<[ipnet::IpNet]> {
-        self.authz_http.as_ref().map_or_else(|| Arc::from([]), |a| a.trusted_proxies.clone().into())
     }
 
     /// The issuers this configuration verifies: its `[[issuer]]` tables, or the single pool of its

@@ -224,25 +224,21 @@ fn sign_in_form(params: &AuthorizeParams, error: Option<&str>) -> String {
 struct LoginForm {
     #[serde(flatten)]
     params: AuthorizeParams,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    totp: String,
+    #[serde(flatten)]
+    user: Credentials,
 }
 
 async fn login(State(ui): State<Arc<HostedUi>>, Form(form): Form<LoginForm>) -> Response {
     if let Err(error) = form.params.check() {
         return (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
     }
-    let user = match ui.authenticate(&form.username, &form.password) {
+    let user = match ui.authenticate(&form.user.username, &form.user.password) {
         Some(user) => user,
         None => return page("Sign in", &sign_in_form(&form.params, Some("Incorrect username or password."))),
     };
     if user.mfa {
         let secret = user.totp_secret.as_deref().unwrap_or("");
-        if !crate::dev::totp::verify(secret, &form.totp, unix_now()) {
+        if !crate::dev::totp::verify(secret, &form.user.totp, unix_now()) {
             return page("Sign in", &sign_in_form(&form.params, Some("Invalid code received for user")));
         }
     }
@@ -418,19 +414,20 @@ async fn enrol_form() -> Response {
     page("Set up an authenticator", &enrol_page(None))
 }
 
+/// What the sign-in and enrolment forms ask of a user.
 #[derive(Deserialize)]
-struct EnrolForm {
+struct Credentials {
     #[serde(default)]
     username: String,
     #[serde(default)]
     password: String,
-    /// The current code, for a user who already enrolled one.
+    /// The authenticator's current code, for a user who enrolled one.
     #[serde(default)]
     totp: String,
 }
 
 /// Shows a new secret to a signed-in user, and a form for their authenticator's first code.
-async fn enrol(State(ui): State<Arc<HostedUi>>, Form(form): Form<EnrolForm>) -> Response {
+async fn enrol(State(ui): State<Arc<HostedUi>>, Form(form): Form<Credentials>) -> Response {
     let Some(user) = ui.authenticate(&form.username, &form.password) else {
         return page("Set up an authenticator", &enrol_page(Some("Incorrect username or password.")));
     };

@@ -111,7 +111,7 @@ pub struct RevocationList {
     origin: ByScope,
     users: HashMap<Uuid, (u64, u64)>,
     /// OIDC users by (`iss`, `sub`): (before, until).
-    subjects: HashMap<(Box<str>, Box<str>), (u64, u64)>,
+    subjects: HashMap<Box<str>, HashMap<Box<str>, (u64, u64)>>,
     /// Issuer names and their `iss`, to read entries that were scoped by name.
     names: Arc<HashMap<String, String>>,
 }
@@ -178,7 +178,7 @@ impl RevocationList {
                 *slot = (slot.0.max(before), slot.1.max(until));
             }
             Entry::Subject { iss, sub, before, until } => {
-                let slot = self.subjects.entry((iss.into(), sub.into())).or_default();
+                let slot = self.subjects.entry(iss.into()).or_default().entry(sub.into()).or_default();
                 *slot = (slot.0.max(before), slot.1.max(until));
             }
         }
@@ -228,8 +228,7 @@ impl RevocationList {
             return signed_in <= *before;
         }
         if let Identity::Subject { sub, .. } = &claims.identity
-            && !self.subjects.is_empty()
-            && let Some((before, until)) = self.subjects.get(&(Box::from(&*claims.iss), Box::from(&**sub)))
+            && let Some((before, until)) = self.subjects.get(&*claims.iss).and_then(|subs| subs.get(&**sub))
             && *until > now
         {
             return claims.auth_time.or(claims.iat).unwrap_or(0) <= *before;
@@ -244,13 +243,17 @@ impl RevocationList {
             ids.retain(|_, ids| !ids.is_empty());
         }
         self.users.retain(|_, (_, until)| *until > now);
-        self.subjects.retain(|_, (_, until)| *until > now);
+        self.subjects.values_mut().for_each(|subs| subs.retain(|_, (_, until)| *until > now));
+        self.subjects.retain(|_, subs| !subs.is_empty());
     }
 
     /// How many entries.
     pub fn len(&self) -> usize {
         let count = |ids: &ByScope| ids.values().map(HashMap::len).sum::<usize>();
-        count(&self.jti) + count(&self.origin) + self.users.len() + self.subjects.len()
+        count(&self.jti)
+            + count(&self.origin)
+            + self.users.len()
+            + self.subjects.values().map(HashMap::len).sum::<usize>()
     }
 
     /// Every entry, as the store would hold it.
@@ -259,11 +262,13 @@ impl RevocationList {
         let origin = flatten(&self.origin).map(|(issuer, iss, id, until)| Entry::Origin { id, until, issuer, iss });
         let users =
             self.users.iter().map(|(sub, (before, until))| Entry::User { sub: *sub, before: *before, until: *until });
-        let subjects = self.subjects.iter().map(|((iss, sub), (before, until))| Entry::Subject {
-            iss: iss.to_string(),
-            sub: sub.to_string(),
-            before: *before,
-            until: *until,
+        let subjects = self.subjects.iter().flat_map(|(iss, subs)| {
+            subs.iter().map(move |(sub, (before, until))| Entry::Subject {
+                iss: iss.to_string(),
+                sub: sub.to_string(),
+                before: *before,
+                until: *until,
+            })
         });
         jti.chain(origin).chain(users).chain(subjects).collect()
     }

@@ -459,7 +459,7 @@ pub async fn serve(
                 .sending_browsers_to(config.sign_in_url.clone()),
         ),
         identity: IdentityHeaders::with_mapped(&config.header_claims).qualified(parts.authorizer.qualifiers().clone()),
-        trusted: config.authz_http_trusted(),
+        trusted: settings.trusted_proxies.clone().into(),
         prefix: Arc::from(settings.prefix.as_str()),
     });
     let ext_authz = ExtAuthz::new(parts.authorizer, config.strip_authorization, parts.metrics.clone())
