@@ -109,11 +109,19 @@ fn original<'a>(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap, prefix
     let judged =
         |method: &'a str, path: String| (!method.is_empty() && path.starts_with('/')).then_some((method, path));
     match uri.path() {
-        // nginx `auth_request`, ingress-nginx `auth-url`: X-Original-URI, or the whole X-Original-URL.
+        // nginx `auth_request`: X-Original-URI. ingress-nginx `auth-url`: the whole X-Original-URL,
+        // and it passes a client's X-Original-URI through untouched. So when both are present they
+        // must name the same path, or the request cannot be judged (a forged `X-Original-URI:
+        // /public` beside ingress-nginx's URL of a protected path).
         NGINX_PATH => {
-            let path = match text("x-original-uri") {
-                Some(uri) => uri.to_owned(),
-                None => text("x-original-url")?.parse::<Uri>().ok()?.path_and_query()?.as_str().to_owned(),
+            let of_url = match headers.contains_key("x-original-url") {
+                true => Some(text("x-original-url")?.parse::<Uri>().ok()?.path_and_query()?.as_str().to_owned()),
+                false => None,
+            };
+            let path = match (headers.contains_key("x-original-uri"), of_url) {
+                (true, Some(of_url)) => (text("x-original-uri")? == of_url).then_some(of_url)?,
+                (true, None) => text("x-original-uri")?.to_owned(),
+                (false, of_url) => of_url?,
             };
             judged(text("x-original-method")?, path)
         }

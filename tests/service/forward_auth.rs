@@ -142,6 +142,24 @@ async fn forwarded_headers_are_believed_from_trusted_proxies_only() {
 }
 
 #[tokio::test]
+async fn ingress_nginx_url_and_a_client_sent_original_uri_must_agree() {
+    // ingress-nginx sets X-Original-URL and passes a client's X-Original-URI through as sent.
+    let app = listener().await;
+    let token = valid();
+    let url = ("x-original-url", "https://app.example/api/mfa/status?x=1");
+    let with = |uri: &'static str| [("x-original-method", "GET"), url, ("x-original-uri", uri), ("authorization", "")];
+    let mut agreeing = with("/api/mfa/status?x=1");
+    agreeing[3].1 = &token;
+    assert_eq!(ask(&app, PROXY, "GET", "/auth-request", &agreeing).await.status, StatusCode::OK, "positive control");
+    for forged in ["/healthz", "/api/mfa/status", "/api/mfa/status?x=2"] {
+        let mut disagreeing = with(forged);
+        disagreeing[3].1 = &token;
+        let reply = ask(&app, PROXY, "GET", "/auth-request", &disagreeing).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{forged}");
+    }
+}
+
+#[tokio::test]
 async fn the_grpc_paths_rules_hold_over_http() {
     let app = listener().await;
     let token = valid();
