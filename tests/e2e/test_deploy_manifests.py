@@ -395,7 +395,7 @@ def test_listeners_match_container_ports_and_services():
     c = container(deployment)
     env = service_env(objects)
     listeners = {"grpc": "COGNITO_AUTHZ_GRPC_LISTEN", "http": "COGNITO_AUTHZ_HTTP_LISTEN",
-                 "admin": "COGNITO_AUTHZ_ADMIN_LISTEN"}
+                 "admin": "COGNITO_AUTHZ_ADMIN_LISTEN", "authz-http": "COGNITO_AUTHZ_AUTHZ_HTTP_LISTEN"}
     for port_name, var in listeners.items():
         assert listen_port(env[var]) == container_port(c, port_name), var
         # The pod IP must be served (probes, Services); a loopback address would serve nothing.
@@ -411,7 +411,12 @@ def test_listeners_match_container_ports_and_services():
         return out
 
     main = targets(the(objects, "Service", APP))
-    assert main == {"grpc": container_port(c, "grpc"), "http": container_port(c, "http")}
+    assert main == {"grpc": container_port(c, "grpc"), "http": container_port(c, "http"),
+                    "authz-http": container_port(c, "authz-http")}
+    # The HTTP authorization listener believes forwarded headers from the cluster's own addresses
+    # only, never from anywhere (a load balancer's clients).
+    trusted = [ipaddress.ip_network(n) for n in env["COGNITO_AUTHZ_TRUSTED_PROXIES"].split(",")]
+    assert trusted and all(n.is_private and n.prefixlen >= 8 for n in trusted), trusted
     assert container_port(c, "admin") not in main.values(), "the admin port must not be on the routed Service"
     admin = targets(the(objects, "Service", "cognito-authz-admin"))
     assert list(admin.values()) == [container_port(c, "admin")]
@@ -516,6 +521,15 @@ PROXY_PEERS = [
     {"namespaceSelector": {}, "podSelector": {"matchLabels": {"istio": "ingressgateway"}}},
     {"namespaceSelector": {}, "podSelector": {"matchLabels": {"security.istio.io/tlsMode": "istio"}}},
 ]
+HTTP_PROXY_PEERS = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx",
+                                     "app.kubernetes.io/component": "controller"}}},
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}}},
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
+     "podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "envoy-gateway",
+                                     "app.kubernetes.io/component": "proxy"}}},
+]
 MONITORING_PEERS = [
     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
      "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
@@ -546,17 +560,19 @@ def test_only_the_proxies_reach_grpc_and_http_and_only_prometheus_the_admin_port
     assert selects(policy["spec"]["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     reach = by_port(policy["spec"]["ingress"], "from", c)
-    grpc, http, admin = (container_port(c, name) for name in ("grpc", "http", "admin"))
+    grpc, http, admin, authz_http = (container_port(c, name) for name in ("grpc", "http", "admin", "authz-http"))
     assert reach[(grpc, "TCP")] == PROXY_PEERS
     assert reach[(http, "TCP")] == PROXY_PEERS
+    assert reach[(authz_http, "TCP")] == HTTP_PROXY_PEERS
     assert reach[(admin, "TCP")] == MONITORING_PEERS
     # Exactly the ports the two Services send to, which are the ports the binary listens on.
     env = service_env(objects)
-    listened = {listen_port(env[f"COGNITO_AUTHZ_{n}_LISTEN"]) for n in ("GRPC", "HTTP", "ADMIN")}
-    for name, ports in ((APP, {grpc, http}), ("cognito-authz-admin", {admin})):
+    listened = {listen_port(env[f"COGNITO_AUTHZ_{n}_LISTEN"]) for n in ("GRPC", "HTTP", "ADMIN", "AUTHZ_HTTP")}
+    for name, ports in ((APP, {grpc, http, authz_http}), ("cognito-authz-admin", {admin})):
         service = the(objects, "Service", name)
         assert {port_number(p["targetPort"], c) for p in service["spec"]["ports"]} == ports
-    assert set(reach) == {(p, "TCP") for p in listened} == {(grpc, "TCP"), (http, "TCP"), (admin, "TCP")}
+    assert set(reach) == {(p, "TCP") for p in listened} == {(grpc, "TCP"), (http, "TCP"), (admin, "TCP"),
+                                                             (authz_http, "TCP")}
     # Every peer names pods by label: no rule admits a whole namespace, an address range or anyone.
     for peers in reach.values():
         for peer in peers:
