@@ -3,14 +3,14 @@
 //! mode. A transport only turns its request into a `Request` and renders what comes back: an allow
 //! (as whom) or a denial (why), so Envoy's gRPC and any HTTP protocol answer alike.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::authz::error::Denied;
 use crate::authz::{Allowed, Authorizer, Decision, Request};
 use crate::telemetry::audit::{AuditLimiter, loggable, loggable_path};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{AllowSeries, Metrics};
 use crate::verify::claims::Identity;
 
 /// The authorizer with its observation.
@@ -25,6 +25,8 @@ pub struct Decider {
     transport: &'static str,
     /// `--sign-in-url`: where a browser refused for want of credentials is sent instead.
     sign_in: Option<Arc<str>>,
+    /// The series an enforced allow counts into, once resolved.
+    allow_series: OnceLock<AllowSeries>,
 }
 
 crate::opaque_debug!(Decider);
@@ -41,6 +43,7 @@ impl Decider {
             sampler: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             transport,
             sign_in: None,
+            allow_series: OnceLock::new(),
         }
     }
 
@@ -79,13 +82,19 @@ impl Decider {
         let decision = self.authorizer.decide(request, now).await;
         let shadow = decision.route.is_some_and(|r| r.shadow);
         let took = started.elapsed();
-        if let Some(caller) = &decision.caller {
-            let outcome = decision.outcome.as_ref().map_or_else(Denied::outcome, |_| "allow");
-            self.metrics.issuer_decision(caller.issuer, outcome);
+        match (&decision.outcome, &decision.caller) {
+            // The common case, counted into series resolved once.
+            (Ok(_), caller) if !shadow => self.allow_series().count(caller.as_ref().map(|c| c.issuer), took),
+            (outcome, Some(caller)) => {
+                self.metrics.issuer_decision(caller.issuer, outcome.as_ref().map_or_else(Denied::outcome, |_| "allow"))
+            }
+            (_, None) => {}
         }
         match &decision.outcome {
             Ok(allowed) => {
-                self.metrics.decision("allow", "none", shadow, self.transport, took);
+                if shadow {
+                    self.metrics.decision("allow", "none", shadow, self.transport, took);
+                }
                 // Field expressions run only when the line is enabled: nothing here costs an
                 // undebugged decision.
                 tracing::debug!(outcome = "allow", who = %who(allowed), path = loggable_path(request.path).0,
@@ -108,6 +117,12 @@ impl Decider {
             Err(_) if shadow => Ok(decision.caller.map_or(Allowed::Anonymous, Allowed::Verified)),
             outcome => outcome,
         }
+    }
+
+    /// The enforced-allow series of this transport, resolved at the first allow (issuers are named
+    /// by then: the wiring names them before serving).
+    fn allow_series(&self) -> &AllowSeries {
+        self.allow_series.get_or_init(|| self.metrics.allow_series(self.transport))
     }
 
     /// Counts a request the transport could not even turn into a `Request`, and gives it back.

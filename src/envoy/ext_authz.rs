@@ -114,10 +114,10 @@ impl ExtAuthz {
 
     /// Decides one `CheckRequest` at Unix time `now`: the answer, ready for the wire.
     pub async fn answer(&self, check: &CheckRequest, now: u64) -> Answer {
-        let started = Instant::now();
         let attributes = check.attributes.as_ref();
         let Some(http) = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref()) else {
-            let denied = self.decider.unreadable(BadRequest::NoHttpAttributes.into(), started);
+            // The decision times itself; only this refusal, made before it, is timed here.
+            let denied = self.decider.unreadable(BadRequest::NoHttpAttributes.into(), Instant::now());
             return Answer::Other(Box::new(denied_response(&denied)));
         };
         let no_context = HashMap::new();

@@ -84,6 +84,40 @@ struct Inner {
     issuer_readings: Arc<OnceLock<IssuerReader>>,
 }
 
+/// An enforced allow's series on one transport (`Metrics::allow_series`).
+pub struct AllowSeries {
+    metrics: Metrics,
+    decisions: Counter,
+    duration: Histogram,
+    /// Each issuer's `allow` counter, made at its first allow (so the exposition is unchanged).
+    by_issuer: Box<[OnceLock<Counter>]>,
+}
+
+crate::opaque_debug!(AllowSeries);
+
+impl AllowSeries {
+    /// Counts one enforced allow that took `took`, of a token `issuer` verified (if any).
+    pub fn count(&self, issuer: Option<usize>, took: Duration) {
+        self.decisions.inc();
+        self.duration.observe(took.as_secs_f64());
+        let Some(issuer) = issuer else { return };
+        match self.by_issuer.get(issuer) {
+            Some(slot) => {
+                slot.get_or_init(|| {
+                    let name = self.metrics.inner.issuer_names.get().map_or("", |names| names[issuer]);
+                    self.metrics
+                        .inner
+                        .issuer_decisions
+                        .get_or_create(&IssuerDecision { issuer: name, outcome: "allow" })
+                        .clone()
+                })
+                .inc();
+            }
+            None => self.metrics.issuer_decision(issuer, "allow"),
+        }
+    }
+}
+
 /// One issuer's keys, read at each scrape.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IssuerReadings {
@@ -315,6 +349,23 @@ impl Metrics {
         let mode = if shadow { "shadow" } else { "enforce" };
         self.inner.decisions.get_or_create(&Decision { outcome, reason, mode, transport }).inc();
         self.inner.decision_duration.get_or_create(&Outcome { outcome }).observe(took.as_secs_f64());
+    }
+
+    /// The series an enforced allow on `transport` counts into, resolved once by the caller so that
+    /// the common decision pays no label hashing and no family lock (a clone shares the series).
+    /// The series appear in the exposition as before: at the first allow.
+    pub fn allow_series(&self, transport: &'static str) -> AllowSeries {
+        let issuers = self.inner.issuer_names.get().map_or(0, Vec::len);
+        AllowSeries {
+            metrics: self.clone(),
+            decisions: self
+                .inner
+                .decisions
+                .get_or_create(&Decision { outcome: "allow", reason: "none", mode: "enforce", transport })
+                .clone(),
+            duration: self.inner.decision_duration.get_or_create(&Outcome { outcome: "allow" }).clone(),
+            by_issuer: (0..issuers).map(|_| OnceLock::new()).collect(),
+        }
     }
 
     /// Names the configured issuers (once; their names become label values, so they come from

@@ -41,23 +41,19 @@ pub fn checked_token(token: &str) -> Result<&str, Invalid> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Invalid::Oversized);
     }
-    if !token.bytes().all(|b| JWT_CHARS[usize::from(b)]) {
+    // Every byte is looked at on every request (a warm decision included), so the test is written
+    // to vectorise: range comparisons, no branch per byte, 64 bytes a step.
+    if !token.as_bytes().chunks(64).all(|chunk| chunk.iter().fold(true, |ok, &b| ok & jwt_char(b))) {
         return Err(Invalid::Malformed);
     }
     Ok(token)
 }
 
-/// The characters of a compact JWS: base64url and `.`; one table lookup a byte.
-static JWT_CHARS: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
-        b += 1;
-    }
-    table
-};
+/// The characters of a compact JWS: base64url and `.`.
+#[inline(always)]
+fn jwt_char(b: u8) -> bool {
+    b.is_ascii_lowercase() | b.is_ascii_uppercase() | b.is_ascii_digit() | (b == b'-') | (b == b'_') | (b == b'.')
+}
 
 /// A compact JWS split into its parts; nothing decoded yet.
 #[derive(Debug, Clone, Copy)]
@@ -376,6 +372,22 @@ mod tests {
         assert_eq!(bearer("Bearer"), Err(Invalid::NotBearer));
         assert_eq!(bearer("Bearer "), Err(Invalid::MissingToken));
         assert_eq!(bearer("Bearer a.b.c,Bearer d.e.f"), Err(Invalid::Malformed));
+    }
+
+    #[test]
+    fn only_base64url_and_dots_pass_at_any_position() {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+        // Every byte value, at the start, inside and across a 64-byte step, and at the end.
+        for b in 0..=255u8 {
+            for at in [0, 1, 63, 64, 65, 127, 199] {
+                let mut token = vec![b'a'; 200];
+                token[at] = b;
+                let Ok(text) = std::str::from_utf8(&token) else { continue };
+                let want = if allowed(b) { Ok(text) } else { Err(Invalid::Malformed) };
+                assert_eq!(checked_token(text), want, "byte {b} at {at}");
+            }
+        }
+        assert_eq!(checked_token("a.b.c\u{e9}"), Err(Invalid::Malformed), "non-ASCII");
     }
 
     #[test]
