@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the decision path, in-process (no sockets except where named):
 //! token verification, the whole `Check` handler for allow / 401 / 403, the MFA gate warm and cold,
-//! policy matching, and a decision with five issuers configured against one.
+//! policy matching, a decision with five issuers configured against one, and one warm `Check`
+//! through the real gRPC serving path beside a trivial server's (loopback sockets).
 //!
 //! Run: `cargo bench --bench decision` (add `-- --quick` for a short run). Each benchmark first
 //! asserts the outcome it claims to time; `tests/run-all.sh` runs every one once (`-- --test`).
@@ -14,8 +15,11 @@ use cognito_authz::cognito::{Answer, MfaLookup, MfaSource, MfaState, User};
 use cognito_authz::config::Config;
 use cognito_authz::dev::signing_key::SigningKey;
 use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::envoy::grpc::AuthorizationService;
 use cognito_authz::envoy::pb::auth::attribute_context::{HttpRequest, Request as AttrRequest};
-use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest};
+use cognito_authz::envoy::pb::auth::authorization_client::AuthorizationClient;
+use cognito_authz::envoy::pb::auth::authorization_server::{Authorization, AuthorizationServer};
+use cognito_authz::envoy::pb::auth::{AttributeContext, CheckRequest, CheckResponse};
 use cognito_authz::keys::key_store::KeyStore;
 use cognito_authz::server;
 use cognito_authz::testkit::scripted_keys::ScriptedKeys;
@@ -261,5 +265,61 @@ async fn fake_cognito() -> String {
     format!("http://{addr}")
 }
 
-criterion_group!(decision, benches, issuers);
+/// The floor of any ext_authz server: answers OK without looking at the request.
+struct AlwaysOk;
+
+#[tonic::async_trait]
+impl Authorization for AlwaysOk {
+    async fn check(&self, _: tonic::Request<CheckRequest>) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse { status: Some(Default::default()), ..Default::default() }))
+    }
+}
+
+/// Serves `service` on a loopback port of `rt`; a client connected to it.
+fn serve<S>(rt: &tokio::runtime::Runtime, service: S) -> AuthorizationClient<tonic::transport::Channel>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+        AuthorizationClient::connect(format!("http://{addr}")).await.unwrap()
+    })
+}
+
+/// One warm Check through the real gRPC serving path, in-process: tonic's server with the
+/// service's own `AuthorizationService` on a loopback socket, asked by a tonic client, beside the
+/// same round trip to a server that answers OK without looking. Per-request work added anywhere on
+/// the serving path (not only in the decision) shows up as the distance between the two.
+fn served(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let key = SigningKey::generate("bench-kid").unwrap();
+    let allow = check(&token(&key, "3f1c7a52-7d7c-4f0e-9a3f-2c5e8b1d9e01"), "mfa");
+    let ext = service(&rt, &key, Arc::new(Enrolled), |e| e);
+    let authz = serve(&rt, AuthorizationService::new(ext));
+    let trivial = serve(&rt, AuthorizationServer::new(AlwaysOk));
+    for (name, client) in [("cognito-authz", &authz), ("trivial OK server", &trivial)] {
+        let answer = rt.block_on(client.clone().check(allow.clone())).unwrap().into_inner();
+        assert_eq!(answer.status.expect("a status").code, OK, "{name}: an allow over gRPC");
+        c.bench_function(&format!("grpc/one warm Check over loopback: {name}"), |b| {
+            b.to_async(&rt).iter(|| {
+                let (mut client, request) = (client.clone(), allow.clone());
+                async move { client.check(request).await.unwrap() }
+            })
+        });
+    }
+}
+
+criterion_group!(decision, benches, issuers, served);
 criterion_main!(decision);
