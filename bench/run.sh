@@ -6,7 +6,8 @@
 #   D'. Envoy + ext_authz -> that trivial server (the ceiling of any ext_authz server)
 #   D+m. D with --emit-claims-metadata        D+s. D with --envoy-strips-identity-headers
 #   P. pinned: Envoy alone on core 0 (taskset), wrk and the servers on core 1; Envoy's own CPU per
-#      request (utime+stime from /proc) for A, B, C, D', D, D+m, D+s
+#      request (utime+stime from /proc) for A, B, C, D', D, D+m, D+s, and the ext_authz server's
+#      own CPU per request for D', D, D+m, D+s (issue 31: cognito-authz against the trivial server)
 #   G. cold path: wrk through D rotating 10,000 distinct tokens (server CPU per request)
 #   H. memory: resident set with 100,000 cached tokens (through real Checks) + 100,000 revocations
 # Same Envoy build (--concurrency 1), same RS256 key, same Cognito-shaped token, direct_response
@@ -193,24 +194,29 @@ for r in $(seq "$ROUNDS"); do
   h2_run check_ok_server "$r" "$OKPORT"
 done
 
-# --- P. pinned: Envoy alone on core 0, everything else on core 1; Envoy's CPU per request -------
+# --- P. pinned: Envoy alone on core 0, everything else on core 1; Envoy's CPU per request, and
+# the ext_authz server's own (utime + stime of every thread, from /proc) ---------------------------
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
-PINNED_TSV="$WORK/pinned.tsv"   # variant round rps envoy_us_per_request
+PINNED_TSV="$WORK/pinned.tsv"   # variant round rps envoy_us_per_request server_us_per_request
 : >"$PINNED_TSV"
 PINNED_VARIANTS="noauth jwt_authn jwt_authn_cached ok_server_ext_authz cognito_authz cognito_authz_metadata cognito_authz_strips"
+declare -A SERVER_PID=([ok_server_ext_authz]=$OK_PID [cognito_authz]=$AUTHZ_PID
+  [cognito_authz_metadata]=${FPID[metadata]} [cognito_authz_strips]=${FPID[strips]})
 if [ "$PINNED" = 1 ] && [ "$(nproc)" -ge 2 ] && need taskset; then
   for v in $PINNED_VARIANTS; do taskset -a -p -c 0 "${EPID[$v]}" >/dev/null; done
   for p in $AUTHZ_PID $OK_PID "${FPID[@]}"; do taskset -a -p -c 1 "$p" >/dev/null; done
   for r in $(seq "$ROUNDS"); do
     for v in $PINNED_VARIANTS; do
-      before=$(cpu_ticks "${EPID[$v]}")
+      server=${SERVER_PID[$v]:-}
+      before=$(cpu_ticks "${EPID[$v]}"); sbefore=$([ -n "$server" ] && cpu_ticks "$server" || echo 0)
       out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$v]}/")
-      after=$(cpu_ticks "${EPID[$v]}")
+      after=$(cpu_ticks "${EPID[$v]}"); safter=$([ -n "$server" ] && cpu_ticks "$server" || echo 0)
       echo "$out" | grep -q Non-2xx && { echo "pinned $v: non-2xx answers" >&2; exit 1; }
-      echo "$out" | awk -v v="$v" -v r="$r" -v t=$((after - before)) -v hz="$HZ" '
+      echo "$out" | awk -v v="$v" -v r="$r" -v t=$((after - before)) -v st=$((safter - sbefore)) -v hz="$HZ" \
+        -v has="${server:+1}" '
         /requests in/ {n=$1} /Requests\/sec/ {rps=$2}
-        END {printf "%s\t%s\t%.0f\t%.2f\n", v, r, rps, t / hz / n * 1e6}' >>"$PINNED_TSV"
+        END {printf "%s\t%s\t%.0f\t%.2f\t%s\n", v, r, rps, t / hz / n * 1e6, has ? sprintf("%.2f", st / hz / n * 1e6) : "-"}' >>"$PINNED_TSV"
     done
   done
   for p in "${EPID[@]}" $AUTHZ_PID $OK_PID "${FPID[@]}"; do taskset -a -p -c "0-$(($(nproc) - 1))" "$p" >/dev/null; done
@@ -313,14 +319,24 @@ for a, b in [("cognito_authz", "jwt_authn"), ("cognito_authz", "ok_server_ext_au
     print(f"| {a} / {b} p99 | {med(rs):.2f} | {', '.join(f'{x:.2f}' for x in rs)} |")
 pinned = defaultdict(dict)
 for l in open(sys.argv[7]):
-    v, r, rps, us = l.rstrip("\n").split("\t")
-    pinned[v][r] = (float(rps), float(us))
+    v, r, rps, us, server = l.rstrip("\n").split("\t")
+    pinned[v][r] = (float(rps), float(us), None if server == "-" else float(server))
 if pinned:
-    print("\n| pinned (Envoy alone on core 0) | req/s | Envoy CPU µs/request | per round |")
-    print("|---|---:|---:|---|")
+    print("\n| pinned (Envoy alone on core 0) | req/s | Envoy CPU µs/request | per round | server CPU µs/request | per round |")
+    print("|---|---:|---:|---|---:|---|")
     for v, rounds in pinned.items():
         us = [x[1] for x in rounds.values()]
-        print(f"| {v} | {med([x[0] for x in rounds.values()]):.0f} | {med(us):.1f} | {', '.join(f'{x:.1f}' for x in us)} |")
+        srv = [x[2] for x in rounds.values() if x[2] is not None]
+        server = f"{med(srv):.1f} | {', '.join(f'{x:.1f}' for x in srv)}" if srv else "- | -"
+        print(f"| {v} | {med([x[0] for x in rounds.values()]):.0f} | {med(us):.1f} | {', '.join(f'{x:.1f}' for x in us)} | {server} |")
+    print("\n| pinned: the server's own CPU per request, per round, then median | ratio | µs more | rounds (ratio) |")
+    print("|---|---:|---:|---|")
+    for a, b in [("cognito_authz", "ok_server_ext_authz"), ("cognito_authz_metadata", "ok_server_ext_authz"),
+                 ("cognito_authz_strips", "ok_server_ext_authz")]:
+        both = [(pinned[a][r][2], pinned[b][r][2]) for r in pinned[a] if r in pinned[b]]
+        if both:
+            rs = [x / y for x, y in both]
+            print(f"| {a} / {b} | {med(rs):.2f} | {med([x - y for x, y in both]):.1f} | {', '.join(f'{x:.2f}' for x in rs)} |")
     print("\n| pinned ratio (Envoy CPU per request, per round, then median) | value | rounds |")
     print("|---|---:|---|")
     for a, b in [("cognito_authz", "ok_server_ext_authz"), ("ok_server_ext_authz", "jwt_authn"),
