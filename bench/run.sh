@@ -16,12 +16,14 @@
 #   bench/run.sh                 # defaults: ROUNDS=3 DURATION=10 CONNS=16 PINNED=1
 #   ROUNDS=5 DURATION=20 bench/run.sh
 #   PINNED=0 bench/run.sh        # without P (it needs two cores and taskset)
+#   ENVOY_WORKERS=2 CONNS=64 bench/run.sh   # at scale (issue 31): two Envoy workers, 64 connections
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
+ENVOY_WORKERS=${ENVOY_WORKERS:-1}
 H2_REQUESTS=${H2_REQUESTS:-200000}
 PINNED=${PINNED:-1}
 
@@ -141,7 +143,7 @@ start_envoy() { # name filters route [authz-port]
   local port admin; port=$(free_port); admin=$(free_port)
   envoy_config "$1" "$port" "$admin" "$2" "$3" "${4:-$GRPC}" >"$WORK/$1.yaml"
   BASE=$((BASE + 1))   # outside the background job, or every Envoy would get the same id
-  "$ENVOY" -c "$WORK/$1.yaml" --concurrency 1 --base-id "$BASE" -l error >"$WORK/$1.log" 2>&1 &
+  "$ENVOY" -c "$WORK/$1.yaml" --concurrency "$ENVOY_WORKERS" --base-id "$BASE" -l error >"$WORK/$1.log" 2>&1 &
   PIDS+=($!); EPID[$1]=$!
   PORT[$1]=$port
   wait_http "http://127.0.0.1:$admin/ready"
@@ -175,9 +177,17 @@ wrk_run() { # variant round
     $1=="50%" {p50=ms($2)} $1=="99%" {p99=ms($2)} /Requests\/sec/ {rps=$2}
     END {printf "%s\t%s\t%.0f\t%.3f\t%.3f\n", v, r, rps, p50, p99}' >>"$RESULTS"
 }
-h2_run() { # variant round port
-  local out; out=$(h2load -n "$H2_REQUESTS" -c1 -m64 -t1 -H 'content-type: application/grpc' -H 'te: trailers' \
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+H2_CPU="$WORK/h2cpu.tsv"   # variant round server_us_per_request
+: >"$H2_CPU"
+h2_run() { # variant round port server-pid
+  local out before after; before=$(cpu_ticks "$4")
+  out=$(h2load -n "$H2_REQUESTS" -c1 -m64 -t1 -H 'content-type: application/grpc' -H 'te: trailers' \
     -d "$WORK/check.bin" "http://127.0.0.1:$3/envoy.service.auth.v3.Authorization/Check")
+  after=$(cpu_ticks "$4")
+  awk -v v="$1" -v r="$2" -v t=$((after - before)) -v hz="$HZ" -v n="$H2_REQUESTS" \
+    'BEGIN {printf "%s\t%s\t%.2f\n", v, r, t / hz / n * 1e6}' >>"$H2_CPU"
   echo "$out" | awk -v v="$1" -v r="$2" '
     function ms(x) { if (x ~ /us$/) return x/1000; if (x ~ /ms$/) return x+0; if (x ~ /s$/) return x*1000; return x }
     /^finished in/ {rps=$4} /^time for request:/ {mean=ms($6)} /2xx/ {ok=$0}
@@ -190,14 +200,12 @@ done
 for r in $(seq "$ROUNDS"); do
   for v in noauth jwt_authn cognito_authz jwt_authn_cached ok_server_ext_authz cognito_authz_metadata \
     cognito_authz_strips; do wrk_run "$v" "$r"; done
-  h2_run check_cognito_authz "$r" "$GRPC"
-  h2_run check_ok_server "$r" "$OKPORT"
+  h2_run check_cognito_authz "$r" "$GRPC" "$AUTHZ_PID"
+  h2_run check_ok_server "$r" "$OKPORT" "$OK_PID"
 done
 
 # --- P. pinned: Envoy alone on core 0, everything else on core 1; Envoy's CPU per request, and
 # the ext_authz server's own (utime + stime of every thread, from /proc) ---------------------------
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 PINNED_TSV="$WORK/pinned.tsv"   # variant round rps envoy_us_per_request server_us_per_request
 : >"$PINNED_TSV"
 PINNED_VARIANTS="noauth jwt_authn jwt_authn_cached ok_server_ext_authz cognito_authz cognito_authz_metadata cognito_authz_strips"
@@ -278,7 +286,7 @@ kill $WRK 2>/dev/null || true; wait $WRK 2>/dev/null || true
 RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$AUTHZ_PID/status")
 
 # --- report -----------------------------------------------------------------------------------
-python3 - "$RESULTS" "$COLD" "$RSS_KB" "$ROUNDS" "$DURATION" "$CONNS" "$PINNED_TSV" <<'PY'
+python3 - "$RESULTS" "$COLD" "$RSS_KB" "$ROUNDS" "$DURATION" "$CONNS" "$PINNED_TSV" "$H2_CPU" "$ENVOY_WORKERS" <<'PY'
 import statistics, sys
 from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
@@ -286,7 +294,8 @@ by = defaultdict(list)
 for v, r, rps, p50, p99 in rows:
     by[v].append((int(r), float(rps), float(p50), None if p99 == "-" else float(p99)))
 med = lambda xs: statistics.median(xs)
-print(f"rounds={sys.argv[4]} duration={sys.argv[5]}s wrk -t1 -c{sys.argv[6]}; h2load -c1 -m64; medians over rounds\n")
+print(f"rounds={sys.argv[4]} duration={sys.argv[5]}s wrk -t1 -c{sys.argv[6]}; Envoy --concurrency {sys.argv[9]}; "
+      "h2load -c1 -m64; medians over rounds\n")
 print("| variant | req/s | p50 ms | p99 ms |")
 print("|---|---:|---:|---:|")
 for v in ["noauth", "jwt_authn", "jwt_authn_cached", "cognito_authz", "ok_server_ext_authz", "cognito_authz_metadata",
@@ -317,6 +326,20 @@ for label, a, b in [("cognito_authz / jwt_authn req/s", "cognito_authz", "jwt_au
 for a, b in [("cognito_authz", "jwt_authn"), ("cognito_authz", "ok_server_ext_authz")]:
     rs = p99ratios(a, b)
     print(f"| {a} / {b} p99 | {med(rs):.2f} | {', '.join(f'{x:.2f}' for x in rs)} |")
+h2 = defaultdict(dict)
+for l in open(sys.argv[8]):
+    v, r, us = l.rstrip("\n").split("\t")
+    h2[v][r] = float(us)
+if h2:
+    print("\n| HTTP/2 streams multiplexed on one connection (h2load straight at Check) | server CPU µs/request | per round |")
+    print("|---|---:|---|")
+    for v, rounds in h2.items():
+        print(f"| {v} | {med(list(rounds.values())):.1f} | {', '.join(f'{x:.1f}' for x in rounds.values())} |")
+    both = [(h2["check_cognito_authz"][r], h2["check_ok_server"][r]) for r in h2["check_cognito_authz"]
+            if r in h2["check_ok_server"]]
+    if both:
+        rs = [x / y for x, y in both]
+        print(f"| ratio, per round then median | **{med(rs):.2f}** | {', '.join(f'{x:.2f}' for x in rs)} |")
 pinned = defaultdict(dict)
 for l in open(sys.argv[7]):
     v, r, rps, us, server = l.rstrip("\n").split("\t")
