@@ -102,6 +102,9 @@ const ANY_COGNITO_POOL: &str = "";
 /// but matching nothing.
 const UNKNOWN_NAME: &str = "name:";
 
+/// One issuer's revoked subjects: `sub` → (before, until).
+type SubjectsOf = HashMap<Box<str>, (u64, u64)>;
+
 /// The entries in force, in memory. Pure: time is passed in. Token entries are scoped by their
 /// issuer's `iss`, which stays when a configuration renames the issuer. User entries are not
 /// scoped: they name a Cognito `sub`, a UUID no two pools share.
@@ -111,7 +114,7 @@ pub struct RevocationList {
     origin: ByScope,
     users: HashMap<Uuid, (u64, u64)>,
     /// OIDC users by (`iss`, `sub`): (before, until).
-    subjects: HashMap<Box<str>, HashMap<Box<str>, (u64, u64)>>,
+    subjects: HashMap<Box<str>, SubjectsOf>,
     /// Issuer names and their `iss`, to read entries that were scoped by name.
     names: Arc<HashMap<String, String>>,
 }
