@@ -114,14 +114,11 @@ fn original<'a>(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap, prefix
         // must name the same path, or the request cannot be judged (a forged `X-Original-URI:
         // /public` beside ingress-nginx's URL of a protected path).
         NGINX_PATH => {
-            let of_url = match headers.contains_key("x-original-url") {
-                true => Some(text("x-original-url")?.parse::<Uri>().ok()?.path_and_query()?.as_str().to_owned()),
-                false => None,
-            };
-            let path = match (headers.contains_key("x-original-uri"), of_url) {
-                (true, Some(of_url)) => (text("x-original-uri")? == of_url).then_some(of_url)?,
-                (true, None) => text("x-original-uri")?.to_owned(),
-                (false, of_url) => of_url?,
+            let of_url = || Some(text("x-original-url")?.parse::<Uri>().ok()?.path_and_query()?.as_str().to_owned());
+            let path = match (headers.contains_key("x-original-uri"), headers.contains_key("x-original-url")) {
+                (true, true) => of_url().filter(|url| Some(url.as_str()) == text("x-original-uri"))?,
+                (true, false) => text("x-original-uri")?.to_owned(),
+                (false, _) => of_url()?,
             };
             judged(text("x-original-method")?, path)
         }
