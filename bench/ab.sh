@@ -12,10 +12,8 @@ set -euo pipefail
 OLD=$(realpath "$1"); NEW=$(realpath "$2")
 cd "$(dirname "$0")/.."
 [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null || { echo "needs two cores and taskset" >&2; exit 2; }
+DURATION=${DURATION:-8}   # shorter rounds than bench/lib.sh's default: three servers alternate
 . bench/lib.sh
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-8}
-CONNS=${CONNS:-16}
 ENVOY=$(envoy_binary)
 cargo build --release --locked --features bench-tools --example ok_server >&2
 declare -A BINARY=([old]=$OLD [new]=$NEW) SPID
@@ -46,8 +44,6 @@ for v in old new; do
   [ "$code" = 401 ] || { echo "$v answered $code to a forged token" >&2; exit 1; }
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 for v in old new ok; do taskset -a -p -c 0 "${EPID[$v]}" >/dev/null; taskset -a -p -c 1 "${SPID[$v]}" >/dev/null; done
 RESULTS="$WORK/ab.tsv"   # variant round rps server_us envoy_us
 : >"$RESULTS"

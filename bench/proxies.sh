@@ -13,9 +13,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
-CONNS=${CONNS:-16}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 [ -x /usr/sbin/nginx ] && command -v caddy >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx caddy >/dev/null; pkill -x nginx || true; pkill -x caddy || true; }

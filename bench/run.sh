@@ -20,9 +20,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
-CONNS=${CONNS:-16}
 H2_REQUESTS=${H2_REQUESTS:-200000}
 PINNED=${PINNED:-1}
 
@@ -116,8 +113,6 @@ wrk_run() { # variant round
     $1=="50%" {p50=ms($2)} $1=="99%" {p99=ms($2)} /Requests\/sec/ {rps=$2}
     END {printf "%s\t%s\t%.0f\t%.3f\t%.3f\n", v, r, rps, p50, p99}' >>"$RESULTS"
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 H2_CPU="$WORK/h2cpu.tsv"   # variant round server_us_per_request
 : >"$H2_CPU"
 h2_run() { # variant round port server-pid
