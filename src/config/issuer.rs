@@ -391,10 +391,10 @@ mod tests {
         assert_eq!(namespace(redis(vec![staff(), second], Some("shop-prod"))), Ok("shop-prod".into()));
         assert_eq!(namespace(redis(vec![staff()], Some("a b"))), Err("revocation-namespace".into()));
         // The URL's password never shows in Debug.
-        let spec = StoreSpec::Redis {
-            url: crate::secret::SecretUrl::new("redis://:hunter2@h:6379".into()),
-            namespace: "n".into(),
-        };
+        let settings = crate::revocation::redis::target::TargetSettings::default();
+        let target = crate::revocation::redis::target::Target::parse("redis://:hunter2@h:6379", settings).unwrap();
+        assert_eq!(target.nodes.password.as_ref().map(crate::secret::Secret::expose), Some("hunter2"));
+        let spec = StoreSpec::Redis { target: Box::new(target), namespace: "n".into() };
         assert!(!format!("{spec:?}").contains("hunter2") && format!("{spec:?}").contains("\"n\""));
     }
 

@@ -20,6 +20,7 @@ pub use crate::http::oauth::{Endpoints, OAuthConfig};
 use crate::keys::key_store::KeySettings;
 use crate::loopback::https_unless_loopback;
 use crate::mfa::MfaSettings;
+use crate::revocation::redis::target::{Target, TargetSettings};
 pub use crate::secret::{Secret, SecretUrl};
 
 /// After a failed key fetch, requests answer 503 without fetching for this long (not a setting:
@@ -119,11 +120,11 @@ pub struct AuthzHttp {
 pub enum StoreSpec {
     /// An append-only file (one replica).
     File(PathBuf),
-    /// A Redis URL (shared by replicas; its password is shown as `***`), and the namespace of the
+    /// A Redis deployment (shared by replicas; its passwords never shown), and the namespace of the
     /// list's key and channel.
     Redis {
-        /// The URL.
-        url: SecretUrl,
+        /// Which Redis, how to reach it, and what a revocation waits for.
+        target: Box<Target>,
         /// `--revocation-namespace`, or the served pool's id.
         namespace: String,
     },
@@ -259,7 +260,7 @@ impl Settings {
         }
         let revocation_store = match self.revocation_store.as_ref().map(|s| (s, s.expose())) {
             None => StoreSpec::File(self.data_dir.join("revocations.jsonl")),
-            Some((url, spec)) if spec.starts_with("redis://") || spec.starts_with("rediss://") => {
+            Some((_, spec)) if spec.starts_with("redis") => {
                 let namespace = self.revocation_namespace.clone().unwrap_or_else(|| pool.user_pool_id.clone());
                 if namespace.is_empty()
                     || namespace.len() > 128
@@ -270,11 +271,31 @@ impl Settings {
                         "must be 1 to 128 characters of A-Z, a-z, 0-9, -, _ and .",
                     ));
                 }
-                StoreSpec::Redis { url: url.clone(), namespace }
+                let settings = TargetSettings {
+                    username: self.revocation_redis_username.clone(),
+                    password: secret(
+                        self.revocation_redis_password.clone(),
+                        self.revocation_redis_password_file.clone(),
+                        "revocation-redis-password",
+                    )?,
+                    sentinel_username: self.revocation_redis_sentinel_username.clone(),
+                    sentinel_password: secret(
+                        self.revocation_redis_sentinel_password.clone(),
+                        self.revocation_redis_sentinel_password_file.clone(),
+                        "revocation-redis-sentinel-password",
+                    )?,
+                    ca_file: self.revocation_redis_ca_file.clone(),
+                    client_cert: self.revocation_redis_client_cert.clone(),
+                    client_key: self.revocation_redis_client_key.clone(),
+                    min_replicas: self.revocation_min_replicas,
+                    replica_timeout: Duration::from_millis(self.revocation_replica_timeout_ms),
+                };
+                let target = Target::parse(spec, settings).map_err(|(flag, problem)| bad(flag, problem))?;
+                StoreSpec::Redis { target: Box::new(target), namespace }
             }
             Some((_, spec)) => match spec.strip_prefix("file:") {
                 Some(path) if !path.is_empty() => StoreSpec::File(PathBuf::from(path)),
-                _ => return Err(bad("revocation-store", "must be file:PATH or redis://…")),
+                _ => return Err(bad("revocation-store", "must be file:PATH or a redis URL")),
             },
         };
         for origin in &self.allowed_origin {

@@ -169,9 +169,10 @@ pub struct Settings {
     /// Directory for local state (the revocation file).
     #[arg(long, env = "COGNITO_AUTHZ_DATA_DIR", required = false)]
     pub data_dir: PathBuf,
-    /// Where revocations are kept: `file:PATH` (one replica) or `redis://HOST:PORT/DB` (shared by
-    /// replicas). Defaults to `file:{data-dir}/revocations.jsonl`. A password in the URL
-    /// (`redis://:PASSWORD@HOST:PORT/DB`) is never shown.
+    /// Where revocations are kept: `file:PATH` (one replica) or Redis (shared by replicas):
+    /// `redis://HOST:PORT/DB` (`rediss://` for TLS), `redis+sentinel://S1,S2,S3/MASTER/DB` or
+    /// `redis+cluster://N1,N2,N3`. Defaults to `file:{data-dir}/revocations.jsonl`. A user and
+    /// password in the URL (`redis://USER:PASSWORD@HOST:PORT/DB`) are never shown.
     #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_STORE", hide_env_values = true)]
     pub revocation_store: Option<SecretUrl>,
     /// With Redis: the namespace of the revocation list's key and channel
@@ -180,6 +181,41 @@ pub struct Settings {
     /// module serves; required when it serves none (several pools, or only OIDC issuers).
     #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_NAMESPACE")]
     pub revocation_namespace: Option<String>,
+    /// With Redis: the ACL user of the data nodes (instead of one in the URL).
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_USERNAME")]
+    pub revocation_redis_username: Option<String>,
+    /// With Redis: the data nodes' password (instead of one in the URL).
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_PASSWORD", hide_env_values = true)]
+    pub revocation_redis_password: Option<Secret>,
+    /// With Redis: a file holding the data nodes' password (a mounted Secret).
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_PASSWORD_FILE")]
+    pub revocation_redis_password_file: Option<PathBuf>,
+    /// With Sentinel: the sentinels' own ACL user.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_SENTINEL_USERNAME")]
+    pub revocation_redis_sentinel_username: Option<String>,
+    /// With Sentinel: the sentinels' own password.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub revocation_redis_sentinel_password: Option<Secret>,
+    /// With Sentinel: a file holding the sentinels' password.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_SENTINEL_PASSWORD_FILE")]
+    pub revocation_redis_sentinel_password_file: Option<PathBuf>,
+    /// With `rediss…`: a PEM CA to trust for Redis instead of the system's.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_CA_FILE")]
+    pub revocation_redis_ca_file: Option<PathBuf>,
+    /// With `rediss…`: a PEM client certificate for Redis (with its key).
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_CLIENT_CERT")]
+    pub revocation_redis_client_cert: Option<PathBuf>,
+    /// With `rediss…`: the client certificate's PEM key.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REDIS_CLIENT_KEY")]
+    pub revocation_redis_client_key: Option<PathBuf>,
+    /// With Redis: replicas that must hold a revocation (Redis `WAIT`) before a logout or user
+    /// revocation is acknowledged; when fewer do in time, the answer is 503. Defaults to 0 for one
+    /// server, 1 for Sentinel and Cluster.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_MIN_REPLICAS")]
+    pub revocation_min_replicas: Option<u32>,
+    /// With Redis: milliseconds a revocation waits for those replicas.
+    #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_REPLICA_TIMEOUT_MS", required = false)]
+    pub revocation_replica_timeout_ms: u64,
     /// With Redis: seconds without confirmation from Redis after which decisions answer 503
     /// rather than trust an old copy.
     #[arg(long, env = "COGNITO_AUTHZ_REVOCATION_MAX_STALENESS_SECONDS", required = false)]
@@ -319,6 +355,17 @@ impl Default for Settings {
             revocation_store: None,
             revocation_namespace: None,
             revocation_max_staleness_seconds: 10,
+            revocation_redis_username: None,
+            revocation_redis_password: None,
+            revocation_redis_password_file: None,
+            revocation_redis_sentinel_username: None,
+            revocation_redis_sentinel_password: None,
+            revocation_redis_sentinel_password_file: None,
+            revocation_redis_ca_file: None,
+            revocation_redis_client_cert: None,
+            revocation_redis_client_key: None,
+            revocation_min_replicas: None,
+            revocation_replica_timeout_ms: 500,
             refresh_token_lifetime: 30 * 86400,
             allow_unrevocable_tokens: false,
             tls_cert: None,

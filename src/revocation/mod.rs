@@ -295,6 +295,17 @@ pub enum StoreError {
     /// Redis refused or could not be reached.
     #[error("revocation store (redis): {0}")]
     Redis(String),
+    /// Redis holds the entry, but fewer replicas than required acknowledged it in time: it could
+    /// be lost with the primary, so it is not acknowledged.
+    #[error("revocation store (redis): {acknowledged} of {wanted} replicas acknowledged within {within:?}")]
+    NotDurable {
+        /// Replicas that hold it.
+        acknowledged: u32,
+        /// Replicas required.
+        wanted: u32,
+        /// How long it waited.
+        within: Duration,
+    },
 }
 
 /// What a store answers, later.

@@ -184,8 +184,8 @@ pub async fn open_revocations(config: &Config) -> anyhow::Result<(Revocations, O
             tracing::info!(entries = n, path = %path.display(), "revocation list loaded");
             Ok((revocations, None))
         }
-        StoreSpec::Redis { url, namespace } => {
-            let store = Arc::new(RedisStore::new(url.expose(), namespace, Duration::from_secs(1))?);
+        StoreSpec::Redis { target, namespace } => {
+            let store = Arc::new(RedisStore::new(target, namespace, Duration::from_secs(1))?);
             let staleness = Some(config.revocation_max_staleness);
             let revocations = Revocations::new(store.clone(), config.allow_unrevocable_tokens, staleness);
             Ok((revocations.naming_issuers(named(config)), Some(store)))
