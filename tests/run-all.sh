@@ -15,9 +15,13 @@ if ! [ -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 
-# Redis for the replica tests (Debian's package; CI runs as root).
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+# Redis for the replica tests, and its sentinel for the failover tests (Debian's packages; CI runs
+# as root). Installing them may start their system services: stopped at once, since each test runs
+# its own on loopback.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq redis-server redis-sentinel >/dev/null
+  pkill -x redis-server || true
+  pkill -x redis-sentinel || true
 fi
 
 # nginx and Caddy for the HTTP authorization tests (Debian's packages). Installing them may start

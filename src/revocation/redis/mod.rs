@@ -168,6 +168,8 @@ impl RedisStore {
     async fn still_primary(&self, on: &str) -> Result<bool, StoreError> {
         match tokio::time::timeout(self.timeout, self.nodes.primary()).await {
             Ok(Ok(Some(now))) if now != on => {
+                // Logouts must go there too: the command connection may still be on the old one.
+                *self.connection.lock().await = None;
                 Err(StoreError::Redis(format!("the sentinels moved the primary from {on} to {now}")))
             }
             Ok(Ok(_)) => Ok(true),
