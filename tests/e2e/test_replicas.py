@@ -140,7 +140,7 @@ def test_a_replica_with_the_wrong_redis_password_never_serves_and_answers_503(pa
     replica = harness.start_authz(logdir, pool, password_store(password_redis, wrong), name="wrong-password",
                                   ports=ports, ready=listening)
     try:
-        # Long enough for several attempts to connect (backoff from 100 ms, doubling to 2 s).
+        # Long enough for several attempts to connect (backoff from 100 ms, doubling to 500 ms).
         time.sleep(4)
         for service in ("", "envoy.service.auth.v3.Authorization"):
             assert harness.grpc_health(replica.grpc_port, service) == "NOT_SERVING", service

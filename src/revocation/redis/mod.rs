@@ -103,19 +103,31 @@ impl RedisStore {
 
     /// Keeps `revocations` in step with Redis until the process ends: subscribe, reload, then apply
     /// each published entry and ping each second; on any failure, start again.
+    ///
+    /// Retries start at 100 ms and double up to 500 ms, and start over after a subscription that
+    /// loaded the list: after a failover the sentinels name the new primary about when the first
+    /// logout can be acknowledged there, and a replica that waited longer to resubscribe would
+    /// allow that logout's token meanwhile (measured in BENCHMARKS.md). Two attempts a second per
+    /// replica cost Redis nothing.
     pub async fn sync(self: Arc<Self>, revocations: Revocations) {
-        let mut backoff = Duration::from_millis(100);
+        const FIRST: Duration = Duration::from_millis(100);
+        let mut backoff = FIRST;
         loop {
-            match self.follow(&revocations).await {
-                Ok(()) => {}
-                Err(error) => tracing::warn!(%error, "lost the revocation subscription; resubscribing"),
+            let mut loaded = false;
+            if let Err(error) = self.follow(&revocations, &mut loaded).await {
+                tracing::warn!(%error, "lost the revocation subscription; resubscribing");
+            }
+            if loaded {
+                backoff = FIRST;
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
     }
 
-    async fn follow(&self, revocations: &Revocations) -> Result<(), StoreError> {
+    /// Subscribes, loads and follows until something fails; `loaded` says whether it got as far as
+    /// loading the list.
+    async fn follow(&self, revocations: &Revocations, loaded: &mut bool) -> Result<(), StoreError> {
         let (pubsub, on) = tokio::time::timeout(self.timeout, self.nodes.subscription())
             .await
             .map_err(|_| StoreError::Redis("connect timed out".into()))?
@@ -126,6 +138,7 @@ impl RedisStore {
             .map_err(|_| StoreError::Redis("subscribe timed out".into()))?
             .map_err(redis_error)?;
         let n = revocations.resync(unix_now()).await?;
+        *loaded = true;
         tracing::info!(entries = n, store = %self.shown, "revocation list loaded from redis");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
