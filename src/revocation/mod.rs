@@ -463,7 +463,16 @@ impl Revocations {
                 entries = missing.len(),
                 "the revocation store lacked entries this replica knows; writing them back"
             );
-            self.inner.store.append(&missing).await?;
+            match self.inner.store.append(&missing).await {
+                Ok(()) => {}
+                // Written on the primary, not yet on enough replicas: this copy is whole all the
+                // same, and the next resync writes back again whatever a failover loses. Refusing
+                // to confirm would turn a Redis shard without a replica into 503 for every decision.
+                Err(error @ StoreError::NotDurable { .. }) => {
+                    tracing::warn!(%error, "entries written back, but not yet on enough replicas")
+                }
+                Err(error) => return Err(error),
+            }
         }
         self.confirm();
         self.inner.loaded.send_replace(true);
@@ -548,6 +557,53 @@ mod tests {
     const ISS: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Staff";
     const OTHER_POOL: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Other";
     const PARTNERS: &str = "https://idp.partner.example";
+
+    /// A Redis that lacks every entry and takes writes only on its primary (`WAIT` unmet), or
+    /// (`down`) takes none.
+    struct ShortOfReplicas {
+        down: bool,
+    }
+
+    impl RevocationStore for ShortOfReplicas {
+        fn load(&self, _now: u64) -> StoreFuture<'_, Vec<Entry>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+
+        fn append<'a>(&'a self, _entries: &'a [Entry]) -> StoreFuture<'a, ()> {
+            let down = self.down;
+            Box::pin(async move {
+                match down {
+                    true => Err(StoreError::Redis("connection refused".into())),
+                    false => {
+                        Err(StoreError::NotDurable { acknowledged: 0, wanted: 1, within: Duration::from_millis(500) })
+                    }
+                }
+            })
+        }
+
+        fn compact(&self, _now: u64) -> StoreFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_back_no_replica_acknowledged_still_leaves_the_copy_whole_and_confirmed() {
+        let revoked = claims("j-revoked", "o-1", NOW - 60);
+        let entry = Entry::Jti { id: "j-revoked".into(), until: NOW + 600, issuer: None, iss: Some(ISS.into()) };
+        for down in [false, true] {
+            let store = Arc::new(ShortOfReplicas { down });
+            let revocations = Revocations::new(store, false, Some(Duration::from_secs(10)));
+            revocations.apply(vec![entry.clone()]).await;
+            let resynced = revocations.resync(NOW).await;
+            if down {
+                assert!(resynced.is_err(), "a write-back that reached no Redis is retried");
+                continue;
+            }
+            assert_eq!(resynced.ok(), Some(1));
+            assert!(matches!(revocations.check(&revoked, NOW), Err(Denied::Unauthenticated(Invalid::Revoked))));
+            assert!(revocations.check(&claims("j-live", "o-2", NOW - 60), NOW).is_ok(), "confirmed, not stale");
+        }
+    }
 
     /// Claims of alice's token `jti`, from sign-in `origin` at `auth_time`.
     pub(super) fn claims(jti: &str, origin: &str, auth_time: u64) -> Claims {
