@@ -31,6 +31,8 @@ pub enum KeysAt {
     Jwks(reqwest::Url),
     /// The `jwks_uri` of this OpenID discovery document, read at start-up.
     Discovery(reqwest::Url),
+    /// A replicated pool's JWK Sets, one per region (the primary's first), merged.
+    Regions(Vec<reqwest::Url>),
 }
 
 impl std::fmt::Debug for KeysAt {
@@ -38,6 +40,9 @@ impl std::fmt::Debug for KeysAt {
         match self {
             KeysAt::Jwks(url) => f.debug_tuple("Jwks").field(&ShownUrl(url.as_str())).finish(),
             KeysAt::Discovery(url) => f.debug_tuple("Discovery").field(&ShownUrl(url.as_str())).finish(),
+            KeysAt::Regions(urls) => {
+                f.debug_tuple("Regions").field(&urls.iter().map(|u| ShownUrl(u.as_str())).collect::<Vec<_>>()).finish()
+            }
         }
     }
 }
@@ -74,7 +79,15 @@ impl IssuerConfig {
         IssuerConfig {
             name: name.to_owned(),
             iss: pool.issuer.clone(),
-            keys: KeysAt::Jwks(pool.jwks_url.clone()),
+            keys: match pool.regional.is_empty() {
+                true => KeysAt::Jwks(pool.jwks_url.clone()),
+                false => KeysAt::Regions(
+                    std::iter::once(&pool.jwks_url)
+                        .chain(pool.regional.iter().map(|(_, jwks)| jwks))
+                        .cloned()
+                        .collect(),
+                ),
+            },
             kind: Kind::Cognito(pool.clone()),
         }
     }
@@ -93,6 +106,8 @@ impl IssuerTable {
             cognito_endpoint: self.cognito_endpoint.as_deref(),
             mfa_source: self.mfa_source.unwrap_or(defaults.mfa_source),
             allow_machine_tokens: self.allow_machine_tokens.unwrap_or(defaults.allow_machine_tokens),
+            issuer_format: self.issuer_format,
+            replica_regions: &self.replica_regions,
         }
     }
 }
@@ -111,6 +126,8 @@ pub fn from_tables(args: &Settings) -> Result<(Vec<IssuerConfig>, Option<Pool>),
         ("client-id", !args.client_id.is_empty()),
         ("issuer", args.issuer.is_some()),
         ("jwks-url", args.jwks_url.is_some()),
+        ("issuer-format", args.issuer_format.is_some()),
+        ("replica-region", !args.replica_region.is_empty()),
         ("cognito-endpoint", args.cognito_endpoint.is_some()),
         ("mfa-source", args.is_given("mfa-source") || args.mfa_source != defaults.mfa_source),
         (

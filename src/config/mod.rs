@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::authz::headers::HeaderClaim;
 use crate::authz::policy::Policy;
 use crate::config::issuer::IssuerConfig;
-pub use crate::config::pool::{DEV_ISSUER_HOST, Emulator, Pool, PoolSettings, default_issuer};
+pub use crate::config::pool::{DEV_ISSUER_HOST, Emulator, IssuerFormat, Pool, PoolSettings, default_issuer};
 pub use crate::config::settings::{ConfigError, ServeArgs, Settings};
 use crate::http::auth::{AuthSettings, CookieSettings};
 pub use crate::http::oauth::{Endpoints, OAuthConfig};
@@ -149,6 +149,7 @@ impl Config {
             mfa_source: defaults.mfa_source,
             allow_machine_tokens: defaults.allow_machine_tokens,
             emulator: None,
+            regional: vec![],
         };
         defaults.with_pool(pool).expect("the default settings are valid")
     }
@@ -221,6 +222,8 @@ impl Settings {
             cognito_endpoint: self.cognito_endpoint.as_deref(),
             mfa_source: self.mfa_source,
             allow_machine_tokens: self.allow_machine_tokens,
+            issuer_format: self.issuer_format,
+            replica_regions: &self.replica_region,
         }
     }
 

@@ -33,6 +33,20 @@ pub struct Pool {
     pub allow_machine_tokens: bool,
     /// Set when it is an emulator's, on loopback (said in a warning at start-up).
     pub emulator: Option<Emulator>,
+    /// A replicated pool's other regions' `iss` and keys (original format), also accepted.
+    pub regional: Vec<(String, reqwest::Url)>,
+}
+
+/// How a pool's issuer is written (`IssuerConfigurationType`).
+#[derive(clap::ValueEnum, serde::Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuerFormat {
+    /// `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`: each region its own.
+    #[default]
+    Original,
+    /// `https://issuer-cognito-idp.{primary region}.amazonaws.com/{user_pool_id}`: one for every
+    /// region of a replicated pool.
+    Updated,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -59,6 +73,7 @@ impl std::fmt::Debug for Pool {
             .field("mfa_source", &self.mfa_source)
             .field("allow_machine_tokens", &self.allow_machine_tokens)
             .field("emulator", &self.emulator)
+            .field("regional", &self.regional.iter().map(|(iss, _)| iss).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -94,6 +109,10 @@ pub struct PoolSettings<'a> {
     pub mfa_source: MfaLookup,
     /// `allow-machine-tokens`.
     pub allow_machine_tokens: bool,
+    /// `issuer-format`: `original` unless given.
+    pub issuer_format: Option<IssuerFormat>,
+    /// `replica-region`: a replicated pool's other regions.
+    pub replica_regions: &'a [String],
 }
 
 fn bad(flag: &str, problem: impl Into<String>) -> ConfigError {
@@ -109,18 +128,37 @@ impl PoolSettings<'_> {
         }
         let pool = self.user_pool_id.ok_or_else(|| bad("user-pool-id", "is required"))?;
         let emulator = self.cognito_endpoint.and_then(|e| reqwest::Url::parse(e).ok()).filter(is_loopback);
-        let valid_pool = pool
-            .strip_prefix(&format!("{region}_"))
-            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+        // A pool's id names its primary region; `region` (the API this service calls) may be one
+        // of its replicas'.
+        let primary = pool
+            .split_once('_')
+            .filter(|(prefix, rest)| {
+                valid_region(prefix) && !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+            .map(|(prefix, _)| prefix);
+        let replicas = self.replica_regions;
+        let valid_pool = primary.is_some_and(|p| p == region || replicas.iter().any(|r| r == region));
         let emulator_pool = !valid_pool && emulator.is_some() && is_emulator_pool_id(pool);
         if !valid_pool && !emulator_pool {
             return Err(bad(
                 "user-pool-id",
-                if is_emulator_pool_id(pool) {
+                if is_emulator_pool_id(pool) && primary.is_none() {
                     "must look like {region}_{id} (an emulator's pool id is accepted only with --cognito-endpoint on loopback)"
                 } else {
-                    "must look like {region}_{id}"
+                    "must look like {region}_{id} (or name the primary region of a pool whose replica-region is --region)"
                 },
+            ));
+        }
+        let primary = primary.unwrap_or(region);
+        for (i, replica) in replicas.iter().enumerate() {
+            if !valid_region(replica) || replica == primary || replicas[..i].contains(replica) {
+                return Err(bad("replica-region", "each must be an AWS region other than the pool's primary, once"));
+            }
+        }
+        if !replicas.is_empty() && (emulator_pool || self.issuer.is_some() || self.jwks_url.is_some()) {
+            return Err(bad(
+                "replica-region",
+                "derives each region's issuer and keys: give it without issuer, jwks-url or an emulator",
             ));
         }
         let client_ids: Vec<String> =
@@ -128,11 +166,22 @@ impl PoolSettings<'_> {
         if client_ids.is_empty() {
             return Err(bad("client-id", "at least one app client id is required"));
         }
+        let format = self.issuer_format.unwrap_or_default();
+        let derived = match format {
+            IssuerFormat::Original => default_issuer(primary, pool),
+            IssuerFormat::Updated => updated_issuer(primary, pool),
+        };
         let issuer = match (self.issuer, &emulator) {
+            (Some(issuer), _) if self.issuer_format.is_some() && issuer != derived => {
+                return Err(bad(
+                    "issuer-format",
+                    format!("and issuer disagree: the {format:?} format names {derived}"),
+                ));
+            }
             (Some(issuer), _) => issuer.to_owned(),
             // cognito-local's issuer: its own address and the pool id.
             (None, Some(endpoint)) if emulator_pool => format!("{}/{pool}", endpoint.as_str().trim_end_matches('/')),
-            (None, _) => default_issuer(region, pool),
+            (None, _) => derived,
         };
         let issuer_url = reqwest::Url::parse(&issuer).map_err(|_| bad("issuer", "is not a URL"))?;
         let emulator_issuer = issuer_url.scheme() == "http" && emulator.is_some() && is_loopback(&issuer_url);
@@ -171,7 +220,22 @@ impl PoolSettings<'_> {
             pool_id: emulator_pool,
             http_issuer: emulator_issuer,
         });
+        // With the original format each replica region issues under its own name, with its own
+        // keys; with the updated one every region names the primary.
+        let regional = match format {
+            IssuerFormat::Original => replicas
+                .iter()
+                .map(|r| {
+                    let iss = default_issuer(r, pool);
+                    let jwks = https_unless_loopback(&format!("{iss}/.well-known/jwks.json"))
+                        .map_err(|p| bad("replica-region", p))?;
+                    Ok((iss, jwks))
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?,
+            IssuerFormat::Updated => vec![],
+        };
         Ok(Pool {
+            regional,
             issuer,
             jwks_url,
             client_ids,
@@ -185,10 +249,18 @@ impl PoolSettings<'_> {
     }
 }
 
-/// Cognito's issuer for a pool.
+/// Cognito's original issuer for a pool in `region`.
 pub fn default_issuer(region: &str, pool: &str) -> String {
-    let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-    format!("https://cognito-idp.{region}.{domain}/{pool}")
+    format!("https://cognito-idp.{region}.{}/{pool}", domain(region))
+}
+
+/// Cognito's updated issuer for a pool whose primary region is `region`.
+pub fn updated_issuer(region: &str, pool: &str) -> String {
+    format!("https://issuer-cognito-idp.{region}.{}/{pool}", domain(region))
+}
+
+fn domain(region: &str) -> &'static str {
+    if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" }
 }
 
 fn valid_region(region: &str) -> bool {

@@ -40,6 +40,18 @@ pub struct Settings {
     /// (`amazonaws.com.cn` in China regions).
     #[arg(long, env = "COGNITO_AUTHZ_ISSUER")]
     pub issuer: Option<String>,
+    /// The pool's issuer format, as `DescribeUserPool` shows it (`IssuerConfiguration`):
+    /// `original` (`https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`) or `updated`
+    /// (`https://issuer-cognito-idp.{region}.amazonaws.com/{user_pool_id}`), where `{region}` is
+    /// the pool's primary region (its id's prefix). Defaults to `original`.
+    #[arg(long, env = "COGNITO_AUTHZ_ISSUER_FORMAT", value_enum)]
+    pub issuer_format: Option<crate::config::pool::IssuerFormat>,
+    /// A replicated pool's other regions (multi-Region replication); repeat or separate with
+    /// commas. `--region` may then be one of them (the Cognito API this service calls). With the
+    /// original format each region's tokens name that region in `iss`, and its issuer and keys
+    /// are accepted too; with the updated format every region's tokens name the primary.
+    #[arg(long = "replica-region", env = "COGNITO_AUTHZ_REPLICA_REGIONS", value_delimiter = ',')]
+    pub replica_region: Vec<String>,
     /// Where the signing keys are fetched. Defaults to `{issuer}/.well-known/jwks.json`.
     /// Must be https, except to a loopback address.
     #[arg(long, env = "COGNITO_AUTHZ_JWKS_URL", hide_env_values = true)]
@@ -320,6 +332,8 @@ impl Default for Settings {
             client_id: vec![],
             issuer: None,
             jwks_url: None,
+            issuer_format: None,
+            replica_region: vec![],
             grpc_listen: ([0, 0, 0, 0], 9001).into(),
             http_listen: ([0, 0, 0, 0], 8080).into(),
             leeway_seconds: 0,
@@ -426,6 +440,11 @@ pub struct IssuerTable {
     /// Where the keys are. Cognito: defaults to `{issuer}/.well-known/jwks.json`. OIDC: skips
     /// discovery.
     pub jwks_url: Option<String>,
+    /// Cognito: `original` or `updated`, as the flag `--issuer-format`.
+    pub issuer_format: Option<crate::config::pool::IssuerFormat>,
+    /// Cognito: a replicated pool's other regions, as the flag `--replica-region`.
+    #[serde(default)]
+    pub replica_regions: Vec<String>,
     // OIDC.
     /// The token's `aud` must contain one of these. Required for OIDC.
     #[serde(default)]

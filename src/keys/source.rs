@@ -89,3 +89,75 @@ impl KeySource for HttpKeySource {
         })
     }
 }
+
+/// A replicated pool's keys: every region's JWK Set, fetched each time and merged into one. All
+/// must answer: a set missing one region's keys would make that region's tokens look signed by an
+/// unknown key (401) rather than unverifiable for now (503). Keys that two regions both publish
+/// appear once. Each region's document is bounded (1 MiB), and so is the merge.
+pub struct RegionalKeySource {
+    regions: Vec<std::sync::Arc<dyn KeySource>>,
+}
+
+crate::opaque_debug!(RegionalKeySource);
+
+impl RegionalKeySource {
+    /// Merges the sets of `regions` (the primary's first).
+    pub fn new(regions: Vec<std::sync::Arc<dyn KeySource>>) -> RegionalKeySource {
+        RegionalKeySource { regions }
+    }
+}
+
+impl KeySource for RegionalKeySource {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
+        Box::pin(async move {
+            let fetched = futures_util::future::join_all(self.regions.iter().map(|r| r.fetch())).await;
+            let mut keys: Vec<serde_json::Value> = Vec::new();
+            for document in fetched {
+                let document: serde_json::Value = serde_json::from_slice(&document?)
+                    .map_err(|_| FetchError::Document(crate::keys::key_set::JwksError::NotJson))?;
+                let Some(serde_json::Value::Array(found)) = document.get("keys") else {
+                    return Err(FetchError::Document(crate::keys::key_set::JwksError::NotJson));
+                };
+                for key in found {
+                    if !keys.contains(key) {
+                        keys.push(key.clone());
+                    }
+                }
+            }
+            Ok(serde_json::to_vec(&serde_json::json!({ "keys": keys })).expect("json serialises"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Fixed(Result<&'static str, FetchError>);
+
+    impl KeySource for Fixed {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
+            let answer = self.0.clone().map(|s| s.as_bytes().to_vec());
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn regions(answers: Vec<Result<&'static str, FetchError>>) -> RegionalKeySource {
+        RegionalKeySource::new(answers.into_iter().map(|a| Arc::new(Fixed(a)) as Arc<dyn KeySource>).collect())
+    }
+
+    #[tokio::test]
+    async fn every_regions_keys_are_merged_once_and_one_region_failing_fails_the_fetch() {
+        let primary = r#"{"keys":[{"kid":"a","n":"1"},{"kid":"b","n":"2"}]}"#;
+        let replica = r#"{"keys":[{"kid":"b","n":"2"},{"kid":"c","n":"3"}]}"#;
+        let merged = regions(vec![Ok(primary), Ok(replica)]).fetch().await.expect("both answered");
+        let merged: serde_json::Value = serde_json::from_slice(&merged).unwrap();
+        let kids: Vec<&str> = merged["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+        assert_eq!(kids, ["a", "b", "c"]);
+        let down = regions(vec![Ok(primary), Err(FetchError::Status(503))]).fetch().await;
+        assert_eq!(down, Err(FetchError::Status(503)), "a set without a region's keys is never served");
+        let junk = regions(vec![Ok(primary), Ok(r#"{"no":"keys"}"#)]).fetch().await;
+        assert!(junk.is_err());
+    }
+}

@@ -34,8 +34,8 @@ use crate::http::oauth::OAuthClient;
 use crate::keys::discovery::DiscoveredKeySource;
 use crate::keys::key_store::KeySettings;
 use crate::keys::key_store::KeyStore;
-use crate::keys::source::HttpKeySource;
 use crate::keys::source::KeySource;
+use crate::keys::source::{HttpKeySource, RegionalKeySource};
 use crate::mfa::MfaGate;
 use crate::revocation::Revocations;
 use crate::revocation::file::FileStore;
@@ -219,6 +219,11 @@ fn named(config: &Config) -> Vec<(String, String)> {
 fn key_store(issuer: &IssuerConfig, client: &reqwest::Client, settings: &KeySettings) -> KeyStore {
     let source: Arc<dyn KeySource> = match &issuer.keys {
         KeysAt::Jwks(url) => Arc::new(HttpKeySource::new(client.clone(), url.clone())),
+        KeysAt::Regions(urls) => Arc::new(RegionalKeySource::new(
+            urls.iter()
+                .map(|url| Arc::new(HttpKeySource::new(client.clone(), url.clone())) as Arc<dyn KeySource>)
+                .collect(),
+        )),
         KeysAt::Discovery(url) => Arc::new(DiscoveredKeySource::new(client.clone(), issuer.iss.clone(), url.clone())),
     };
     key_store_over(issuer, source, settings)
@@ -237,6 +242,7 @@ fn rules(issuer: &IssuerConfig, leeway: u64) -> IssuerRules {
     match &issuer.kind {
         Kind::Cognito(pool) => IssuerRules::Cognito(Rules {
             issuer: issuer.iss.clone(),
+            also: pool.regional.iter().map(|(iss, _)| iss.clone()).collect(),
             client_ids: pool.client_ids.iter().map(|c| Arc::from(c.as_str())).collect(),
             leeway,
             allow_machine_tokens: pool.allow_machine_tokens,

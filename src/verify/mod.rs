@@ -27,8 +27,11 @@ use crate::verify::token::{Jwt, RawClaims};
 /// The claim rules for one user pool.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    /// `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`, compared exactly.
+    /// `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`, compared exactly. Revocations
+    /// of the pool are scoped by it, whichever region issued the token.
     pub issuer: String,
+    /// A replicated pool's other regions' issuers (original format), also compared exactly.
+    pub also: Vec<String>,
     /// The app client ids whose access tokens are accepted (shared with the claims that name them).
     pub client_ids: Vec<Arc<str>>,
     /// Seconds of tolerance on `exp`, `nbf` and `iat`. Defaults to 0.
@@ -38,6 +41,11 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// True when `iss` is the pool's issuer or one of its replica regions', exactly.
+    pub fn accepts(&self, iss: &str) -> bool {
+        iss == self.issuer || self.also.iter().any(|a| a == iss)
+    }
+
     /// Applies every claim rule, given the current Unix time in seconds.
     pub fn check(&self, raw: RawClaims, now: u64) -> Result<Claims, Invalid> {
         let exp = raw.exp.ok_or(Invalid::MissingExpiry)?;
@@ -50,7 +58,7 @@ impl Rules {
         if raw.iat.is_some_and(|iat| iat > now.saturating_add(self.leeway + IAT_DRIFT_SECONDS)) {
             return Err(Invalid::IssuedInFuture);
         }
-        if raw.iss.as_deref() != Some(self.issuer.as_str()) {
+        if !raw.iss.as_deref().is_some_and(|iss| self.accepts(iss)) {
             return Err(Invalid::WrongIssuer);
         }
         if raw.token_use.as_deref() != Some("access") {
@@ -179,11 +187,20 @@ pub enum IssuerRules {
 }
 
 impl IssuerRules {
-    /// The `iss` its tokens carry.
+    /// The `iss` its tokens carry (a replicated pool's primary region's), which scopes its
+    /// revocations.
     pub fn iss(&self) -> &str {
         match self {
             IssuerRules::Cognito(rules) => &rules.issuer,
             IssuerRules::Oidc { rules, .. } => &rules.issuer,
+        }
+    }
+
+    /// True when a token naming `iss` is this issuer's, compared exactly.
+    pub fn accepts(&self, iss: &str) -> bool {
+        match self {
+            IssuerRules::Cognito(rules) => rules.accepts(iss),
+            IssuerRules::Oidc { rules, .. } => rules.issuer == iss,
         }
     }
 }
@@ -326,7 +343,7 @@ impl Verifier {
             return Ok(0);
         }
         let iss = jwt.unverified_issuer()?;
-        self.issuers.iter().position(|i| i.rules.iss() == iss).ok_or(Invalid::WrongIssuer)
+        self.issuers.iter().position(|i| i.rules.accepts(&iss)).ok_or(Invalid::WrongIssuer)
     }
 
     /// Names the issuer whose app client the HTTP module serves (`None`: none). Defaults to the
@@ -378,6 +395,7 @@ mod tests {
     fn rules(leeway: u64) -> Rules {
         Rules {
             issuer: ISS.into(),
+            also: vec![],
             client_ids: vec!["client-a".into(), "client-b".into()],
             leeway,
             allow_machine_tokens: false,

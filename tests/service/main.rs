@@ -3,6 +3,7 @@
 
 mod common;
 
+mod cognito_today;
 mod decisions;
 mod forward_auth;
 mod hostile;

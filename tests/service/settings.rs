@@ -103,6 +103,50 @@ fn china_regions_use_the_cn_domain() {
 }
 
 #[test]
+fn the_issuer_format_and_replica_regions_derive_each_accepted_issuer_and_refuse_what_disagrees() {
+    use cognito_authz::config::IssuerFormat;
+    let updated = Settings { issuer_format: Some(IssuerFormat::Updated), ..args() }.into_config().unwrap();
+    assert_eq!(updated.pool.issuer, "https://issuer-cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123");
+    assert!(updated.pool.regional.is_empty());
+    // Deployed beside the replica: the API region is the replica's, the issuers are still derived.
+    let replica = Settings {
+        region: Some("us-east-1".into()),
+        replica_region: vec!["us-east-1".into(), "ap-southeast-2".into()],
+        ..args()
+    };
+    let config = replica.clone().into_config().unwrap();
+    assert_eq!(config.pool.issuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123");
+    let regional: Vec<&str> = config.pool.regional.iter().map(|(iss, _)| iss.as_str()).collect();
+    assert_eq!(
+        regional,
+        [
+            "https://cognito-idp.us-east-1.amazonaws.com/eu-west-1_AbC123",
+            "https://cognito-idp.ap-southeast-2.amazonaws.com/eu-west-1_AbC123"
+        ]
+    );
+    assert_eq!(
+        config.pool.regional[0].1.as_str(),
+        "https://cognito-idp.us-east-1.amazonaws.com/eu-west-1_AbC123/.well-known/jwks.json"
+    );
+    let err = |a: Settings| a.into_config().expect_err("refused").flag;
+    // Without the replica named, a region other than the pool's primary is refused as before.
+    assert_eq!(err(Settings { replica_region: vec![], ..replica.clone() }), "user-pool-id");
+    assert_eq!(err(Settings { replica_region: vec!["eu-west-1".into()], ..args() }), "replica-region", "the primary");
+    assert_eq!(err(Settings { replica_region: vec!["mars".into()], ..args() }), "replica-region");
+    assert_eq!(
+        err(Settings { replica_region: vec!["us-east-1".into(), "us-east-1".into()], ..args() }),
+        "replica-region"
+    );
+    let hand_written = Some("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123".to_owned());
+    assert_eq!(err(Settings { issuer: hand_written.clone(), ..replica }), "replica-region");
+    // A hand-written issuer and a format that names another: start-up stops naming the format.
+    let both = Settings { issuer: hand_written.clone(), issuer_format: Some(IssuerFormat::Updated), ..args() };
+    assert_eq!(err(both), "issuer-format");
+    let agreeing = Settings { issuer: hand_written, issuer_format: Some(IssuerFormat::Original), ..args() };
+    assert!(agreeing.into_config().is_ok(), "the positive control: a format that agrees");
+}
+
+#[test]
 fn bad_settings_name_the_flag() {
     let err = |a: Settings| a.into_config().expect_err("refused").flag;
     assert_eq!(err(Settings { region: None, ..args() }), "region");

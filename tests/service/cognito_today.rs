@@ -1,0 +1,118 @@
+//! Cognito as it is today (issue 28): the updated issuer format, multi-Region replicated pools,
+//! the second factors the `mfa` gate counts, per-session MFA from `amr`, and customised tokens.
+//! Decided in-process through `ExtAuthz::decide` with keys from a script; where a Cognito API is
+//! involved the fake follows the API reference's shapes (named so in each test).
+
+use crate::common::*;
+use cognito_authz::authz::error::code;
+use cognito_authz::config::{Config, IssuerFormat, Settings, StoreSpec};
+use cognito_authz::envoy::ext_authz::ExtAuthz;
+use cognito_authz::revocation::logout_entries;
+use serde_json::{Value, json};
+
+const REPLICA: &str = "us-east-1";
+
+fn replicated(format: Option<IssuerFormat>) -> Config {
+    let settings = Settings {
+        region: Some(REGION.into()),
+        user_pool_id: Some(POOL.into()),
+        client_id: vec![CLIENT.into()],
+        replica_region: vec![REPLICA.into()],
+        issuer_format: format,
+        ..Settings::default()
+    };
+    let mut config = settings.into_config().expect("a replicated pool");
+    config.revocation_store = StoreSpec::File(temp_dir("revocations").join("revocations.jsonl"));
+    config
+}
+
+fn signed(claims: &Value) -> String {
+    key("kid-1").sign(claims)
+}
+
+fn from(iss: &str) -> Value {
+    let mut claims = access_claims();
+    claims["iss"] = json!(iss);
+    claims
+}
+
+async fn status(ext: &ExtAuthz, token: &str) -> i32 {
+    let request = in_route(
+        check_request("/api/items", &[("authorization", &format!("Bearer {token}"))]),
+        &[("access", "authenticated")],
+    );
+    decode(&ext.decide(&request, now()).await).code
+}
+
+const PRIMARY_ISS: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TestPool";
+const REPLICA_ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/eu-west-1_TestPool";
+const UPDATED_ISS: &str = "https://issuer-cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TestPool";
+
+#[tokio::test]
+async fn a_replicated_pools_regions_each_pass_under_their_own_issuer_and_no_other_region_or_format_does() {
+    let config = replicated(None);
+    assert_eq!(config.pool.issuer, PRIMARY_ISS);
+    let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    assert_eq!(status(&ext, &signed(&from(PRIMARY_ISS))).await, code::OK, "the primary region");
+    assert_eq!(status(&ext, &signed(&from(REPLICA_ISS))).await, code::OK, "the replica region");
+    let elsewhere = "https://cognito-idp.us-west-2.amazonaws.com/eu-west-1_TestPool";
+    assert_eq!(status(&ext, &signed(&from(elsewhere))).await, code::UNAUTHENTICATED, "a region not replicated to");
+    assert_eq!(status(&ext, &signed(&from(UPDATED_ISS))).await, code::UNAUTHENTICATED, "the other format");
+}
+
+#[tokio::test]
+async fn the_updated_format_passes_its_issuer_in_every_region_and_refuses_the_original() {
+    let config = replicated(Some(IssuerFormat::Updated));
+    assert_eq!(config.pool.issuer, UPDATED_ISS);
+    assert_eq!(config.pool.jwks_url.as_str(), format!("{UPDATED_ISS}/.well-known/jwks.json"));
+    let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    assert_eq!(status(&ext, &signed(&from(UPDATED_ISS))).await, code::OK);
+    for original in [PRIMARY_ISS, REPLICA_ISS] {
+        assert_eq!(status(&ext, &signed(&from(original))).await, code::UNAUTHENTICATED, "{original}");
+    }
+}
+
+#[tokio::test]
+async fn a_logout_in_one_region_ends_the_sign_in_in_every_region() {
+    let config = replicated(None);
+    let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
+    let (verifier, revocations) = (parts.verifier.clone(), parts.revocations.clone());
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    // One sign-in (one origin_jti), a token refreshed in each region.
+    let in_replica = signed(&from(REPLICA_ISS));
+    let mut primary_claims = from(PRIMARY_ISS);
+    primary_claims["jti"] = json!("1a2b3c4d-0000-4000-8000-000000000001");
+    let in_primary = signed(&primary_claims);
+    assert_eq!(status(&ext, &in_primary).await, code::OK, "positive control");
+    let claims = verifier.verify(&in_replica, now()).await.expect("a replica region's token");
+    assert_eq!(&*claims.iss, PRIMARY_ISS, "revocations are scoped by the pool, not the region");
+    let entries = logout_entries(&claims, config.auth.refresh_token_lifetime, 0, now());
+    revocations.revoke(entries).await.expect("revoked");
+    assert_eq!(status(&ext, &in_replica).await, code::UNAUTHENTICATED);
+    assert_eq!(status(&ext, &in_primary).await, code::UNAUTHENTICATED, "the same sign-in, the other region");
+}
+
+#[test]
+fn an_issuer_table_takes_the_same_two_settings() {
+    use cognito_authz::config::issuer::{IssuerTable, KeysAt, validate};
+    let table = |format: Option<IssuerFormat>| IssuerTable {
+        name: "staff".into(),
+        region: Some(REGION.into()),
+        user_pool_id: Some(POOL.into()),
+        client_id: vec![CLIENT.into()],
+        issuer_format: format,
+        replica_regions: vec![REPLICA.into()],
+        ..IssuerTable::default()
+    };
+    let [original] = <[_; 1]>::try_from(validate(&[table(None)]).expect("valid")).unwrap();
+    assert_eq!(original.iss, PRIMARY_ISS);
+    let KeysAt::Regions(urls) = &original.keys else { panic!("{:?}", original.keys) };
+    assert_eq!(
+        urls.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        [format!("{PRIMARY_ISS}/.well-known/jwks.json"), format!("{REPLICA_ISS}/.well-known/jwks.json")]
+    );
+    let [updated] = <[_; 1]>::try_from(validate(&[table(Some(IssuerFormat::Updated))]).expect("valid")).unwrap();
+    assert_eq!((updated.iss.as_str(), matches!(updated.keys, KeysAt::Jwks(_))), (UPDATED_ISS, true));
+}
