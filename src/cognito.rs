@@ -8,9 +8,10 @@ use futures_util::future::BoxFuture;
 /// What Cognito says about a user's MFA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MfaState {
-    /// `SOFTWARE_TOKEN_MFA` is in the user's `UserMFASettingList`.
+    /// A factor the gate counts (`MfaFactors`; TOTP, `SOFTWARE_TOKEN_MFA`, by default) is in the
+    /// user's `UserMFASettingList`.
     Enrolled,
-    /// No TOTP authenticator is enrolled.
+    /// None of the counted factors is enrolled.
     NotEnrolled,
     /// Disabled or deleted (or, for `GetUser`, the token was refused).
     Gone,
@@ -83,4 +84,103 @@ pub enum MfaLookup {
     AdminGetUser,
     /// `GetUser` with the caller's own access token: no IAM permission needed.
     GetUser,
+}
+
+/// How a pool's issuer is written (`IssuerConfigurationType`).
+#[derive(clap::ValueEnum, serde::Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuerFormat {
+    /// `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`: each region its own.
+    #[default]
+    Original,
+    /// `https://issuer-cognito-idp.{primary region}.amazonaws.com/{user_pool_id}`: one for every
+    /// region of a replicated pool.
+    Updated,
+}
+
+/// A second factor Cognito records in `UserMFASettingList`.
+#[derive(clap::ValueEnum, serde::Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MfaFactor {
+    /// An authenticator app (`SOFTWARE_TOKEN_MFA`).
+    Totp,
+    /// A code by text message (`SMS_MFA`).
+    Sms,
+    /// A code by email (`EMAIL_OTP`).
+    Email,
+}
+
+impl MfaFactor {
+    fn bit(self) -> u8 {
+        match self {
+            MfaFactor::Totp => 1,
+            MfaFactor::Sms => 2,
+            MfaFactor::Email => 4,
+        }
+    }
+
+    /// Its name in `UserMFASettingList`.
+    fn setting(self) -> &'static str {
+        match self {
+            MfaFactor::Totp => "SOFTWARE_TOKEN_MFA",
+            MfaFactor::Sms => "SMS_MFA",
+            MfaFactor::Email => "EMAIL_OTP",
+        }
+    }
+}
+
+/// The second factors the `mfa` gate counts: TOTP unless configured otherwise. A passkey never
+/// appears in `UserMFASettingList` (Cognito requires another factor beside it), so it is not one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MfaFactors(u8);
+
+impl Default for MfaFactors {
+    fn default() -> MfaFactors {
+        MfaFactors(MfaFactor::Totp.bit())
+    }
+}
+
+/// The labels of each non-empty set, by its bits (TOTP 1, SMS 2, email 4).
+const LABELS: [&str; 8] = ["", "totp", "sms", "totp,sms", "email", "totp,email", "sms,email", "totp,sms,email"];
+
+impl MfaFactors {
+    /// The factors listed; none listed is the default (TOTP).
+    pub fn of(listed: &[MfaFactor]) -> MfaFactors {
+        match listed.iter().fold(0, |bits, f| bits | f.bit()) {
+            0 => MfaFactors::default(),
+            bits => MfaFactors(bits),
+        }
+    }
+
+    /// True when `UserMFASettingList` (as Cognito sends it) holds one of these factors.
+    pub fn any_in(self, setting_list: &[String]) -> bool {
+        [MfaFactor::Totp, MfaFactor::Sms, MfaFactor::Email]
+            .into_iter()
+            .any(|f| self.0 & f.bit() != 0 && setting_list.iter().any(|s| s == f.setting()))
+    }
+
+    /// `totp`, `totp,sms`, …: a fixed set of labels (metrics, the 403's body).
+    pub fn label(self) -> &'static str {
+        LABELS[usize::from(self.0 & 7)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_factor_counts_only_when_configured_as_the_api_reference_names_it() {
+        // `UserMFASettingList` values from the API reference (AdminGetUser, GetUser).
+        let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let totp = MfaFactors::default();
+        assert!(totp.any_in(&list(&["SOFTWARE_TOKEN_MFA"])));
+        assert!(!totp.any_in(&list(&["SMS_MFA", "EMAIL_OTP"])), "the seeds' rule: TOTP only");
+        let any = MfaFactors::of(&[MfaFactor::Totp, MfaFactor::Sms, MfaFactor::Email]);
+        assert!(any.any_in(&list(&["EMAIL_OTP"])) && any.any_in(&list(&["SMS_MFA"])));
+        assert!(!any.any_in(&list(&[])) && !any.any_in(&list(&["WEB_AUTHN", "sms_mfa"])), "no passkey, exact names");
+        assert_eq!((totp.label(), any.label()), ("totp", "totp,sms,email"));
+        assert_eq!(MfaFactors::of(&[MfaFactor::Email, MfaFactor::Sms]).label(), "sms,email");
+        assert_eq!(MfaFactors::of(&[]), totp);
+    }
 }

@@ -97,9 +97,9 @@ pub enum Invalid {
 /// Why a valid token may not use this route: HTTP 403.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Forbidden {
-    /// User has not enrolled totp mfa.
-    #[error("user has not enrolled totp mfa")]
-    MfaRequired,
+    /// User has enrolled none of the second factors counted (named).
+    #[error("user has enrolled none of the counted second factors")]
+    MfaRequired(crate::cognito::MfaFactors),
     /// Token lacks a required scope.
     #[error("token lacks a required scope")]
     InsufficientScope,
@@ -204,7 +204,7 @@ macro_rules! labels {
             /// The condition's name in metrics and logs.
             pub fn label(self) -> &'static str {
                 match self {
-                    $($ty::$variant => $label),*
+                    $($ty::$variant { .. } => $label),*
                 }
             }
         }
@@ -287,7 +287,15 @@ impl Denied {
             Denied::Unauthenticated(Invalid::UserDisabled) => "User is disabled",
             Denied::Unauthenticated(Invalid::Revoked) => "Token has been revoked",
             Denied::Unauthenticated(_) => "Could not validate credentials",
-            Denied::Forbidden(Forbidden::MfaRequired) => "MFA enrolment required",
+            Denied::Forbidden(Forbidden::MfaRequired(factors)) => match factors.label() {
+                "totp" => "MFA enrolment required (totp)",
+                "sms" => "MFA enrolment required (sms)",
+                "email" => "MFA enrolment required (email)",
+                "totp,sms" => "MFA enrolment required (one of totp, sms)",
+                "totp,email" => "MFA enrolment required (one of totp, email)",
+                "sms,email" => "MFA enrolment required (one of sms, email)",
+                _ => "MFA enrolment required (one of totp, sms, email)",
+            },
             // A group is no OAuth scope, but the client's remedy is the same: other credentials.
             Denied::Forbidden(Forbidden::InsufficientScope | Forbidden::MissingGroup) => "Insufficient scope",
             Denied::Forbidden(Forbidden::IssuerNotAccepted) => "Token issuer is not accepted on this route",
@@ -316,7 +324,7 @@ impl Denied {
             Denied::BadRequest(_) => {
                 Some(format!("Bearer error=\"invalid_request\", error_description=\"{}\"", self.client_message()))
             }
-            Denied::Forbidden(Forbidden::MfaRequired | Forbidden::CrossSiteCookie) => None,
+            Denied::Forbidden(Forbidden::MfaRequired(_) | Forbidden::CrossSiteCookie) => None,
             Denied::Forbidden(Forbidden::MfaScopeMissing) => Some(format!(
                 "Bearer error=\"insufficient_scope\", scope=\"aws.cognito.signin.user.admin\", error_description=\"{}\"",
                 self.client_message()

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 pub use idp::config::Credentials;
 use idp::error::{ProvideErrorMetadata, SdkError};
 
-use crate::cognito::{Answer, CognitoError, MfaLookup, MfaSource, MfaState, User, UserCalls};
+use crate::cognito::{Answer, CognitoError, MfaFactors, MfaLookup, MfaSource, MfaState, User, UserCalls};
 
 /// The Cognito API through the AWS SDK: MFA lookups (`AdminGetUser` or `GetUser`), user
 /// attributes, and sign-outs.
@@ -17,6 +17,7 @@ pub struct SdkCognito {
     client: idp::Client,
     user_pool_id: String,
     lookup: MfaLookup,
+    factors: MfaFactors,
 }
 
 impl SdkCognito {
@@ -55,7 +56,18 @@ impl SdkCognito {
                     .with_initial_backoff(Duration::from_millis(50)),
             )
             .build();
-        SdkCognito { client: idp::Client::from_conf(config), user_pool_id: user_pool_id.to_owned(), lookup }
+        SdkCognito {
+            client: idp::Client::from_conf(config),
+            user_pool_id: user_pool_id.to_owned(),
+            lookup,
+            factors: MfaFactors::default(),
+        }
+    }
+
+    /// Counts these second factors as enrolment (TOTP alone by default).
+    pub fn counting(mut self, factors: MfaFactors) -> SdkCognito {
+        self.factors = factors;
+        self
     }
 }
 
@@ -97,13 +109,13 @@ impl MfaSource for SdkCognito {
                     match call.send().await {
                         Ok(out) if !same_user(out.user_attributes(), user.sub) => Ok(MfaState::Replaced),
                         Ok(out) if !out.enabled() => Ok(MfaState::Gone),
-                        Ok(out) => Ok(state_of(out.user_mfa_setting_list())),
+                        Ok(out) => Ok(state_of(out.user_mfa_setting_list(), self.factors)),
                         Err(error) => Err(classify(error)),
                     }
                 }
                 MfaLookup::GetUser => match self.client.get_user().access_token(user.access_token).send().await {
                     Ok(out) if !same_user(out.user_attributes(), user.sub) => Ok(MfaState::Replaced),
-                    Ok(out) => Ok(state_of(out.user_mfa_setting_list())),
+                    Ok(out) => Ok(state_of(out.user_mfa_setting_list(), self.factors)),
                     Err(error) => Err(classify(error)),
                 },
             };
@@ -126,9 +138,9 @@ fn same_user(attributes: &[idp::types::AttributeType], sub: &uuid::Uuid) -> bool
     found.and_then(|s| uuid::Uuid::try_parse(s).ok()).is_some_and(|found| found == *sub)
 }
 
-fn state_of(settings: &[String]) -> MfaState {
+fn state_of(settings: &[String], factors: MfaFactors) -> MfaState {
     // AWS omits the list when unset; moto sends []: both read as not enrolled.
-    if settings.iter().any(|s| s == "SOFTWARE_TOKEN_MFA") { MfaState::Enrolled } else { MfaState::NotEnrolled }
+    if factors.any_in(settings) { MfaState::Enrolled } else { MfaState::NotEnrolled }
 }
 
 /// Sorts an SDK error by Cognito's error code (`__type`), never by its message.

@@ -74,6 +74,15 @@ pub struct OidcIssuer {
 }
 
 impl IssuerConfig {
+    /// Every `iss` its tokens may carry: its own, and a replicated pool's other regions'.
+    pub fn accepted(&self) -> impl Iterator<Item = &str> {
+        let regional = match &self.kind {
+            Kind::Cognito(pool) => &pool.regional[..],
+            Kind::Oidc(_) => &[],
+        };
+        std::iter::once(self.iss.as_str()).chain(regional.iter().map(|(iss, _)| iss.as_str()))
+    }
+
     /// The issuer `name` of a user pool.
     pub fn for_pool(name: &str, pool: &Pool) -> IssuerConfig {
         IssuerConfig {
@@ -105,6 +114,7 @@ impl IssuerTable {
             jwks_url: self.jwks_url.as_deref(),
             cognito_endpoint: self.cognito_endpoint.as_deref(),
             mfa_source: self.mfa_source.unwrap_or(defaults.mfa_source),
+            mfa_factors: self.mfa_factors.as_deref().unwrap_or(&[]),
             allow_machine_tokens: self.allow_machine_tokens.unwrap_or(defaults.allow_machine_tokens),
             issuer_format: self.issuer_format,
             replica_regions: &self.replica_regions,
@@ -130,6 +140,7 @@ pub fn from_tables(args: &Settings) -> Result<(Vec<IssuerConfig>, Option<Pool>),
         ("replica-region", !args.replica_region.is_empty()),
         ("cognito-endpoint", args.cognito_endpoint.is_some()),
         ("mfa-source", args.is_given("mfa-source") || args.mfa_source != defaults.mfa_source),
+        ("mfa-factors", !args.mfa_factors.is_empty()),
         (
             "allow-machine-tokens",
             args.is_given("allow-machine-tokens") || args.allow_machine_tokens != defaults.allow_machine_tokens,
@@ -181,7 +192,7 @@ pub fn validate(tables: &[IssuerTable]) -> Result<Vec<IssuerConfig>, ConfigError
             IssuerKind::Cognito => cognito(n, table)?,
             IssuerKind::Oidc => oidc(n, table)?,
         };
-        if issuers.iter().any(|other| other.iss == issuer.iss) {
+        if issuers.iter().any(|other| other.accepted().any(|iss| issuer.accepted().any(|mine| mine == iss))) {
             return Err(problem(n, name, "issuer is the same as another table's: a token could not tell them apart"));
         }
         issuers.push(issuer);
@@ -215,6 +226,9 @@ fn oidc(n: usize, t: &IssuerTable) -> Result<IssuerConfig, ConfigError> {
         ("client-id", !t.client_id.is_empty()),
         ("cognito-endpoint", t.cognito_endpoint.is_some()),
         ("mfa-source", t.mfa_source.is_some()),
+        ("mfa-factors", t.mfa_factors.is_some()),
+        ("issuer-format", t.issuer_format.is_some()),
+        ("replica-regions", !t.replica_regions.is_empty()),
         ("allow-machine-tokens", t.allow_machine_tokens.is_some()),
     ];
     if let Some((key, _)) = cognito_only.iter().find(|(_, set)| *set) {

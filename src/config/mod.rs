@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use crate::authz::headers::HeaderClaim;
 use crate::authz::policy::Policy;
+pub use crate::cognito::IssuerFormat;
 use crate::config::issuer::IssuerConfig;
-pub use crate::config::pool::{DEV_ISSUER_HOST, Emulator, IssuerFormat, Pool, PoolSettings, default_issuer};
+pub use crate::config::pool::{DEV_ISSUER_HOST, Emulator, Pool, PoolSettings, default_issuer};
 pub use crate::config::settings::{ConfigError, ServeArgs, Settings};
 use crate::http::auth::{AuthSettings, CookieSettings};
 pub use crate::http::oauth::{Endpoints, OAuthConfig};
@@ -147,6 +148,7 @@ impl Config {
             user_pool_id: "us-east-1_dev".to_owned(),
             cognito_endpoint: None,
             mfa_source: defaults.mfa_source,
+            mfa_factors: Default::default(),
             allow_machine_tokens: defaults.allow_machine_tokens,
             emulator: None,
             regional: vec![],
@@ -221,6 +223,7 @@ impl Settings {
             jwks_url: self.jwks_url.as_deref(),
             cognito_endpoint: self.cognito_endpoint.as_deref(),
             mfa_source: self.mfa_source,
+            mfa_factors: &self.mfa_factors,
             allow_machine_tokens: self.allow_machine_tokens,
             issuer_format: self.issuer_format,
             replica_regions: &self.replica_region,

@@ -4,7 +4,7 @@
 //! against anything else every rule stays as strict as for AWS. The single-pool flags and each
 //! `kind = "cognito"` table are checked here, so the two cannot drift apart.
 
-use crate::cognito::MfaLookup;
+use crate::cognito::{IssuerFormat, MfaFactor, MfaFactors, MfaLookup};
 use crate::config::settings::ConfigError;
 use crate::loopback::{https_unless_loopback, is_loopback};
 use crate::secret::ShownUrl;
@@ -29,24 +29,14 @@ pub struct Pool {
     pub cognito_endpoint: Option<String>,
     /// How its users' MFA state is read.
     pub mfa_source: MfaLookup,
+    /// The second factors its `mfa` routes count.
+    pub mfa_factors: MfaFactors,
     /// Client-credentials tokens are accepted on routes that ask for scopes.
     pub allow_machine_tokens: bool,
     /// Set when it is an emulator's, on loopback (said in a warning at start-up).
     pub emulator: Option<Emulator>,
     /// A replicated pool's other regions' `iss` and keys (original format), also accepted.
     pub regional: Vec<(String, reqwest::Url)>,
-}
-
-/// How a pool's issuer is written (`IssuerConfigurationType`).
-#[derive(clap::ValueEnum, serde::Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum IssuerFormat {
-    /// `https://cognito-idp.{region}.amazonaws.com/{user_pool_id}`: each region its own.
-    #[default]
-    Original,
-    /// `https://issuer-cognito-idp.{primary region}.amazonaws.com/{user_pool_id}`: one for every
-    /// region of a replicated pool.
-    Updated,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -71,6 +61,7 @@ impl std::fmt::Debug for Pool {
             .field("user_pool_id", &self.user_pool_id)
             .field("cognito_endpoint", &self.cognito_endpoint.as_deref().map(ShownUrl))
             .field("mfa_source", &self.mfa_source)
+            .field("mfa_factors", &self.mfa_factors.label())
             .field("allow_machine_tokens", &self.allow_machine_tokens)
             .field("emulator", &self.emulator)
             .field("regional", &self.regional.iter().map(|(iss, _)| iss).collect::<Vec<_>>())
@@ -107,6 +98,8 @@ pub struct PoolSettings<'a> {
     pub cognito_endpoint: Option<&'a str>,
     /// `mfa-source`.
     pub mfa_source: MfaLookup,
+    /// `mfa-factors`: none listed is TOTP alone.
+    pub mfa_factors: &'a [MfaFactor],
     /// `allow-machine-tokens`.
     pub allow_machine_tokens: bool,
     /// `issuer-format`: `original` unless given.
@@ -243,6 +236,7 @@ impl PoolSettings<'_> {
             user_pool_id: pool.to_owned(),
             cognito_endpoint: self.cognito_endpoint.map(str::to_owned),
             mfa_source: self.mfa_source,
+            mfa_factors: MfaFactors::of(self.mfa_factors),
             allow_machine_tokens: self.allow_machine_tokens,
             emulator,
         })

@@ -45,7 +45,7 @@ pub struct Settings {
     /// (`https://issuer-cognito-idp.{region}.amazonaws.com/{user_pool_id}`), where `{region}` is
     /// the pool's primary region (its id's prefix). Defaults to `original`.
     #[arg(long, env = "COGNITO_AUTHZ_ISSUER_FORMAT", value_enum)]
-    pub issuer_format: Option<crate::config::pool::IssuerFormat>,
+    pub issuer_format: Option<crate::cognito::IssuerFormat>,
     /// A replicated pool's other regions (multi-Region replication); repeat or separate with
     /// commas. `--region` may then be one of them (the Cognito API this service calls). With the
     /// original format each region's tokens name that region in `iss`, and its issuer and keys
@@ -120,6 +120,10 @@ pub struct Settings {
     /// token; needs the aws.cognito.signin.user.admin scope).
     #[arg(long, env = "COGNITO_AUTHZ_MFA_SOURCE", value_enum, required = false)]
     pub mfa_source: MfaLookup,
+    /// The second factors an `mfa` route counts as enrolment: `totp`, `sms`, `email`; repeat or
+    /// separate with commas. Defaults to `totp` alone.
+    #[arg(long = "mfa-factors", env = "COGNITO_AUTHZ_MFA_FACTORS", value_enum, value_delimiter = ',')]
+    pub mfa_factors: Vec<crate::cognito::MfaFactor>,
     /// Cognito API endpoint override (an emulator, a VPC endpoint). Defaults to the regional endpoint.
     #[arg(long, env = "COGNITO_AUTHZ_COGNITO_ENDPOINT", hide_env_values = true)]
     pub cognito_endpoint: Option<String>,
@@ -350,6 +354,7 @@ impl Default for Settings {
             policy: None,
             enforce_mfa: true,
             mfa_source: MfaLookup::AdminGetUser,
+            mfa_factors: vec![],
             cognito_endpoint: None,
             cognito_timeout_ms: 1000,
             mfa_cache_ttl: 60,
@@ -431,6 +436,8 @@ pub struct IssuerTable {
     pub cognito_endpoint: Option<String>,
     /// Cognito: how MFA state is read.
     pub mfa_source: Option<MfaLookup>,
+    /// Cognito: the second factors counted, as the flag `--mfa-factors`.
+    pub mfa_factors: Option<Vec<crate::cognito::MfaFactor>>,
     /// Cognito: client-credentials tokens accepted on routes that ask for scopes.
     pub allow_machine_tokens: Option<bool>,
     // Both kinds.
@@ -441,7 +448,7 @@ pub struct IssuerTable {
     /// discovery.
     pub jwks_url: Option<String>,
     /// Cognito: `original` or `updated`, as the flag `--issuer-format`.
-    pub issuer_format: Option<crate::config::pool::IssuerFormat>,
+    pub issuer_format: Option<crate::cognito::IssuerFormat>,
     /// Cognito: a replicated pool's other regions, as the flag `--replica-region`.
     #[serde(default)]
     pub replica_regions: Vec<String>,

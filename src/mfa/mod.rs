@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::authz::error::{Denied, Forbidden, Invalid, Unavailable};
 use crate::clock::unix_now;
-use crate::cognito::{CognitoError, MfaSource, MfaState, User};
+use crate::cognito::{CognitoError, MfaFactors, MfaSource, MfaState, User};
 use crate::revocation::{Entry, Revocations};
 use crate::telemetry::metrics::Metrics;
 use crate::verify::claims::{Claims, Identity};
@@ -96,6 +96,8 @@ pub struct MfaGate {
     /// Where the sessions before an enrolment are revoked, with how long such an entry lives.
     revocations: Option<(Revocations, Duration)>,
     metrics: Metrics,
+    /// The factors the source counts, named in the 403 and the lookup metrics.
+    factors: MfaFactors,
 }
 
 crate::opaque_debug!(MfaGate);
@@ -114,7 +116,14 @@ impl MfaGate {
             settings: Arc::new(settings),
             revocations: None,
             metrics,
+            factors: MfaFactors::default(),
         }
+    }
+
+    /// Names the factors its source counts (TOTP alone by default) in its refusals and metrics.
+    pub fn expecting(mut self, factors: MfaFactors) -> MfaGate {
+        self.factors = factors;
+        self
     }
 
     /// Where to revoke a user's earlier sessions when they are seen enrolling (with
@@ -144,7 +153,7 @@ impl MfaGate {
         // Warm path: a known answer, read without awaiting anything.
         let now = Instant::now();
         match self.cache.get(sub) {
-            Some(cached) if now < cached.until => return answer(cached.outcome),
+            Some(cached) if now < cached.until => return answer(cached.outcome, self.factors),
             Some(_) => {
                 self.cache.remove(sub);
             }
@@ -153,7 +162,7 @@ impl MfaGate {
         // One lookup per user: the first request holds the guard, the others wait for what it
         // stores (an answer, or the failure they then share).
         match self.cache.get_value_or_guard_async(sub).await {
-            Ok(cached) => answer(cached.outcome),
+            Ok(cached) => answer(cached.outcome, self.factors),
             Err(guard) => {
                 let outcome = self.look_up(User { username, sub, access_token: token }, claims).await;
                 let until = match outcome {
@@ -162,7 +171,7 @@ impl MfaGate {
                     Err(_) => now,
                 };
                 let _ = guard.insert(Cached { outcome, until });
-                answer(outcome)
+                answer(outcome, self.factors)
             }
         }
     }
@@ -182,7 +191,7 @@ impl MfaGate {
         }
         let started = std::time::Instant::now();
         let answer = self.source.mfa_state(user).await;
-        self.metrics.mfa_lookup(&answer, started.elapsed());
+        self.metrics.mfa_lookup(&answer, started.elapsed(), self.factors);
         let sub = *user.sub;
         match answer.map_err(NoAnswer::Cognito)? {
             MfaState::Replaced => {
@@ -234,10 +243,10 @@ impl MfaGate {
     }
 }
 
-fn answer(outcome: Result<MfaState, NoAnswer>) -> Result<(), Denied> {
+fn answer(outcome: Result<MfaState, NoAnswer>, factors: MfaFactors) -> Result<(), Denied> {
     match outcome {
         Ok(MfaState::Enrolled) => Ok(()),
-        Ok(MfaState::NotEnrolled) => Err(Forbidden::MfaRequired.into()),
+        Ok(MfaState::NotEnrolled) => Err(Forbidden::MfaRequired(factors).into()),
         Ok(MfaState::Gone) => Err(Invalid::UserDisabled.into()),
         Ok(MfaState::Replaced) | Err(NoAnswer::Replaced) => Err(Invalid::UserReplaced.into()),
         Err(NoAnswer::Cognito(CognitoError::Throttled)) => Err(Unavailable::CognitoThrottled.into()),

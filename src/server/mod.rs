@@ -106,7 +106,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
             (attempt, config.cognito_timeout),
             None,
         )
-        .await,
+        .await
+        .counting(config.pool.mfa_factors),
     );
     // Each Cognito issuer of the tables asks its own pool, at its own endpoint, and signs its own
     // users out.
@@ -123,7 +124,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Parts> {
                     (attempt, config.cognito_timeout),
                     None,
                 )
-                .await;
+                .await
+                .counting(pool.mfa_factors);
                 let own = Arc::new(own);
                 sources.push(own.clone());
                 calls.push(Some(own));
@@ -286,8 +288,14 @@ pub fn assemble(
     }
     let gates: Vec<MfaGate> = mfa_sources
         .into_iter()
-        .map(|source| {
+        .zip(&issuers)
+        .map(|(source, issuer)| {
+            let factors = match &issuer.kind {
+                Kind::Cognito(pool) => pool.mfa_factors,
+                Kind::Oidc(_) => Default::default(),
+            };
             MfaGate::new(source, config.mfa.clone(), metrics.clone())
+                .expecting(factors)
                 .revoking_through(revocations.clone(), config.auth.refresh_token_lifetime)
         })
         .collect();

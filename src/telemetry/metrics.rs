@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::cognito::{CognitoError, MfaState};
+use crate::cognito::{CognitoError, MfaFactors, MfaState};
 
 mod process;
 
@@ -39,9 +39,11 @@ struct Outcome {
     outcome: &'static str,
 }
 
+/// An MFA lookup's answer and the factors that counted as enrolment (`totp`, `totp,sms`, …).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Result_ {
+struct Lookup {
     result: &'static str,
+    factors: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,7 +74,7 @@ struct Inner {
     registry: Registry,
     decisions: Family<Decision, Counter>,
     decision_duration: Histograms,
-    mfa_lookups: Family<Result_, Counter>,
+    mfa_lookups: Family<Lookup, Counter>,
     mfa_lookup_duration: Histograms,
     mfa_enforced: Gauge,
     mfa_lookups_refused: Counter,
@@ -280,7 +282,7 @@ impl Metrics {
         registry.register("build_info", "The running version (always 1)", build);
         let readings = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(PartsCollector(readings.clone())));
-        let mfa_lookups = Family::<Result_, Counter>::default();
+        let mfa_lookups = Family::<Lookup, Counter>::default();
         registry.register(
             "mfa_lookups",
             "MFA state lookups at Cognito by result (throttled counts throttling)",
@@ -397,7 +399,7 @@ impl Metrics {
     }
 
     /// Counts one MFA lookup at Cognito, by answer, and how long it took.
-    pub fn mfa_lookup(&self, answer: &Result<MfaState, CognitoError>, took: Duration) {
+    pub fn mfa_lookup(&self, answer: &Result<MfaState, CognitoError>, took: Duration, factors: MfaFactors) {
         let result = match answer {
             Ok(MfaState::Enrolled) => "enrolled",
             Ok(MfaState::NotEnrolled) => "not_enrolled",
@@ -407,7 +409,7 @@ impl Metrics {
             Err(CognitoError::Unreachable) => "unreachable",
             Err(CognitoError::Unexpected | CognitoError::Refused) => "error",
         };
-        self.inner.mfa_lookups.get_or_create(&Result_ { result }).inc();
+        self.inner.mfa_lookups.get_or_create(&Lookup { result, factors: factors.label() }).inc();
         self.inner.mfa_lookup_duration.get_or_create(&Outcome { outcome: result }).observe(took.as_secs_f64());
     }
 

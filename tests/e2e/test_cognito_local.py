@@ -112,7 +112,7 @@ def test_the_mfa_gate_asks_the_emulator_and_sees_an_enrolment(local):
     pool.add_user("cy@example.com")
     token = pool.sign_in("cy@example.com")["AccessToken"]
     denied = get(envoy, "/api/items", token)
-    assert (denied.status_code, denied.json()) == (403, {"detail": "MFA enrolment required"})
+    assert (denied.status_code, denied.json()) == (403, {"detail": "MFA enrolment required (totp)"})
     pool.enrol_totp("cy@example.com")
     harness.wait_until(lambda: get(envoy, "/api/items", token).status_code == 200, timeout=6, what="enrolment seen")
 

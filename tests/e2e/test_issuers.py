@@ -319,7 +319,7 @@ def test_mfa_is_asked_of_the_tokens_own_pool(world):
     assert get(world, "/reports", world["staff"].sign_in("alice")["AccessToken"]).status_code == 200
     refused = get(world, "/reports", world["customers"].sign_in("alice")["AccessToken"])
     assert refused.status_code == 403, refused.text
-    assert refused.json() == {"detail": "MFA enrolment required"}
+    assert refused.json() == {"detail": "MFA enrolment required (totp)"}
 
 
 def test_oidc_jwt_access_tokens_with_audience_and_step_up(world):

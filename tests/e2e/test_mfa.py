@@ -28,7 +28,7 @@ def test_user_without_totp_gets_403_on_mfa_routes_and_200_on_bootstrap_routes(en
     token = pool.sign_in("carol")["AccessToken"]
     denied = get(envoy, "/api/items", token)
     assert denied.status_code == 403
-    assert denied.json() == {"detail": "MFA enrolment required"}
+    assert denied.json() == {"detail": "MFA enrolment required (totp)"}
     assert get(envoy, "/api/mfa/status", token).status_code == 200
 
 
@@ -92,6 +92,27 @@ def test_admin_get_user_source_without_credentials_fails_closed(logdir, pool, up
         authz.stop()
 
 
+def test_sms_counts_as_a_second_factor_only_where_mfa_factors_says_so(logdir, pool, authz):
+    """moto's AdminGetUser lists SMS_MFA in UserMFASettingList once SMS MFA is enabled."""
+    pool.add_user("sasha")
+    token = pool.sign_in("sasha")["AccessToken"]
+    pool.idp.admin_set_user_mfa_preference(UserPoolId=pool.id, Username="sasha",
+                                           SMSMfaSettings={"Enabled": True, "PreferredMfa": False})
+    listed = pool.idp.admin_get_user(UserPoolId=pool.id, Username="sasha").get("UserMFASettingList")
+    assert listed == ["SMS_MFA"], listed
+    either = harness.start_authz(logdir, pool, ["--mfa-factors", "totp,sms"], name="authz-sms")
+    try:
+        assert harness.check_cli(authz.grpc_port, token, "mfa") == "deny 403", "TOTP alone by default"
+        assert harness.check_cli(either.grpc_port, token, "mfa") == "allow"
+        bob = pool.sign_in("bob")["AccessToken"]
+        assert harness.check_cli(either.grpc_port, bob, "mfa") == "deny 403", "positive control: no factor at all"
+        metrics = requests.get(f"http://127.0.0.1:{either.admin_port}/metrics", timeout=5).text
+        assert 'cognito_authz_mfa_lookups_total{result="enrolled",factors="totp,sms"} 1' in metrics
+        assert 'cognito_authz_mfa_lookups_total{result="not_enrolled",factors="totp,sms"} 1' in metrics
+    finally:
+        either.stop()
+
+
 def test_policy_file_reloads_on_sighup_and_a_bad_file_keeps_the_old_one(logdir, pool, tmp_path):
     policy = tmp_path / "policy.toml"
     policy.write_text('[[rule]]\nprefix = "/reports"\naccess = "authenticated"\n')
@@ -145,8 +166,8 @@ def test_mfa_lookups_are_counted_in_metrics(authz, envoy, pool):
     pool.add_user("karl")
     pool.enrol_totp("karl")
     token = pool.sign_in("karl")["AccessToken"]
-    enrolled, not_enrolled = ('cognito_authz_mfa_lookups_total{result="enrolled"}',
-                              'cognito_authz_mfa_lookups_total{result="not_enrolled"}')
+    enrolled, not_enrolled = ('cognito_authz_mfa_lookups_total{result="enrolled",factors="totp"}',
+                              'cognito_authz_mfa_lookups_total{result="not_enrolled",factors="totp"}')
     before = counter(authz, enrolled), counter(authz, not_enrolled)
     assert get(envoy, "/api/items", token).status_code == 200
     assert (counter(authz, enrolled), counter(authz, not_enrolled)) == (before[0] + 1, before[1])

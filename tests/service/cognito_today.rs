@@ -116,3 +116,36 @@ fn an_issuer_table_takes_the_same_two_settings() {
     let [updated] = <[_; 1]>::try_from(validate(&[table(Some(IssuerFormat::Updated))]).expect("valid")).unwrap();
     assert_eq!((updated.iss.as_str(), matches!(updated.keys, KeysAt::Jwks(_))), (UPDATED_ISS, true));
 }
+
+#[tokio::test]
+async fn the_403_names_the_second_factors_the_gate_counts() {
+    use cognito_authz::cognito::{MfaFactor, MfaFactors, MfaState};
+    for (factors, body) in [
+        (vec![], "MFA enrolment required (totp)"),
+        (vec![MfaFactor::Totp, MfaFactor::Sms], "MFA enrolment required (one of totp, sms)"),
+        (vec![MfaFactor::Email], "MFA enrolment required (email)"),
+    ] {
+        let mut config = config(NO_JWKS);
+        config.pool.mfa_factors = MfaFactors::of(&factors);
+        let mfa = FakeMfa::new();
+        let parts = scripted_parts(&config, mfa.clone(), &serving(&["kid-1"])).await;
+        let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+        let request = |token: &str| {
+            in_route(
+                check_request("/api/items", &[("authorization", &format!("Bearer {token}"))]),
+                &[("access", "mfa")],
+            )
+        };
+        let token = key("kid-1").sign(&access_claims());
+        assert_eq!(decode(&ext.decide(&request(&token), now()).await).code, code::OK, "positive control: enrolled");
+        mfa.set("bob", Ok(MfaState::NotEnrolled));
+        let mut bob = access_claims();
+        bob["username"] = json!("bob");
+        bob["sub"] = json!("0e0e0e0e-1111-4222-8333-444444444444");
+        let denied = decode(&ext.decide(&request(&key("kid-1").sign(&bob)), now()).await);
+        assert_eq!(
+            (denied.code, denied.body.as_str()),
+            (code::PERMISSION_DENIED, json!({"detail": body}).to_string().as_str())
+        );
+    }
+}

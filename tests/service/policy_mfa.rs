@@ -83,7 +83,7 @@ async fn mfa_route_without_totp_is_forbidden_and_authenticated_route_is_not() {
     let bob = token_for("bob", json!({}));
     let a = g.ask(request("/api/items", Some(&bob), MFA, &[])).await;
     assert_eq!((a.code, a.http_status), (code::PERMISSION_DENIED, Some(403)));
-    assert_eq!(a.json(), json!({"detail": "MFA enrolment required"}));
+    assert_eq!(a.json(), json!({"detail": "MFA enrolment required (totp)"}));
     assert_eq!(g.ask(request("/api/mfa/status", Some(&bob), AUTHENTICATED, &[])).await.code, code::OK);
     let alice = token_for("alice", json!({}));
     assert_eq!(g.ask(request("/api/items", Some(&alice), MFA, &[])).await.code, code::OK);

@@ -201,7 +201,7 @@ class Traffic:
             ("alice_resigned_mfa", 8, lambda r: (r.choice(MFA_PATHS), bearer(r.choice(s().resigned)), Expect(200, user="alice"))),
             ("alice_authenticated", 4, lambda r: (r.choice(AUTH_PATHS), bearer(s().alice), Expect(200, user="alice"))),
             ("bob_mfa_403", 12, lambda r: (r.choice(MFA_PATHS), bearer(s().bob),
-                                           Expect(403, auth=None, detail="MFA enrolment required"))),
+                                           Expect(403, auth=None, detail="MFA enrolment required (totp)"))),
             ("bob_authenticated", 10, lambda r: (r.choice(AUTH_PATHS), bearer(s().bob), Expect(200, user="bob"))),
             ("bob_spoofing_alice", 4, lambda r: (r.choice(AUTH_PATHS),
                                                  {**bearer(s().bob), **SPOOF, "x-user-id": self.subs["alice"]},
