@@ -193,8 +193,9 @@ impl Authorizer {
     }
 
     /// The second factor, as the token's issuer knows it: a Cognito pool is asked whether the
-    /// user enrolled TOTP (403 if not: enrol first); an OIDC token must itself show one (401 with
-    /// the RFC 9470 challenge: sign in again with a second factor). No Cognito call for OIDC.
+    /// user enrolled a counted factor (403 if not: enrol first); an OIDC token, or a Cognito token
+    /// with `amr` under `mfa-from-amr`, must itself show one (401 with the RFC 9470 challenge: sign
+    /// in again with a second factor), with no Cognito call.
     async fn require_mfa(&self, claims: &Arc<Claims>, token: &str) -> Result<(), Denied> {
         match claims.second_factor {
             None => self.gates.get(claims.issuer).unwrap_or(&self.gates[0]).require(claims, token).await,

@@ -31,6 +31,8 @@ pub struct Pool {
     pub mfa_source: MfaLookup,
     /// The second factors its `mfa` routes count.
     pub mfa_factors: MfaFactors,
+    /// Its tokens' `amr`, when present, decides `mfa` routes.
+    pub mfa_from_amr: bool,
     /// Client-credentials tokens are accepted on routes that ask for scopes.
     pub allow_machine_tokens: bool,
     /// Set when it is an emulator's, on loopback (said in a warning at start-up).
@@ -62,6 +64,7 @@ impl std::fmt::Debug for Pool {
             .field("cognito_endpoint", &self.cognito_endpoint.as_deref().map(ShownUrl))
             .field("mfa_source", &self.mfa_source)
             .field("mfa_factors", &self.mfa_factors.label())
+            .field("mfa_from_amr", &self.mfa_from_amr)
             .field("allow_machine_tokens", &self.allow_machine_tokens)
             .field("emulator", &self.emulator)
             .field("regional", &self.regional.iter().map(|(iss, _)| iss).collect::<Vec<_>>())
@@ -100,6 +103,8 @@ pub struct PoolSettings<'a> {
     pub mfa_source: MfaLookup,
     /// `mfa-factors`: none listed is TOTP alone.
     pub mfa_factors: &'a [MfaFactor],
+    /// `mfa-from-amr`.
+    pub mfa_from_amr: bool,
     /// `allow-machine-tokens`.
     pub allow_machine_tokens: bool,
     /// `issuer-format`: `original` unless given.
@@ -237,6 +242,7 @@ impl PoolSettings<'_> {
             cognito_endpoint: self.cognito_endpoint.map(str::to_owned),
             mfa_source: self.mfa_source,
             mfa_factors: MfaFactors::of(self.mfa_factors),
+            mfa_from_amr: self.mfa_from_amr,
             allow_machine_tokens: self.allow_machine_tokens,
             emulator,
         })

@@ -124,6 +124,12 @@ pub struct Settings {
     /// separate with commas. Defaults to `totp` alone.
     #[arg(long = "mfa-factors", env = "COGNITO_AUTHZ_MFA_FACTORS", value_enum, value_delimiter = ',')]
     pub mfa_factors: Vec<crate::cognito::MfaFactor>,
+    /// On `mfa` routes, judge a Cognito token that carries `amr` by what its session used: `mfa`
+    /// in it passes without a Cognito call, its absence gets the RFC 9470 step-up 401. A token
+    /// without `amr` is judged by enrolment, as without this setting.
+    #[arg(long, env = "COGNITO_AUTHZ_MFA_FROM_AMR", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", required = false)]
+    pub mfa_from_amr: bool,
     /// Cognito API endpoint override (an emulator, a VPC endpoint). Defaults to the regional endpoint.
     #[arg(long, env = "COGNITO_AUTHZ_COGNITO_ENDPOINT", hide_env_values = true)]
     pub cognito_endpoint: Option<String>,
@@ -355,6 +361,7 @@ impl Default for Settings {
             enforce_mfa: true,
             mfa_source: MfaLookup::AdminGetUser,
             mfa_factors: vec![],
+            mfa_from_amr: false,
             cognito_endpoint: None,
             cognito_timeout_ms: 1000,
             mfa_cache_ttl: 60,
@@ -438,6 +445,8 @@ pub struct IssuerTable {
     pub mfa_source: Option<MfaLookup>,
     /// Cognito: the second factors counted, as the flag `--mfa-factors`.
     pub mfa_factors: Option<Vec<crate::cognito::MfaFactor>>,
+    /// Cognito: as the flag `--mfa-from-amr`.
+    pub mfa_from_amr: Option<bool>,
     /// Cognito: client-credentials tokens accepted on routes that ask for scopes.
     pub allow_machine_tokens: Option<bool>,
     // Both kinds.

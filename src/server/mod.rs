@@ -248,6 +248,7 @@ fn rules(issuer: &IssuerConfig, leeway: u64) -> IssuerRules {
             client_ids: pool.client_ids.iter().map(|c| Arc::from(c.as_str())).collect(),
             leeway,
             allow_machine_tokens: pool.allow_machine_tokens,
+            mfa_from_amr: pool.mfa_from_amr,
         }),
         Kind::Oidc(oidc) => IssuerRules::Oidc {
             rules: OidcRules {

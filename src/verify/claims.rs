@@ -71,8 +71,9 @@ pub struct Claims {
     /// That issuer's `iss`: what revocations are scoped by, since it stays when a configuration
     /// renames the issuer or moves it into an `[[issuer]]` table. Shared, not copied.
     pub iss: Arc<str>,
-    /// For OIDC issuers, whether the token itself shows a second factor (`amr`/`acr` against the
-    /// issuer's `mfa-amr`/`mfa-acr`); `None` for Cognito, whose MFA state is asked of the pool.
+    /// Whether the token itself shows a second factor: for OIDC issuers, `amr`/`acr` against the
+    /// issuer's `mfa-amr`/`mfa-acr`; for a Cognito pool with `mfa-from-amr`, its `amr` when it has
+    /// one. `None`: the pool is asked whether the user enrolled.
     pub second_factor: Option<bool>,
 }
 
@@ -114,8 +115,7 @@ impl std::fmt::Display for TokenId {
 impl Claims {
     /// True for a token of a Cognito pool (whose `jti`s are UUIDs the pool chose).
     pub fn from_cognito(&self) -> bool {
-        // Only OIDC tokens say what their session used; a Cognito pool is asked.
-        self.second_factor.is_none()
+        !matches!(self.identity, Identity::Subject { .. })
     }
 
     /// True when the space-separated `scope` claim holds `wanted`.

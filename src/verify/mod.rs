@@ -38,7 +38,12 @@ pub struct Rules {
     pub leeway: u64,
     /// Accept client-credentials tokens (no user). Defaults to false.
     pub allow_machine_tokens: bool,
+    /// Judge an `mfa` route by the token's own `amr` when it has one (`--mfa-from-amr`).
+    pub mfa_from_amr: bool,
 }
+
+/// The `amr` value (RFC 8176) that shows the session used more than one factor.
+pub const MFA_AMR: &str = "mfa";
 
 impl Rules {
     /// True when `iss` is the pool's issuer or one of its replica regions', exactly.
@@ -96,7 +101,9 @@ impl Rules {
             issuer: 0,
             issuer_name: Arc::from(crate::verify::claims::DEFAULT_ISSUER),
             iss: Arc::from(""),
-            second_factor: None,
+            // With `mfa-from-amr`, a token that records its methods says whether this session used
+            // a second factor; one that does not is judged by enrolment, as before.
+            second_factor: raw.amr.filter(|_| self.mfa_from_amr).map(|amr| amr.iter().any(|m| m == MFA_AMR)),
         })
     }
 }
@@ -396,6 +403,7 @@ mod tests {
         Rules {
             issuer: ISS.into(),
             also: vec![],
+            mfa_from_amr: false,
             client_ids: vec!["client-a".into(), "client-b".into()],
             leeway,
             allow_machine_tokens: false,

@@ -218,6 +218,9 @@ pub struct RawClaims {
     pub scope: Option<String>,
     /// `cognito:groups`.
     pub groups: Option<Vec<String>>,
+    /// `amr`: the methods the session used, where the pool records them (an array of strings, as
+    /// RFC 8176 and Cognito write it; anything else refuses the token).
+    pub amr: Option<Vec<String>>,
 }
 
 /// The claims object in one pass: known claims typed as they come, every other value walked for
@@ -256,6 +259,7 @@ impl<'de> serde::de::Visitor<'de> for ClaimsVisitor {
                 "origin_jti" => raw.origin_jti = map.next_value()?,
                 "scope" => raw.scope = map.next_value()?,
                 "cognito:groups" => raw.groups = map.next_value()?,
+                "amr" => raw.amr = map.next_value()?,
                 _ => map.next_value_seed(UniqueKeys(&budget))?,
             }
             if !seen.insert(key) {

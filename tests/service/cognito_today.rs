@@ -149,3 +149,50 @@ async fn the_403_names_the_second_factors_the_gate_counts() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_mfa_from_amr_a_cognito_token_is_judged_by_what_its_session_used() {
+    use cognito_authz::cognito::MfaState;
+    for from_amr in [true, false] {
+        let mut config = config(NO_JWKS);
+        config.pool.mfa_from_amr = from_amr;
+        let mfa = FakeMfa::new();
+        let parts = scripted_parts(&config, mfa.clone(), &serving(&["kid-1"])).await;
+        let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+        let ask = async |claims: &Value| {
+            let token = key("kid-1").sign(claims);
+            let request = in_route(
+                check_request("/api/items", &[("authorization", &format!("Bearer {token}"))]),
+                &[("access", "mfa")],
+            );
+            decode(&ext.decide(&request, now()).await)
+        };
+        let with_amr = |amr: Value| {
+            let mut claims = access_claims();
+            claims["amr"] = amr;
+            claims
+        };
+        // alice is enrolled; this session used a password only.
+        let password_only = ask(&with_amr(json!(["pwd"]))).await;
+        if !from_amr {
+            assert_eq!(password_only.code, code::OK, "by enrolment: amr is not read");
+            continue;
+        }
+        assert_eq!(password_only.code, code::UNAUTHENTICATED, "{password_only:?}");
+        assert!(
+            password_only.header("www-authenticate").is_some_and(|c| c.contains("insufficient_user_authentication")),
+            "the RFC 9470 step-up challenge: {password_only:?}"
+        );
+        // A session that used a second factor passes without asking Cognito, even for a user the
+        // pool says is not enrolled (the session shows it).
+        mfa.set("alice", Ok(MfaState::NotEnrolled));
+        let before = mfa.lookups();
+        assert_eq!(ask(&with_amr(json!(["pwd", "otp", "mfa"]))).await.code, code::OK);
+        assert_eq!(mfa.lookups(), before, "no Cognito call");
+        // Without amr: enrolment decides, as before (alice is now not enrolled: 403).
+        let plain = ask(&access_claims()).await;
+        assert_eq!((plain.code, mfa.lookups()), (code::PERMISSION_DENIED, before + 1), "{plain:?}");
+        // amr that is not an array of strings refuses the token.
+        assert_eq!(ask(&with_amr(json!("mfa"))).await.code, code::UNAUTHENTICATED);
+    }
+}
