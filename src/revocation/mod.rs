@@ -676,12 +676,17 @@ mod tests {
     /// Alice's token from another issuer: another Cognito pool, or an OIDC provider.
     fn of(iss: &str, jti: &str) -> Claims {
         let oidc = iss == PARTNERS;
+        let cognito = claims(jti, "o9", NOW);
         Claims {
             issuer: 1,
             issuer_name: if oidc { "partners" } else { "other" }.into(),
             iss: Arc::from(iss),
             second_factor: oidc.then_some(false),
-            ..claims(jti, "o9", NOW)
+            identity: match oidc {
+                true => Identity::Subject { sub: "7".into(), username: "alice".into() },
+                false => cognito.identity.clone(),
+            },
+            ..cognito
         }
     }
 
