@@ -41,8 +41,14 @@ fn main() {
     let jwks = serde_json::json!({ "keys": [key.jwk()] }).to_string();
     let keys = KeySet::from_jwks(jwks.as_bytes()).expect("key set");
     let key = keys.get(KID).expect("the key").clone();
-    let rules =
-        Rules { issuer: ISSUER.into(), client_ids: vec![CLIENT.into()], leeway: 0, allow_machine_tokens: false };
+    let rules = Rules {
+        issuer: ISSUER.into(),
+        also: vec![],
+        client_ids: vec![CLIENT.into()],
+        leeway: 0,
+        allow_machine_tokens: false,
+        mfa_from_amr: false,
+    };
 
     // The verifier shares equal scope strings and group lists between cached tokens; so does this.
     let scope: Arc<str> = Arc::from("aws.cognito.signin.user.admin openid profile");

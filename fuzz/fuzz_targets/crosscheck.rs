@@ -10,8 +10,8 @@ mod common;
 
 use std::sync::LazyLock;
 
-use cognito_authz::verify::cache::TokenCache;
 use cognito_authz::dev::signing_key::SigningKey;
+use cognito_authz::verify::cache::TokenCache;
 use cognito_authz::verify::{Rules, Verifier};
 use jsonwebtoken::errors::ErrorKind;
 use libfuzzer_sys::fuzz_target;
@@ -31,6 +31,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         client_ids: vec![common::CLIENT.into()],
         leeway: 0,
         allow_machine_tokens: false,
+        also: vec![],
+        mfa_from_amr: false,
     };
     // No cache: every input is verified, never answered from an earlier one.
     let verifier = Verifier::new(common::keys(&rt, &key), rules, TokenCache::new(0));

@@ -9,8 +9,8 @@ mod common;
 
 use std::sync::LazyLock;
 
-use cognito_authz::verify::cache::TokenCache;
 use cognito_authz::dev::signing_key::SigningKey;
+use cognito_authz::verify::cache::TokenCache;
 use cognito_authz::verify::{Identity, Rules, Verifier};
 use libfuzzer_sys::fuzz_target;
 
@@ -28,6 +28,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         client_ids: vec![common::CLIENT.into()],
         leeway: 0,
         allow_machine_tokens: false,
+        also: vec![],
+        mfa_from_amr: false,
     };
     let verifier = Verifier::new(common::keys(&rt, &key), rules, TokenCache::new(10_000));
     Fixture { rt, key, verifier }
