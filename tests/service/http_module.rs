@@ -94,6 +94,10 @@ async fn token_endpoint(
             Some(t) if fake.seen.lock().unwrap().revoked.iter().any(|r| r == t) => invalid_grant(),
             Some("refresh-1") => grant(None),
             Some("refresh-rotating") => grant(Some("refresh-2")),
+            // With rotation on, each refresh returns the next refresh token (as Cognito's token
+            // endpoint and GetTokensFromRefreshToken do).
+            Some("refresh-2") => grant(Some("refresh-3")),
+            Some("refresh-3") => grant(None),
             _ => invalid_grant(),
         },
         _ => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "unsupported_grant_type"}))).into_response(),
@@ -369,6 +373,54 @@ async fn refresh_needs_the_cookie_and_an_allowed_origin_and_rotates_the_cookie()
         call(&m.app, "POST", "/auth/refresh", &[("origin", ORIGIN), ("cookie", "cognito_refresh=unknown")], "").await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert!(refused.cookie().unwrap().contains("Max-Age=0"), "a refused refresh token is cleared");
+}
+
+/// The cookie's attributes, without its value.
+fn attributes(cookie: &str) -> &str {
+    cookie.split_once(';').map_or("", |(_, rest)| rest)
+}
+
+/// Refresh-token rotation (issue 28). Neither moto nor cognito-local implements it: the fake token
+/// endpoint answers as Cognito's does with rotation on (a `refresh_token` in the refresh grant's
+/// answer; the old one refused once revoked).
+#[tokio::test]
+async fn a_rotated_refresh_token_takes_the_cookie_with_the_same_attributes_and_logout_revokes_it() {
+    let m = module().await;
+    let signed_in =
+        call(&m.app, "POST", "/auth/sign-in", &[("content-type", "application/json")], r#"{"code":"good-code"}"#).await;
+    let first = signed_in.cookie().expect("the sign-in cookie").to_owned();
+    let rotated =
+        call(&m.app, "POST", "/auth/refresh", &[("origin", ORIGIN), ("cookie", "cognito_refresh=refresh-2")], "").await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    let second = rotated.cookie().expect("the rotated cookie");
+    assert!(second.starts_with("cognito_refresh=refresh-3;"), "{second}");
+    assert_eq!(attributes(second), attributes(&first), "the same attributes as at sign-in");
+    // Logout with the rotated cookie: Cognito revokes it (which ends its family), and every access
+    // token of the sign-in is refused here, the one refreshed before rotation too.
+    let after = rotated.body["access_token"].as_str().unwrap().to_owned();
+    let before = access_token("openid", "jti-before-rotation", "origin-new");
+    for token in [&after, &before] {
+        let me = call(&m.app, "GET", "/auth/me", &[("authorization", &bearer(token))], "").await;
+        assert_eq!(me.status, StatusCode::OK, "positive control: live before the logout");
+    }
+    let refresh_3 = [("origin", ORIGIN), ("cookie", "cognito_refresh=refresh-3")];
+    assert_eq!(call(&m.app, "POST", "/auth/refresh", &refresh_3, "").await.status, StatusCode::OK, "positive control");
+    let out = call(
+        &m.app,
+        "GET",
+        "/auth/logout",
+        &[("authorization", &bearer(&after)), ("cookie", "cognito_refresh=refresh-3")],
+        "",
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::OK);
+    assert_eq!(m.fake.seen.lock().unwrap().revoked, vec!["refresh-3".to_owned()]);
+    for token in [&after, &before] {
+        let me = call(&m.app, "GET", "/auth/me", &[("authorization", &bearer(token))], "").await;
+        assert_eq!((me.status, me.body["detail"].clone()), (StatusCode::UNAUTHORIZED, json!("Token has been revoked")));
+    }
+    let again = call(&m.app, "POST", "/auth/refresh", &refresh_3, "").await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED, "the revoked refresh token refreshes nothing");
 }
 
 #[tokio::test]
