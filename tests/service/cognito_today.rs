@@ -196,3 +196,61 @@ async fn with_mfa_from_amr_a_cognito_token_is_judged_by_what_its_session_used() 
         assert_eq!(ask(&with_amr(json!("mfa"))).await.code, code::UNAUTHENTICATED);
     }
 }
+
+/// A client-credentials token as a pre-token-generation trigger (V3) customises it: custom claims
+/// of every JSON type, a scope added and the default one suppressed.
+fn customised_machine_token(scope: &str) -> String {
+    let now = now();
+    key("kid-1").sign(&json!({
+        "sub": CLIENT, "iss": issuer(), "client_id": CLIENT, "token_use": "access", "scope": scope,
+        "auth_time": now, "iat": now, "exp": now + 3600, "jti": "7e1d2c3b-4a5f-4e6d-8c7b-6a5f4e3d2c1b",
+        "tenant_tier": 3, "beta": true, "regions": ["eu", "us"], "limits": {"rps": 10}
+    }))
+}
+
+#[tokio::test]
+async fn customised_tokens_keep_the_rules_machine_tokens_pass_only_where_allowed_and_trigger_scopes_count() {
+    use cognito_authz::authz::headers::{HeaderClaim, IdentityHeaders};
+    for allow_machine in [false, true] {
+        let mut config = config(NO_JWKS);
+        config.pool.allow_machine_tokens = allow_machine;
+        config.header_claims =
+            [("x-tier", "tenant_tier"), ("x-beta", "beta"), ("x-regions", "regions"), ("x-limits", "limits")]
+                .into_iter()
+                .map(|(header, claim)| HeaderClaim { name: header.into(), claim: claim.into() })
+                .collect();
+        let parts = scripted_parts(&config, FakeMfa::new(), &serving(&["kid-1"])).await;
+        let identity = IdentityHeaders::with_mapped(&config.header_claims);
+        let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics).identity_headers(identity);
+        let ask = async |token: &str, route: &[(&str, &str)]| {
+            let request =
+                in_route(check_request("/api/reports", &[("authorization", &format!("Bearer {token}"))]), route);
+            decode(&ext.decide(&request, now()).await)
+        };
+        let scoped = [("access", "authenticated"), ("scopes", "reports/export")];
+        let machine = customised_machine_token("reports/export");
+        let d = ask(&machine, &scoped).await;
+        if !allow_machine {
+            assert_eq!(d.code, code::UNAUTHENTICATED, "custom claims change nothing: machine tokens are off");
+            continue;
+        }
+        assert_eq!(d.code, code::OK, "{d:?}");
+        assert_eq!(
+            (d.header("x-tier"), d.header("x-beta"), d.header("x-regions")),
+            (Some("3"), Some("true"), Some("eu,us"))
+        );
+        assert_eq!(d.header("x-limits"), None, "an object is no header value");
+        assert!(d.removed.contains(&"x-limits".to_owned()));
+        let unscoped = ask(&machine, &[("access", "authenticated")]).await;
+        assert_eq!(unscoped.code, code::PERMISSION_DENIED, "a machine token only where a route asks for scopes");
+        // The trigger suppressed reports/export: the same route refuses.
+        let suppressed = customised_machine_token("reports/read");
+        assert_eq!(ask(&suppressed, &scoped).await.code, code::PERMISSION_DENIED);
+        // A user's token with a scope the trigger added passes a route that asks for it.
+        let mut user = access_claims();
+        user["scope"] = json!("aws.cognito.signin.user.admin reports/export");
+        assert_eq!(ask(&key("kid-1").sign(&user), &scoped).await.code, code::OK);
+        user["scope"] = json!("aws.cognito.signin.user.admin");
+        assert_eq!(ask(&key("kid-1").sign(&user), &scoped).await.code, code::PERMISSION_DENIED);
+    }
+}
