@@ -254,3 +254,28 @@ async fn customised_tokens_keep_the_rules_machine_tokens_pass_only_where_allowed
         assert_eq!(ask(&key("kid-1").sign(&user), &scoped).await.code, code::PERMISSION_DENIED);
     }
 }
+
+/// Each region's keys over real HTTP (two JWKS endpoints on loopback standing in for the regional
+/// issuers): a replicated pool's tokens verify against their own region's key, and a region whose
+/// JWK Set cannot be fetched makes an unknown `kid` 503, never 401.
+#[tokio::test]
+async fn each_regions_keys_are_fetched_over_http_and_merged() {
+    let primary = JwksServer::start(jwks(&[&key("primary-key")])).await;
+    let replica = JwksServer::start(jwks(&[&key("replica-key")])).await;
+    let mut config = replicated(None);
+    config.pool.jwks_url = primary.url().parse().unwrap();
+    config.pool.regional[0].1 = replica.url().parse().unwrap();
+    let parts = parts(&config, FakeMfa::new()).await;
+    assert!(parts.keys.refresh().await, "both regions' sets load");
+    let ext = ExtAuthz::new(parts.authorizer, false, parts.metrics);
+    assert_eq!(status(&ext, &key("primary-key").sign(&from(PRIMARY_ISS))).await, code::OK);
+    assert_eq!(status(&ext, &key("replica-key").sign(&from(REPLICA_ISS))).await, code::OK);
+    assert_eq!((primary.hits(), replica.hits()), (1, 1), "one fetch of each region");
+    // The replica's endpoint goes down and a key nobody has seen comes along: the merged set cannot
+    // be refreshed, so the answer is 503 (cannot decide), not 401.
+    replica.set_mode(Mode::Fail);
+    let unseen = key("replica-key-2").sign(&from(REPLICA_ISS));
+    assert_eq!(status(&ext, &unseen).await, code::UNAVAILABLE);
+    assert!(replica.hits() >= 2, "the unknown kid asked for a refresh");
+    assert_eq!(status(&ext, &key("primary-key").sign(&from(PRIMARY_ISS))).await, code::OK, "the last good set stays");
+}
