@@ -153,3 +153,13 @@ def test_the_start_scripts_are_valid_shell_and_never_start_a_second_primary_by_d
         text = (OVERLAY / name).read_text()
         # The sentinels are asked before pod 0 is taken for the primary.
         assert text.index("SENTINEL get-master-addr-by-name") < text.index('primary="$SERVICE-0.$SERVICE"')
+
+
+def test_every_file_of_the_overlay_is_used_and_every_patch_deletes_or_merges_one_object():
+    kust = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
+    used = set(kust["resources"][1:]) | {p["path"] for p in kust["patches"]}
+    used |= {name for gen in kust["configMapGenerator"] for name in gen["files"]}
+    on_disk = {p.name for p in OVERLAY.iterdir()} - {"kustomization.yaml"}
+    assert used == on_disk, "a file of the overlay is not in its kustomization, or the reverse"
+    for patch in kust["patches"]:
+        assert len(base.load_yaml_docs(OVERLAY / patch["path"])) == 1, f"{patch['path']}: one object a patch file"
