@@ -10,6 +10,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use cognito_authz::cmd::cli::{Cli, Command, LogFormat, LogLevel};
 use cognito_authz::config::{ConfigError, Settings};
+use cognito_authz::telemetry::traces::{self, ExportSettings, Traces};
 
 /// Exit statuses: 0 done, 1 a runtime failure, 2 bad command-line usage (clap), 78 a bad setting
 /// (EX_CONFIG, sysexits.h). `check` answers 1 for a denial and 69 (EX_UNAVAILABLE) when it could
@@ -29,9 +30,30 @@ fn main() -> ExitCode {
         Some(Ok(s)) => (s.log_format, s.log_level),
         _ => (Settings::default().log_format, Settings::default().log_level),
     };
-    install_tracing(cli.log_format.unwrap_or(format), cli.log_level.unwrap_or(level));
     let checking = matches!(cli.command, Command::Check(_));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
+    // `serve` exports spans when an OTLP endpoint is set (the exporter needs the runtime).
+    let traces = match &settings {
+        Some(Ok(_)) => match ExportSettings::from_env(|name| std::env::var(name).ok()) {
+            Ok(None) => None,
+            Ok(Some(export)) => {
+                let _inside = runtime.enter();
+                match Traces::start(export) {
+                    Ok(traces) => Some(traces),
+                    Err(error) => {
+                        eprintln!("cognito-authz: {error}");
+                        return ExitCode::from(EX_CONFIG);
+                    }
+                }
+            }
+            Err(error) => {
+                eprintln!("cognito-authz: {error}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        _ => None,
+    };
+    install_tracing(cli.log_format.unwrap_or(format), cli.log_level.unwrap_or(level), traces.as_ref());
     let result = runtime.block_on(async {
         match (cli.command, settings) {
             (_, Some(settings)) => match settings {
@@ -44,6 +66,10 @@ fn main() -> ExitCode {
             (Command::Serve(_), None) => unreachable!("serve's settings are read above"),
         }
     });
+    if let Some(traces) = &traces {
+        // Within a bound: a dead collector must not hold the exit.
+        runtime.block_on(traces.flush(std::time::Duration::from_secs(5)));
+    }
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -59,16 +85,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn install_tracing(format: LogFormat, level: LogLevel) {
+fn install_tracing(format: LogFormat, level: LogLevel, traces: Option<&Traces>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => tracing_subscriber::EnvFilter::new(directives),
         _ => tracing_subscriber::EnvFilter::new(level.directive()),
     };
     // Colours only for a person at a terminal: in a file or a log pipeline they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    // The exported spans are the trace's, not the log's: log lines read as they do without them.
+    let logs = fmt.with_filter(filter.and(filter_fn(|meta| meta.target() != traces::TARGET)));
+    let spans = traces.map(|t| t.layer().with_filter(filter_fn(|meta| meta.target() == traces::TARGET)));
+    tracing_subscriber::registry().with(logs).with(spans).init();
 }

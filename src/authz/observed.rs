@@ -82,6 +82,15 @@ impl Decider {
         let decision = self.authorizer.decide(request, now).await;
         let shadow = decision.route.is_some_and(|r| r.shadow);
         let took = started.elapsed();
+        if crate::telemetry::traces::enabled() {
+            let (outcome, reason) = match &decision.outcome {
+                Ok(_) => ("allow", "none"),
+                Err(denied) => (denied.outcome(), denied.reason()),
+            };
+            let level = decision.route.map(|r| r.level.label());
+            let issuer = decision.caller.as_deref().map(|c| &*c.issuer_name);
+            crate::telemetry::traces::record_decision(outcome, reason, level, issuer, shadow);
+        }
         match (&decision.outcome, &decision.caller) {
             // The common case, counted into series resolved once.
             (Ok(_), caller) if !shadow => self.allow_series().count(caller.as_ref().map(|c| c.issuer), took),

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use prost::Message;
 use prost_types::value::Kind;
+use tonic::metadata::MetadataMap;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::Instrument;
 
@@ -138,15 +139,39 @@ impl ExtAuthz {
     }
 
     /// `answer`, in a span when the request carries a trace context: the common untraced request
-    /// pays for no span, and its log lines would have no trace to join anyway.
-    pub async fn check_traced(&self, check: &CheckRequest, now: u64) -> Answer {
-        match trace_context(check) {
-            Some(trace) => {
-                let span = tracing::info_span!("check", trace_id = %trace.trace_id, parent_id = %trace.parent_id);
-                self.answer(check, now).instrument(span).await
+    /// pays for no span, and its log lines would have no trace to join anyway. With trace export
+    /// on, the decision also gets its exported span, a child of the trace context Envoy sent: in
+    /// the gRPC call's metadata (Envoy's own span, when it traces) or else in the checked request.
+    pub async fn check_traced(&self, check: &CheckRequest, metadata: Option<&MetadataMap>, now: u64) -> Answer {
+        let exported = crate::telemetry::traces::decision_span("grpc", |name| {
+            let from_envoy = metadata.filter(|m| m.contains_key("traceparent"));
+            match from_envoy {
+                Some(m) => m.get(name).and_then(|v| v.to_str().ok()),
+                None => checked_header(check, name),
             }
-            None => self.answer(check, now).await,
+        });
+        let answer = async {
+            match trace_context(check) {
+                Some(trace) => {
+                    let span = tracing::info_span!("check", trace_id = %trace.trace_id, parent_id = %trace.parent_id);
+                    self.answer(check, now).instrument(span).await
+                }
+                None => self.answer(check, now).await,
+            }
+        };
+        match exported {
+            Some(span) => answer.instrument(span).await,
+            None => answer.await,
         }
+    }
+}
+
+/// A header of the checked request, by lower-case name.
+fn checked_header<'a>(check: &'a CheckRequest, name: &str) -> Option<&'a str> {
+    let http = check.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
+    match &http.header_map {
+        Some(map) => map.headers.iter().find(|h| h.key.eq_ignore_ascii_case(name)).and_then(raw_header_value),
+        None => http.headers.get(name).map(String::as_str),
     }
 }
 
@@ -154,7 +179,9 @@ impl ExtAuthz {
 impl Authorization for ExtAuthz {
     async fn check(&self, request: GrpcRequest<CheckRequest>) -> Result<GrpcResponse<CheckResponse>, Status> {
         // The server uses `grpc::AuthorizationService`, which writes allows without this message.
-        Ok(GrpcResponse::new(self.check_traced(request.get_ref(), unix_now()).await.into_response()))
+        Ok(GrpcResponse::new(
+            self.check_traced(request.get_ref(), Some(request.metadata()), unix_now()).await.into_response(),
+        ))
     }
 }
 

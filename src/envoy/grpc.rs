@@ -74,7 +74,10 @@ impl UnaryService<CheckRequest> for Check {
 
     fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
         let ext_authz = self.0.clone();
-        Box::pin(async move { Ok(tonic::Response::new(ext_authz.check_traced(request.get_ref(), unix_now()).await)) })
+        Box::pin(async move {
+            let answer = ext_authz.check_traced(request.get_ref(), Some(request.metadata()), unix_now()).await;
+            Ok(tonic::Response::new(answer))
+        })
     }
 }
 

@@ -18,6 +18,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -71,7 +72,15 @@ async fn decide(
         return HttpError::Denied(denied).into_response();
     };
     let request = request_from(original_method, &path, &headers, &state.identity);
-    match state.decider.decide(&request, unix_now()).await {
+    // The proxy's trace context, when it sends one (nginx, Caddy and Traefik pass the client's or
+    // their own `traceparent` on).
+    let span = crate::telemetry::traces::decision_span("http", |name| headers.get(name).and_then(|v| v.to_str().ok()));
+    let decided = state.decider.decide(&request, unix_now());
+    let decided = match span {
+        Some(span) => decided.instrument(span).await,
+        None => decided.await,
+    };
+    match decided {
         Ok(allowed) => allow(&allowed, &state.identity),
         Err(denied) => match state.decider.sign_in_for(&request, &denied) {
             Some(url) => {

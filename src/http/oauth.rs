@@ -2,6 +2,7 @@
 //! refresh, userinfo and refresh-token revocation, as a confidential client (HTTP Basic).
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use serde::Deserialize;
 
@@ -147,8 +148,15 @@ impl OAuthClient {
     /// The userinfo endpoint, with the user's access token.
     pub async fn userinfo(&self, access_token: &str) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
         let url = self.endpoints.userinfo.clone().ok_or(OAuthError::NotConfigured)?;
-        let response =
-            self.http.get(url).bearer_auth(access_token).send().await.map_err(|_| OAuthError::Unreachable)?;
+        let span = crate::out_span!("oauth userinfo");
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(access_token)
+            .send()
+            .instrument(span)
+            .await
+            .map_err(|_| OAuthError::Unreachable)?;
         match response.status().as_u16() {
             200 => response.json().await.map_err(|_| OAuthError::Upstream),
             400 | 401 | 403 => Err(OAuthError::Refused),
@@ -160,7 +168,8 @@ impl OAuthClient {
     pub async fn revoke(&self, refresh_token: &str) -> Result<(), OAuthError> {
         let url = self.endpoints.revoke.clone().ok_or(OAuthError::NotConfigured)?;
         let form = [("token", refresh_token), ("token_type_hint", "refresh_token")];
-        let response = self.authed(self.http.post(url)).form(&self.with_client(&form)).send().await;
+        let span = crate::out_span!("oauth revoke");
+        let response = self.authed(self.http.post(url)).form(&self.with_client(&form)).send().instrument(span).await;
         let response = response.map_err(|_| OAuthError::Unreachable)?;
         tracing::debug!(status = response.status().as_u16(), "revocation endpoint answered");
         if response.status().is_success() { Ok(()) } else { Err(OAuthError::Upstream) }
@@ -168,11 +177,13 @@ impl OAuthClient {
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<Tokens, OAuthError> {
         let url = self.endpoints.token.clone().ok_or(OAuthError::NotConfigured)?;
-        let response = self.authed(self.http.post(url)).form(&self.with_client(form)).send().await;
+        // The grant type is a fixed value: never the code, the refresh token or the secret.
+        let grant_type = form.iter().find(|(k, _)| *k == "grant_type").map_or("none", |(_, v)| *v);
+        let span = crate::out_span!("oauth token", grant_type);
+        let response = self.authed(self.http.post(url)).form(&self.with_client(form)).send().instrument(span).await;
         let response = response.map_err(|_| OAuthError::Unreachable)?;
         let status = response.status().as_u16();
-        // The grant type only (a fixed value): never the code, the refresh token or the secret.
-        let grant = form.iter().find(|(k, _)| *k == "grant_type").map_or("none", |(_, v)| *v);
+        let grant = grant_type;
         tracing::debug!(grant, status, "token endpoint answered");
         if status == 200 {
             return response.json().await.map_err(|_| OAuthError::Upstream);

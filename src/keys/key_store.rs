@@ -196,7 +196,11 @@ impl KeyStore {
     fn spawn_fetch(&self, wanted: Option<String>) {
         let inner = self.inner.clone();
         inner.fetches.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        // The fetch runs apart (its waiters share it, and it outlives a caller who gives up), but
+        // in the trace it is the child of the decision that asked for it.
+        let asked_by =
+            if crate::telemetry::traces::enabled() { tracing::Span::current() } else { tracing::Span::none() };
+        let fetch = async move {
             let result = match inner.source.fetch().await {
                 Ok(bytes) => match &inner.algorithms {
                     None => KeySet::from_jwks(&bytes),
@@ -231,7 +235,8 @@ impl KeyStore {
             state.in_flight = false;
             drop(state);
             inner.finished.send_modify(|n| *n += 1);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(fetch, asked_by));
     }
 }
 

@@ -2,6 +2,7 @@
 //! network), its HTTP(S) fetcher with same-origin redirects only, and why a fetch fails.
 
 use futures_util::future::BoxFuture;
+use tracing::Instrument as _;
 
 /// Where JWK Set documents come from: the network edge, a trait so tests need no network.
 pub trait KeySource: Send + Sync + 'static {
@@ -74,7 +75,10 @@ impl HttpKeySource {
 impl KeySource for HttpKeySource {
     fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
         Box::pin(async move {
-            let mut response = self.client.get(self.url.clone()).send().await.map_err(|_| FetchError::Transport)?;
+            // The host only: a JWKS URL may carry credentials or a query.
+            let span = crate::out_span!("jwks fetch", server.address = self.url.host_str().unwrap_or(""));
+            let mut response =
+                self.client.get(self.url.clone()).send().instrument(span).await.map_err(|_| FetchError::Transport)?;
             if !response.status().is_success() {
                 return Err(FetchError::Status(response.status().as_u16()));
             }

@@ -14,6 +14,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use quick_cache::sync::Cache;
 use tokio::time::Instant;
@@ -190,7 +191,8 @@ impl MfaGate {
             return Err(NoAnswer::Budget);
         }
         let started = std::time::Instant::now();
-        let answer = self.source.mfa_state(user).await;
+        let span = crate::out_span!("mfa lookup", factors = self.factors.label());
+        let answer = self.source.mfa_state(user).instrument(span).await;
         self.metrics.mfa_lookup(&answer, started.elapsed(), self.factors);
         let sub = *user.sub;
         match answer.map_err(NoAnswer::Cognito)? {

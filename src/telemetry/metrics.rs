@@ -229,6 +229,11 @@ impl Collector for PartsCollector {
             ),
             ("token_cache_hits", "Tokens answered from the verified-token cache", r.token_cache_hits),
             ("token_cache_misses", "Tokens that had to be verified", r.token_cache_misses),
+            (
+                "trace_spans_dropped",
+                "Spans not exported: the export queue was full or the collector failed (tracing on)",
+                crate::telemetry::traces::dropped_total(),
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);

@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use redis::AsyncCommands;
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 use self::nodes::{Commands, Nodes};
 use self::target::{Durability, Target, Topology};
@@ -213,6 +214,7 @@ impl RevocationStore for RedisStore {
             let key = self.key.clone();
             let members: Vec<String> = self
                 .run(async move |mut c| c.zrangebyscore(&key, format!("({now}"), "+inf").await.map_err(redis_error))
+                .instrument(crate::out_span!("revocation read"))
                 .await?;
             Ok(members.iter().filter_map(|m| serde_json::from_str(m).ok()).collect())
         })
@@ -252,6 +254,7 @@ impl RevocationStore for RedisStore {
                 }
                 Ok(())
             })
+            .instrument(crate::out_span!("revocation publish", entries = entries.len()))
             .await
         })
     }

@@ -1,0 +1,360 @@
+//! OpenTelemetry trace export: spans of `tracing` (the decision, a JWKS fetch, an MFA lookup, the
+//! revocation store, the OAuth calls) sent over OTLP, gRPC or HTTP/protobuf, configured by the
+//! standard `OTEL_*` variables. Off unless an OTLP endpoint is set, and then the decision path only
+//! ever hands a finished span to a bounded queue: a slow or dead collector costs it nothing.
+//!
+//! The SDK's own batch processor is not used: it exports from a thread of its own with
+//! `block_on`, which the tonic exporter cannot do outside a Tokio runtime, and it counts the spans
+//! it drops only in a log line at shutdown. Here a bounded channel takes each finished span
+//! (`try_send`: never waits), one Tokio task exports batches with a deadline each, every span
+//! dropped (queue full, or an export that failed) is counted for `/metrics`, and shutdown flushes
+//! within a bound.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
+use tokio::sync::{mpsc, oneshot};
+
+/// The span target every exported span carries: the log output ignores it, so tracing on or off
+/// changes no log line.
+pub const TARGET: &str = "otel";
+
+/// What the `OTEL_*` variables ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSettings {
+    /// `grpc` or `http/protobuf` (`OTEL_EXPORTER_OTLP_PROTOCOL`, the spec's default the latter).
+    pub protocol: Protocol,
+    /// Spans held for export at most (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048).
+    pub queue: usize,
+    /// Spans in one export at most (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, 512).
+    pub batch: usize,
+    /// How long a span may wait for its batch (`OTEL_BSP_SCHEDULE_DELAY`, 5000 ms).
+    pub delay: Duration,
+    /// One export's deadline (`OTEL_BSP_EXPORT_TIMEOUT`, 30000 ms).
+    pub timeout: Duration,
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (port 4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318).
+    HttpProtobuf,
+}
+
+impl ExportSettings {
+    /// The settings from `var` (the environment in production), or `None` when no OTLP endpoint
+    /// is set or `OTEL_SDK_DISABLED` is `true`: tracing is then off and costs nothing. A value that
+    /// cannot be read is an error naming the variable.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<ExportSettings>, String> {
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let endpoint = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+            .iter()
+            .any(|name| var(name).is_some_and(|v| !v.trim().is_empty()));
+        if !endpoint {
+            return Ok(None);
+        }
+        let protocol = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+            None => Protocol::HttpProtobuf,
+            Some(p) => match p.trim() {
+                "grpc" => Protocol::Grpc,
+                "http/protobuf" => Protocol::HttpProtobuf,
+                _ => return Err("OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf".into()),
+            },
+        };
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => {
+                    v.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or(format!("{name} must be a positive number"))
+                }
+            }
+        };
+        let queue = number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)? as usize;
+        Ok(Some(ExportSettings {
+            protocol,
+            queue,
+            batch: (number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)? as usize).min(queue),
+            delay: Duration::from_millis(number("OTEL_BSP_SCHEDULE_DELAY", 5000)?),
+            timeout: Duration::from_millis(number("OTEL_BSP_EXPORT_TIMEOUT", 30000)?),
+        }))
+    }
+}
+
+/// True once export has started: the transports then open a span per decision.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Spans dropped (queue full, export failed), for `/metrics`.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// True when spans are exported (the decision path opens no span otherwise).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Spans dropped so far: `cognito_authz_trace_spans_dropped_total`.
+pub fn dropped_total() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+fn dropped(n: usize) {
+    DROPPED.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// The span of one decision on `transport` (`grpc`, `http`): a child of the caller's W3C trace
+/// context as `header` reads it (`traceparent`, `tracestate`), or a root. `None` while tracing is
+/// off, so an untraced service pays for nothing. Its attributes say why (see [`record_decision`]);
+/// never a token, cookie, path or query.
+pub fn decision_span<'a>(transport: &'static str, header: impl Fn(&str) -> Option<&'a str>) -> Option<tracing::Span> {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !enabled() {
+        return None;
+    }
+    let span = tracing::info_span!(target: "otel", "authorize", otel.kind = "server", transport,
+        outcome = tracing::field::Empty, reason = tracing::field::Empty, route.level = tracing::field::Empty,
+        issuer = tracing::field::Empty, shadow = tracing::field::Empty);
+    struct Headers([(&'static str, Option<String>); 2]);
+    impl opentelemetry::propagation::Extractor for Headers {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.iter().find(|(name, _)| name.eq_ignore_ascii_case(key)).and_then(|(_, v)| v.as_deref())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(name, _)| *name).collect()
+        }
+    }
+    let read = |name: &'static str| (name, header(name).map(str::to_owned));
+    let headers = Headers([read("traceparent"), read("tracestate")]);
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&headers);
+    let _ = span.set_parent(parent);
+    Some(span)
+}
+
+/// Writes why into the current decision span (a no-op while tracing is off).
+pub fn record_decision(outcome: &str, reason: &str, level: Option<&str>, issuer: Option<&str>, shadow: bool) {
+    if !enabled() {
+        return;
+    }
+    let span = tracing::Span::current();
+    span.record("outcome", outcome);
+    span.record("reason", reason);
+    if let Some(level) = level {
+        span.record("route.level", level);
+    }
+    if let Some(issuer) = issuer {
+        span.record("issuer", issuer);
+    }
+    span.record("shadow", shadow);
+}
+
+/// A child span of the current one, for a call out of the process (`jwks fetch`, `mfa lookup`,
+/// …): `None` while tracing is off.
+#[macro_export]
+macro_rules! out_span {
+    ($name:literal $(, $($field:tt)*)?) => {
+        if $crate::telemetry::traces::enabled() {
+            tracing::info_span!(target: "otel", $name, otel.kind = "client" $(, $($field)*)?)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+
+enum Message {
+    Span(Box<SpanData>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Hands finished spans to the export task; never waits.
+#[derive(Debug)]
+struct Queue {
+    spans: mpsc::Sender<Message>,
+    warned: AtomicBool,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Message")
+    }
+}
+
+impl SpanProcessor for Queue {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.spans.try_send(Message::Span(Box::new(span))).is_err() {
+            dropped(1);
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                // One line, not one per span: a dead collector must not flood the log.
+                tracing::warn!(
+                    "the trace export queue is full (the collector is slow or unreachable): spans are dropped \
+                     and counted in cognito_authz_trace_spans_dropped_total"
+                );
+            }
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        // Flushing waits on the export task, which may run on this very thread: see `Traces::flush`.
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// The export task: a batch when full or `delay` old, each export within `timeout`.
+async fn export<E: SpanExporter>(exporter: E, mut queue: mpsc::Receiver<Message>, settings: ExportSettings) {
+    let mut batch: Vec<SpanData> = Vec::with_capacity(settings.batch);
+    let mut warned = false;
+    let mut tick = tokio::time::interval(settings.delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // What woke the task: a span (exported once a batch is full), the schedule delay, a flush
+        // or the end.
+        let (flush, closed, due) = tokio::select! {
+            message = queue.recv() => match message {
+                Some(Message::Span(span)) => {
+                    batch.push(*span);
+                    (None, false, batch.len() >= settings.batch)
+                }
+                Some(Message::Flush(done)) => (Some(done), false, true),
+                None => (None, true, true),
+            },
+            _ = tick.tick() => (None, false, true),
+        };
+        if due && !batch.is_empty() {
+            let spans = std::mem::replace(&mut batch, Vec::with_capacity(settings.batch));
+            let n = spans.len();
+            let failed = match tokio::time::timeout(settings.timeout, exporter.export(spans)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("the export timed out".to_owned()),
+            };
+            if let Some(error) = failed {
+                dropped(n);
+                if !warned {
+                    warned = true;
+                    tracing::warn!(%error, "could not export spans; they are dropped and counted");
+                }
+            } else {
+                warned = false;
+            }
+        }
+        if let Some(done) = flush {
+            let _ = done.send(());
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Trace export, while it runs.
+pub struct Traces {
+    provider: SdkTracerProvider,
+    flush: mpsc::Sender<Message>,
+}
+
+crate::opaque_debug!(Traces);
+
+/// The service's resource: `OTEL_SERVICE_NAME` (default `cognito-authz`), `OTEL_RESOURCE_ATTRIBUTES`.
+fn resource() -> Resource {
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty());
+    let builder = Resource::builder();
+    let builder = if named { builder } else { builder.with_service_name("cognito-authz") };
+    builder.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build()
+}
+
+impl Traces {
+    /// Starts exporting (inside a Tokio runtime): the exporter connects lazily, so a collector that
+    /// is down costs start-up nothing.
+    pub fn start(settings: ExportSettings) -> Result<Traces, String> {
+        let resource = resource();
+        let (spans, queue) = mpsc::channel(settings.queue);
+        match settings.protocol {
+            Protocol::Grpc => {
+                let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .build()
+                    .map_err(|e| format!("the OTLP/gRPC exporter: {e}"))?;
+                exporter.set_resource(&resource);
+                tokio::spawn(export(exporter, queue, settings.clone()));
+            }
+            Protocol::HttpProtobuf => {
+                let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .build()
+                    .map_err(|e| format!("the OTLP/HTTP exporter: {e}"))?;
+                exporter.set_resource(&resource);
+                tokio::spawn(export(exporter, queue, settings.clone()));
+            }
+        }
+        let processor = Queue { spans: spans.clone(), warned: AtomicBool::new(false) };
+        // The sampler: `OTEL_TRACES_SAMPLER`/`_ARG` as the SDK reads them, by default parent-based
+        // (Envoy's decision to sample is followed).
+        let provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build();
+        ENABLED.store(true, Ordering::Relaxed);
+        Ok(Traces { provider, flush: spans })
+    }
+
+    /// The `tracing` layer that turns this service's spans into OpenTelemetry spans.
+    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        tracing_opentelemetry::layer().with_tracer(self.provider.tracer("cognito-authz"))
+    }
+
+    /// Exports what is queued, waiting at most `within` (shutdown must not hang on a dead
+    /// collector).
+    pub async fn flush(&self, within: Duration) -> bool {
+        let (done, finished) = oneshot::channel();
+        let asked = tokio::time::timeout(within, self.flush.send(Message::Flush(done))).await.is_ok_and(|r| r.is_ok());
+        asked && tokio::time::timeout(within, finished).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Option<ExportSettings>, String> {
+        ExportSettings::from_env(|name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn off_without_an_endpoint_and_the_standard_variables_read_as_the_spec_says() {
+        assert_eq!(settings(&[]), Ok(None), "off by default");
+        assert_eq!(settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")]), Ok(None));
+        let on = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]).unwrap().unwrap();
+        assert_eq!(
+            (on.protocol, on.queue, on.batch),
+            (Protocol::HttpProtobuf, 2048, 512),
+            "the spec's default protocol"
+        );
+        let grpc = settings(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]);
+        assert_eq!(grpc.unwrap().unwrap().protocol, Protocol::Grpc);
+        let disabled = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_SDK_DISABLED", "true")];
+        assert_eq!(settings(&disabled), Ok(None));
+        let bad = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")];
+        assert!(settings(&bad).unwrap_err().contains("OTEL_EXPORTER_OTLP_PROTOCOL"));
+        let small = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_BSP_MAX_QUEUE_SIZE", "8")];
+        assert_eq!(settings(&small).unwrap().unwrap().batch, 8, "a batch never exceeds the queue");
+        let zero = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_BSP_MAX_QUEUE_SIZE", "0")];
+        assert!(settings(&zero).unwrap_err().contains("OTEL_BSP_MAX_QUEUE_SIZE"));
+    }
+}

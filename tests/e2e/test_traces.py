@@ -1,0 +1,198 @@
+"""OpenTelemetry traces with real parts: Envoy 1.40 with its OpenTelemetry tracer and cognito-authz
+both exporting to one OTLP receiver (tests/e2e/otlp.py, from PyPI's opentelemetry-proto and
+grpcio). A request through Envoy is one trace: Envoy's spans and this service's decision span,
+linked parent to child, with the decision's why and its calls out (the MFA lookup, a JWKS fetch) as
+children; nothing secret in any attribute. OTLP/HTTP and a proxy's `traceparent` on the HTTP
+authorization listener; a dead collector costs decisions nothing and shutdown does not wait on it."""
+
+import json
+import signal
+import time
+
+import pytest
+import requests
+from joserfc import jwt
+
+import harness
+from otlp import OtlpReceiver
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    r = OtlpReceiver()
+    yield r
+    r.stop()
+
+
+def with_tracer(port):
+    """The shipped Envoy configuration with Envoy's OpenTelemetry tracer sending to `port`."""
+    tracer = """                stat_prefix: ingress
+                tracing:
+                  random_sampling: { value: 100 }
+                  provider:
+                    name: envoy.tracers.opentelemetry
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                      grpc_service:
+                        envoy_grpc: { cluster_name: otlp }
+                        timeout: 1s
+                      service_name: envoy
+"""
+    cluster = f"""  clusters:
+    - name: otlp
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {{}}
+      load_assignment:
+        cluster_name: otlp
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+"""
+
+    def transform(text):
+        assert text.count("                stat_prefix: ingress\n") == 1 and text.count("  clusters:\n") == 1
+        return text.replace("                stat_prefix: ingress\n", tracer).replace("  clusters:\n", cluster)
+    return transform
+
+
+def traced(logdir, pool, name, endpoint, protocol, extra_env=None):
+    port = harness.free_port()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+           "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_SERVICE_NAME": "cognito-authz", **(extra_env or {})}
+    authz = harness.start_authz(logdir, pool, ["--authz-http-listen", f"127.0.0.1:{port}"], env_extra=env, name=name)
+    authz.authz_http_port = port
+    return authz
+
+
+def spans_of(receiver, trace_id, within=15.0, want=lambda spans: bool(spans)):
+    deadline = time.monotonic() + within
+    while True:
+        spans = [s for s in receiver.received() if s.trace_id == trace_id]
+        if want(spans) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.2)
+
+
+def decision_spans(receiver, since):
+    return [s for s in receiver.received()[since:] if s.service == "cognito-authz" and s.name == "authorize"]
+
+
+def test_a_request_through_envoy_is_one_trace_with_the_decision_a_child_of_envoys_span(
+        logdir, pool, upstream, receiver):
+    authz = traced(logdir, pool, "authz-traced", f"http://127.0.0.1:{receiver.grpc_port}", "grpc")
+    envoy = harness.start_envoy(logdir, authz.grpc_port, authz.http_port, upstream.port, name="envoy-traced",
+                                transform=with_tracer(receiver.grpc_port))
+    try:
+        token = pool.sign_in("alice")["AccessToken"]
+        since = len(receiver.received())
+        allowed = requests.get(envoy.url + "/api/items", headers={"authorization": f"Bearer {token}"}, timeout=10)
+        assert allowed.status_code == 200
+        harness.wait_until(lambda: decision_spans(receiver, since), what="the decision's span", timeout=15)
+        [decision] = decision_spans(receiver, since)
+        trace = spans_of(receiver, decision.trace_id, want=lambda spans: any(s.service == "envoy" for s in spans))
+        envoy_spans = {s.span_id: s for s in trace if s.service == "envoy"}
+        assert envoy_spans, f"Envoy's spans are in the same trace: {trace}"
+        assert decision.parent_id in envoy_spans, "the decision is a child of Envoy's span"
+        assert decision.attributes["outcome"] == "allow" and decision.attributes["route.level"] == "mfa"
+        assert decision.attributes["issuer"] == "default" and decision.attributes["transport"] == "grpc"
+        lookups = [s for s in trace if s.name == "mfa lookup" and s.parent_id == decision.span_id]
+        assert lookups and lookups[0].attributes["factors"] == "totp", "the cold MFA lookup is the decision's child"
+
+        # A denial's span says why.
+        since = len(receiver.received())
+        assert requests.get(envoy.url + "/api/items", timeout=10).status_code == 401
+        harness.wait_until(lambda: decision_spans(receiver, since), what="the denial's span", timeout=15)
+        [denied] = decision_spans(receiver, since)
+        assert (denied.attributes["outcome"], denied.attributes["reason"]) == ("unauthenticated", "missing_token")
+
+        # A key nobody has seen: the decision fetches the keys again, a child span.
+        claims = jwt.decode(token, harness.moto_signing_key()).claims
+        unknown = jwt.encode({"alg": "RS256", "kid": "a-kid-nobody-has"}, claims, harness.moto_signing_key())
+        since = len(receiver.received())
+        assert requests.get(envoy.url + "/api/items", headers={"authorization": f"Bearer {unknown}"},
+                            timeout=10).status_code == 401
+        harness.wait_until(lambda: decision_spans(receiver, since), what="the cold decision's span", timeout=15)
+        [cold] = decision_spans(receiver, since)
+        fetch = spans_of(receiver, cold.trace_id, want=lambda s: any(x.name == "jwks fetch" for x in s))
+        assert [s for s in fetch if s.name == "jwks fetch" and s.parent_id == cold.span_id], fetch
+        assert cold.attributes["reason"] == "unknown_key"
+
+        # Nothing secret anywhere, while what should be there is.
+        ours = [s for s in receiver.received() if s.service == "cognito-authz"]
+        text = json.dumps([s.attributes for s in ours])
+        assert "outcome" in text, "positive control: the attributes were read"
+        for secret in (token, token.split(".")[1][:20], token.split(".")[2][:20], "eyJ", "authorization"):
+            assert secret not in text
+    finally:
+        envoy.stop()
+        authz.stop()
+
+
+def test_otlp_http_and_a_proxys_traceparent_on_the_http_listener(logdir, pool, receiver):
+    authz = traced(logdir, pool, "authz-traced-http", f"http://127.0.0.1:{receiver.http_port}", "http/protobuf")
+    try:
+        token = pool.sign_in("alice")["AccessToken"]
+        trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        answer = requests.get(f"http://127.0.0.1:{authz.authz_http_port}/envoy/api/orders?x=secret-query",
+                              headers={"authorization": f"Bearer {token}",
+                                       "traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "vendor=1"},
+                              timeout=5)
+        assert answer.status_code == 200
+        trace = spans_of(receiver, trace_id, want=lambda s: any(x.name == "authorize" for x in s))
+        [span] = [s for s in trace if s.name == "authorize"]
+        assert (span.parent_id, span.attributes["transport"], span.attributes["outcome"]) == (parent, "http", "allow")
+        assert "secret-query" not in json.dumps(span.attributes)
+        # An unsampled caller (flags 00) is followed: no span.
+        unsampled = "4bf92f3577b34da6a3ce929d0e0e4737"
+        requests.get(f"http://127.0.0.1:{authz.authz_http_port}/envoy/api/orders",
+                     headers={"authorization": f"Bearer {token}", "traceparent": f"00-{unsampled}-{parent}-00"},
+                     timeout=5)
+        time.sleep(1.5)
+        assert not spans_of(receiver, unsampled, within=0.5), "parent-based sampling follows the caller"
+    finally:
+        authz.stop()
+
+
+def timed(authz, token, n):
+    started = time.monotonic()
+    for _ in range(n):
+        assert requests.get(f"http://127.0.0.1:{authz.authz_http_port}/envoy/api/orders",
+                            headers={"authorization": f"Bearer {token}"}, timeout=5).status_code == 200
+    return time.monotonic() - started
+
+
+def test_a_dead_collector_costs_decisions_nothing_and_shutdown_does_not_wait_for_it(logdir, pool):
+    dead = f"http://127.0.0.1:{harness.free_port()}"
+    # One runtime worker: an exporter that blocked a worker would stall every decision here.
+    slow_env = {"OTEL_BSP_MAX_QUEUE_SIZE": "8", "OTEL_BSP_EXPORT_TIMEOUT": "500", "TOKIO_WORKER_THREADS": "1"}
+    traced_authz = traced(logdir, pool, "authz-dead-collector", dead, "grpc", slow_env)
+    port = harness.free_port()
+    plain = harness.start_authz(logdir, pool, ["--authz-http-listen", f"127.0.0.1:{port}"],
+                                env_extra={"TOKIO_WORKER_THREADS": "1"}, name="authz-untraced")
+    plain.authz_http_port = port
+    try:
+        token = pool.sign_in("alice")["AccessToken"]
+        timed(plain, token, 50), timed(traced_authz, token, 50)  # warm both
+        untraced = min(timed(plain, token, 300) for _ in range(2))
+        with_dead = min(timed(traced_authz, token, 300) for _ in range(2))
+        assert with_dead < untraced * 1.5, f"{with_dead:.2f} s against {untraced:.2f} s for 300 decisions"
+        metrics = requests.get(f"http://127.0.0.1:{traced_authz.admin_port}/metrics", timeout=5).text
+        dropped = [line for line in metrics.splitlines() if line.startswith("cognito_authz_trace_spans_dropped_total")]
+        assert dropped and float(dropped[0].split()[-1]) > 0, dropped
+        started = time.monotonic()
+        traced_authz.signal(signal.SIGTERM)
+        traced_authz.proc.wait(timeout=20)
+        assert time.monotonic() - started < 12, "shutdown flushes within its bound, then exits"
+    finally:
+        plain.stop()
+        traced_authz.stop()
+    log = traced_authz.output()
+    warnings = [line for line in log.splitlines() if "spans are dropped" in line or "could not export spans" in line]
+    assert 1 <= len(warnings) <= 3, warnings
