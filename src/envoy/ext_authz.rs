@@ -150,17 +150,18 @@ impl ExtAuthz {
                 None => checked_header(check, name),
             }
         });
+        // The exported span innermost, so that the calls out of the decision find it current.
         let answer = async {
-            match trace_context(check) {
-                Some(trace) => {
-                    let span = tracing::info_span!("check", trace_id = %trace.trace_id, parent_id = %trace.parent_id);
-                    self.answer(check, now).instrument(span).await
-                }
+            match exported {
+                Some(span) => self.answer(check, now).instrument(span).await,
                 None => self.answer(check, now).await,
             }
         };
-        match exported {
-            Some(span) => answer.instrument(span).await,
+        match trace_context(check) {
+            Some(trace) => {
+                let span = tracing::info_span!("check", trace_id = %trace.trace_id, parent_id = %trace.parent_id);
+                answer.instrument(span).await
+            }
             None => answer.await,
         }
     }

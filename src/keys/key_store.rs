@@ -198,8 +198,11 @@ impl KeyStore {
         inner.fetches.fetch_add(1, Ordering::Relaxed);
         // The fetch runs apart (its waiters share it, and it outlives a caller who gives up), but
         // in the trace it is the child of the decision that asked for it.
-        let asked_by =
-            if crate::telemetry::traces::enabled() { tracing::Span::current() } else { tracing::Span::none() };
+        let asked_by = if crate::telemetry::traces::in_traced_decision() {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
         let fetch = async move {
             let result = match inner.source.fetch().await {
                 Ok(bytes) => match &inner.algorithms {

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 pub const TARGET: &str = "otel";
 
 /// What the `OTEL_*` variables ask for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExportSettings {
     /// `grpc` or `http/protobuf` (`OTEL_EXPORTER_OTLP_PROTOCOL`, the spec's default the latter).
     pub protocol: Protocol,
@@ -36,6 +36,67 @@ pub struct ExportSettings {
     pub delay: Duration,
     /// One export's deadline (`OTEL_BSP_EXPORT_TIMEOUT`, 30000 ms).
     pub timeout: Duration,
+    /// Which decisions get a span (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
+    pub sampling: Sampling,
+}
+
+/// The sampler, decided before any span exists: an unsampled decision then costs no span at all
+/// (a span the SDK's sampler drops still costs its building, about 5 µs a decision here).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// A caller's sampled flag decides for its children (`parentbased_*`, the default).
+    pub parent_based: bool,
+    /// The share of root traces sampled: 1 (`always_on`), 0 (`always_off`) or a ratio.
+    pub ratio: f64,
+}
+
+impl Sampling {
+    fn from_env(var: &impl Fn(&str) -> Option<String>) -> Result<Sampling, String> {
+        let ratio = || -> Result<f64, String> {
+            match var("OTEL_TRACES_SAMPLER_ARG") {
+                None => Ok(1.0),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| "OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1".to_owned()),
+            }
+        };
+        let (parent_based, ratio) = match var("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
+            None | Some("parentbased_always_on") => (true, 1.0),
+            Some("always_on") => (false, 1.0),
+            Some("always_off") => (false, 0.0),
+            Some("parentbased_always_off") => (true, 0.0),
+            Some("traceidratio") => (false, ratio()?),
+            Some("parentbased_traceidratio") => (true, ratio()?),
+            Some(_) => {
+                return Err("OTEL_TRACES_SAMPLER must be always_on, always_off, traceidratio or their \
+                            parentbased_ forms"
+                    .into());
+            }
+        };
+        Ok(Sampling { parent_based, ratio })
+    }
+
+    /// Whether a decision whose caller sent `parent` (its sampled flag, if it sent one) is traced.
+    fn samples(&self, parent: Option<bool>) -> bool {
+        match parent {
+            Some(sampled) if self.parent_based => sampled,
+            _ => self.ratio >= 1.0 || (self.ratio > 0.0 && coin() < self.ratio),
+        }
+    }
+}
+
+/// A uniform number in [0, 1): a shared xorshift, cheap and lock-free (no cryptographic use).
+fn coin() -> f64 {
+    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let mut x = STATE.load(Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    STATE.store(x, Ordering::Relaxed);
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The OTLP transport.
@@ -78,7 +139,9 @@ impl ExportSettings {
             }
         };
         let queue = number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)? as usize;
+        let sampling = Sampling::from_env(&var)?;
         Ok(Some(ExportSettings {
+            sampling,
             protocol,
             queue,
             batch: (number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)? as usize).min(queue),
@@ -88,8 +151,10 @@ impl ExportSettings {
     }
 }
 
-/// True once export has started: the transports then open a span per decision.
+/// True once export has started: the transports then open a span per sampled decision.
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The sampler, set once export starts.
+static SAMPLING: std::sync::OnceLock<Sampling> = std::sync::OnceLock::new();
 /// Spans dropped (queue full, export failed), for `/metrics`.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -117,9 +182,6 @@ pub fn decision_span<'a>(transport: &'static str, header: impl Fn(&str) -> Optio
     if !enabled() {
         return None;
     }
-    let span = tracing::info_span!(target: "otel", "authorize", otel.kind = "server", transport,
-        outcome = tracing::field::Empty, reason = tracing::field::Empty, route.level = tracing::field::Empty,
-        issuer = tracing::field::Empty, shadow = tracing::field::Empty);
     struct Headers([(&'static str, Option<String>); 2]);
     impl opentelemetry::propagation::Extractor for Headers {
         fn get(&self, key: &str) -> Option<&str> {
@@ -132,8 +194,25 @@ pub fn decision_span<'a>(transport: &'static str, header: impl Fn(&str) -> Optio
     let read = |name: &'static str| (name, header(name).map(str::to_owned));
     let headers = Headers([read("traceparent"), read("tracestate")]);
     let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&headers);
+    let caller = {
+        use opentelemetry::trace::TraceContextExt as _;
+        let context = parent.span().span_context().clone();
+        context.is_valid().then(|| context.is_sampled())
+    };
+    if !SAMPLING.get().is_some_and(|s| s.samples(caller)) {
+        return None;
+    }
+    let span = tracing::info_span!(target: "otel", "authorize", otel.kind = "server", transport,
+        outcome = tracing::field::Empty, reason = tracing::field::Empty, route.level = tracing::field::Empty,
+        issuer = tracing::field::Empty, shadow = tracing::field::Empty);
     let _ = span.set_parent(parent);
     Some(span)
+}
+
+/// True inside a sampled decision's span: its calls out get spans of their own (and nothing else
+/// does, so an unsampled decision or a background refresh opens none).
+pub fn in_traced_decision() -> bool {
+    enabled() && tracing::Span::current().metadata().is_some_and(|m| m.target() == TARGET)
 }
 
 /// Writes why into the current decision span (a no-op while tracing is off).
@@ -153,12 +232,12 @@ pub fn record_decision(outcome: &str, reason: &str, level: Option<&str>, issuer:
     span.record("shadow", shadow);
 }
 
-/// A child span of the current one, for a call out of the process (`jwks fetch`, `mfa lookup`,
-/// …): `None` while tracing is off.
+/// A child span of the current decision's, for a call out of the process (`jwks fetch`, `mfa
+/// lookup`, …): none outside a traced decision.
 #[macro_export]
 macro_rules! out_span {
     ($name:literal $(, $($field:tt)*)?) => {
-        if $crate::telemetry::traces::enabled() {
+        if $crate::telemetry::traces::in_traced_decision() {
             tracing::info_span!(target: "otel", $name, otel.kind = "client" $(, $($field)*)?)
         } else {
             tracing::Span::none()
@@ -301,9 +380,14 @@ impl Traces {
             }
         }
         let processor = Queue { spans: spans.clone(), warned: AtomicBool::new(false) };
-        // The sampler: `OTEL_TRACES_SAMPLER`/`_ARG` as the SDK reads them, by default parent-based
-        // (Envoy's decision to sample is followed).
-        let provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build();
+        // Sampling is decided before a span exists (`Sampling`, by default parent-based: Envoy's
+        // decision to sample is followed), so every span that reaches the SDK is kept.
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(resource)
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+            .build();
+        let _ = SAMPLING.set(settings.sampling);
         ENABLED.store(true, Ordering::Relaxed);
         Ok(Traces { provider, flush: spans })
     }
@@ -356,5 +440,28 @@ mod tests {
         assert_eq!(settings(&small).unwrap().unwrap().batch, 8, "a batch never exceeds the queue");
         let zero = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_BSP_MAX_QUEUE_SIZE", "0")];
         assert!(settings(&zero).unwrap_err().contains("OTEL_BSP_MAX_QUEUE_SIZE"));
+    }
+
+    #[test]
+    fn the_sampler_follows_the_caller_by_default_and_samples_roots_by_ratio() {
+        let sampling = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c")];
+            all.extend_from_slice(pairs);
+            settings(&all).map(|s| s.unwrap().sampling)
+        };
+        let default = sampling(&[]).unwrap();
+        assert_eq!(default, Sampling { parent_based: true, ratio: 1.0 });
+        assert!(default.samples(None) && default.samples(Some(true)) && !default.samples(Some(false)));
+        let ratio =
+            sampling(&[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.01")]);
+        let ratio = ratio.unwrap();
+        let sampled = (0..100_000).filter(|_| ratio.samples(None)).count();
+        assert!((500..1500).contains(&sampled), "about 1 % of roots: {sampled}");
+        assert!(ratio.samples(Some(true)), "a sampled caller is followed whatever the ratio");
+        let own = sampling(&[("OTEL_TRACES_SAMPLER", "always_off")]).unwrap();
+        assert!(!own.samples(Some(true)), "not parent-based: the caller's flag is not followed");
+        assert!(sampling(&[("OTEL_TRACES_SAMPLER", "xray")]).unwrap_err().contains("OTEL_TRACES_SAMPLER"));
+        let bad = [("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")];
+        assert!(sampling(&bad).unwrap_err().contains("OTEL_TRACES_SAMPLER_ARG"));
     }
 }
