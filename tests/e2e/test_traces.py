@@ -100,6 +100,7 @@ def test_a_request_through_envoy_is_one_trace_with_the_decision_a_child_of_envoy
         envoy_spans = {s.span_id: s for s in trace if s.service == "envoy"}
         assert envoy_spans, f"Envoy's spans are in the same trace: {trace}"
         assert decision.parent_id in envoy_spans, "the decision is a child of Envoy's span"
+        assert envoy_spans[decision.parent_id].name.endswith("Authorization.Check egress"), "Envoy's ext_authz call"
         assert decision.attributes["outcome"] == "allow" and decision.attributes["route.level"] == "mfa"
         assert decision.attributes["issuer"] == "default" and decision.attributes["transport"] == "grpc"
         lookups = [s for s in trace if s.name == "mfa lookup" and s.parent_id == decision.span_id]
