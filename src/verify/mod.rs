@@ -293,9 +293,11 @@ impl Verifier {
             && self.issuers.get(hit.claims.issuer).is_some_and(|i| i.keys.is_current(&hit.key))
         {
             self.cache.record(true);
+            crate::telemetry::traces::record_cache_hit(true);
             return Ok(hit.claims.clone());
         }
         self.cache.record(false);
+        crate::telemetry::traces::record_cache_hit(false);
         let jwt = Jwt::split(token)?;
         let index = self.issuer_of(&jwt)?;
         let issuer = &self.issuers[index];

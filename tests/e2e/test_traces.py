@@ -103,6 +103,7 @@ def test_a_request_through_envoy_is_one_trace_with_the_decision_a_child_of_envoy
         assert envoy_spans[decision.parent_id].name.endswith("Authorization.Check egress"), "Envoy's ext_authz call"
         assert decision.attributes["outcome"] == "allow" and decision.attributes["route.level"] == "mfa"
         assert decision.attributes["issuer"] == "default" and decision.attributes["transport"] == "grpc"
+        assert decision.attributes["cache.hit"] is False and decision.attributes["shadow"] is False
         lookups = [s for s in trace if s.name == "mfa lookup" and s.parent_id == decision.span_id]
         assert lookups and lookups[0].attributes["factors"] == "totp", "the cold MFA lookup is the decision's child"
 
