@@ -66,7 +66,16 @@ async fn count_request(
         "/auth/logout" => "logout",
         _ => "other",
     };
-    let response = next.run(request).await;
+    let span =
+        crate::telemetry::traces::request_span(route, |name| request.headers().get(name).and_then(|v| v.to_str().ok()));
+    let response = match span {
+        Some(span) => {
+            let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+            span.record("http.response.status_code", i64::from(response.status().as_u16()));
+            response
+        }
+        None => next.run(request).await,
+    };
     metrics.http_request(route, response.status().as_u16());
     response
 }

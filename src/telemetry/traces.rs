@@ -172,13 +172,12 @@ fn dropped(n: usize) {
     DROPPED.fetch_add(n as u64, Ordering::Relaxed);
 }
 
-/// The span of one decision on `transport` (`grpc`, `http`): a child of the caller's W3C trace
-/// context as `header` reads it (`traceparent`, `tracestate`), or a root. `None` while tracing is
-/// off, so an untraced service pays for nothing. Its attributes say why (see [`record_decision`]);
-/// never a token, cookie, path or query.
-pub fn decision_span<'a>(transport: &'static str, header: impl Fn(&str) -> Option<&'a str>) -> Option<tracing::Span> {
+/// The caller's trace context as `header` reads it (`traceparent`, `tracestate`) when this
+/// request is to be traced (the sampler, parent-based by default), else `None`. Always `None`
+/// while tracing is off.
+fn sampled_parent<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<opentelemetry::Context> {
     use opentelemetry::propagation::TextMapPropagator as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use opentelemetry::trace::TraceContextExt as _;
     if !enabled() {
         return None;
     }
@@ -195,16 +194,33 @@ pub fn decision_span<'a>(transport: &'static str, header: impl Fn(&str) -> Optio
     let headers = Headers([read("traceparent"), read("tracestate")]);
     let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&headers);
     let caller = {
-        use opentelemetry::trace::TraceContextExt as _;
         let context = parent.span().span_context().clone();
         context.is_valid().then(|| context.is_sampled())
     };
-    if !SAMPLING.get().is_some_and(|s| s.samples(caller)) {
-        return None;
-    }
+    SAMPLING.get().is_some_and(|s| s.samples(caller)).then_some(parent)
+}
+
+/// The span of one decision on `transport` (`grpc`, `http`): a child of the caller's W3C trace
+/// context as `header` reads it, or a root. `None` while tracing is off or when the sampler says
+/// no, so an untraced decision pays for nothing. Its attributes say why (see
+/// [`record_decision`]); never a token, cookie, path or query.
+pub fn decision_span<'a>(transport: &'static str, header: impl Fn(&str) -> Option<&'a str>) -> Option<tracing::Span> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let parent = sampled_parent(header)?;
     let span = tracing::info_span!(target: "otel", "authorize", otel.kind = "server", transport,
         outcome = tracing::field::Empty, reason = tracing::field::Empty, route.level = tracing::field::Empty,
         issuer = tracing::field::Empty, shadow = tracing::field::Empty, cache.hit = tracing::field::Empty);
+    let _ = span.set_parent(parent);
+    Some(span)
+}
+
+/// The span of one request to the companion HTTP module (`route` from a fixed set), whose calls
+/// to Cognito's OAuth endpoints are its children; `None` as for [`decision_span`].
+pub fn request_span<'a>(route: &'static str, header: impl Fn(&str) -> Option<&'a str>) -> Option<tracing::Span> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let parent = sampled_parent(header)?;
+    let span = tracing::info_span!(target: "otel", "auth request", otel.kind = "server", http.route = route,
+        http.response.status_code = tracing::field::Empty);
     let _ = span.set_parent(parent);
     Some(span)
 }

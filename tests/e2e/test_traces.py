@@ -162,6 +162,32 @@ def test_otlp_http_and_a_proxys_traceparent_on_the_http_listener(logdir, pool, r
         authz.stop()
 
 
+def test_the_companion_modules_call_to_the_token_endpoint_is_a_child_of_its_request(logdir, pool, receiver):
+    # The token endpoint here is only somewhere to call (the receiver answers it 415): the OAuth
+    # flows themselves are tested against oidc-provider in test_code_flow.py.
+    origin = "https://app.example.com"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.http_port}",
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    authz = harness.start_authz(logdir, pool, [
+        "--token-url", f"http://127.0.0.1:{receiver.http_port}/token", "--oauth-client-id", pool.client_id,
+        "--allowed-origin", origin], env_extra=env, name="authz-traced-companion")
+    try:
+        trace_id, parent = "5bf92f3577b34da6a3ce929d0e0e4736", "10f067aa0ba902b7"
+        answer = requests.post(f"http://127.0.0.1:{authz.http_port}/auth/refresh",
+                               headers={"origin": origin, "cookie": "cognito_refresh=a-refresh-token-value",
+                                        "traceparent": f"00-{trace_id}-{parent}-01"}, timeout=10)
+        assert answer.status_code == 502
+        trace = spans_of(receiver, trace_id, want=lambda s: any(x.name == "oauth token" for x in s))
+        [request] = [s for s in trace if s.name == "auth request"]
+        [call] = [s for s in trace if s.name == "oauth token"]
+        assert (request.parent_id, request.attributes["http.route"]) == (parent, "refresh")
+        assert request.attributes["http.response.status_code"] == 502
+        assert (call.parent_id, call.attributes["grant_type"]) == (request.span_id, "refresh_token")
+        assert "a-refresh-token-value" not in json.dumps([s.attributes for s in trace]), "no cookie value"
+    finally:
+        authz.stop()
+
+
 def timed(authz, token, n):
     started = time.monotonic()
     for _ in range(n):
