@@ -201,3 +201,27 @@ fn the_configurations_debug_shows_no_password_of_any_url() {
         assert!(!shown.contains(password), "{password} leaked: {shown}");
     }
 }
+
+#[test]
+fn the_redis_passwords_given_as_settings_are_never_printed() {
+    let env = [
+        ("COGNITO_AUTHZ_REVOCATION_STORE", "redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/0"),
+        ("COGNITO_AUTHZ_REVOCATION_REDIS_PASSWORD", "marker-redis-acl-password"),
+        ("COGNITO_AUTHZ_REVOCATION_REDIS_SENTINEL_PASSWORD", "marker-sentinel-password"),
+        ("COGNITO_AUTHZ_REGION", "eu-west-1"),
+        ("COGNITO_AUTHZ_USER_POOL_ID", "eu-west-1_AbC123"),
+        ("COGNITO_AUTHZ_CLIENT_IDS", "app"),
+    ];
+    let help = printed(&run(&["serve", "--help"], &env));
+    assert!(help.contains("[env: COGNITO_AUTHZ_REGION=eu-west-1]"), "positive control: {help}");
+    // A CA file without TLS: start-up stops naming the setting, never a password.
+    let mut refused = env.to_vec();
+    refused.push(("COGNITO_AUTHZ_REVOCATION_REDIS_CA_FILE", "/ca.pem"));
+    let out = run(&["serve"], &refused);
+    let output = printed(&out);
+    assert_eq!(out.status.code(), Some(78), "{output}");
+    assert!(output.contains("--revocation-redis-ca-file"), "positive control: {output}");
+    for text in [help, output] {
+        assert!(!text.contains("marker-redis-acl-password") && !text.contains("marker-sentinel-password"), "{text}");
+    }
+}
