@@ -94,10 +94,12 @@ def test_the_store_url_names_each_sentinel_pod_and_the_set_the_sentinels_monitor
     assert {p["port"] for p in headless["spec"]["ports"]} == {6379, sentinel_port}
     # The scripts monitor, announce and look up the same names.
     scripts = the(objects, "ConfigMap", "cognito-authz-redis-ha-scripts")["data"]
-    for script in scripts.values():
-        assert re.search(rf"^SERVICE={headless['metadata']['name']}$", script, re.M)
-        assert re.search(rf"^SET={re.escape(unquote(master))}$", script, re.M)
-    assert "sentinel monitor $SET $primary 6379 2" in scripts["start-sentinel.sh"]
+    shared = scripts["find-primary.sh"]
+    assert re.search(rf"^SERVICE={headless['metadata']['name']}$", shared, re.M)
+    assert re.search(rf"^SET={re.escape(unquote(master))}$", shared, re.M)
+    for name in ("start-redis.sh", "start-sentinel.sh"):
+        assert ". /scripts/find-primary.sh" in scripts[name], name
+    assert "sentinel monitor $SET $PRIMARY 6379 2" in scripts["start-sentinel.sh"]
     assert "sentinel announce-hostnames yes" in scripts["start-sentinel.sh"]
     assert db == "0"
     # A replica must hold a revocation before it is acknowledged.
@@ -118,8 +120,9 @@ def test_the_service_reads_the_same_password_the_nodes_and_sentinels_require():
     assert 'requirepass "$REDIS_PASSWORD"' in scripts["start-sentinel.sh"]
     assert 'sentinel auth-pass $SET "$REDIS_PASSWORD"' in scripts["start-sentinel.sh"]
     # Never on a command line (visible in the process list): only in a file the script writes.
+    assert "exec valkey-server /conf/redis.conf" in scripts["start-redis.sh"]
+    assert "exec valkey-sentinel /sentinel/sentinel.conf" in scripts["start-sentinel.sh"]
     for script in scripts.values():
-        assert "valkey-server /conf/redis.conf" in script or "valkey-sentinel /sentinel/sentinel.conf" in script
         assert not re.search(r"exec valkey-\w+ .*\$REDIS_PASSWORD", script)
     names = base.env_names_the_binary_reads()
     for var in c["env"]:
@@ -148,11 +151,11 @@ def test_network_policies_admit_the_service_and_the_set_to_redis_and_the_sentine
 
 
 def test_the_start_scripts_are_valid_shell_and_never_start_a_second_primary_by_default():
-    for name in ("start-redis.sh", "start-sentinel.sh"):
+    for name in ("find-primary.sh", "start-redis.sh", "start-sentinel.sh"):
         assert subprocess.run(["sh", "-n", str(OVERLAY / name)]).returncode == 0, name
-        text = (OVERLAY / name).read_text()
-        # The sentinels are asked before pod 0 is taken for the primary.
-        assert text.index("SENTINEL get-master-addr-by-name") < text.index('primary="$SERVICE-0.$SERVICE"')
+    text = (OVERLAY / "find-primary.sh").read_text()
+    # The sentinels are asked before pod 0 is taken for the primary.
+    assert text.index("SENTINEL get-master-addr-by-name") < text.index('PRIMARY="$SERVICE-0.$SERVICE"')
 
 
 def test_every_file_of_the_overlay_is_used_and_every_patch_deletes_or_merges_one_object():
