@@ -34,7 +34,19 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
     // `serve` exports spans when an OTLP endpoint is set (the exporter needs the runtime).
     let traces = match &settings {
-        Some(Ok(_)) => match ExportSettings::from_env(|name| std::env::var(name).ok()) {
+        // The settings hold what a flag, the environment or the file gave for the variables they
+        // mirror; the other `OTEL_*` variables come from the environment.
+        Some(Ok(s)) => match ExportSettings::from_env(|name| {
+            let given = match name {
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => &s.otlp_endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL" => &s.otlp_protocol,
+                "OTEL_SERVICE_NAME" => &s.otel_service_name,
+                "OTEL_TRACES_SAMPLER" => &s.otel_traces_sampler,
+                "OTEL_TRACES_SAMPLER_ARG" => &s.otel_traces_sampler_arg,
+                _ => return std::env::var(name).ok(),
+            };
+            given.clone()
+        }) {
             Ok(None) => None,
             Ok(Some(export)) => {
                 let _inside = runtime.enter();

@@ -316,6 +316,23 @@ pub struct Settings {
     /// every issuer qualified. With one issuer its headers are always bare.
     #[arg(long, env = "COGNITO_AUTHZ_UNQUALIFIED_ISSUER")]
     pub unqualified_issuer: Option<String>,
+    /// Where traces go (OTLP): the collector's base URL. Defaults to none: tracing off. The
+    /// standard variable is read too, and the other `OTEL_*` ones (README, "Logs and traces").
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = true)]
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (the default).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+    /// The traces' `service.name`. Defaults to `cognito-authz`.
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+    /// Which requests are traced: `parentbased_always_on` (the default), `parentbased_traceidratio`,
+    /// `always_on`, `always_off`, `traceidratio`, `parentbased_always_off`.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER")]
+    pub otel_traces_sampler: Option<String>,
+    /// The ratio for the `traceidratio` samplers (0 to 1).
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
+    pub otel_traces_sampler_arg: Option<String>,
     /// `[[issuer]]` tables (the `--config` file only), instead of the single-pool flags.
     #[arg(skip)]
     #[serde(skip)]
@@ -414,6 +431,11 @@ impl Default for Settings {
             oauth_issuer: None,
             unqualified_issuer: None,
             issuers: vec![],
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            otel_service_name: None,
+            otel_traces_sampler: None,
+            otel_traces_sampler_arg: None,
             log_format: LogFormat::Text,
             log_level: LogLevel::Info,
             given: Default::default(),

@@ -38,6 +38,11 @@ pub struct ExportSettings {
     pub timeout: Duration,
     /// Which decisions get a span (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
     pub sampling: Sampling,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` as given (flag, environment or file), unless the traces'
+    /// own `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (which the exporter then reads itself).
+    pub endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`; `cognito-authz` when not given.
+    pub service_name: String,
 }
 
 /// The sampler, decided before any span exists: an unsampled decision then costs no span at all
@@ -140,8 +145,13 @@ impl ExportSettings {
         };
         let queue = number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)? as usize;
         let sampling = Sampling::from_env(&var)?;
+        let traces_endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some_and(|v| !v.trim().is_empty());
         Ok(Some(ExportSettings {
             sampling,
+            endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty() && !traces_endpoint),
+            service_name: var("OTEL_SERVICE_NAME")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "cognito-authz".to_owned()),
             protocol,
             queue,
             batch: (number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)? as usize).min(queue),
@@ -370,34 +380,40 @@ pub struct Traces {
 
 crate::opaque_debug!(Traces);
 
-/// The service's resource: `OTEL_SERVICE_NAME` (default `cognito-authz`), `OTEL_RESOURCE_ATTRIBUTES`.
-fn resource() -> Resource {
-    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty());
-    let builder = Resource::builder();
-    let builder = if named { builder } else { builder.with_service_name("cognito-authz") };
-    builder.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build()
+/// The service's resource: its name, its version, and `OTEL_RESOURCE_ATTRIBUTES`.
+fn resource(service_name: &str) -> Resource {
+    Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 impl Traces {
     /// Starts exporting (inside a Tokio runtime): the exporter connects lazily, so a collector that
     /// is down costs start-up nothing.
     pub fn start(settings: ExportSettings) -> Result<Traces, String> {
-        let resource = resource();
+        use opentelemetry_otlp::WithExportConfig as _;
+        let resource = resource(&settings.service_name);
         let (spans, queue) = mpsc::channel(settings.queue);
         match settings.protocol {
             Protocol::Grpc => {
-                let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .build()
-                    .map_err(|e| format!("the OTLP/gRPC exporter: {e}"))?;
+                let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                let builder = match &settings.endpoint {
+                    Some(endpoint) => builder.with_endpoint(endpoint.clone()),
+                    None => builder,
+                };
+                let mut exporter = builder.build().map_err(|e| format!("the OTLP/gRPC exporter: {e}"))?;
                 exporter.set_resource(&resource);
                 tokio::spawn(export(exporter, queue, settings.clone()));
             }
             Protocol::HttpProtobuf => {
-                let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .build()
-                    .map_err(|e| format!("the OTLP/HTTP exporter: {e}"))?;
+                let builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+                // The base URL takes the traces' path, as the spec says for this variable.
+                let builder = match &settings.endpoint {
+                    Some(endpoint) => builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/'))),
+                    None => builder,
+                };
+                let mut exporter = builder.build().map_err(|e| format!("the OTLP/HTTP exporter: {e}"))?;
                 exporter.set_resource(&resource);
                 tokio::spawn(export(exporter, queue, settings.clone()));
             }

@@ -137,8 +137,15 @@ def test_a_request_through_envoy_is_one_trace_with_the_decision_a_child_of_envoy
         authz.stop()
 
 
-def test_otlp_http_and_a_proxys_traceparent_on_the_http_listener(logdir, pool, receiver):
-    authz = traced(logdir, pool, "authz-traced-http", f"http://127.0.0.1:{receiver.http_port}", "http/protobuf")
+def test_otlp_http_set_by_flags_and_a_proxys_traceparent_on_the_http_listener(logdir, pool, receiver):
+    # The flags that mirror the standard variables (none of those set here).
+    port = harness.free_port()
+    authz = harness.start_authz(logdir, pool, [
+        "--authz-http-listen", f"127.0.0.1:{port}", "--otlp-endpoint", f"http://127.0.0.1:{receiver.http_port}",
+        "--otlp-protocol", "http/protobuf", "--otel-service-name", "authz-by-flags",
+        "--otel-traces-sampler", "parentbased_always_on"], env_extra={"OTEL_BSP_SCHEDULE_DELAY": "200"},
+        name="authz-traced-http")
+    authz.authz_http_port = port
     try:
         token = pool.sign_in("alice")["AccessToken"]
         trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -150,6 +157,7 @@ def test_otlp_http_and_a_proxys_traceparent_on_the_http_listener(logdir, pool, r
         trace = spans_of(receiver, trace_id, want=lambda s: any(x.name == "authorize" for x in s))
         [span] = [s for s in trace if s.name == "authorize"]
         assert (span.parent_id, span.attributes["transport"], span.attributes["outcome"]) == (parent, "http", "allow")
+        assert span.service == "authz-by-flags"
         assert "secret-query" not in json.dumps(span.attributes)
         # An unsampled caller (flags 00) is followed: no span.
         unsampled = "4bf92f3577b34da6a3ce929d0e0e4737"
