@@ -6,8 +6,9 @@
 //! replica reloads the whole set (subscribing first, so nothing falls between the two), merges it
 //! into its copy, and writes back anything Redis lacks (a restarted Redis without persistence, or a
 //! promoted replica that never received it). A ping each second, sent on the subscription itself,
-//! confirms the copy is current; with Sentinel the sentinels must also still name the primary the
-//! subscription is on. Past the staleness bound decisions answer 503.
+//! confirms the copy is current; with Sentinel or Cluster the sentinels (or the cluster, for the
+//! list's slot) must also still name the primary the subscription is on. Past the staleness bound
+//! decisions answer 503.
 //!
 //! A revocation is acknowledged once `WAIT` says enough replicas hold it (`Durability`), so that
 //! the loss of the primary alone cannot lose it.
@@ -129,7 +130,7 @@ impl RedisStore {
     /// Subscribes, loads and follows until something fails; `loaded` says whether it got as far as
     /// loading the list.
     async fn follow(&self, revocations: &Revocations, loaded: &mut bool) -> Result<(), StoreError> {
-        let (pubsub, on) = tokio::time::timeout(self.timeout, self.nodes.subscription())
+        let (pubsub, on) = tokio::time::timeout(self.timeout, self.nodes.subscription(&self.key))
             .await
             .map_err(|_| StoreError::Redis("connect timed out".into()))?
             .map_err(redis_error)?;
@@ -174,25 +175,25 @@ impl RedisStore {
         }
     }
 
-    /// With Sentinel: whether the sentinels still name `on` as the primary. A subscription on a
-    /// primary that was failed over while cut off (and does not know it yet) still answers pings
-    /// but hears nothing published on the new one, so a move means resubscribing and reloading.
-    /// Sentinels that cannot be asked cannot vouch either: the copy is not confirmed, and past the
-    /// staleness bound decisions answer 503.
+    /// With Sentinel or Cluster: whether the sentinels (or the cluster, for the list's slot) still
+    /// name `on` as the primary. A subscription on a primary that was failed over while cut off
+    /// (and does not know it yet) still answers pings but hears nothing published on the new one,
+    /// so a move means resubscribing and reloading. When no one can be asked, no one vouches
+    /// either: the copy is not confirmed, and past the staleness bound decisions answer 503.
     async fn still_primary(&self, on: &str) -> Result<bool, StoreError> {
-        match tokio::time::timeout(self.timeout, self.nodes.primary()).await {
+        match tokio::time::timeout(self.timeout, self.nodes.primary(&self.key)).await {
             Ok(Ok(Some(now))) if now != on => {
                 // Logouts must go there too: the command connection may still be on the old one.
                 *self.connection.lock().await = None;
-                Err(StoreError::Redis(format!("the sentinels moved the primary from {on} to {now}")))
+                Err(StoreError::Redis(format!("the primary moved from {on} to {now}")))
             }
             Ok(Ok(_)) => Ok(true),
             Ok(Err(error)) => {
-                tracing::warn!(%error, "no sentinel answered where the primary is; the revocation list is not confirmed");
+                tracing::warn!(%error, "nothing answered where the primary is; the revocation list is not confirmed");
                 Ok(false)
             }
             Err(_) => {
-                tracing::warn!("no sentinel answered in time; the revocation list is not confirmed");
+                tracing::warn!("nothing answered in time where the primary is; the revocation list is not confirmed");
                 Ok(false)
             }
         }

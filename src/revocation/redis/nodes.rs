@@ -2,7 +2,6 @@
 //! connection to whoever holds the list now (the server, the primary the sentinels name, or the
 //! cluster), and a subscription to a node that hears every publish.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
@@ -31,9 +30,11 @@ enum Kind {
     },
     Cluster {
         client: ClusterClient,
-        /// Every seed, tried in turn for the subscription: Cluster broadcasts each publish to all.
-        seeds: Vec<Client>,
-        next: AtomicUsize,
+        /// A cluster connection kept to ask which node serves the list's slot.
+        asking: Mutex<Option<ClusterConnection>>,
+        /// To reach the node that serves it (credentials, TLS).
+        target: Box<Target>,
+        certs: Option<TlsCertificates>,
     },
 }
 
@@ -193,8 +194,9 @@ impl Nodes {
                 }
                 Kind::Cluster {
                     client: builder.build().map_err(|e| e.to_string())?,
-                    seeds: seeds.iter().map(|(h, p)| node(h, *p, 0, target, &certs)).collect::<Result<_, _>>()?,
-                    next: AtomicUsize::new(0),
+                    asking: Mutex::new(None),
+                    target: Box::new(target.clone()),
+                    certs,
                 }
             }
         };
@@ -213,9 +215,15 @@ impl Nodes {
         }
     }
 
-    /// A subscription on a node that hears every publish, and (with Sentinel) the primary's
-    /// address it is on.
-    pub async fn subscription(&self) -> redis::RedisResult<(PubSub, Option<String>)> {
+    /// A subscription on the node every revocation is published on (the server, the primary the
+    /// sentinels name, or the primary serving the list's slot), and that node's address (Sentinel
+    /// and Cluster, where it can move).
+    ///
+    /// In a Cluster the subscription is on the slot's primary, not any node: a publish reaches the
+    /// other nodes over the cluster bus, and a node whose bus is not (yet) linked, such as one just
+    /// restarted, answers pings while it misses publishes. On the primary that ran the publish, a
+    /// ping's answer comes after it.
+    pub async fn subscription(&self, key: &str) -> redis::RedisResult<(PubSub, Option<String>)> {
         match &self.kind {
             Kind::Single(client) => Ok((client.get_async_pubsub().await?, None)),
             Kind::Sentinel { client, .. } => {
@@ -223,31 +231,82 @@ impl Nodes {
                 let primary = client.lock().await.async_get_client().await?;
                 Ok((primary.get_async_pubsub().await?, Some(address(&primary))))
             }
-            Kind::Cluster { seeds, next, .. } => {
-                let mut last = None;
-                for _ in 0..seeds.len() {
-                    let seed = &seeds[next.fetch_add(1, Ordering::Relaxed) % seeds.len()];
-                    match seed.get_async_pubsub().await {
-                        Ok(pubsub) => return Ok((pubsub, None)),
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(last.expect("a cluster has at least one seed"))
+            Kind::Cluster { target, certs, .. } => {
+                let (host, port) = self.slot_primary(key).await?;
+                let node = node(&host, port, 0, target, certs)
+                    .map_err(|e| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "node", e)))?;
+                Ok((node.get_async_pubsub().await?, Some(host_port(&host, port))))
             }
         }
     }
 
-    /// With Sentinel, the primary's address as the sentinels name it now (`None` otherwise).
-    pub async fn primary(&self) -> redis::RedisResult<Option<String>> {
-        let Kind::Sentinel { client, master, asking } = &self.kind else { return Ok(None) };
-        let mut slot = asking.lock().await;
-        let mut connection = match slot.take() {
-            Some(c) => c,
-            None => client.lock().await.async_get_sentinel_client().await?.get_multiplexed_async_connection().await?,
+    /// Where revocations are published now: with Sentinel the primary the sentinels name, in a
+    /// Cluster the primary serving `key`'s slot; `None` for one server.
+    pub async fn primary(&self, key: &str) -> redis::RedisResult<Option<String>> {
+        match &self.kind {
+            Kind::Single(_) => Ok(None),
+            Kind::Sentinel { client, master, asking } => {
+                let mut slot = asking.lock().await;
+                let mut connection = match slot.take() {
+                    Some(c) => c,
+                    None => {
+                        client
+                            .lock()
+                            .await
+                            .async_get_sentinel_client()
+                            .await?
+                            .get_multiplexed_async_connection()
+                            .await?
+                    }
+                };
+                let (host, port): (String, u16) = redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(master)
+                    .query_async(&mut connection)
+                    .await?;
+                *slot = Some(connection);
+                Ok(Some(host_port(&host, port)))
+            }
+            Kind::Cluster { .. } => {
+                let (host, port) = self.slot_primary(key).await?;
+                Ok(Some(host_port(&host, port)))
+            }
+        }
+    }
+
+    /// The primary serving `key`'s slot, as the cluster says now (`CLUSTER KEYSLOT`, `CLUSTER SLOTS`).
+    async fn slot_primary(&self, key: &str) -> redis::RedisResult<(String, u16)> {
+        let Kind::Cluster { client, asking, .. } = &self.kind else {
+            return Err((redis::ErrorKind::InvalidClientConfig, "not a cluster").into());
         };
-        let (host, port): (String, u16) =
-            redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(master).query_async(&mut connection).await?;
-        *slot = Some(connection);
-        Ok(Some(host_port(&host, port)))
+        let mut kept = asking.lock().await;
+        let mut connection = match kept.take() {
+            Some(c) => c,
+            None => client.get_async_connection().await?,
+        };
+        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut connection).await?;
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut connection).await?;
+        *kept = Some(connection);
+        for range in ranges {
+            let redis::Value::Array(fields) = range else { continue };
+            let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end)), Some(redis::Value::Array(primary))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                continue;
+            };
+            if (*start..=*end).contains(&slot) {
+                let host = match primary.first() {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(redis::Value::SimpleString(s)) => s.clone(),
+                    _ => break,
+                };
+                let port = match primary.get(1) {
+                    Some(redis::Value::Int(p)) => u16::try_from(*p).unwrap_or(0),
+                    _ => 0,
+                };
+                return Ok((host, port));
+            }
+        }
+        Err((redis::ErrorKind::ClusterConnectionNotFound, "no primary serves the revocation list's slot").into())
     }
 }
