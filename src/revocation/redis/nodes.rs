@@ -221,7 +221,7 @@ impl Nodes {
     ///
     /// In a Cluster the subscription is on the slot's primary, not any node: a publish reaches the
     /// other nodes over the cluster bus, and a node whose bus is not (yet) linked, such as one just
-    /// restarted, answers pings while it misses publishes. On the primary that ran the publish, a
+    /// restarted, can answer pings while it misses publishes. On the primary that ran the publish, a
     /// ping's answer comes after it.
     pub async fn subscription(&self, key: &str) -> redis::RedisResult<(PubSub, Option<String>)> {
         match &self.kind {
