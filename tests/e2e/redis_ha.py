@@ -33,6 +33,18 @@ def replicas_online(port):
     return sum("state=online" in v for k, v in info(port, "replication").items() if k.startswith("slave"))
 
 
+def replicas_acknowledging(port, n):
+    """True once `n` replicas of the node at `port` acknowledge its writes (`WAIT`): after a
+    diskless sync a replica reads as online up to a second before its first acknowledgement, and a
+    WAIT in that window times out."""
+    if replicas_online(port) != n:
+        return False
+    # A write first: WAIT counts the replicas that acknowledged this connection's own writes.
+    probe = harness.subprocess.run(["redis-cli", "-p", str(port)], input=f"SET ha-probe 1\nWAIT {n} 200\n",
+                                   capture_output=True, text=True, timeout=10).stdout.split()
+    return probe == ["OK", str(n)]
+
+
 def info(port, section, password=None):
     """`INFO section` as a dict."""
     text = harness.redis_cli(port, "INFO", section, password=password)
@@ -48,7 +60,7 @@ class Sentinel:
         self.logdir = logdir
         self.primary = start_node(logdir, "redis-primary")
         self.replicas = [start_node(logdir, f"redis-replica-{i}", replica_of=self.primary.port) for i in (1, 2)]
-        harness.wait_until(lambda: replicas_online(self.primary.port) == 2, what="both replicas in sync")
+        harness.wait_until(lambda: replicas_acknowledging(self.primary.port, 2), what="both replicas in sync")
         self.sentinels = [self._sentinel(i, down_after_ms) for i in (1, 2, 3)]
         # Each sentinel knows both replicas and the two other sentinels before anything is killed.
         for s in self.sentinels:

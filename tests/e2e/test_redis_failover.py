@@ -135,7 +135,7 @@ def test_replicas_follow_the_primary_the_sentinels_name_even_while_the_old_one_s
         subscribed = lambda port: harness.redis_cli(port, "PUBSUB", "NUMSUB", channel).splitlines()[-1]  # noqa: E731
         old = sentinel.primary_port()
         harness.wait_until(lambda: subscribed(old) == "2", what="both subscribed on the primary")
-        harness.wait_until(lambda: redis_ha.replicas_online(new.port) == 1, what="the new primary's replica")
+        harness.wait_until(lambda: redis_ha.replicas_acknowledging(new.port, 1), what="the new primary's replica")
         for s in sentinel.sentinels:
             sentinel.sentinel_cli(s, "SENTINEL", "REMOVE", sentinel.MASTER)
             sentinel.sentinel_cli(s, "SENTINEL", "MONITOR", sentinel.MASTER, "127.0.0.1", str(new.port), "2")
@@ -163,7 +163,7 @@ def test_replicas_follow_the_primary_the_sentinels_name_even_while_the_old_one_s
 def test_a_logout_is_acknowledged_only_once_a_replica_holds_it(logdir, pool):
     primary = redis_ha.start_node(logdir, "wait-primary")
     replica = redis_ha.start_node(logdir, "wait-replica", replica_of=primary.port)
-    harness.wait_until(lambda: redis_ha.replicas_online(primary.port) == 1, what="the replica in sync")
+    harness.wait_until(lambda: redis_ha.replicas_acknowledging(primary.port, 1), what="the replica in sync")
     store = ["--revocation-store", f"redis://127.0.0.1:{primary.port}/0", "--revocation-min-replicas", "1",
              "--revocation-replica-timeout-ms", "300"]
     a = start_replica(logdir, pool, "wait-a", store)
