@@ -133,6 +133,15 @@ class Cluster:
                                        harness.redis_cli(n.port, "CLUSTER", "INFO").startswith("cluster_state:ok")
                                        for n in self.nodes), what="cluster ok", timeout=30)
 
+    def acknowledging(self, tag):
+        """True once the primary serving hash tag `tag`'s slot has a replica acknowledging its
+        writes (see `replicas_acknowledging`): a write to that slot, then `WAIT` on the same
+        connection (`-c` follows the redirect there)."""
+        probe = harness.subprocess.run(["redis-cli", "-c", "-p", str(self.nodes[0].port)],
+                                       input=f"SET {{{tag}}}:ha-probe 1\nWAIT 1 200\n",
+                                       capture_output=True, text=True, timeout=10).stdout.split()
+        return probe[-2:] == ["OK", "1"]
+
     def restart(self, node):
         """Starts a killed node again on its port and with its cluster state: it rejoins as a replica."""
         i = self.nodes.index(node)

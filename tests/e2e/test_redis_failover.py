@@ -201,6 +201,7 @@ def cluster(logdir):
 
 def test_a_cluster_shares_revocations_and_a_killed_primary_loses_no_acknowledged_logout(cluster, pool, logdir):
     store = ["--revocation-store", cluster.url(), "--revocation-max-staleness-seconds", str(STALENESS)]
+    harness.wait_until(lambda: cluster.acknowledging(pool.id), what="the list's shard replicating")
     a = start_replica(logdir, pool, "cluster-a", store)
     b = start_replica(logdir, pool, "cluster-b", store)
     try:
