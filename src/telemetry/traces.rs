@@ -395,16 +395,14 @@ impl Traces {
         use opentelemetry_otlp::WithExportConfig as _;
         let resource = resource(&settings.service_name);
         let (spans, queue) = mpsc::channel(settings.queue);
-        match settings.protocol {
+        let mut exporter = match settings.protocol {
             Protocol::Grpc => {
                 let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
                 let builder = match &settings.endpoint {
                     Some(endpoint) => builder.with_endpoint(endpoint.clone()),
                     None => builder,
                 };
-                let mut exporter = builder.build().map_err(|e| format!("the OTLP/gRPC exporter: {e}"))?;
-                exporter.set_resource(&resource);
-                tokio::spawn(export(exporter, queue, settings.clone()));
+                builder.build().map_err(|e| format!("the OTLP/gRPC exporter: {e}"))?
             }
             Protocol::HttpProtobuf => {
                 let builder = opentelemetry_otlp::SpanExporter::builder().with_http();
@@ -413,11 +411,11 @@ impl Traces {
                     Some(endpoint) => builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/'))),
                     None => builder,
                 };
-                let mut exporter = builder.build().map_err(|e| format!("the OTLP/HTTP exporter: {e}"))?;
-                exporter.set_resource(&resource);
-                tokio::spawn(export(exporter, queue, settings.clone()));
+                builder.build().map_err(|e| format!("the OTLP/HTTP exporter: {e}"))?
             }
-        }
+        };
+        exporter.set_resource(&resource);
+        tokio::spawn(export(exporter, queue, settings.clone()));
         let processor = Queue { spans: spans.clone(), warned: AtomicBool::new(false) };
         // Sampling is decided before a span exists (`Sampling`, by default parent-based: Envoy's
         // decision to sample is followed), so every span that reaches the SDK is kept.

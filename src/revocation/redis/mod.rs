@@ -110,7 +110,7 @@ impl RedisStore {
     /// loaded the list: after a failover the sentinels name the new primary about when the first
     /// logout can be acknowledged there, and a replica that waited longer to resubscribe would
     /// allow that logout's token meanwhile (measured in BENCHMARKS.md). Two attempts a second per
-    /// replica cost Redis nothing.
+    /// replica are a small load beside the decisions' (not measured apart).
     pub async fn sync(self: Arc<Self>, revocations: Revocations) {
         const FIRST: Duration = Duration::from_millis(100);
         let mut backoff = FIRST;

@@ -32,6 +32,8 @@ enum Kind {
         client: ClusterClient,
         /// A cluster connection kept to ask which node serves the list's slot.
         asking: Mutex<Option<ClusterConnection>>,
+        /// The list's slot, asked once (`CLUSTER KEYSLOT`): a key's slot never changes.
+        slot: std::sync::OnceLock<i64>,
         /// To reach the node that serves it (credentials, TLS).
         target: Box<Target>,
         certs: Option<TlsCertificates>,
@@ -195,6 +197,7 @@ impl Nodes {
                 Kind::Cluster {
                     client: builder.build().map_err(|e| e.to_string())?,
                     asking: Mutex::new(None),
+                    slot: std::sync::OnceLock::new(),
                     target: Box::new(target.clone()),
                     certs,
                 }
@@ -276,7 +279,7 @@ impl Nodes {
 
     /// The primary serving `key`'s slot, as the cluster says now (`CLUSTER KEYSLOT`, `CLUSTER SLOTS`).
     async fn slot_primary(&self, key: &str) -> redis::RedisResult<(String, u16)> {
-        let Kind::Cluster { client, asking, .. } = &self.kind else {
+        let Kind::Cluster { client, asking, slot: known, .. } = &self.kind else {
             return Err((redis::ErrorKind::InvalidClientConfig, "not a cluster").into());
         };
         let mut kept = asking.lock().await;
@@ -284,7 +287,13 @@ impl Nodes {
             Some(c) => c,
             None => client.get_async_connection().await?,
         };
-        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut connection).await?;
+        let slot = match known.get() {
+            Some(slot) => *slot,
+            None => {
+                let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut connection).await?;
+                *known.get_or_init(|| slot)
+            }
+        };
         let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut connection).await?;
         *kept = Some(connection);
         for range in ranges {
