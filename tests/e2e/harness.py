@@ -364,12 +364,20 @@ REDIS_ERRORS = ("ERR", "NOAUTH", "WRONGPASS", "WRONGTYPE", "NOPERM", "NOSCRIPT",
                 "MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "MASTERDOWN", "EXECABORT")
 
 
-def redis_cli(port, *args, password=None, error_ok=False):
-    """A `redis-cli` command's reply; an error reply fails the test unless `error_ok`, so a command
-    that did nothing cannot pass for one that did."""
+def redis_cli_argv(port, tls=None):
+    """`redis-cli` for the node at `port`; over TLS with the test CA and client pair `tls` (`pki.write_pki`'s paths)."""
+    argv = ["redis-cli", "-p", str(port)]
+    if tls:
+        argv += ["--tls", "--cacert", str(tls["ca"]), "--cert", str(tls["client_cert"]), "--key", str(tls["client_key"])]
+    return argv
+
+
+def redis_cli(port, *args, password=None, error_ok=False, tls=None, stdin=None):
+    """A `redis-cli` command's reply (or of the commands in `stdin`); an error reply fails the test
+    unless `error_ok`, so a command that did nothing cannot pass for one that did."""
     env = dict(os.environ, REDISCLI_AUTH=password) if password else None
-    result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10,
-                            env=env)
+    result = subprocess.run([*redis_cli_argv(port, tls), *args], capture_output=True, text=True, timeout=10,
+                            env=env, input=stdin)
     reply = result.stdout.strip()
     if not error_ok and reply.split(" ", 1)[0] in REDIS_ERRORS:
         raise AssertionError(f"redis-cli {' '.join(args)}: {reply}")

@@ -303,3 +303,145 @@ def test_tls_with_a_client_certificate_and_an_acl_user_whose_password_comes_from
     for proc in (a, b, bare):
         assert password not in proc.output()
     assert "revocation list loaded from redis" in a.output() and "rediss://127.0.0.1" in a.output()
+
+
+def tls_store(paths, tmp_path, url, passwords, ca=True):
+    """A replica's settings for a store reached over TLS with the test CA (unless not `ca`) and
+    client pair; each password (`{"password": ..., "sentinel-password": ...}`) from a file, as a
+    mounted Secret would give it."""
+    args = ["--revocation-store", url, "--revocation-redis-client-cert", str(paths["client_cert"]),
+            "--revocation-redis-client-key", str(paths["client_key"])]
+    if ca:
+        args += ["--revocation-redis-ca-file", str(paths["ca"])]
+    for setting, value in passwords.items():
+        secret = tmp_path / f"redis-{setting}"
+        secret.write_text(value + "\n")
+        args += [f"--revocation-redis-{setting}-file", str(secret)]
+    return args
+
+
+def never_serving(logdir, pool, name, store):
+    """A replica started with `store` and checked two seconds later: its health and a logout's answer."""
+    ports = (harness.free_port(), harness.free_port(), harness.free_port())
+    replica = harness.start_authz(logdir, pool, store, name=name, ports=ports,
+                                  ready=lambda: requests.get(f"http://127.0.0.1:{ports[1]}/healthz", timeout=1) is not None)
+    try:
+        time.sleep(2)
+        return harness.grpc_health(replica.grpc_port, ""), harness.logout(replica, pool.sign_in("alice")["AccessToken"]).status_code
+    finally:
+        replica.stop()
+
+
+NODE_PASSWORD, SENTINEL_PASSWORD = "Rp-8e1d40-nodes", "Sp-3b7a19-sentinels"
+
+
+@pytest.fixture
+def redis_pki(tmp_path):
+    return pki.write_pki(tmp_path / "redis-pki")
+
+
+@pytest.fixture
+def tls_sentinel(logdir, redis_pki):
+    deployment = redis_ha.Sentinel(logdir, tls=redis_pki, password=NODE_PASSWORD, sentinel_password=SENTINEL_PASSWORD)
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture
+def tls_cluster(logdir, redis_pki):
+    deployment = redis_ha.Cluster(logdir, tls=redis_pki, password=NODE_PASSWORD)
+    yield deployment
+    deployment.stop()
+
+
+def test_sentinel_over_tls_with_the_sentinels_own_password_shares_revocations_and_follows_a_failover(
+        logdir, pool, tmp_path, redis_pki, tls_sentinel):
+    paths, sentinel = redis_pki, tls_sentinel
+    node_password, sentinel_password = NODE_PASSWORD, SENTINEL_PASSWORD
+    assert sentinel.url().startswith("rediss+sentinel://")
+    store = tls_store(paths, tmp_path, sentinel.url(), {"password": node_password, "sentinel-password": sentinel_password})
+    a = start_replica(logdir, pool, "sentinel-tls-a", store)
+    b = start_replica(logdir, pool, "sentinel-tls-b", store)
+    try:
+        serving(a, b)
+        kept, first, second = (pool.sign_in("alice")["AccessToken"] for _ in range(3))
+        assert forward_auth(b, first) == 200
+        assert harness.logout(a, first).status_code == 200
+        harness.wait_until(lambda: forward_auth(b, first) == 401, what="refused by the other replica", timeout=1.5)
+
+        # A failover the sentinels run, as a managed service's maintenance does: both replicas
+        # find the new primary through the sentinels (over TLS, with their password) and
+        # subscribe there.
+        old = sentinel.primary_port()
+        assert sentinel.sentinel_cli(sentinel.sentinels[0], "SENTINEL", "FAILOVER", sentinel.MASTER) == "OK"
+        harness.wait_until(lambda: sentinel.primary_port() != old, what="a replica promoted", timeout=30)
+        new = sentinel.primary_port()
+        channel = f"cognito-authz:{pool.id}:revoked"
+        harness.wait_until(lambda: harness.redis_cli(new, "PUBSUB", "NUMSUB", channel, **sentinel.auth)
+                           .splitlines()[-1] == "2", what="both subscribed on the new primary", timeout=15)
+        harness.wait_until(lambda: redis_ha.replicas_acknowledging(new, 2, sentinel.auth),
+                           what="the new primary's replicas in sync", timeout=30)
+        assert forward_auth(a, second) == 200
+        assert harness.logout(b, second).status_code == 200
+        harness.wait_until(lambda: forward_auth(a, second) == 401, what="refused by the other replica", timeout=1.5)
+        for replica in (a, b):
+            assert forward_auth(replica, first) == 401, f"{replica.name}: the logout before the failover holds"
+            assert forward_auth(replica, kept) == 200, f"positive control: {replica.name} allows a live token"
+    finally:
+        a.stop()
+        b.stop()
+    # The nodes' password but not the sentinels' own: the sentinels refuse it, and it never serves.
+    without = tls_store(paths, tmp_path, sentinel.url(), {"password": node_password})
+    assert never_serving(logdir, pool, "sentinel-tls-no-sentinel-password", without) == ("NOT_SERVING", 503)
+    for replica in (a, b):
+        log = replica.output()
+        assert log.count("revocation list loaded from redis") >= 2, "loaded, and reloaded after the failover"
+        assert node_password not in log and sentinel_password not in log
+
+
+def test_a_cluster_over_tls_with_a_password_shares_revocations_and_follows_a_failover(
+        logdir, pool, tmp_path, redis_pki, tls_cluster):
+    paths, cluster, password = redis_pki, tls_cluster, NODE_PASSWORD
+    assert cluster.url().startswith("rediss+cluster://")
+    store = tls_store(paths, tmp_path, cluster.url(), {"password": password})
+    harness.wait_until(lambda: cluster.acknowledging(pool.id), what="the list's shard replicating")
+    a = start_replica(logdir, pool, "cluster-tls-a", store)
+    b = start_replica(logdir, pool, "cluster-tls-b", store)
+    key, channel = f"cognito-authz:{{{pool.id}}}:revocations", f"cognito-authz:{{{pool.id}}}:revoked"
+    subscribed = lambda node: harness.redis_cli(node.port, "PUBSUB", "NUMSUB", channel, **cluster.auth).splitlines()[-1]  # noqa: E731
+    try:
+        serving(a, b)
+        kept, first, second = (pool.sign_in("alice")["AccessToken"] for _ in range(3))
+        assert forward_auth(b, first) == 200
+        assert harness.logout(a, first).status_code == 200
+        harness.wait_until(lambda: forward_auth(b, first) == 401, what="refused by the other replica", timeout=1.5)
+        primary = cluster.primary_of(key)
+        listed = harness.redis_cli(primary.port, "ZRANGEBYSCORE", key, "-inf", "+inf", **cluster.auth)
+        assert '"kind":"jti"' in listed, "the entry is in the list's slot"
+        harness.wait_until(lambda: subscribed(primary) == "2", what="both subscribed on the slot's primary")
+
+        # The slot's replica takes over (`CLUSTER FAILOVER`, as at a managed service's
+        # maintenance): both replicas move their subscription to it, over TLS.
+        promoted = cluster.replica_of(primary)
+        assert harness.redis_cli(promoted.port, "CLUSTER", "FAILOVER", **cluster.auth) == "OK"
+        harness.wait_until(lambda: cluster.primary_of(key).port == promoted.port, what="the replica promoted",
+                           timeout=30)
+        harness.wait_until(lambda: subscribed(promoted) == "2", what="both subscribed on the new primary",
+                           timeout=15)
+        harness.wait_until(lambda: cluster.acknowledging(pool.id), what="the list's shard replicating again")
+        assert forward_auth(a, second) == 200
+        assert harness.logout(b, second).status_code == 200
+        harness.wait_until(lambda: forward_auth(a, second) == 401, what="refused by the other replica", timeout=1.5)
+        for replica in (a, b):
+            assert forward_auth(replica, first) == 401, f"{replica.name}: the logout before the failover holds"
+            assert forward_auth(replica, kept) == 200, f"positive control: {replica.name} allows a live token"
+    finally:
+        a.stop()
+        b.stop()
+    # Without the test CA the nodes' certificates are not trusted (no `insecure`): it never serves.
+    untrusting = tls_store(paths, tmp_path, cluster.url(), {"password": password}, ca=False)
+    assert never_serving(logdir, pool, "cluster-tls-no-ca", untrusting) == ("NOT_SERVING", 503)
+    for replica in (a, b):
+        log = replica.output()
+        assert "revocation list loaded from redis" in log and "rediss+cluster://" in log
+        assert password not in log
