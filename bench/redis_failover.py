@@ -17,6 +17,7 @@ ROUNDS (3), LOGOUTS (150) and DURATION (12 s of wrk per window) change the sizes
 import os
 import pathlib
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def main():
     moto, moto_url = harness.start_moto(logdir)
     pool = harness.Pool(moto_url)
     sign_in = lambda: pool.sign_in("alice")["AccessToken"]  # noqa: E731
-    print(f"binary: {harness.BINARY}; logs: {logdir}")
+    print(f"binary: {harness.BINARY}; logs: {logdir} (removed after a clean run)")
     try:
         # 1. WAIT's cost.
         sentinel, (no_wait, with_wait) = deployment(logdir, pool, ["no-wait", "with-wait"], extra=[
@@ -125,6 +126,8 @@ def main():
             sentinel.stop()
     finally:
         moto.stop()
+    # Reached only after a clean run: a failed one keeps its logs.
+    shutil.rmtree(logdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

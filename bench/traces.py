@@ -13,6 +13,7 @@ behind, and the spans it cannot take are dropped and counted, never waited for."
 import os
 import pathlib
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,6 +94,8 @@ def main():
             authz.stop()
         receiver.stop()
         moto.stop()
+    # Reached only after a clean run: a failed one keeps its logs.
+    shutil.rmtree(logdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What the tests write to a temporary directory (Rust's `temp_dir`, pytest's `tmp_path`, the peers'
+# logs and data) goes under one directory of this run: removed when the run passes, kept (and named)
+# when it fails, for its logs. Runs left in /tmp once filled a disk and failed CI.
+run_tmp="$(mktemp -d "${TMPDIR:-/tmp}/cognito-authz-run.XXXXXX")"
+export TMPDIR="$run_tmp"
+trap 'status=$?; if [ "$status" -eq 0 ]; then rm -rf "$run_tmp"; else echo "test state kept in $run_tmp" >&2; fi' EXIT
+
 venv=.venv
 if ! [ -x "$venv/bin/python" ]; then
   if ! python3 -m venv "$venv" 2>/dev/null; then
