@@ -7,6 +7,7 @@ by its PID; the tests kill them with SIGKILL.
 either optional; the same dict is passed to `harness.redis_cli`."""
 
 import pathlib
+import tempfile
 import threading
 import time
 
@@ -78,7 +79,9 @@ class Sentinel:
     MASTER = "authz-primary"
 
     def __init__(self, logdir, down_after_ms=1500, tls=None, password=None, sentinel_password=None):
-        self.logdir, self.tls = logdir, tls
+        # A directory of its own: a deployment's files never meet an earlier one's.
+        logdir = self.logdir = tempfile.mkdtemp(prefix="sentinel-", dir=logdir)
+        self.tls = tls
         self.auth = {"tls": tls, "password": password}
         self.sentinel_auth = {"tls": tls, "password": sentinel_password}
         self.primary = start_node(logdir, "redis-primary", auth=self.auth)
@@ -154,7 +157,9 @@ class Cluster:
     cluster bus speak only TLS, and `password` is every node's."""
 
     def __init__(self, logdir, node_timeout_ms=2000, tls=None, password=None):
-        self.logdir, self.nodes, self.extra, self.tls = logdir, [], {}, tls
+        # A directory of its own: a node that found an earlier cluster's nodes.conf would not join.
+        logdir = self.logdir = tempfile.mkdtemp(prefix="cluster-", dir=logdir)
+        self.nodes, self.extra, self.tls = [], {}, tls
         self.auth = {"tls": tls, "password": password}
         for i in range(6):
             self.extra[i] = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{i}.conf",
