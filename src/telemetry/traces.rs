@@ -9,7 +9,13 @@
 //! (`try_send`: never waits), one Tokio task exports batches with a deadline each, every span
 //! dropped (queue full, or an export that failed) is counted for `/metrics`, and shutdown flushes
 //! within a bound.
+//!
+//! TLS to the collector: an `https://` endpoint is verified against the system's roots, or only
+//! against `OTEL_EXPORTER_OTLP_CERTIFICATE`; a client certificate comes from
+//! `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `…_CLIENT_KEY`. The exporter reads
+//! `OTEL_EXPORTER_OTLP_HEADERS` (a vendor's API key) itself; nothing here logs it.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -43,6 +49,97 @@ pub struct ExportSettings {
     pub endpoint: Option<String>,
     /// `OTEL_SERVICE_NAME`; `cognito-authz` when not given.
     pub service_name: String,
+    /// TLS to the collector.
+    pub tls: CollectorTls,
+}
+
+/// TLS to the collector, as the spec's variables ask (each also in its `_TRACES_` form).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CollectorTls {
+    /// The endpoint is `https://`: verified against the system's roots or `ca`.
+    pub https: bool,
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM CA trusted instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `OTEL_EXPORTER_OTLP_CLIENT_KEY`, together.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl CollectorTls {
+    fn from_env(var: &impl Fn(&str) -> Option<String>, endpoint: &str) -> Result<CollectorTls, String> {
+        let given = |name: &str| {
+            var(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+                .or_else(|| var(&format!("OTEL_EXPORTER_OTLP_{name}")))
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from)
+        };
+        let client = match (given("CLIENT_CERTIFICATE"), given("CLIENT_KEY")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together".into()
+                );
+            }
+        };
+        let tls = CollectorTls {
+            https: endpoint.trim_start().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")),
+            ca: given("CERTIFICATE"),
+            client,
+        };
+        if !tls.https && (tls.ca.is_some() || tls.client.is_some()) {
+            // Certificates beside a plain-text endpoint: the operator meant TLS, so do not send in the clear.
+            return Err("OTEL_EXPORTER_OTLP_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE need an https:// \
+                        OTEL_EXPORTER_OTLP_ENDPOINT"
+                .into());
+        }
+        Ok(tls)
+    }
+
+    fn read(path: &std::path::Path, variable: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| format!("{variable}: cannot read {}: {e}", path.display()))
+    }
+
+    /// For OTLP/gRPC: the CA's roots or the system's, and the client pair if given.
+    fn grpc(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut config = match &self.ca {
+            Some(ca) => ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(Self::read(ca, "OTEL_EXPORTER_OTLP_CERTIFICATE")?)),
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.client {
+            config = config.identity(Identity::from_pem(
+                Self::read(cert, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")?,
+                Self::read(key, "OTEL_EXPORTER_OTLP_CLIENT_KEY")?,
+            ));
+        }
+        Ok(config)
+    }
+
+    /// For OTLP/HTTP, when a CA or client pair is given (otherwise the exporter's own client,
+    /// which verifies against the system's roots): an HTTP client with them.
+    fn http(&self, timeout: Duration) -> Result<Option<reqwest::Client>, String> {
+        if self.ca.is_none() && self.client.is_none() {
+            return Ok(None);
+        }
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = &self.ca {
+            let pem = Self::read(ca, "OTEL_EXPORTER_OTLP_CERTIFICATE")?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("OTEL_EXPORTER_OTLP_CERTIFICATE: not a PEM certificate: {e}"))?;
+            builder = builder.tls_certs_only(roots);
+        }
+        if let Some((cert, key)) = &self.client {
+            let mut pem = Self::read(cert, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")?;
+            pem.extend_from_slice(b"\n");
+            pem.extend(Self::read(key, "OTEL_EXPORTER_OTLP_CLIENT_KEY")?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                format!("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_KEY: not a PEM pair: {e}")
+            })?;
+            builder = builder.identity(identity);
+        }
+        builder.build().map(Some).map_err(|e| format!("the OTLP/HTTP client: {e}"))
+    }
 }
 
 /// The sampler, decided before any span exists: an unsampled decision then costs no span at all
@@ -145,8 +242,12 @@ impl ExportSettings {
         };
         let queue = number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)? as usize;
         let sampling = Sampling::from_env(&var)?;
-        let traces_endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some_and(|v| !v.trim().is_empty());
+        let traces_endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.trim().is_empty());
+        let url = traces_endpoint.clone().or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT")).unwrap_or_default();
+        let tls = CollectorTls::from_env(&var, &url)?;
+        let traces_endpoint = traces_endpoint.is_some();
         Ok(Some(ExportSettings {
+            tls,
             sampling,
             endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty() && !traces_endpoint),
             service_name: var("OTEL_SERVICE_NAME")
@@ -395,22 +496,28 @@ impl Traces {
         use opentelemetry_otlp::WithExportConfig as _;
         let resource = resource(&settings.service_name);
         let (spans, queue) = mpsc::channel(settings.queue);
+        use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
         let mut exporter = match settings.protocol {
             Protocol::Grpc => {
-                let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-                let builder = match &settings.endpoint {
-                    Some(endpoint) => builder.with_endpoint(endpoint.clone()),
-                    None => builder,
-                };
+                let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder.with_endpoint(endpoint.clone());
+                }
+                if settings.tls.https {
+                    // The exporter's own default for https trusts no root at all.
+                    builder = builder.with_tls_config(settings.tls.grpc()?);
+                }
                 builder.build().map_err(|e| format!("the OTLP/gRPC exporter: {e}"))?
             }
             Protocol::HttpProtobuf => {
-                let builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+                let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
                 // The base URL takes the traces' path, as the spec says for this variable.
-                let builder = match &settings.endpoint {
-                    Some(endpoint) => builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/'))),
-                    None => builder,
-                };
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
+                }
+                if let Some(client) = settings.tls.http(settings.timeout)? {
+                    builder = builder.with_http_client(client);
+                }
                 builder.build().map_err(|e| format!("the OTLP/HTTP exporter: {e}"))?
             }
         };
@@ -477,6 +584,32 @@ mod tests {
         assert_eq!(settings(&small).unwrap().unwrap().batch, 8, "a batch never exceeds the queue");
         let zero = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_BSP_MAX_QUEUE_SIZE", "0")];
         assert!(settings(&zero).unwrap_err().contains("OTEL_BSP_MAX_QUEUE_SIZE"));
+    }
+
+    #[test]
+    fn collector_certificates_need_an_https_endpoint_and_a_client_pair_goes_together() {
+        let tls = |pairs: &[(&str, &str)]| settings(pairs).map(|s| s.unwrap().tls);
+        let plain = tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).unwrap();
+        assert_eq!(plain, CollectorTls::default(), "plain text: no TLS");
+        let system = tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS://api.vendor.example")]).unwrap();
+        assert_eq!(system, CollectorTls { https: true, ca: None, client: None }, "the system's roots");
+        let full = tls(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c:4318/v1/traces"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces-ca.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/c.key"),
+        ])
+        .unwrap();
+        assert_eq!(full.ca, Some(PathBuf::from("/traces-ca.pem")), "the traces' own variable first");
+        assert_eq!(full.client, Some((PathBuf::from("/c.pem"), PathBuf::from("/c.key"))));
+        let half = tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c"), ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/c.key")]);
+        assert!(half.unwrap_err().contains("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY"));
+        let clear = tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem")]);
+        assert!(clear.unwrap_err().contains("need an https:// OTEL_EXPORTER_OTLP_ENDPOINT"), "never in the clear");
+        let unreadable = CollectorTls { https: true, ca: Some("/nonexistent/ca.pem".into()), client: None };
+        assert!(unreadable.grpc().unwrap_err().starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read"));
+        assert!(unreadable.http(Duration::from_secs(1)).unwrap_err().starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE"));
     }
 
     #[test]

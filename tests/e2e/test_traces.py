@@ -3,9 +3,11 @@ both exporting to one OTLP receiver (tests/e2e/otlp.py, from PyPI's opentelemetr
 grpcio). A request through Envoy is one trace: Envoy's spans and this service's decision span,
 linked parent to child, with the decision's why and its calls out (the MFA lookup, a JWKS fetch) as
 children; nothing secret in any attribute. OTLP/HTTP and a proxy's `traceparent` on the HTTP
-authorization listener; a dead collector costs decisions nothing and shutdown does not wait on it."""
+authorization listener; a dead collector costs decisions nothing and shutdown does not wait on it;
+a collector behind mTLS with an API key header, on both protocols."""
 
 import json
+import re
 import signal
 import time
 
@@ -14,6 +16,7 @@ import requests
 from joserfc import jwt
 
 import harness
+import pki
 from otlp import OtlpReceiver
 
 
@@ -232,3 +235,51 @@ def test_a_dead_collector_costs_decisions_nothing_and_shutdown_does_not_wait_for
     log = traced_authz.output()
     warnings = [line for line in log.splitlines() if "spans are dropped" in line or "could not export spans" in line]
     assert 1 <= len(warnings) <= 3, warnings
+
+
+# A vendor's API key, as `OTEL_EXPORTER_OTLP_HEADERS` carries it to Honeycomb or Grafana Cloud.
+API_KEY = "Hk-7d41c0e9-otlp-api-key"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_collector_over_tls_with_a_client_certificate_and_an_api_key_header(logdir, pool, tmp_path, protocol):
+    paths = pki.write_pki(tmp_path / "otlp-pki")
+    collector = OtlpReceiver(tls=paths)
+    port = collector.grpc_port if protocol == "grpc" else collector.http_port
+    tls_env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(paths["ca"]),
+               "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(paths["client_cert"]),
+               "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(paths["client_key"]),
+               "OTEL_EXPORTER_OTLP_HEADERS": f"x-api-key={API_KEY}"}
+    name = protocol.replace("/", "-")
+    trusting = traced(logdir, pool, f"authz-otlp-tls-{name}", f"https://127.0.0.1:{port}", protocol, tls_env)
+    # The same without the CA: the system's roots do not know the test CA, so nothing is delivered.
+    untrusting_env = {k: v for k, v in tls_env.items() if k != "OTEL_EXPORTER_OTLP_CERTIFICATE"}
+    untrusting = traced(logdir, pool, f"authz-otlp-untrusted-{name}", f"https://127.0.0.1:{port}", protocol,
+                        untrusting_env)
+    try:
+        token = pool.sign_in("alice")["AccessToken"]
+        ids = {}
+        for authz, last in ((trusting, "4736"), (untrusting, "4737")):
+            ids[authz.name] = f"5bf92f3577b34da6a3ce929d0e0e{last}"
+            answer = requests.get(f"http://127.0.0.1:{authz.authz_http_port}/envoy/api/orders",
+                                  headers={"authorization": f"Bearer {token}",
+                                           "traceparent": f"00-{ids[authz.name]}-00f067aa0ba902b7-01"}, timeout=5)
+            assert answer.status_code == 200
+        delivered = spans_of(collector, ids[trusting.name], want=lambda s: any(x.name == "authorize" for x in s))
+        assert [s.service for s in delivered if s.name == "authorize"] == ["cognito-authz"]
+        assert collector.headers and all(h.get("x-api-key") == API_KEY for h in collector.headers), \
+            "every export carried the header"
+
+        def dropped(authz):
+            metrics = requests.get(f"http://127.0.0.1:{authz.admin_port}/metrics", timeout=5).text
+            return float(re.search(r"^cognito_authz_trace_spans_dropped_total (\S+)", metrics, re.M).group(1))
+        harness.wait_until(lambda: dropped(untrusting) > 0, what="the untrusted collector's spans dropped")
+        assert not spans_of(collector, ids[untrusting.name], within=0.5), "no span without the CA"
+        assert dropped(trusting) == 0
+    finally:
+        trusting.stop()
+        untrusting.stop()
+        collector.stop()
+    assert "could not export spans" in untrusting.output(), "positive control: the failed export was logged"
+    for authz in (trusting, untrusting):
+        assert API_KEY not in authz.output()
