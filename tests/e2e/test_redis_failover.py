@@ -249,6 +249,19 @@ def test_a_cluster_shares_revocations_and_a_killed_primary_loses_no_acknowledged
         b.stop()
 
 
+def never_serving(logdir, pool, name, store):
+    """A replica started with `store` and checked two seconds later: its health, a logout's answer, and its log."""
+    ports = (harness.free_port(), harness.free_port(), harness.free_port())
+    replica = harness.start_authz(logdir, pool, store, name=name, ports=ports,
+                                  ready=lambda: requests.get(f"http://127.0.0.1:{ports[1]}/healthz", timeout=1) is not None)
+    try:
+        time.sleep(2)
+        health = harness.grpc_health(replica.grpc_port, "")
+        return health, harness.logout(replica, pool.sign_in("alice")["AccessToken"]).status_code, replica
+    finally:
+        replica.stop()
+
+
 def tls_cli(port, paths, *args, user=None, password=None):
     argv = ["redis-cli", "--tls", "--cacert", str(paths["ca"]), "--cert", str(paths["client_cert"]),
             "--key", str(paths["client_key"]), "-p", str(port)]
@@ -281,10 +294,6 @@ def test_tls_with_a_client_certificate_and_an_acl_user_whose_password_comes_from
               "--revocation-redis-client-key", str(paths["client_key"])]
     a = start_replica(logdir, pool, "tls-a", tls + client)
     b = start_replica(logdir, pool, "tls-b", tls + client)
-    # Without its client certificate the server refuses the handshake: never serving.
-    ports = (harness.free_port(), harness.free_port(), harness.free_port())
-    bare = harness.start_authz(logdir, pool, tls, name="tls-no-client-cert", ports=ports,
-                               ready=lambda: requests.get(f"http://127.0.0.1:{ports[1]}/healthz", timeout=1) is not None)
     try:
         serving(a, b)
         token = pool.sign_in("alice")["AccessToken"]
@@ -294,11 +303,11 @@ def test_tls_with_a_client_certificate_and_an_acl_user_whose_password_comes_from
         listed = tls_cli(port, paths, "ZRANGEBYSCORE", f"cognito-authz:{pool.id}:revocations", "-inf", "+inf",
                          user="authz", password=password)
         assert '"kind":"jti"' in listed and '"kind":"origin"' in listed, "the token's and its sign-in's entries"
-        time.sleep(2)
-        assert harness.grpc_health(bare.grpc_port, "") == "NOT_SERVING"
-        assert harness.logout(bare, pool.sign_in("alice")["AccessToken"]).status_code == 503
+        # Without its client certificate the server refuses the handshake: never serving.
+        health, status, bare = never_serving(logdir, pool, "tls-no-client-cert", tls)
+        assert (health, status) == ("NOT_SERVING", 503)
     finally:
-        for proc in (a, b, bare, node):
+        for proc in (a, b, node):
             proc.stop()
     for proc in (a, b, bare):
         assert password not in proc.output()
@@ -318,18 +327,6 @@ def tls_store(paths, tmp_path, url, passwords, ca=True):
         secret.write_text(value + "\n")
         args += [f"--revocation-redis-{setting}-file", str(secret)]
     return args
-
-
-def never_serving(logdir, pool, name, store):
-    """A replica started with `store` and checked two seconds later: its health and a logout's answer."""
-    ports = (harness.free_port(), harness.free_port(), harness.free_port())
-    replica = harness.start_authz(logdir, pool, store, name=name, ports=ports,
-                                  ready=lambda: requests.get(f"http://127.0.0.1:{ports[1]}/healthz", timeout=1) is not None)
-    try:
-        time.sleep(2)
-        return harness.grpc_health(replica.grpc_port, ""), harness.logout(replica, pool.sign_in("alice")["AccessToken"]).status_code
-    finally:
-        replica.stop()
 
 
 NODE_PASSWORD, SENTINEL_PASSWORD = "Rp-8e1d40-nodes", "Sp-3b7a19-sentinels"
@@ -392,7 +389,7 @@ def test_sentinel_over_tls_with_the_sentinels_own_password_shares_revocations_an
         b.stop()
     # The nodes' password but not the sentinels' own: the sentinels refuse it, and it never serves.
     without = tls_store(paths, tmp_path, sentinel.url(), {"password": node_password})
-    assert never_serving(logdir, pool, "sentinel-tls-no-sentinel-password", without) == ("NOT_SERVING", 503)
+    assert never_serving(logdir, pool, "sentinel-tls-no-sentinel-password", without)[:2] == ("NOT_SERVING", 503)
     for replica in (a, b):
         log = replica.output()
         assert log.count("revocation list loaded from redis") >= 2, "loaded, and reloaded after the failover"
@@ -440,7 +437,7 @@ def test_a_cluster_over_tls_with_a_password_shares_revocations_and_follows_a_fai
         b.stop()
     # Without the test CA the nodes' certificates are not trusted (no `insecure`): it never serves.
     untrusting = tls_store(paths, tmp_path, cluster.url(), {"password": password}, ca=False)
-    assert never_serving(logdir, pool, "cluster-tls-no-ca", untrusting) == ("NOT_SERVING", 503)
+    assert never_serving(logdir, pool, "cluster-tls-no-ca", untrusting)[:2] == ("NOT_SERVING", 503)
     for replica in (a, b):
         log = replica.output()
         assert "revocation list loaded from redis" in log and "rediss+cluster://" in log
