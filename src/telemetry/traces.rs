@@ -81,11 +81,14 @@ impl CollectorTls {
                 );
             }
         };
-        let tls = CollectorTls {
-            https: endpoint.trim_start().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")),
-            ca: given("CERTIFICATE"),
-            client,
-        };
+        let scheme =
+            |prefix: &str| endpoint.trim_start().get(..prefix.len()).is_some_and(|s| s.eq_ignore_ascii_case(prefix));
+        if !scheme("http://") && !scheme("https://") {
+            // Without a scheme the exporters guess (gRPC: TLS unless OTEL_EXPORTER_OTLP_INSECURE):
+            // say which at start-up rather than fail every export.
+            return Err("OTEL_EXPORTER_OTLP_ENDPOINT must start with http:// or https://".into());
+        }
+        let tls = CollectorTls { https: scheme("https://"), ca: given("CERTIFICATE"), client };
         if !tls.https && (tls.ca.is_some() || tls.client.is_some()) {
             // Certificates beside a plain-text endpoint: the operator meant TLS, so do not send in the clear.
             return Err("OTEL_EXPORTER_OTLP_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE need an https:// \
@@ -493,10 +496,9 @@ impl Traces {
     /// Starts exporting (inside a Tokio runtime): the exporter connects lazily, so a collector that
     /// is down costs start-up nothing.
     pub fn start(settings: ExportSettings) -> Result<Traces, String> {
-        use opentelemetry_otlp::WithExportConfig as _;
+        use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
         let resource = resource(&settings.service_name);
         let (spans, queue) = mpsc::channel(settings.queue);
-        use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
         let mut exporter = match settings.protocol {
             Protocol::Grpc => {
                 let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
@@ -605,6 +607,8 @@ mod tests {
         assert_eq!(full.client, Some((PathBuf::from("/c.pem"), PathBuf::from("/c.key"))));
         let half = tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c"), ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/c.key")]);
         assert!(half.unwrap_err().contains("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY"));
+        let bare = tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]);
+        assert!(bare.unwrap_err().contains("must start with http:// or https://"), "no guessing");
         let clear = tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem")]);
         assert!(clear.unwrap_err().contains("need an https:// OTEL_EXPORTER_OTLP_ENDPOINT"), "never in the clear");
         let unreadable = CollectorTls { https: true, ca: Some("/nonexistent/ca.pem".into()), client: None };
