@@ -6,6 +6,15 @@ import pytest
 import harness
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running():
+    """Set up first, so torn down last: after every other fixture has stopped its own."""
+    yield
+    left = harness.stop_left_running()
+    if left:
+        print(f"\nstopped at the session's end, left running by a failed test or fixture: {', '.join(left)}")
+
+
 @pytest.fixture(scope="session")
 def logdir(tmp_path_factory):
     return tmp_path_factory.mktemp("e2e-logs")

@@ -41,8 +41,24 @@ def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
     return demo.wait_until(predicate, timeout=timeout, what=what, interval=interval)
 
 
-# A child process whose output goes to a log file, stopped by PID: the demo's.
-Process = demo.Child
+class Process(demo.Child):
+    """A child process whose output goes to a log file, stopped by PID (the demo's), and
+    remembered: what a failed test or fixture left running is stopped when the session ends
+    (`stop_left_running`), so no Redis or replica outlives the run."""
+
+    started = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        Process.started.append(self)
+
+
+def stop_left_running():
+    """Stops every process the session started that still runs; returns their names."""
+    left = [proc for proc in Process.started if proc.alive()]
+    for proc in left:
+        proc.stop(timeout=5)
+    return [proc.name for proc in left]
 
 
 class JsonServer:
