@@ -245,14 +245,14 @@ impl ExportSettings {
         };
         let queue = number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)? as usize;
         let sampling = Sampling::from_env(&var)?;
+        // The traces' own endpoint (used as is) the exporter reads itself; the base one is passed.
         let traces_endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.trim().is_empty());
-        let url = traces_endpoint.clone().or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT")).unwrap_or_default();
-        let tls = CollectorTls::from_env(&var, &url)?;
-        let traces_endpoint = traces_endpoint.is_some();
+        let base = var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty());
+        let tls = CollectorTls::from_env(&var, traces_endpoint.as_deref().or(base.as_deref()).unwrap_or_default())?;
         Ok(Some(ExportSettings {
             tls,
             sampling,
-            endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty() && !traces_endpoint),
+            endpoint: if traces_endpoint.is_some() { None } else { base },
             service_name: var("OTEL_SERVICE_NAME")
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| "cognito-authz".to_owned()),
