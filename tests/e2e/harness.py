@@ -224,6 +224,13 @@ class Pool:
         return result["AuthenticationResult"]
 
 
+TOTP_STEP_SECONDS = 30
+# moto checks a code against the current step only (no window), so a code computed in the last
+# moments of a step can reach it in the next one and be refused ("MFA Code Mismatch"; seen once in
+# CI). A code for "now" is computed only with at least this much of its step left.
+TOTP_MARGIN_SECONDS = 3
+
+
 def totp(secret, at=None):
     """RFC 6238: HMAC-SHA1 over the 30 s step, 6 digits. Written out because moto's secret is
     shorter than some TOTP libraries accept."""
@@ -233,7 +240,12 @@ def totp(secret, at=None):
     import struct
 
     key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
-    step = int((time.time() if at is None else at) // 30)
+    if at is None:
+        left = TOTP_STEP_SECONDS - time.time() % TOTP_STEP_SECONDS
+        if left < TOTP_MARGIN_SECONDS:
+            time.sleep(left + 0.05)
+        at = time.time()
+    step = int(at // TOTP_STEP_SECONDS)
     digest = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
     offset = digest[-1] & 0x0F
     code = (struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000

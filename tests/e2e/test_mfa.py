@@ -23,6 +23,25 @@ def eventually(probe, expected, within=4.0):
     return seen
 
 
+def test_the_harness_never_sends_a_code_whose_step_is_about_to_end(monkeypatch):
+    """moto accepts the current step's code only. A code computed 1 s before the step ends would
+    reach it in the next step and be refused (a CI flake), so the harness waits for the next step;
+    with 20 s left it answers at once (the positive control)."""
+    secret = "JBSWY3DPEHPK3PXP"
+    clock = {"now": 59.0}
+    slept = []
+    monkeypatch.setattr(harness.time, "time", lambda: clock["now"])
+    monkeypatch.setattr(harness.time, "sleep", lambda s: (slept.append(s), clock.update(now=clock["now"] + s)))
+
+    assert harness.totp(secret) == harness.totp(secret, at=60.0)
+    assert harness.totp(secret, at=60.0) != harness.totp(secret, at=59.0)
+    assert slept and sum(slept) < 1.5
+
+    slept.clear()
+    clock["now"] = 70.0
+    assert harness.totp(secret) == harness.totp(secret, at=70.0) and slept == []
+
+
 def test_user_without_totp_gets_403_on_mfa_routes_and_200_on_bootstrap_routes(envoy, pool):
     pool.add_user("carol")
     token = pool.sign_in("carol")["AccessToken"]
