@@ -29,6 +29,23 @@ def serving(*replicas):
                            what=f"{replica.name} serving", timeout=30)
 
 
+def logout_is_shared(through, other, token):
+    """A token the other replica allows (the positive control), logged out through one replica,
+    is refused by the other within 1.5 s."""
+    assert forward_auth(other, token) == 200
+    assert harness.logout(through, token).status_code == 200
+    harness.wait_until(lambda: forward_auth(other, token) == 401, what="refused by the other replica", timeout=1.5)
+
+
+def shared_after_the_failover(a, b, before, after, kept):
+    """After a failover: a logout is still shared, the one before it still holds on both, and a live
+    token is still allowed (the positive control)."""
+    logout_is_shared(b, a, after)
+    for replica in (a, b):
+        assert forward_auth(replica, before) == 401, f"{replica.name}: the logout before the failover holds"
+        assert forward_auth(replica, kept) == 200, f"positive control: {replica.name} allows a live token"
+
+
 def logouts_through_a_failover(a, b, tokens, kill, sign_in, after_acknowledged=6):
     """Logs out `tokens` one after another, alternating replicas, each retried until acknowledged;
     `kill()` runs once `after_acknowledged` are. Until a logout is acknowledged after the kill, more
@@ -207,9 +224,7 @@ def test_a_cluster_shares_revocations_and_a_killed_primary_loses_no_acknowledged
     try:
         serving(a, b)
         first = pool.sign_in("alice")["AccessToken"]
-        assert forward_auth(b, first) == 200
-        assert harness.logout(a, first).status_code == 200
-        harness.wait_until(lambda: forward_auth(b, first) == 401, what="refused by the other replica", timeout=1.5)
+        logout_is_shared(a, b, first)
 
         key = f"cognito-authz:{{{pool.id}}}:revocations"
         victim = cluster.primary_of(key)
@@ -297,9 +312,7 @@ def test_tls_with_a_client_certificate_and_an_acl_user_whose_password_comes_from
     try:
         serving(a, b)
         token = pool.sign_in("alice")["AccessToken"]
-        assert forward_auth(b, token) == 200
-        assert harness.logout(a, token).status_code == 200
-        harness.wait_until(lambda: forward_auth(b, token) == 401, what="refused by the other replica", timeout=1.5)
+        logout_is_shared(a, b, token)
         listed = tls_cli(port, paths, "ZRANGEBYSCORE", f"cognito-authz:{pool.id}:revocations", "-inf", "+inf",
                          user="authz", password=password)
         assert '"kind":"jti"' in listed and '"kind":"origin"' in listed, "the token's and its sign-in's entries"
@@ -362,9 +375,7 @@ def test_sentinel_over_tls_with_the_sentinels_own_password_shares_revocations_an
     try:
         serving(a, b)
         kept, first, second = (pool.sign_in("alice")["AccessToken"] for _ in range(3))
-        assert forward_auth(b, first) == 200
-        assert harness.logout(a, first).status_code == 200
-        harness.wait_until(lambda: forward_auth(b, first) == 401, what="refused by the other replica", timeout=1.5)
+        logout_is_shared(a, b, first)
 
         # A failover the sentinels run, as a managed service's maintenance does: both replicas
         # find the new primary through the sentinels (over TLS, with their password) and
@@ -378,12 +389,7 @@ def test_sentinel_over_tls_with_the_sentinels_own_password_shares_revocations_an
                            .splitlines()[-1] == "2", what="both subscribed on the new primary", timeout=15)
         harness.wait_until(lambda: redis_ha.replicas_acknowledging(new, 2, sentinel.auth),
                            what="the new primary's replicas in sync", timeout=30)
-        assert forward_auth(a, second) == 200
-        assert harness.logout(b, second).status_code == 200
-        harness.wait_until(lambda: forward_auth(a, second) == 401, what="refused by the other replica", timeout=1.5)
-        for replica in (a, b):
-            assert forward_auth(replica, first) == 401, f"{replica.name}: the logout before the failover holds"
-            assert forward_auth(replica, kept) == 200, f"positive control: {replica.name} allows a live token"
+        shared_after_the_failover(a, b, first, second, kept)
     finally:
         a.stop()
         b.stop()
@@ -409,9 +415,7 @@ def test_a_cluster_over_tls_with_a_password_shares_revocations_and_follows_a_fai
     try:
         serving(a, b)
         kept, first, second = (pool.sign_in("alice")["AccessToken"] for _ in range(3))
-        assert forward_auth(b, first) == 200
-        assert harness.logout(a, first).status_code == 200
-        harness.wait_until(lambda: forward_auth(b, first) == 401, what="refused by the other replica", timeout=1.5)
+        logout_is_shared(a, b, first)
         primary = cluster.primary_of(key)
         listed = harness.redis_cli(primary.port, "ZRANGEBYSCORE", key, "-inf", "+inf", **cluster.auth)
         assert '"kind":"jti"' in listed, "the entry is in the list's slot"
@@ -426,12 +430,7 @@ def test_a_cluster_over_tls_with_a_password_shares_revocations_and_follows_a_fai
         harness.wait_until(lambda: subscribed(promoted) == "2", what="both subscribed on the new primary",
                            timeout=15)
         harness.wait_until(lambda: cluster.acknowledging(pool.id), what="the list's shard replicating again")
-        assert forward_auth(a, second) == 200
-        assert harness.logout(b, second).status_code == 200
-        harness.wait_until(lambda: forward_auth(a, second) == 401, what="refused by the other replica", timeout=1.5)
-        for replica in (a, b):
-            assert forward_auth(replica, first) == 401, f"{replica.name}: the logout before the failover holds"
-            assert forward_auth(replica, kept) == 200, f"positive control: {replica.name} allows a live token"
+        shared_after_the_failover(a, b, first, second, kept)
     finally:
         a.stop()
         b.stop()
